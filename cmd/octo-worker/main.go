@@ -1,0 +1,18 @@
+// Command octo-worker is the dispatch server, its CLI client, the Kubernetes worker agent, the in-pod script
+// runner and the chart tooling, in one static binary. Everything is wired in app.go.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	if err := newApp(version).Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "octo-worker:", err)
+		os.Exit(exitCode(err))
+	}
+}

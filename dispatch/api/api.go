@@ -1,0 +1,256 @@
+// Package api holds the wire types of the dispatch protocol: the JSON bodies that the dispatch server and its
+// clients (the worker agent and the CLI) exchange under /api/v1. It has no behaviour beyond small helpers on
+// the types, so that both sides compile against one definition. PROTOCOL.md at the repository root describes
+// the endpoints that carry these types.
+package api
+
+import "time"
+
+// State is an operation's lifecycle state.
+type State string
+
+// Operation states. Queued, leased and running are live; the rest are terminal.
+const (
+	StateQueued    State = "queued"    // waiting for a worker of its pool
+	StateLeased    State = "leased"    // a worker holds a lease and is starting it
+	StateRunning   State = "running"   // the worker reported that it started (its Job exists)
+	StateSucceeded State = "succeeded" // exit code 0
+	StateFailed    State = "failed"    // non-zero exit code, or the worker could not run it (message says why)
+	StateCancelled State = "cancelled" // cancelled by a user before it finished
+	StateTimedOut  State = "timed-out" // ran past its timeout
+	StateLost      State = "lost"      // its lease expired: the worker vanished; it is not run again
+)
+
+// Terminal reports whether s is a final state.
+func (s State) Terminal() bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateCancelled, StateTimedOut, StateLost:
+		return true
+	}
+	return false
+}
+
+// Resources are Kubernetes resource quantities, as strings ("250m", "512Mi").
+type Resources struct {
+	CPU    string `json:"cpu,omitempty"`
+	Memory string `json:"memory,omitempty"`
+}
+
+// Variable is a named value passed to the script as an environment variable. Sensitive values are masked in
+// everything the server stores or shows, and never appear unsealed in pod logs.
+type Variable struct {
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	Sensitive bool   `json:"sensitive,omitempty"`
+}
+
+// File is a file placed in the script's working directory before it runs.
+type File struct {
+	Path    string `json:"path"`    // relative, slash-separated, no ".."
+	Content []byte `json:"content"` // base64 in JSON
+	Mode    uint32 `json:"mode,omitempty"`
+}
+
+// OperationSpec is what a user submits: one script step.
+type OperationSpec struct {
+	Name           string     `json:"name,omitempty"`
+	Pool           string     `json:"pool"`
+	Script         string     `json:"script"`
+	Syntax         string     `json:"syntax,omitempty"` // bash (default), sh, python3, pwsh
+	Files          []File     `json:"files,omitempty"`
+	Variables      []Variable `json:"variables,omitempty"`
+	Image          string     `json:"image,omitempty"`    // container image; empty means the worker-tools image
+	Requests       *Resources `json:"requests,omitempty"` // capped by the worker's configured maximum
+	TimeoutSeconds int        `json:"timeout_seconds,omitempty"`
+	Capabilities   []string   `json:"capabilities,omitempty"` // required worker capabilities, e.g. "docker"
+}
+
+// Operation is an operation as the server holds it.
+type Operation struct {
+	ID           string `json:"id"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Step         int    `json:"step,omitempty"` // 1-based position in its deployment
+	OperationSpec
+	State           State      `json:"state"`
+	ExitCode        *int       `json:"exit_code,omitempty"`
+	Message         string     `json:"message,omitempty"`
+	WorkerID        string     `json:"worker_id,omitempty"`
+	CancelRequested bool       `json:"cancel_requested,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	StartedAt       *time.Time `json:"started_at,omitempty"`
+	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+}
+
+// LogLine is one line of an operation's output.
+//
+// Seq numbers lines produced by the script's runner, from 1, without gaps; appending is idempotent on
+// (operation, seq). Seq 0 marks a line the worker itself adds (pod events, "waiting for capacity"): such lines
+// are appended as they come, not deduplicated. Pos is the server's position in the stored log, used as the
+// cursor when following; it is set only in what the server returns.
+type LogLine struct {
+	Pos    int64     `json:"pos,omitempty"`
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"` // stdout, stderr or system
+	Text   string    `json:"text"`
+}
+
+// Log streams.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+	StreamSystem = "system"
+)
+
+// Error is the body of every non-2xx reply.
+type Error struct {
+	Error string `json:"error"`           // human message: what is wrong and what to do
+	Field string `json:"field,omitempty"` // the request field at fault, as a JSON path ("steps[2].image")
+}
+
+// ---- admin (user) requests ----
+
+// Pool is a worker pool.
+type Pool struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// CreateTokenRequest asks for a registration token for one or more pools.
+type CreateTokenRequest struct {
+	Pools      []string `json:"pools"`
+	TTLSeconds int      `json:"ttl_seconds,omitempty"` // default 24 h
+}
+
+// RegistrationToken describes a registration token. Token (the secret) is returned once, at creation.
+type RegistrationToken struct {
+	ID        string     `json:"id"`
+	Token     string     `json:"token,omitempty"`
+	Pools     []string   `json:"pools"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// DeploymentSpec is an ordered list of steps; a failed step stops the rest and fails the deployment.
+type DeploymentSpec struct {
+	Name  string          `json:"name"`
+	Pool  string          `json:"pool,omitempty"` // default pool for steps that name none
+	Steps []OperationSpec `json:"steps"`
+}
+
+// Deployment is a deployment as the server holds it.
+type Deployment struct {
+	ID         string      `json:"id"`
+	Name       string      `json:"name"`
+	State      State       `json:"state"` // queued, running, succeeded, failed, cancelled
+	Operations []Operation `json:"operations"`
+	CreatedAt  time.Time   `json:"created_at"`
+}
+
+// Worker is a registered worker as the server shows it.
+type Worker struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Pools         []string  `json:"pools"`
+	Version       string    `json:"version"`
+	Capabilities  []string  `json:"capabilities"`
+	Capacity      int       `json:"capacity"`
+	Running       int       `json:"running"`
+	Healthy       bool      `json:"healthy"`
+	HealthMessage string    `json:"health_message,omitempty"`
+	Draining      bool      `json:"draining"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+}
+
+// ---- worker requests ----
+
+// RegisterRequest registers a worker with a registration token (sent as the bearer token).
+type RegisterRequest struct {
+	Name         string   `json:"name"`
+	Pools        []string `json:"pools"` // must be within the registration token's pools
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities"`
+	Capacity     int      `json:"capacity"`
+}
+
+// RegisterResponse carries the worker's identity. WorkerToken authenticates every later worker call.
+type RegisterResponse struct {
+	WorkerID    string   `json:"worker_id"`
+	WorkerToken string   `json:"worker_token"`
+	Pools       []string `json:"pools"`
+}
+
+// LeaseRequest long-polls for one operation.
+type LeaseRequest struct {
+	WaitSeconds int `json:"wait_seconds"` // at most 30
+}
+
+// Lease is an operation handed to one worker. The operation carries sensitive variable values in clear: the
+// worker needs them to run the script. LastSeq is the highest contiguous log sequence the server holds.
+type Lease struct {
+	LeaseID   string    `json:"lease_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+	LastSeq   int64     `json:"last_seq"`
+	Operation Operation `json:"operation"`
+}
+
+// LeasesResponse lists the leases a worker holds (used when it restarts and re-adopts its Jobs).
+type LeasesResponse struct {
+	Leases []Lease `json:"leases"`
+}
+
+// StatusRequest reports progress of a leased operation (state "running").
+type StatusRequest struct {
+	LeaseID string `json:"lease_id"`
+	State   State  `json:"state"`
+	Message string `json:"message,omitempty"`
+}
+
+// AppendLogsRequest appends a batch of lines to a leased operation's log.
+type AppendLogsRequest struct {
+	LeaseID string    `json:"lease_id"`
+	Lines   []LogLine `json:"lines"`
+}
+
+// AppendLogsResponse says how far the stored log is contiguous. Gap is true when the server holds lines
+// beyond LastSeq, so LastSeq+1 is missing and must be re-sent.
+type AppendLogsResponse struct {
+	LastSeq int64 `json:"last_seq"`
+	Gap     bool  `json:"gap,omitempty"`
+}
+
+// ResultRequest ends a leased operation.
+type ResultRequest struct {
+	LeaseID  string `json:"lease_id"`
+	State    State  `json:"state"` // succeeded, failed, cancelled, timed-out
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Message  string `json:"message,omitempty"`
+	LastSeq  int64  `json:"last_seq"` // the worker's count of lines; the server refuses a result with missing lines
+}
+
+// Health is a worker's own view of its health.
+type Health struct {
+	OK      bool   `json:"ok"`
+	Message string `json:"message,omitempty"`
+}
+
+// HeartbeatRequest reports a worker's state and renews the leases of its running operations.
+type HeartbeatRequest struct {
+	Version      string   `json:"version"`
+	Capacity     int      `json:"capacity"`
+	Capabilities []string `json:"capabilities,omitempty"`
+	Running      []string `json:"running"` // operation ids the worker is running
+	Health       Health   `json:"health"`
+	Draining     bool     `json:"draining"`
+}
+
+// HeartbeatResponse tells the worker what the server wants.
+type HeartbeatResponse struct {
+	DesiredVersion string   `json:"desired_version,omitempty"`
+	ChartURL       string   `json:"chart_url,omitempty"`    // where to fetch the chart for DesiredVersion
+	ChartSHA256    string   `json:"chart_sha256,omitempty"` // hex digest the worker verifies
+	Cancel         []string `json:"cancel,omitempty"`       // operation ids to cancel
+	Drain          bool     `json:"drain,omitempty"`
+	LeaseTTL       int      `json:"lease_ttl_seconds"`
+}
