@@ -25,6 +25,7 @@ func newApp(version string) *cli.App {
 		},
 		Commands: []*cli.Command{
 			// Each area appends its commands here.
+			runnerCommand(),
 		},
 	}
 }

@@ -1,0 +1,347 @@
+// Package runner is the in-pod script runner: it places the operation's files, runs its script with the
+// requested shell, numbers and seals every line of stdout and stderr (keeping them apart) in the logline
+// format on its own stdout, and ends with an end-of-stream marker carrying the script's exit code. It runs
+// inside any Linux image from a static copy of the octo-worker binary that an init container installs.
+package runner
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
+)
+
+// Spec is what the worker hands the runner through the operation's Secret (as JSON). The sealing key travels
+// beside it, in its own Secret key.
+type Spec struct {
+	OperationID string         `json:"operation_id"`
+	Syntax      string         `json:"syntax"`
+	Script      string         `json:"script"`
+	Files       []api.File     `json:"files,omitempty"`
+	Variables   []api.Variable `json:"variables,omitempty"`
+}
+
+// Exit codes the runner uses for its own failures, in the range shells use for "could not run".
+const (
+	ExitRunnerError  = 125 // the runner could not prepare the script (bad spec, files, working directory)
+	ExitShellMissing = 127 // the image has no interpreter for the script's syntax
+)
+
+// DefaultOutputGrace is how long the runner keeps reading after the script exited, for background processes
+// that still hold its stdout or stderr open.
+const DefaultOutputGrace = 5 * time.Second
+
+// Shell returns the command line that runs a script file with the given syntax.
+func Shell(syntax, scriptPath string) ([]string, error) {
+	switch syntax {
+	case "", "bash":
+		return []string{"bash", "--noprofile", "--norc", scriptPath}, nil
+	case "sh":
+		return []string{"sh", scriptPath}, nil
+	case "python3", "python":
+		return []string{"python3", "-u", scriptPath}, nil
+	case "pwsh", "powershell":
+		return []string{"pwsh", "-NoLogo", "-NoProfile", "-NonInteractive", "-File", scriptPath}, nil
+	}
+	return nil, fmt.Errorf("syntax %q is not supported: use bash, sh, python3 or pwsh", syntax)
+}
+
+// Runner runs one operation's script.
+type Runner struct {
+	spec    Spec
+	sealer  *logline.Sealer
+	workDir string
+	// OutputGrace is how long to keep reading output after the script exited (DefaultOutputGrace).
+	OutputGrace time.Duration
+
+	mu  sync.Mutex // guards out, seq and buf
+	out *bufio.Writer
+	seq int64
+	buf []byte
+	err error // first write error
+}
+
+// New returns a Runner that writes sealed records to out.
+func New(spec Spec, key []byte, workDir string, out io.Writer) (*Runner, error) {
+	s, err := logline.NewSealer(key, spec.OperationID)
+	if err != nil {
+		return nil, fmt.Errorf("loading sealing key: %w", err)
+	}
+	return &Runner{spec: spec, sealer: s, workDir: workDir, OutputGrace: DefaultOutputGrace, out: bufio.NewWriterSize(out, 64<<10)}, nil
+}
+
+// Run runs the script and writes its output and the end-of-stream marker. It returns the script's exit code
+// (ExitRunnerError or ExitShellMissing when it could not run it, reported as a sealed stderr line too). The
+// error is non-nil only when the records could not be written.
+func (r *Runner) Run(ctx context.Context) (int, error) {
+	code := r.run(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writeLocked(logline.EOS, []byte(fmt.Sprint(code)))
+	if err := r.out.Flush(); err != nil && r.err == nil {
+		r.err = err
+	}
+	if r.err != nil {
+		return code, fmt.Errorf("writing records: %w", r.err)
+	}
+	return code, nil
+}
+
+func (r *Runner) fail(code int, format string, args ...any) int {
+	r.line(logline.Stderr, []byte("octo-worker runner: "+fmt.Sprintf(format, args...)), true)
+	return code
+}
+
+func (r *Runner) run(ctx context.Context) int {
+	if err := os.MkdirAll(r.workDir, 0o755); err != nil {
+		return r.fail(ExitRunnerError, "creating working directory: %v", err)
+	}
+	if err := WriteFiles(r.workDir, r.spec.Files); err != nil {
+		return r.fail(ExitRunnerError, "%v", err)
+	}
+	scriptDir, err := os.MkdirTemp("", "octo-script-")
+	if err != nil {
+		scriptDir, err = os.MkdirTemp(r.workDir, ".octo-script-")
+		if err != nil {
+			return r.fail(ExitRunnerError, "creating a directory for the script: %v", err)
+		}
+	}
+	defer os.RemoveAll(scriptDir)
+	scriptPath := filepath.Join(scriptDir, "script")
+	if err := os.WriteFile(scriptPath, []byte(r.spec.Script), 0o700); err != nil {
+		return r.fail(ExitRunnerError, "writing the script: %v", err)
+	}
+	argv, err := Shell(r.spec.Syntax, scriptPath)
+	if err != nil {
+		return r.fail(ExitRunnerError, "%v", err)
+	}
+	bin, err := exec.LookPath(argv[0])
+	if err != nil {
+		return r.fail(ExitShellMissing, "this image has no %s on its PATH (%s): run the step in an image that has it, or change the step's syntax", argv[0], os.Getenv("PATH"))
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return r.fail(ExitRunnerError, "creating stdout pipe: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return r.fail(ExitRunnerError, "creating stderr pipe: %v", err)
+	}
+	cmd := exec.Command(bin, argv[1:]...)
+	cmd.Dir = r.workDir
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.Env = append(os.Environ(), "OCTO_OPERATION_ID="+r.spec.OperationID)
+	for _, v := range r.spec.Variables {
+		cmd.Env = append(cmd.Env, v.Name+"="+v.Value)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	startErr := cmd.Start()
+	outW.Close()
+	errW.Close()
+	if startErr != nil {
+		outR.Close()
+		errR.Close()
+		return r.fail(ExitShellMissing, "starting %s: %v", bin, startErr)
+	}
+
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); r.copyLines(logline.Stdout, outR) }()
+	go func() { defer readers.Done(); r.copyLines(logline.Stderr, errR) }()
+
+	// Cancellation (SIGTERM to the runner when the Job is deleted) goes to the script's whole process group.
+	exited := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		case <-exited:
+		}
+	}()
+	waitErr := cmd.Wait()
+	close(exited)
+
+	readDone := make(chan struct{})
+	go func() { readers.Wait(); close(readDone) }()
+	select {
+	case <-readDone:
+	case <-time.After(r.OutputGrace):
+		// A background process still holds the pipes: stop reading; what it writes later is lost, as on a VM
+		// worker whose script returned.
+		outR.Close()
+		errR.Close()
+		<-readDone
+	}
+	outR.Close()
+	errR.Close()
+
+	if waitErr == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return r.fail(ExitRunnerError, "waiting for the script: %v", waitErr)
+}
+
+// copyLines turns one pipe into records, splitting lines longer than logline.MaxPayload.
+func (r *Runner) copyLines(stream string, f *os.File) {
+	br := bufio.NewReaderSize(f, logline.MaxPayload)
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(chunk) > 0 {
+			text := chunk
+			if text[len(text)-1] == '\n' {
+				text = text[:len(text)-1]
+			}
+			r.line(stream, text, br.Buffered() == 0)
+		}
+		switch {
+		case err == nil, errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return // io.EOF, or the pipe closed after the grace period
+		}
+	}
+}
+
+// line writes one record; flush pushes it out at once (when the reader has nothing more buffered).
+func (r *Runner) line(stream string, text []byte, flush bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	r.writeLocked(stream, text)
+	if flush {
+		if err := r.out.Flush(); err != nil && r.err == nil {
+			r.err = err
+		}
+	}
+}
+
+func (r *Runner) writeLocked(stream string, payload []byte) {
+	buf, err := r.sealer.Append(r.buf[:0], logline.Line{Seq: r.seq, Time: time.Now(), Stream: stream, Payload: payload})
+	r.buf = buf
+	if err == nil {
+		buf = append(buf, '\n')
+		_, err = r.out.Write(buf)
+	}
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+}
+
+// WriteFiles places an operation's files under dir. Paths must be relative and stay inside dir.
+func WriteFiles(dir string, files []api.File) error {
+	for i, f := range files {
+		if err := CheckFilePath(f.Path); err != nil {
+			return fmt.Errorf("files[%d].path: %w", i, err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("files[%d]: creating directory for %s: %w", i, f.Path, err)
+		}
+		mode := os.FileMode(f.Mode & 0o777)
+		if mode == 0 {
+			mode = 0o644
+		}
+		if err := os.WriteFile(p, f.Content, mode); err != nil {
+			return fmt.Errorf("files[%d]: writing %s: %w", i, f.Path, err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			return fmt.Errorf("files[%d]: setting mode of %s: %w", i, f.Path, err)
+		}
+	}
+	return nil
+}
+
+// CheckFilePath reports whether p is a relative, slash-separated path without "..".
+func CheckFilePath(p string) error {
+	switch {
+	case p == "":
+		return errors.New("is empty: give a path relative to the working directory")
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("%q is absolute: give a path relative to the working directory", p)
+	case strings.ContainsRune(p, 0):
+		return fmt.Errorf("%q contains a NUL byte", p)
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return fmt.Errorf("%q leaves the working directory: remove the \"..\"", p)
+		}
+	}
+	if path.Clean(p) == "." {
+		return fmt.Errorf("%q names the working directory itself: give a file name", p)
+	}
+	return nil
+}
+
+// LoadSpec reads the runner's spec and key files.
+func LoadSpec(specPath, keyPath string) (Spec, []byte, error) {
+	var spec Spec
+	b, err := os.ReadFile(specPath)
+	if err != nil {
+		return spec, nil, fmt.Errorf("reading operation spec: %w", err)
+	}
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return spec, nil, fmt.Errorf("decoding operation spec %s: %w", specPath, err)
+	}
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		return spec, nil, fmt.Errorf("reading sealing key: %w", err)
+	}
+	return spec, key, nil
+}
+
+// Install copies the running executable to dest (mode 0755): the init container uses it to place a static
+// runner into the emptyDir that the script container mounts.
+func Install(dest string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding own executable: %w", err)
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return fmt.Errorf("opening own executable: %w", err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Dir(dest), err)
+	}
+	tmp := dest + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", tmp, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying runner to %s: %w", tmp, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		return fmt.Errorf("installing runner at %s: %w", dest, err)
+	}
+	return nil
+}

@@ -1,0 +1,238 @@
+package runner
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type result struct {
+	code   int
+	lines  []logline.Line // without the marker
+	eos    logline.Line
+	raw    string
+	stdout []string
+	stderr []string
+}
+
+func run(t *testing.T, spec Spec, tune func(*Runner)) result {
+	t.Helper()
+	if spec.OperationID == "" {
+		spec.OperationID = "op-test"
+	}
+	key, err := logline.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	r, err := New(spec, key, t.TempDir(), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(r)
+	}
+	code, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	s, _ := logline.NewSealer(key, spec.OperationID)
+	res := result{code: code, raw: out.String()}
+	sc := bufio.NewScanner(&out)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		l, err := s.Parse(sc.Bytes())
+		if err != nil {
+			t.Fatalf("parsing %q: %v", sc.Text(), err)
+		}
+		if res.eos.Stream != "" {
+			t.Fatalf("line after the end-of-stream marker: %q", sc.Text())
+		}
+		switch l.Stream {
+		case logline.EOS:
+			res.eos = l
+		case logline.Stdout:
+			res.stdout = append(res.stdout, string(l.Payload))
+			res.lines = append(res.lines, l)
+		case logline.Stderr:
+			res.stderr = append(res.stderr, string(l.Payload))
+			res.lines = append(res.lines, l)
+		}
+	}
+	if res.eos.Stream == "" {
+		t.Fatal("no end-of-stream marker")
+	}
+	for i, l := range res.lines {
+		if l.Seq != int64(i+1) {
+			t.Fatalf("line %d has seq %d: numbering has a gap", i+1, l.Seq)
+		}
+	}
+	if res.eos.Seq != int64(len(res.lines)) {
+		t.Errorf("marker seq = %d, want the line count %d", res.eos.Seq, len(res.lines))
+	}
+	if c, err := res.eos.ExitCode(); err != nil || c != code {
+		t.Errorf("marker exit code = %d, %v; Run returned %d", c, err, code)
+	}
+	return res
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		spec       Spec
+		code       int
+		stdout     []string
+		stderr     []string
+		stderrLike string
+	}{
+		{name: "success", spec: Spec{Script: "echo one\necho two"}, stdout: []string{"one", "two"}},
+		{name: "failure", spec: Spec{Script: "echo bad >&2\nexit 3"}, code: 3, stderr: []string{"bad"}},
+		{name: "streams apart", spec: Spec{Script: "echo out\necho err >&2\necho out2"}, stdout: []string{"out", "out2"}, stderr: []string{"err"}},
+		{name: "no trailing newline", spec: Spec{Script: "printf 'a\\nb'"}, stdout: []string{"a", "b"}},
+		{name: "sh", spec: Spec{Syntax: "sh", Script: "echo $((1+2))"}, stdout: []string{"3"}},
+		{name: "python3", spec: Spec{Syntax: "python3", Script: "import sys\nprint('py')\nsys.exit(4)"}, code: 4, stdout: []string{"py"}},
+		{name: "variables", spec: Spec{Script: `echo "$GREETING $OCTO_OPERATION_ID"`, OperationID: "op-9", Variables: []api.Variable{{Name: "GREETING", Value: "hi"}}}, stdout: []string{"hi op-9"}},
+		{name: "files", spec: Spec{Script: "cat conf/app.txt; test -x run.sh && ./run.sh", Files: []api.File{{Path: "conf/app.txt", Content: []byte("from a file\n")}, {Path: "run.sh", Content: []byte("#!/bin/sh\necho ran\n"), Mode: 0o755}}}, stdout: []string{"from a file", "ran"}},
+		{name: "killed by signal", spec: Spec{Script: "kill -9 $$"}, code: 137},
+		{name: "unknown syntax", spec: Spec{Syntax: "cobol", Script: "DISPLAY 'HI'"}, code: ExitRunnerError, stderrLike: `syntax "cobol" is not supported`},
+		{name: "missing shell", spec: Spec{Syntax: "pwsh", Script: "Write-Host hi"}, code: ExitShellMissing, stderrLike: "this image has no pwsh"},
+		{name: "file escapes", spec: Spec{Script: "true", Files: []api.File{{Path: "../x", Content: []byte("x")}}}, code: ExitRunnerError, stderrLike: "files[0].path"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.spec.Syntax == "pwsh" {
+				if _, err := os.Stat("/usr/bin/pwsh"); err == nil {
+					t.Skip("pwsh is installed here")
+				}
+			}
+			res := run(t, tc.spec, nil)
+			if res.code != tc.code {
+				t.Errorf("exit code = %d, want %d (stderr %q)", res.code, tc.code, res.stderr)
+			}
+			if diff := cmp.Diff(tc.stdout, res.stdout); diff != "" {
+				t.Errorf("stdout (-want +got):\n%s", diff)
+			}
+			if tc.stderrLike != "" {
+				if len(res.stderr) != 1 || !strings.Contains(res.stderr[0], tc.stderrLike) {
+					t.Errorf("stderr = %q, want one line containing %q", res.stderr, tc.stderrLike)
+				}
+			} else if diff := cmp.Diff(tc.stderr, res.stderr); diff != "" {
+				t.Errorf("stderr (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSensitiveValueNeverInClear(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2-very-secret"
+	res := run(t, Spec{Script: `echo "password is $PASSWORD"; echo "$PASSWORD" >&2`, Variables: []api.Variable{{Name: "PASSWORD", Value: secret, Sensitive: true}}}, nil)
+	if strings.Contains(res.raw, secret) || strings.Contains(res.raw, "password is") {
+		t.Fatalf("raw runner output holds plain text: %q", res.raw)
+	}
+	if diff := cmp.Diff([]string{"password is " + secret}, res.stdout); diff != "" {
+		t.Errorf("opened stdout (-want +got):\n%s", diff)
+	}
+}
+
+func TestLongLinesSplit(t *testing.T) {
+	t.Parallel()
+	n := 3*logline.MaxPayload + 100
+	res := run(t, Spec{Script: "head -c " + itoa(n) + " /dev/zero | tr '\\0' x; echo; echo after"}, nil)
+	joined := strings.Join(res.stdout[:len(res.stdout)-1], "")
+	if len(joined) != n || strings.Trim(joined, "x") != "" {
+		t.Errorf("long line came back as %d bytes in %d records, want %d x's", len(joined), len(res.stdout)-1, n)
+	}
+	for _, s := range res.stdout {
+		if len(s) > logline.MaxPayload {
+			t.Errorf("record of %d bytes exceeds MaxPayload", len(s))
+		}
+	}
+	if res.stdout[len(res.stdout)-1] != "after" {
+		t.Errorf("last line = %q", res.stdout[len(res.stdout)-1])
+	}
+}
+
+func TestManyLinesInOrder(t *testing.T) {
+	t.Parallel()
+	res := run(t, Spec{Script: "seq 1 20000"}, nil)
+	if len(res.stdout) != 20000 || res.stdout[0] != "1" || res.stdout[19999] != "20000" {
+		t.Fatalf("got %d lines", len(res.stdout))
+	}
+	for i, s := range res.stdout {
+		if s != itoa(i+1) {
+			t.Fatalf("line %d = %q", i+1, s)
+		}
+	}
+}
+
+func TestBackgroundProcessDoesNotHoldTheRunner(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	res := run(t, Spec{Script: "sleep 30 &\necho started"}, func(r *Runner) { r.OutputGrace = 200 * time.Millisecond })
+	if res.code != 0 || len(res.stdout) != 1 {
+		t.Fatalf("code %d, stdout %q", res.code, res.stdout)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("runner waited %v for a background process", d)
+	}
+}
+
+func TestCancelStopsScript(t *testing.T) {
+	t.Parallel()
+	key, _ := logline.NewKey()
+	var out bytes.Buffer
+	r, err := New(Spec{OperationID: "op", Script: "echo started; sleep 60"}, key, t.TempDir(), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.OutputGrace = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { code, _ := r.Run(ctx); done <- code }()
+	cancel()
+	if code := <-done; code != 128+15 {
+		t.Errorf("exit code after cancel = %d, want 143 (SIGTERM)", code)
+	}
+}
+
+func TestCheckFilePath(t *testing.T) {
+	t.Parallel()
+	for p, ok := range map[string]bool{"a.txt": true, "d/e/f": true, "": false, "/etc/passwd": false, "a/../../b": false, "..": false, ".": false} {
+		if err := CheckFilePath(p); (err == nil) != ok {
+			t.Errorf("CheckFilePath(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}
+
+func TestInstall(t *testing.T) {
+	t.Parallel()
+	dest := filepath.Join(t.TempDir(), "bin", "octo-worker")
+	if err := Install(dest); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dest)
+	if err != nil || st.Mode().Perm()&0o111 == 0 || st.Size() == 0 {
+		t.Fatalf("installed runner: %v, %v", st, err)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+
