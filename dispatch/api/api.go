@@ -106,9 +106,104 @@ const (
 type Error struct {
 	Error string `json:"error"`           // human message: what is wrong and what to do
 	Field string `json:"field,omitempty"` // the request field at fault, as a JSON path ("steps[2].image")
+	Code  string `json:"code,omitempty"`  // machine-readable reason, one of the Code* constants
+	// LastSeq accompanies CodeMissingLines: the highest contiguous log sequence the server holds.
+	LastSeq int64 `json:"last_seq,omitempty"`
+}
+
+// Error codes: the reasons a client acts on differently. Other errors carry no code; their HTTP status says
+// enough (400 malformed request, 401/403 authentication, 404 unknown object, 413 too large, 422 invalid).
+const (
+	// CodeLeaseLost (410): the worker's lease on the operation has ended (expired, so the operation is lost,
+	// or the operation already finished). The worker must stop the operation and forget it.
+	CodeLeaseLost = "lease_lost"
+	// CodeNotLeased (403): the operation is not leased to this worker (or the lease id does not match).
+	CodeNotLeased = "not_leased"
+	// CodeMissingLines (409): a result names a last_seq beyond the contiguous log the server holds; re-send
+	// the lines after Error.LastSeq, then the result again.
+	CodeMissingLines = "missing_lines"
+	// CodeAlreadyFinished (409): the operation or deployment is already in a terminal state.
+	CodeAlreadyFinished = "already_finished"
+	// CodeExists (409): an object with that name already exists.
+	CodeExists = "exists"
+	// CodeCapability (422): no registered worker of the pool offers a required capability.
+	CodeCapability = "capability_unavailable"
+	// CodeTooLarge (413 for a body, 422 for an operation): a size limit was exceeded; the message names it.
+	CodeTooLarge = "too_large"
+)
+
+// LogEvent is one record of the NDJSON stream returned by GET /api/v1/operations/{id}/logs: either a stored
+// line or, last, the operation's end. A stream without an end record stopped early (server shutdown, network);
+// resume it with ?after= the last line's Pos.
+type LogEvent struct {
+	Line *LogLine `json:"line,omitempty"`
+	End  *LogEnd  `json:"end,omitempty"`
+}
+
+// LogEnd closes a log stream: the operation reached a terminal state and every stored line was sent.
+type LogEnd struct {
+	State    State  `json:"state"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Message  string `json:"message,omitempty"`
 }
 
 // ---- admin (user) requests ----
+
+// CreatePoolRequest creates a worker pool. Name is a DNS label (lower-case letters, digits, '-', at most 63):
+// it ends up in Kubernetes labels.
+type CreatePoolRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+// PoolList is the reply to GET /api/v1/pools.
+type PoolList struct {
+	Pools []Pool `json:"pools"`
+}
+
+// TokenList is the reply to GET /api/v1/tokens (never carries the secrets).
+type TokenList struct {
+	Tokens []RegistrationToken `json:"tokens"`
+}
+
+// OperationList is the reply to GET /api/v1/operations: summaries, newest first. Script, files and variables
+// are left out of a list; GET /api/v1/operations/{id} returns them (sensitive values masked).
+type OperationList struct {
+	Operations []Operation `json:"operations"`
+}
+
+// DeploymentList is the reply to GET /api/v1/deployments, newest first; the operations are summaries.
+type DeploymentList struct {
+	Deployments []Deployment `json:"deployments"`
+}
+
+// WorkerList is the reply to GET /api/v1/workers.
+type WorkerList struct {
+	Workers []Worker `json:"workers"`
+}
+
+// DrainRequest asks a worker to stop taking operations (drain true) or to resume (drain false). The worker
+// learns it from its next heartbeat reply.
+type DrainRequest struct {
+	Drain bool `json:"drain"`
+}
+
+// DesiredVersion is the worker version the server wants every worker to run, and the chart archive that
+// installs it. PUT /api/v1/version sets Version (the chart for it must have been uploaded first with
+// PUT /api/v1/charts/{version}); ChartURL and ChartSHA256 are filled in by the server.
+type DesiredVersion struct {
+	Version     string `json:"version"`
+	ChartURL    string `json:"chart_url,omitempty"`
+	ChartSHA256 string `json:"chart_sha256,omitempty"`
+}
+
+// Chart describes an uploaded chart archive.
+type Chart struct {
+	Version    string    `json:"version"`
+	SHA256     string    `json:"sha256"`
+	Size       int64     `json:"size"`
+	UploadedAt time.Time `json:"uploaded_at"`
+}
 
 // Pool is a worker pool.
 type Pool struct {
@@ -161,6 +256,9 @@ type Worker struct {
 	HealthMessage string    `json:"health_message,omitempty"`
 	Draining      bool      `json:"draining"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
+	// DrainRequested is set by an admin (POST /api/v1/workers/{id}/drain); Draining is what the worker reports.
+	DrainRequested bool      `json:"drain_requested,omitempty"`
+	RegisteredAt   time.Time `json:"registered_at"`
 }
 
 // ---- worker requests ----
@@ -179,11 +277,19 @@ type RegisterResponse struct {
 	WorkerID    string   `json:"worker_id"`
 	WorkerToken string   `json:"worker_token"`
 	Pools       []string `json:"pools"`
+	// HeartbeatSeconds is how often the worker should heartbeat; LeaseTTLSeconds how long a lease lives
+	// without one.
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
+	LeaseTTLSeconds  int `json:"lease_ttl_seconds"`
 }
 
 // LeaseRequest long-polls for one operation.
 type LeaseRequest struct {
 	WaitSeconds int `json:"wait_seconds"` // at most 30
+	// RequestID makes a retried lease call safe: when the worker already holds a lease granted for this id
+	// (the reply was lost on the way), the server returns that same lease instead of handing out another
+	// operation. Use a fresh random id per logical call and the same id for its retries.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Lease is an operation handed to one worker. The operation carries sensitive variable values in clear: the
@@ -253,4 +359,6 @@ type HeartbeatResponse struct {
 	Cancel         []string `json:"cancel,omitempty"`       // operation ids to cancel
 	Drain          bool     `json:"drain,omitempty"`
 	LeaseTTL       int      `json:"lease_ttl_seconds"`
+	// HeartbeatSeconds is the interval the server expects between heartbeats (leases outlive several).
+	HeartbeatSeconds int `json:"heartbeat_seconds"`
 }
