@@ -1,0 +1,366 @@
+package chartgen
+
+import (
+	"fmt"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Validate runs the checks a JSON schema cannot express: quantities parse and requests fit their caps and
+// limits, durations are within bounds, the server URL is absolute, pools are non-empty and distinct, exactly one
+// registration token source is set, image references are valid, RBAC rules are well-formed, and the security
+// contexts still pass Pod Security "restricted". It also re-checks the formats the schema checks, so Values
+// built in Go are held to the same rules. It returns nil when the values are valid.
+func (v Values) Validate() []Problem {
+	var ps problems
+	checkLeaves(&ps, "", reflect.ValueOf(v))
+
+	w := v.Worker
+	if w.ServerURL != "" && regexp.MustCompile(formatPatterns["uri"]).MatchString(w.ServerURL) {
+		u, err := url.Parse(w.ServerURL)
+		switch {
+		case err != nil:
+			ps.add("worker.serverUrl", "%q is not a URL (%v): write e.g. \"https://deploy.example.com\"", w.ServerURL, err)
+		case u.Host == "":
+			ps.add("worker.serverUrl", "%q has no host: write e.g. \"https://deploy.example.com\"", w.ServerURL)
+		case u.User != nil:
+			ps.add("worker.serverUrl", "must not contain credentials: put the registration token in worker.registrationToken")
+		}
+	}
+	if len(w.Pools) == 0 {
+		ps.add("worker.pools", "needs at least one worker pool: e.g. worker.pools={default}")
+	}
+	duplicates(&ps, "worker.pools", w.Pools)
+	hasToken, hasSecret := w.RegistrationToken != "", w.RegistrationTokenSecret.Name != ""
+	switch {
+	case hasToken && hasSecret:
+		ps.add("worker.registrationToken", "set either worker.registrationToken or worker.registrationTokenSecret.name, not both")
+	case !hasToken && !hasSecret:
+		ps.add("worker.registrationToken", "must be set: a registration token from the dispatch server, or an existing Secret in worker.registrationTokenSecret.name")
+	case hasSecret && w.RegistrationTokenSecret.Key == "":
+		ps.add("worker.registrationTokenSecret.key", "must name the key of the Secret that holds the token")
+	}
+	for i, c := range w.Capabilities {
+		if c == "docker" {
+			ps.add(fmt.Sprintf("worker.capabilities[%d]", i), "\"docker\" cannot be advertised: script pods have no Docker daemon; remove it")
+		}
+	}
+	duplicates(&ps, "worker.capabilities", w.Capabilities)
+	for k := range w.ExtraEnv {
+		if !envName.MatchString(k) {
+			ps.add("worker.extraEnv."+k, "is not an environment variable name: letters, digits and '_', not starting with a digit")
+		} else if strings.HasPrefix(k, "OCTO_") {
+			ps.add("worker.extraEnv."+k, "OCTO_ variables are set by the chart itself: use the matching value instead")
+		}
+	}
+
+	checkNotAbove(&ps, "resources.requests", v.Resources.Requests, "resources.limits", v.Resources.Limits, "lower the request or raise the limit")
+	checkNotAbove(&ps, "scriptPods.resources.requests", v.ScriptPods.Resources.Requests, "scriptPods.resources.maxRequests", v.ScriptPods.Resources.MaxRequests, "lower the request or raise maxRequests")
+	checkRef(&ps, "image", v.Image)
+	checkRef(&ps, "scriptPods.worker.image", v.ScriptPods.Worker.Image)
+
+	if !v.ServiceAccount.Create && v.ServiceAccount.Name == "" {
+		ps.add("serviceAccount.name", "must name an existing ServiceAccount when serviceAccount.create is false")
+	}
+	sa := v.ScriptPods.ServiceAccount
+	if !sa.Create && sa.Name == "" {
+		ps.add("scriptPods.serviceAccount.name", "must name an existing ServiceAccount when scriptPods.serviceAccount.create is false")
+	}
+	if !sa.Create && (len(sa.Rules) > 0 || len(sa.TargetNamespaces) > 0 || sa.ClusterRole != "") {
+		ps.add("scriptPods.serviceAccount.create", "is false, so rules, targetNamespaces and clusterRole would be ignored: set create: true or grant the permissions to the existing ServiceAccount yourself")
+	}
+	if len(sa.TargetNamespaces) > 0 && len(sa.Rules) == 0 && sa.ClusterRole == "" {
+		ps.add("scriptPods.serviceAccount.targetNamespaces", "grants nothing without rules or clusterRole: add rules, or remove targetNamespaces")
+	}
+	duplicates(&ps, "scriptPods.serviceAccount.targetNamespaces", sa.TargetNamespaces)
+	for i, r := range sa.Rules {
+		checkRule(&ps, fmt.Sprintf("scriptPods.serviceAccount.rules[%d]", i), r)
+	}
+
+	checkTolerations(&ps, "tolerations", v.Tolerations)
+	checkTolerations(&ps, "scriptPods.tolerations", v.ScriptPods.Tolerations)
+	checkPodSecurity(&ps, "podSecurityContext", v.PodSecurityContext, true)
+	checkPodSecurity(&ps, "scriptPods.podSecurityContext", v.ScriptPods.PodSecurityContext, true)
+	checkContainerSecurity(&ps, "securityContext", v.SecurityContext, v.PodSecurityContext)
+	return ps
+}
+
+type problems []Problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+var (
+	envName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	apiGroup = regexp.MustCompile(`^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$`)
+)
+
+// describeTag appends a value's documentation to a "must be set" message.
+func describeTag(tag reflect.StructTag) string {
+	if d := tag.Get("doc"); d != "" {
+		return " (" + d + ")"
+	}
+	return ""
+}
+
+// patternMessage says what a value with a `pattern` tag must look like: its `hint` tag, or the pattern.
+func patternMessage(tag reflect.StructTag) string {
+	if h := tag.Get("hint"); h != "" {
+		return h
+	}
+	return "does not match " + tag.Get("pattern")
+}
+
+// checkLeaves applies the format, enum, pattern, min and max tags to every value under v.
+func checkLeaves(ps *problems, prefix string, v reflect.Value) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name := jsonName(sf)
+		if name == "" {
+			continue
+		}
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		fv := v.Field(i)
+		switch {
+		case sf.Type == durationType:
+			checkDuration(ps, path, Duration(fv.Int()), sf.Tag)
+		case isStruct(sf.Type):
+			checkLeaves(ps, path, fv)
+		case sf.Type.Kind() == reflect.String:
+			checkString(ps, path, fv.String(), sf.Tag, false)
+		case sf.Type.Kind() == reflect.Int:
+			checkInt(ps, path, int(fv.Int()), sf.Tag)
+		case sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.String:
+			for j := 0; j < fv.Len(); j++ {
+				checkString(ps, fmt.Sprintf("%s[%d]", path, j), fv.Index(j).String(), sf.Tag, true)
+			}
+		case sf.Type.Kind() == reflect.Slice && isStruct(sf.Type.Elem()) && sf.Tag.Get("kind") == "":
+			for j := 0; j < fv.Len(); j++ {
+				checkLeaves(ps, fmt.Sprintf("%s[%d]", path, j), fv.Index(j))
+			}
+		}
+	}
+}
+
+func checkString(ps *problems, path, s string, tag reflect.StructTag, item bool) {
+	constrained := tag.Get("enum") != "" || tag.Get("format") != "" || tag.Get("pattern") != ""
+	if s == "" && (!item || !constrained) {
+		if tag.Get("required") == "true" && !item {
+			ps.add(path, "must be set%s", describeTag(tag))
+		}
+		return
+	}
+	if enum := tag.Get("enum"); enum != "" {
+		for _, e := range strings.Split(enum, ",") {
+			if s == e {
+				return
+			}
+		}
+		ps.add(path, "%q is not allowed: use one of %s", s, strings.ReplaceAll(enum, ",", ", "))
+		return
+	}
+	if f := tag.Get("format"); f != "" {
+		if !regexp.MustCompile(formatPatterns[f]).MatchString(s) {
+			ps.add(path, "%q %s", s, formatMessages[f])
+			return
+		}
+		if n, ok := formatMaxLength[f]; ok && len(s) > n {
+			ps.add(path, "is too long: at most %d characters", n)
+		}
+		if f == "quantity" {
+			if _, err := resource.ParseQuantity(s); err != nil {
+				ps.add(path, "%q %s", s, formatMessages[f])
+			}
+		}
+	}
+	if p := tag.Get("pattern"); p != "" && !regexp.MustCompile(p).MatchString(s) {
+		ps.add(path, "%q %s", s, patternMessage(tag))
+	}
+}
+
+func checkInt(ps *problems, path string, n int, tag reflect.StructTag) {
+	var lo, hi int
+	if _, err := fmt.Sscan(tag.Get("min"), &lo); err == nil && n < lo {
+		ps.add(path, "%d is too small: the minimum is %d", n, lo)
+	}
+	if _, err := fmt.Sscan(tag.Get("max"), &hi); err == nil && n > hi {
+		ps.add(path, "%d is too large: the maximum is %d", n, hi)
+	}
+}
+
+func checkDuration(ps *problems, path string, d Duration, tag reflect.StructTag) {
+	if lo, err := ParseDuration(tag.Get("min")); err == nil && tag.Get("min") != "" && d < lo {
+		ps.add(path, "%s is too short: the minimum is %s", d, lo)
+	}
+	if hi, err := ParseDuration(tag.Get("max")); err == nil && tag.Get("max") != "" && d > hi {
+		ps.add(path, "%s is too long: the maximum is %s", d, hi)
+	}
+}
+
+func duplicates(ps *problems, path string, items []string) {
+	seen := map[string]bool{}
+	for i, s := range items {
+		if seen[s] {
+			ps.add(fmt.Sprintf("%s[%d]", path, i), "%q is listed twice: remove the duplicate", s)
+		}
+		seen[s] = true
+	}
+}
+
+// checkNotAbove reports each resource whose request exceeds its cap (a limit or maxRequests).
+func checkNotAbove(ps *problems, reqPath string, req Quantities, capPath string, limit Quantities, fix string) {
+	for _, r := range []struct {
+		name     string
+		req, cap string
+	}{{"cpu", req.CPU, limit.CPU}, {"memory", req.Memory, limit.Memory}} {
+		if r.req == "" || r.cap == "" {
+			continue
+		}
+		q, err1 := resource.ParseQuantity(r.req)
+		c, err2 := resource.ParseQuantity(r.cap)
+		if err1 != nil || err2 != nil {
+			continue // reported by checkLeaves
+		}
+		if q.Cmp(c) > 0 {
+			ps.add(reqPath+"."+r.name, "%s is more than %s.%s (%s): %s", r.req, capPath, r.name, r.cap, fix)
+		}
+	}
+}
+
+func checkRef(ps *problems, path string, img Image) {
+	if img.Repository == "" {
+		return // reported by checkLeaves
+	}
+	if ref := img.Ref("x"); len(ref) > 255 {
+		ps.add(path+".repository", "the image reference is %d characters long: at most 255", len(ref))
+	}
+	if strings.Contains(img.Repository, "@") || strings.HasSuffix(img.Repository, ":") {
+		ps.add(path+".repository", "must not include a tag or digest: put it in %s.tag", path)
+	}
+}
+
+// Ref returns the image reference: repository:tag, or repository@sha256:... when tag is a digest. An empty
+// tag uses defaultTag (the chart's appVersion).
+func (i Image) Ref(defaultTag string) string {
+	tag := i.Tag
+	if tag == "" {
+		tag = defaultTag
+	}
+	if strings.HasPrefix(tag, "sha256:") {
+		return i.Repository + "@" + tag
+	}
+	return i.Repository + ":" + tag
+}
+
+func checkRule(ps *problems, path string, r PolicyRule) {
+	if len(r.APIGroups) == 0 {
+		ps.add(path+".apiGroups", "must list at least one API group: \"\" for the core group (pods, secrets), \"apps\", \"batch\", ... or \"*\"")
+	}
+	for i, g := range r.APIGroups {
+		if g != "" && !apiGroup.MatchString(g) {
+			ps.add(fmt.Sprintf("%s.apiGroups[%d]", path, i), "%q is not an API group: write \"\" for core, or a group such as \"apps\" or \"networking.k8s.io\"", g)
+		}
+	}
+	if len(r.Resources) == 0 {
+		ps.add(path+".resources", "must list at least one resource, e.g. deployments, or \"*\"")
+	}
+	if len(r.Verbs) == 0 {
+		ps.add(path+".verbs", "must list at least one verb: get, list, watch, create, update, patch, delete, deletecollection or \"*\"")
+	}
+	for i, verb := range r.Verbs {
+		if len(r.ResourceNames) > 0 && (verb == "list" || verb == "watch" || verb == "create" || verb == "deletecollection") {
+			ps.add(fmt.Sprintf("%s.verbs[%d]", path, i), "%q cannot be restricted by resourceNames: move it to a rule without resourceNames", verb)
+		}
+	}
+}
+
+func checkTolerations(ps *problems, path string, ts []corev1.Toleration) {
+	for i, t := range ts {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		switch t.Operator {
+		case "", corev1.TolerationOpEqual:
+		case corev1.TolerationOpExists:
+			if t.Value != "" {
+				ps.add(p+".value", "must be empty when operator is Exists")
+			}
+		default:
+			ps.add(p+".operator", "%q is not an operator: use Equal or Exists", t.Operator)
+		}
+		switch t.Effect {
+		case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			ps.add(p+".effect", "%q is not a taint effect: use NoSchedule, PreferNoSchedule or NoExecute (or leave it empty for all)", t.Effect)
+		}
+		if t.Key == "" && t.Operator != corev1.TolerationOpExists {
+			ps.add(p+".key", "must be set unless operator is Exists")
+		}
+		if t.TolerationSeconds != nil && t.Effect != corev1.TaintEffectNoExecute {
+			ps.add(p+".tolerationSeconds", "applies only to effect NoExecute")
+		}
+	}
+}
+
+// checkPodSecurity keeps a pod security context within Pod Security "restricted".
+func checkPodSecurity(ps *problems, path string, sc *corev1.PodSecurityContext, needSeccomp bool) {
+	const why = "Pod Security 'restricted' (the chart's baseline) requires it"
+	if sc == nil {
+		ps.add(path, "must be set: runAsNonRoot: true and seccompProfile.type: RuntimeDefault; %s", why)
+		return
+	}
+	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		ps.add(path+".runAsNonRoot", "must be true: %s", why)
+	}
+	if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		ps.add(path+".runAsUser", "must not be 0 (root): %s", why)
+	}
+	if needSeccomp {
+		if sc.SeccompProfile == nil || (sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault && sc.SeccompProfile.Type != corev1.SeccompProfileTypeLocalhost) {
+			ps.add(path+".seccompProfile.type", "must be RuntimeDefault or Localhost: %s", why)
+		}
+	}
+}
+
+// checkContainerSecurity keeps the worker container's security context within Pod Security "restricted".
+func checkContainerSecurity(ps *problems, path string, sc *corev1.SecurityContext, pod *corev1.PodSecurityContext) {
+	const why = "Pod Security 'restricted' (the chart's baseline) requires it"
+	if sc == nil {
+		ps.add(path, "must be set: allowPrivilegeEscalation: false and capabilities.drop: [ALL]; %s", why)
+		return
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		ps.add(path+".allowPrivilegeEscalation", "must be false: %s", why)
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		ps.add(path+".privileged", "must not be true: %s", why)
+	}
+	dropsAll := false
+	if sc.Capabilities != nil {
+		for _, c := range sc.Capabilities.Drop {
+			dropsAll = dropsAll || c == "ALL"
+		}
+		for i, c := range sc.Capabilities.Add {
+			if c != "NET_BIND_SERVICE" {
+				ps.add(fmt.Sprintf("%s.capabilities.add[%d]", path, i), "%q cannot be added: %s (only NET_BIND_SERVICE)", c, why)
+			}
+		}
+	}
+	if !dropsAll {
+		ps.add(path+".capabilities.drop", "must include ALL: %s", why)
+	}
+	if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
+		ps.add(path+".runAsNonRoot", "must not be false: %s", why)
+	}
+	if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		ps.add(path+".runAsUser", "must not be 0 (root): %s", why)
+	}
+}
