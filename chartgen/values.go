@@ -36,17 +36,17 @@ type Values struct {
 
 // Worker configures the agent itself.
 type Worker struct {
-	ServerURL               string        `json:"serverUrl" required:"true" format:"uri" doc:"Absolute http(s) URL of the dispatch server, e.g. https://deploy.example.com."`
-	Name                    string        `json:"name" format:"dns-subdomain" doc:"Name the worker registers under. Empty: the Helm release name."`
-	Pools                   []string      `json:"pools" required:"true" minItems:"1" format:"dns-label" doc:"Worker pools this worker takes operations from (one or more)."`
-	RegistrationToken       string        `json:"registrationToken" sensitive:"true" doc:"Pool-scoped registration token from the dispatch server. Stored in a Secret the chart creates. Leave empty when registrationTokenSecret.name is set."`
-	RegistrationTokenSecret SecretKeyRef  `json:"registrationTokenSecret" doc:"An existing Secret holding the registration token (instead of registrationToken)."`
-	Concurrency             int           `json:"concurrency" min:"1" max:"1000" doc:"Operations this worker runs at once (its capacity). Each runs as its own Job, so this bounds the pods it creates, not its own CPU."`
-	HeartbeatInterval       Duration      `json:"heartbeatInterval" format:"duration" min:"1s" max:"5m" doc:"How often the worker reports health and renews its leases."`
-	Capabilities            []string      `json:"capabilities" format:"dns-label" doc:"Extra capabilities the worker advertises (operations may require them). Never 'docker': script pods have no Docker daemon."`
-	HealthPort              int           `json:"healthPort" min:"1024" max:"65535" doc:"Port of the agent's /healthz and /readyz endpoints (probes)."`
-	LogLevel                string        `json:"logLevel" enum:"debug,info,warn,error" doc:"The agent's log level."`
-	Probes                  WorkerProbes  `json:"probes" doc:"Liveness and readiness probe timing of the worker container."`
+	ServerURL               string            `json:"serverUrl" required:"true" format:"uri" doc:"Absolute http(s) URL of the dispatch server, e.g. https://deploy.example.com."`
+	Name                    string            `json:"name" format:"dns-subdomain" doc:"Name the worker registers under. Empty: the Helm release name."`
+	Pools                   []string          `json:"pools" required:"true" minItems:"1" format:"dns-label" doc:"Worker pools this worker takes operations from (one or more)."`
+	RegistrationToken       string            `json:"registrationToken" sensitive:"true" doc:"Pool-scoped registration token from the dispatch server. Stored in a Secret the chart creates. Leave empty when registrationTokenSecret.name is set."`
+	RegistrationTokenSecret SecretKeyRef      `json:"registrationTokenSecret" doc:"An existing Secret holding the registration token (instead of registrationToken)."`
+	Concurrency             int               `json:"concurrency" min:"1" max:"1000" doc:"Operations this worker runs at once (its capacity). Each runs as its own Job, so this bounds the pods it creates, not its own CPU."`
+	HeartbeatInterval       Duration          `json:"heartbeatInterval" format:"duration" min:"1s" max:"5m" doc:"How often the worker reports health and renews its leases."`
+	Capabilities            []string          `json:"capabilities" format:"dns-label" doc:"Extra capabilities the worker advertises (operations may require them). Never 'docker': script pods have no Docker daemon."`
+	HealthPort              int               `json:"healthPort" min:"1024" max:"65535" doc:"Port of the agent's /healthz and /readyz endpoints (probes)."`
+	LogLevel                string            `json:"logLevel" enum:"debug,info,warn,error" doc:"The agent's log level."`
+	Probes                  WorkerProbes      `json:"probes" doc:"Liveness and readiness probe timing of the worker container."`
 	ExtraEnv                map[string]string `json:"extraEnv" doc:"Extra environment variables for the worker container."`
 }
 
@@ -101,20 +101,20 @@ type Quantities struct {
 
 // ScriptPods configures the Jobs and pods that run operations.
 type ScriptPods struct {
-	Worker                  ScriptContainer         `json:"worker" doc:"The container that runs each operation's script (unless a step names its own image)."`
-	Resources               ScriptResources         `json:"resources" doc:"Resources of script pods."`
-	PendingTimeout          Duration                `json:"pendingTimeout" format:"duration" min:"10s" max:"24h" doc:"How long an operation may wait for capacity (pod unschedulable; cluster autoscalers take minutes to add a node) before it fails. Meanwhile it is reported as waiting for capacity with the scheduler's message."`
-	ImagePullGrace          Duration                `json:"imagePullGrace" format:"duration" min:"0s" max:"30m" doc:"How long image pull errors are tolerated before the operation fails naming the image and the reason. Invalid image names fail at once."`
-	TTLSecondsAfterFinished int                     `json:"ttlSecondsAfterFinished" min:"0" max:"604800" doc:"Seconds a finished Job (and its pod) is kept before Kubernetes deletes it."`
-	BackoffLimit            int                     `json:"backoffLimit" min:"0" max:"10" doc:"Retries of a failed script pod. 0: a deployment step runs at most once; scripts are rarely safe to re-run."`
-	NodeSelector            map[string]string       `json:"nodeSelector" doc:"Node labels script pods must match."`
-	Tolerations             []corev1.Toleration     `json:"tolerations" kind:"objects" doc:"Tolerations of script pods (Kubernetes Toleration objects)."`
-	Affinity                *corev1.Affinity        `json:"affinity" kind:"object" doc:"Affinity of script pods (a Kubernetes Affinity object)."`
-	ImagePullSecrets        []LocalObjectReference  `json:"imagePullSecrets" doc:"Secrets for pulling script images (the worker-tools image and step images)."`
-	Labels                  map[string]string       `json:"labels" doc:"Extra labels on script Jobs and pods."`
-	Annotations             map[string]string       `json:"annotations" doc:"Extra annotations on script Jobs and pods."`
+	Worker                  ScriptContainer            `json:"worker" doc:"The container that runs each operation's script (unless a step names its own image)."`
+	Resources               ScriptResources            `json:"resources" doc:"Resources of script pods."`
+	PendingTimeout          Duration                   `json:"pendingTimeout" format:"duration" min:"10s" max:"24h" doc:"How long an operation may wait for capacity (pod unschedulable; cluster autoscalers take minutes to add a node) before it fails. Meanwhile it is reported as waiting for capacity with the scheduler's message."`
+	ImagePullGrace          Duration                   `json:"imagePullGrace" format:"duration" min:"0s" max:"30m" doc:"How long image pull errors are tolerated before the operation fails naming the image and the reason. Invalid image names fail at once."`
+	TTLSecondsAfterFinished int                        `json:"ttlSecondsAfterFinished" min:"0" max:"604800" doc:"Seconds a finished Job (and its pod) is kept before Kubernetes deletes it."`
+	BackoffLimit            int                        `json:"backoffLimit" min:"0" max:"10" doc:"Retries of a failed script pod. 0: a deployment step runs at most once; scripts are rarely safe to re-run."`
+	NodeSelector            map[string]string          `json:"nodeSelector" doc:"Node labels script pods must match."`
+	Tolerations             []corev1.Toleration        `json:"tolerations" kind:"objects" doc:"Tolerations of script pods (Kubernetes Toleration objects)."`
+	Affinity                *corev1.Affinity           `json:"affinity" kind:"object" doc:"Affinity of script pods (a Kubernetes Affinity object)."`
+	ImagePullSecrets        []LocalObjectReference     `json:"imagePullSecrets" doc:"Secrets for pulling script images (the worker-tools image and step images)."`
+	Labels                  map[string]string          `json:"labels" doc:"Extra labels on script Jobs and pods."`
+	Annotations             map[string]string          `json:"annotations" doc:"Extra annotations on script Jobs and pods."`
 	PodSecurityContext      *corev1.PodSecurityContext `json:"podSecurityContext" kind:"object" doc:"Security context of script pods. The default passes Pod Security 'restricted' (non-root user 1000); containers always drop all capabilities and disallow privilege escalation."`
-	ServiceAccount          ScriptServiceAccount    `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
+	ServiceAccount          ScriptServiceAccount       `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
 }
 
 // ScriptContainer is the image that runs scripts.
