@@ -363,7 +363,7 @@ func (n *Node) heartbeat(ctx context.Context) {
 		case apierrors.IsNotFound(err):
 			lease = &coordinationv1.Lease{
 				ObjectMeta: metav1.ObjectMeta{Name: n.cfg.Name, Namespace: corev1.NamespaceNodeLease},
-				Spec: coordinationv1.LeaseSpec{HolderIdentity: &n.cfg.Name, LeaseDurationSeconds: ptrTo(int32(40)), RenewTime: &now},
+				Spec:       coordinationv1.LeaseSpec{HolderIdentity: &n.cfg.Name, LeaseDurationSeconds: ptrTo(int32(40)), RenewTime: &now},
 			}
 			if node, nerr := nodes.Get(ctx, n.cfg.Name, metav1.GetOptions{}); nerr == nil {
 				lease.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}

@@ -66,10 +66,10 @@ type ctrState struct {
 
 func newPodWorker(n *Node, ctx context.Context, pod *corev1.Pod) *podWorker {
 	w := &podWorker{
-		node:   n,
-		uid:    pod.UID,
-		dir:    filepath.Join(n.cfg.StateDir, "pods", string(pod.UID)),
-		log:    n.log.WithFields(logrus.Fields{"pod": pod.Namespace + "/" + pod.Name}),
+		node:    n,
+		uid:     pod.UID,
+		dir:     filepath.Join(n.cfg.StateDir, "pods", string(pod.UID)),
+		log:     n.log.WithFields(logrus.Fields{"pod": pod.Namespace + "/" + pod.Name}),
 		latest:  pod,
 		deleted: make(chan struct{}),
 	}
