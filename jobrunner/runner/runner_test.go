@@ -234,5 +234,3 @@ func TestInstall(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-

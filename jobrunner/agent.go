@@ -1,0 +1,511 @@
+// Package jobrunner runs leased deployment operations as Kubernetes Jobs: one Secret and one batch/v1 Job
+// per operation, followed through one label-filtered informer, its pod's sealed log shipped to the dispatch
+// server in order and exactly once, and its result reported. The Agent also heartbeats, honours cancel and
+// drain requests, re-adopts its Jobs after a restart and sweeps Jobs and Secrets nobody leases any more.
+//
+// Flow: lease loop → operation (Secret + Job) → informer (Job, pod, events) → follower (pod log) → shipper
+// (batched AppendLogs) → result. Subpackages: logline (the sealed line format), runner (the in-pod runner).
+package jobrunner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+)
+
+// Deps are the agent's collaborators.
+type Deps struct {
+	Kube       kubernetes.Interface
+	Dispatcher Dispatcher
+	WorkerID   string         // from registration (see EnsureIdentity)
+	Log        *logrus.Logger // the agent derives entries with component=jobrunner
+	Updater    Updater        // nil: self-update disabled (a version mismatch is reported, nothing more)
+	// FetchChart downloads the chart a heartbeat names; nil uses a plain HTTP GET.
+	FetchChart func(ctx context.Context, url string) ([]byte, error)
+}
+
+// Agent leases operations and runs each as a Job. Run it with Run; Ready and Health feed the probes.
+type Agent struct {
+	cfg        Config
+	workerID   string
+	kube       kubernetes.Interface
+	d          Dispatcher
+	updater    Updater
+	fetchChart func(ctx context.Context, url string) ([]byte, error)
+	log        *logrus.Entry
+	logs       podLogs
+
+	jobs    batchlisters.JobLister
+	pods    corelisters.PodLister
+	secrets corelisters.SecretLister
+
+	mu         sync.Mutex
+	ops        map[string]*operation
+	draining   bool
+	updating   bool
+	changed    chan struct{} // closed and replaced when ops shrink or draining changes
+	health     api.Health
+	lastBeatOK time.Time
+
+	ready atomic.Bool
+}
+
+// New returns an agent for a validated configuration.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if deps.Kube == nil || deps.Dispatcher == nil || deps.Log == nil || deps.WorkerID == "" {
+		return nil, errors.New("jobrunner.New: Kube, Dispatcher, Log and WorkerID are required")
+	}
+	a := &Agent{
+		cfg: cfg, workerID: deps.WorkerID, kube: deps.Kube, d: deps.Dispatcher, updater: deps.Updater,
+		fetchChart: deps.FetchChart,
+		log:        deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
+		logs:       kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
+		ops:        map[string]*operation{},
+		changed:    make(chan struct{}),
+		health:     api.Health{OK: true},
+	}
+	if a.fetchChart == nil {
+		a.fetchChart = httpGet
+	}
+	return a, nil
+}
+
+// Selector is the label selector of everything this worker creates.
+func (a *Agent) Selector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelWorker: LabelValue(a.workerID)})
+}
+
+// Ready reports whether the agent has synced its informer and re-adopted its Jobs.
+func (a *Agent) Ready() bool { return a.ready.Load() }
+
+// Health is the agent's own view of its health, as sent in heartbeats.
+func (a *Agent) Health() api.Health {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.health
+}
+
+// Run runs the agent until ctx ends. Jobs keep running when it stops; a restarted agent re-adopts them.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	// One informer factory, filtered on this worker's label, serves Jobs, pods and Secrets; events cannot be
+	// label-filtered and come from a second informer on the namespace.
+	sel := a.Selector().String()
+	factory := informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithNamespace(a.cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
+	events := informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithNamespace(a.cfg.Namespace))
+	jobInf, podInf, secInf := factory.Batch().V1().Jobs(), factory.Core().V1().Pods(), factory.Core().V1().Secrets()
+	evInf := events.Core().V1().Events()
+	a.jobs, a.pods, a.secrets = jobInf.Lister(), podInf.Lister(), secInf.Lister()
+	kick := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { a.kickFor(obj) },
+		UpdateFunc: func(_, obj any) { a.kickFor(obj) },
+		DeleteFunc: func(obj any) { a.kickFor(obj) },
+	}
+	for _, inf := range []cache.SharedIndexInformer{jobInf.Informer(), podInf.Informer()} {
+		if _, err := inf.AddEventHandler(kick); err != nil {
+			return fmt.Errorf("adding informer handler: %w", err)
+		}
+	}
+	secInf.Informer() // registered so the factory starts it (the sweeper reads it)
+	if _, err := evInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { a.onEvent(obj) },
+		UpdateFunc: func(_, obj any) { a.onEvent(obj) },
+	}); err != nil {
+		return fmt.Errorf("adding event handler: %w", err)
+	}
+	factory.Start(ctx.Done())
+	events.Start(ctx.Done())
+	defer events.Shutdown()
+	defer factory.Shutdown()
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("syncing %v informer: %w", typ, context.Cause(ctx))
+		}
+	}
+	events.WaitForCacheSync(ctx.Done())
+
+	if err := a.adopt(ctx, &wg); err != nil {
+		return err
+	}
+	a.ready.Store(true)
+	a.log.WithFields(logrus.Fields{"namespace": a.cfg.Namespace, "pools": a.cfg.Pools, "concurrency": a.cfg.Concurrency}).Info("worker agent running")
+
+	wg.Add(3)
+	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); a.leaseLoop(ctx, &wg) }()
+	go func() { defer wg.Done(); a.sweepLoop(ctx) }()
+	<-ctx.Done()
+	a.ready.Store(false)
+	return nil
+}
+
+// adopt re-lists the leases the server holds for this worker and supervises each again.
+func (a *Agent) adopt(ctx context.Context, wg *sync.WaitGroup) error {
+	backoff := 500 * time.Millisecond
+	for {
+		leases, err := a.d.Leases(ctx)
+		if err == nil {
+			for _, l := range leases {
+				a.start(ctx, wg, l, true)
+			}
+			if len(leases) > 0 {
+				a.log.WithField("operations", len(leases)).Info("re-adopting leased operations")
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.log.WithError(err).Warn("listing this worker's leases failed; retrying")
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, adopt bool) {
+	a.mu.Lock()
+	if _, ok := a.ops[lease.Operation.ID]; ok {
+		a.mu.Unlock()
+		return
+	}
+	op := newOperation(a, lease, adopt)
+	a.ops[op.id] = op
+	a.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		op.run(ctx)
+		a.mu.Lock()
+		delete(a.ops, op.id)
+		a.broadcastLocked()
+		a.mu.Unlock()
+	}()
+}
+
+func (a *Agent) broadcastLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// leaseLoop long-polls for operations while the agent has a free slot and is not draining.
+func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
+	backoff := time.Second
+	for {
+		a.mu.Lock()
+		full := len(a.ops) >= a.cfg.Concurrency || a.draining
+		ch := a.changed
+		a.mu.Unlock()
+		if full {
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		lease, err := a.d.Lease(ctx, a.cfg.LeaseWait)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			a.log.WithError(err).WithField("retry_in", backoff).Warn("leasing failed")
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		if lease != nil {
+			a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "lease": lease.LeaseID}).Info("leased operation")
+			a.start(ctx, wg, *lease, false)
+		}
+	}
+}
+
+// refusal returns why this worker cannot run op, or "".
+func (a *Agent) refusal(op *api.Operation) string {
+	var missing []string
+	for _, c := range op.Capabilities {
+		if !slices.Contains(a.cfg.Capabilities, c) {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	msg := fmt.Sprintf("this worker lacks the capabilities %s that the step requires", strings.Join(missing, ", "))
+	if slices.Contains(missing, "docker") {
+		msg += "; Kubernetes workers run scripts in pods without a Docker daemon, so steps that build or run containers, or use Docker images as packages, need a worker with Docker"
+	}
+	return msg
+}
+
+func (a *Agent) kickFor(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	op := a.ops[m.GetAnnotations()[AnnotationOperation]]
+	a.mu.Unlock()
+	if op != nil {
+		op.notify()
+	}
+}
+
+// onEvent routes a pod or Job event to the operation it is about.
+func (a *Agent) onEvent(obj any) {
+	ev, ok := obj.(*corev1.Event)
+	if !ok {
+		return
+	}
+	var annotations map[string]string
+	switch ev.InvolvedObject.Kind {
+	case "Pod":
+		p, err := a.pods.Pods(a.cfg.Namespace).Get(ev.InvolvedObject.Name)
+		if err != nil {
+			return
+		}
+		annotations = p.Annotations
+	case "Job":
+		j, err := a.jobs.Jobs(a.cfg.Namespace).Get(ev.InvolvedObject.Name)
+		if err != nil {
+			return
+		}
+		annotations = j.Annotations
+	default:
+		return
+	}
+	a.mu.Lock()
+	op := a.ops[annotations[AnnotationOperation]]
+	a.mu.Unlock()
+	if op != nil {
+		op.onEventAsync(ev.DeepCopy())
+	}
+}
+
+// heartbeatLoop reports health and running operations, and acts on cancel, drain and version requests.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		a.heartbeat(ctx)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (a *Agent) heartbeat(ctx context.Context) {
+	a.mu.Lock()
+	running := make([]string, 0, len(a.ops))
+	for id := range a.ops {
+		running = append(running, id)
+	}
+	sort.Strings(running)
+	req := api.HeartbeatRequest{
+		Version: a.cfg.Version, Capacity: a.cfg.Concurrency, Capabilities: a.cfg.Capabilities,
+		Running: running, Health: a.health, Draining: a.draining,
+	}
+	a.mu.Unlock()
+	resp, err := a.d.Heartbeat(ctx, req)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.WithError(err).Warn("heartbeat failed")
+		}
+		return
+	}
+	a.mu.Lock()
+	a.lastBeatOK = time.Now()
+	if resp.Drain && !a.draining {
+		a.log.Info("dispatch server asked to drain: no new operations")
+		a.draining = true
+		a.broadcastLocked()
+	}
+	var cancel []*operation
+	for _, id := range resp.Cancel {
+		if op := a.ops[id]; op != nil {
+			cancel = append(cancel, op)
+		}
+	}
+	a.mu.Unlock()
+	for _, op := range cancel {
+		op.log.Info("cancel requested by the dispatch server")
+		op.requestCancel()
+	}
+	if resp.DesiredVersion != "" && resp.DesiredVersion != a.cfg.Version {
+		a.selfUpdate(ctx, resp)
+	}
+}
+
+// selfUpdate drains, and once nothing runs, hands the new chart to the Updater.
+func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.updater == nil || resp.ChartURL == "" {
+		msg := fmt.Sprintf("dispatch server wants version %s; this worker runs %s and self-update is disabled", resp.DesiredVersion, a.cfg.Version)
+		if a.health.Message != msg {
+			a.log.Warn(msg)
+		}
+		a.health = api.Health{OK: true, Message: msg}
+		return
+	}
+	if !a.draining {
+		a.log.WithField("version", resp.DesiredVersion).Info("draining for self-update")
+		a.draining = true
+		a.broadcastLocked()
+	}
+	if len(a.ops) > 0 || a.updating {
+		return
+	}
+	a.updating = true
+	a.mu.Unlock()
+	err := a.update(ctx, resp)
+	a.mu.Lock()
+	a.updating = false
+	if err != nil {
+		a.log.WithError(err).Error("self-update failed; will retry on a later heartbeat")
+		a.health = api.Health{OK: true, Message: "self-update to " + resp.DesiredVersion + " failed: " + err.Error()}
+	}
+}
+
+func (a *Agent) update(ctx context.Context, resp api.HeartbeatResponse) error {
+	chart, err := a.fetchChart(ctx, resp.ChartURL)
+	if err != nil {
+		return fmt.Errorf("downloading chart %s: %w", resp.ChartURL, err)
+	}
+	if resp.ChartSHA256 != "" {
+		sum := sha256.Sum256(chart)
+		if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, resp.ChartSHA256) {
+			return fmt.Errorf("chart %s has sha256 %s, the server announced %s: not installing it", resp.ChartURL, got, resp.ChartSHA256)
+		}
+	}
+	return a.updater.Update(ctx, resp.DesiredVersion, chart)
+}
+
+func httpGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+}
+
+// sweepLoop deletes Jobs and Secrets of operations that are neither supervised here nor leased to this worker
+// by the server: leftovers of a crash between creating a Secret and its Job, or of leases that expired.
+func (a *Agent) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		if err := a.Sweep(ctx); err != nil && ctx.Err() == nil {
+			a.log.WithError(err).Warn("sweeping orphaned Jobs and Secrets")
+		}
+	}
+}
+
+// Sweep runs one sweep. Finished Jobs are left to ttlSecondsAfterFinished; objects younger than one sweep
+// interval are left alone (their lease may be in flight).
+func (a *Agent) Sweep(ctx context.Context) error {
+	leases, err := a.d.Leases(ctx)
+	if err != nil {
+		return fmt.Errorf("listing leases: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, l := range leases {
+		keep[l.Operation.ID] = true
+	}
+	a.mu.Lock()
+	for id := range a.ops {
+		keep[id] = true
+	}
+	a.mu.Unlock()
+	young := time.Now().Add(-a.cfg.SweepInterval)
+	jobs, err := a.jobs.Jobs(a.cfg.Namespace).List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("listing Jobs: %w", err)
+	}
+	fg := metav1.DeletePropagationForeground
+	for _, j := range jobs {
+		id := j.Annotations[AnnotationOperation]
+		if keep[id] || j.DeletionTimestamp != nil || j.CreationTimestamp.Time.After(young) ||
+			jobCondition(j, batchv1.JobComplete, batchv1.JobFailed) != nil {
+			continue
+		}
+		a.log.WithFields(logrus.Fields{"operation": id, "job": j.Name}).Warn("deleting Job of an operation no longer leased to this worker")
+		if err := a.kube.BatchV1().Jobs(a.cfg.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting Job %s: %w", j.Name, err)
+		}
+	}
+	secrets, err := a.secrets.Secrets(a.cfg.Namespace).List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("listing Secrets: %w", err)
+	}
+	for _, s := range secrets {
+		id := s.Annotations[AnnotationOperation]
+		if keep[id] || len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil || s.CreationTimestamp.Time.After(young) {
+			continue
+		}
+		a.log.WithFields(logrus.Fields{"operation": id, "secret": s.Name}).Warn("deleting Secret of an operation no longer leased to this worker")
+		if err := a.kube.CoreV1().Secrets(a.cfg.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting Secret %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}

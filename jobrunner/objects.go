@@ -1,0 +1,263 @@
+package jobrunner
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/runner"
+)
+
+// Labels and annotations on every Job, pod and Secret the agent creates. The informer selects on
+// LabelManagedBy and LabelWorker; the annotation holds the full operation id (label values are limited).
+const (
+	LabelManagedBy      = "app.kubernetes.io/managed-by"
+	ManagedByValue      = "octo-worker"
+	LabelOperation      = "octo-worker.io/operation"
+	LabelWorker         = "octo-worker.io/worker"
+	LabelPool           = "octo-worker.io/pool"
+	AnnotationOperation = "octo-worker.io/operation-id"
+	AnnotationLease     = "octo-worker.io/lease-id"
+)
+
+// Names inside the script pod.
+const (
+	InitContainerName   = "install-runner"
+	ScriptContainerName = "script"
+	secretSpecKey       = "operation.json"
+	secretKeyKey        = "sealing-key"
+	binDir              = "/octo/bin"
+	operationDir        = "/octo/operation"
+	workDir             = "/octo/work"
+)
+
+// MaxSecretBytes is the largest operation (script, files and variables, as the runner's JSON spec) that fits
+// in its Secret: Kubernetes caps a Secret at 1 MiB, less room for metadata.
+const MaxSecretBytes = 1000 * 1000
+
+// JobName is the name of the Job (and Secret) of an operation: a DNS label derived from its id, with a hash so
+// that ids differing only in characters a name cannot hold do not collide.
+func JobName(operationID string) string {
+	sum := sha256.Sum256([]byte(operationID))
+	return "octo-" + sanitize(strings.ToLower(operationID), 40) + "-" + hex.EncodeToString(sum[:4])
+}
+
+// LabelValue turns an id into a valid label value.
+func LabelValue(id string) string { return sanitize(id, 63) }
+
+func sanitize(s string, max int) string {
+	b := []byte(s)
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_'
+		if !ok {
+			b[i] = '-'
+		}
+	}
+	if len(b) > max {
+		b = b[:max]
+	}
+	return strings.Trim(string(b), "-._")
+}
+
+// operationLabels are the labels on an operation's Job, pod and Secret.
+func (c *Config) operationLabels(workerID string, op *api.Operation) map[string]string {
+	l := make(map[string]string, len(c.Labels)+4)
+	for k, v := range c.Labels {
+		l[k] = v
+	}
+	l[LabelManagedBy] = ManagedByValue
+	l[LabelWorker] = LabelValue(workerID)
+	l[LabelOperation] = LabelValue(op.ID)
+	l[LabelPool] = LabelValue(op.Pool)
+	return l
+}
+
+func (c *Config) operationAnnotations(lease *api.Lease) map[string]string {
+	a := make(map[string]string, len(c.Annotations)+2)
+	for k, v := range c.Annotations {
+		a[k] = v
+	}
+	a[AnnotationOperation] = lease.Operation.ID
+	a[AnnotationLease] = lease.LeaseID
+	return a
+}
+
+// BuildSecret returns the Secret that carries an operation's script, files, variables and sealing key to its
+// pod. It is created before the Job and then owned by it.
+func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*corev1.Secret, error) {
+	op := &lease.Operation
+	spec, err := json.Marshal(runner.Spec{
+		OperationID: op.ID,
+		Syntax:      op.Syntax,
+		Script:      op.Script,
+		Files:       op.Files,
+		Variables:   op.Variables,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encoding runner spec: %w", err)
+	}
+	if len(spec) > MaxSecretBytes {
+		return nil, fmt.Errorf("the operation's script, files and variables take %d bytes, more than a Kubernetes Secret holds (%d): move large files into a package or the image", len(spec), MaxSecretBytes)
+	}
+	if _, err := runner.Shell(op.Syntax, "script"); err != nil {
+		return nil, fmt.Errorf("syntax: %w", err)
+	}
+	for i, f := range op.Files {
+		if err := runner.CheckFilePath(f.Path); err != nil {
+			return nil, fmt.Errorf("files[%d].path: %w", i, err)
+		}
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        JobName(op.ID),
+			Namespace:   c.Namespace,
+			Labels:      c.operationLabels(workerID, op),
+			Annotations: c.operationAnnotations(lease),
+		},
+		Type:      corev1.SecretTypeOpaque,
+		Immutable: ptr(true),
+		Data:      map[string][]byte{secretSpecKey: spec, secretKeyKey: key},
+	}, nil
+}
+
+// Requests returns the script pod's requests for an operation: its own requests capped by MaxRequests (or by
+// Requests when no maximum is set), else the configured Requests. Notes say what was capped, for the log.
+func (c *Config) RequestsFor(op *api.Operation) (corev1.ResourceList, []string, error) {
+	out := c.Requests.DeepCopy()
+	if out == nil {
+		out = corev1.ResourceList{}
+	}
+	if op.Requests == nil {
+		return out, nil, nil
+	}
+	var notes []string
+	for _, r := range []struct {
+		name  corev1.ResourceName
+		value string
+	}{{corev1.ResourceCPU, op.Requests.CPU}, {corev1.ResourceMemory, op.Requests.Memory}} {
+		if r.value == "" {
+			continue
+		}
+		q, err := resource.ParseQuantity(r.value)
+		if err != nil || q.Sign() <= 0 {
+			return nil, nil, fmt.Errorf("requests.%s: %q is not a positive Kubernetes quantity (e.g. 500m or 1Gi)", r.name, r.value)
+		}
+		limit, ok := c.MaxRequests[r.name]
+		if !ok {
+			limit, ok = c.Requests[r.name]
+		}
+		if ok && q.Cmp(limit) > 0 {
+			notes = append(notes, fmt.Sprintf("requested %s %s is above this worker's maximum; using %s", r.name, q.String(), limit.String()))
+			q = limit
+		}
+		out[r.name] = q
+	}
+	return out, notes, nil
+}
+
+// BuildJob returns the Job that runs an operation. secretName is the Secret from BuildSecret.
+func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.ResourceList) *batchv1.Job {
+	op := &lease.Operation
+	labels := c.operationLabels(workerID, op)
+	annotations := c.operationAnnotations(lease)
+	image, pull := c.ToolsImage, c.ToolsPullPolicy
+	if op.Image != "" {
+		image = op.Image
+	}
+	var deadline *int64
+	if op.TimeoutSeconds > 0 {
+		deadline = ptr(int64(op.TimeoutSeconds))
+	} else if c.DefaultTimeout > 0 {
+		deadline = ptr(int64(c.DefaultTimeout.Seconds()))
+	}
+	var pullSecrets []corev1.LocalObjectReference
+	for _, s := range c.ImagePullSecret {
+		pullSecrets = append(pullSecrets, corev1.LocalObjectReference{Name: s})
+	}
+	restricted := func() *corev1.SecurityContext {
+		return &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr(false),
+			RunAsNonRoot:             ptr(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+	}
+	name := JobName(op.ID)
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: labels, Annotations: annotations},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr(c.BackoffLimit),
+			TTLSecondsAfterFinished: ptr(int32(c.TTLAfterFinish.Seconds())),
+			ActiveDeadlineSeconds:   deadline,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
+				Spec: corev1.PodSpec{
+					RestartPolicy:                corev1.RestartPolicyNever,
+					ServiceAccountName:           c.ServiceAccount,
+					AutomountServiceAccountToken: c.AutomountToken,
+					SecurityContext:              c.PodSecurity.DeepCopy(),
+					NodeSelector:                 c.NodeSelector,
+					Tolerations:                  c.Tolerations,
+					Affinity:                     c.Affinity.DeepCopy(),
+					ImagePullSecrets:             pullSecrets,
+					EnableServiceLinks:           ptr(false),
+					InitContainers: []corev1.Container{{
+						Name:            InitContainerName,
+						Image:           c.WorkerImage,
+						ImagePullPolicy: c.WorkerPullPolicy,
+						Command:         []string{c.RunnerPath, "runner", "install", binDir + "/octo-worker"},
+						SecurityContext: restricted(),
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi"),
+						}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "octo-bin", MountPath: binDir}},
+					}},
+					Containers: []corev1.Container{{
+						Name:            ScriptContainerName,
+						Image:           image,
+						ImagePullPolicy: pull,
+						Command: []string{binDir + "/octo-worker", "runner", "run",
+							"--spec", operationDir + "/" + secretSpecKey, "--key", operationDir + "/" + secretKeyKey, "--workdir", workDir},
+						WorkingDir:      workDir,
+						Env:             []corev1.EnvVar{{Name: "HOME", Value: workDir}},
+						SecurityContext: restricted(),
+						Resources:       corev1.ResourceRequirements{Requests: requests},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "octo-bin", MountPath: binDir, ReadOnly: true},
+							{Name: "octo-operation", MountPath: operationDir, ReadOnly: true},
+							{Name: "octo-work", MountPath: workDir},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "octo-bin", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+						{Name: "octo-work", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+						// 0444: the pod's only processes are the runner and the script, which must read it whatever
+						// user the image runs as; the files live in the pod's own tmpfs.
+						{Name: "octo-operation", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr(int32(0o444))}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// OwnedBy returns the owner reference that makes a Secret garbage-collected with its Job.
+func OwnedBy(job *batchv1.Job) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         "batch/v1",
+		Kind:               "Job",
+		Name:               job.Name,
+		UID:                job.UID,
+		BlockOwnerDeletion: ptr(true),
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

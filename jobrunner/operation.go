@@ -1,0 +1,659 @@
+package jobrunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
+)
+
+// capacityReportEvery is how often a pod that keeps waiting for capacity is reported again in its log.
+const capacityReportEvery = time.Minute
+
+// operation supervises one leased operation: it creates (or adopts) its Secret and Job, follows its pod's
+// log into the shipper, watches Job and pod state through the agent's informer, and reports the result.
+// Its state is touched only by its own run goroutine, except cancel and kick, which are channels.
+type operation struct {
+	a     *Agent
+	lease api.Lease
+	id    string
+	name  string // Job and Secret name
+	adopt bool
+	log   *logrus.Entry
+
+	kick     chan struct{} // informer saw a change of its Job or pod (buffer 1)
+	evCh     chan *corev1.Event
+	cancelCh chan struct{}
+	cancel   sync.Once
+
+	ship   *shipper
+	sealer *logline.Sealer
+
+	// follow state: one follower per pod (a Job with retries has several); numbering continues across them.
+	fol        *follower
+	folPod     string
+	folDone    chan error
+	folRunning bool
+	base       int64 // lines delivered by earlier pods
+
+	cancelling   bool
+	waitingMsg   string
+	waitingSaid  time.Time
+	pendingSince time.Time
+	problemSince map[string]time.Time // container → when its current waiting problem started
+	problemSaid  map[string]string    // container → the problem last written to the log
+	events       map[types.UID]int32
+	startedAt    time.Time // events from before this are not written (they were, or are stale)
+	finished     bool
+}
+
+func newOperation(a *Agent, lease api.Lease, adopt bool) *operation {
+	return &operation{
+		a: a, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
+		log:          a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
+		kick:         make(chan struct{}, 1),
+		evCh:         make(chan *corev1.Event, 64),
+		cancelCh:     make(chan struct{}),
+		problemSince: map[string]time.Time{},
+		problemSaid:  map[string]string{},
+		events:       map[types.UID]int32{},
+		startedAt:    time.Now().Add(-time.Second),
+	}
+}
+
+func (o *operation) notify() {
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (o *operation) requestCancel() { o.cancel.Do(func() { close(o.cancelCh) }) }
+
+// say writes a system line into the operation's log.
+func (o *operation) say(ctx context.Context, format string, args ...any) {
+	if err := o.ship.Add(ctx, systemLine(fmt.Sprintf(format, args...))); err != nil && ctx.Err() == nil {
+		o.log.WithError(err).Warn("could not queue a system line")
+	}
+}
+
+type outcome struct {
+	state    api.State
+	exitCode *int
+	message  string
+	deleteIt bool // the worker ends the Job itself (cancel, no capacity, bad image)
+}
+
+func (o *operation) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	o.ship = newShipper(o.a.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
+	wg.Add(1)
+	go func() { defer wg.Done(); o.ship.Run(ctx) }()
+
+	if msg := o.a.refusal(&o.lease.Operation); msg != "" {
+		o.finish(ctx, &outcome{state: api.StateFailed, message: msg})
+		return
+	}
+	if err := o.ensureObjects(ctx); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		o.finish(ctx, &outcome{state: api.StateFailed, message: err.Error()})
+		return
+	}
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// The agent is stopping: the Job keeps running and a restarted agent re-adopts it.
+			if o.folRunning {
+				<-o.folDone
+			}
+			return
+		case <-o.kick:
+		case ev := <-o.evCh:
+			o.onEvent(ctx, ev)
+		case <-timer.C:
+		case <-o.cancelCh:
+			o.cancelCh = nil // handled once
+			o.cancelling = true
+			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.a.cfg.Namespace, o.name)
+			o.deleteJob(ctx)
+		case err := <-o.folDone:
+			o.folRunning = false
+			if errors.Is(err, errGap) {
+				o.startFollower(ctx, o.folPod, true)
+			} else if err != nil && ctx.Err() == nil {
+				o.log.WithError(err).Warn("following pod log")
+			}
+		}
+		out, next := o.evaluate(ctx)
+		if out != nil {
+			if o.folRunning {
+				// Take every line the pod still serves before reporting.
+				if err := <-o.folDone; errors.Is(err, errGap) {
+					o.fol.rereading = false
+				}
+				o.folRunning = false
+			}
+			o.finish(ctx, out)
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// ensureObjects creates the operation's Secret and Job, or adopts existing ones.
+func (o *operation) ensureObjects(ctx context.Context) error {
+	cfg, ns := &o.a.cfg, o.a.cfg.Namespace
+	if job, err := o.a.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
+		sec, err := o.a.kube.CoreV1().Secrets(ns).Get(ctx, o.name, metav1.GetOptions{})
+		if err != nil {
+			o.deleteJob(ctx)
+			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
+		}
+		if o.sealer, err = logline.NewSealer(sec.Data[secretKeyKey], o.id); err != nil {
+			return fmt.Errorf("adopting Job %s: %w", o.name, err)
+		}
+		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
+		o.say(ctx, "worker restarted: following Job %s/%s again from line %d", ns, o.name, o.lease.LastSeq+1)
+		return nil
+	}
+	if o.adopt && o.lease.Operation.State == api.StateRunning {
+		return fmt.Errorf("the operation's Job %s/%s no longer exists (the worker was away longer than ttlSecondsAfterFinished, or someone deleted it); its result is unknown", ns, o.name)
+	}
+
+	requests, notes, err := cfg.RequestsFor(&o.lease.Operation)
+	if err != nil {
+		return err
+	}
+	key, err := logline.NewKey()
+	if err != nil {
+		return err
+	}
+	if o.sealer, err = logline.NewSealer(key, o.id); err != nil {
+		return err
+	}
+	secret, err := cfg.BuildSecret(o.a.workerID, &o.lease, key)
+	if err != nil {
+		return err
+	}
+	job := cfg.BuildJob(o.a.workerID, &o.lease, requests)
+
+	secrets := o.a.kube.CoreV1().Secrets(ns)
+	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		// A previous attempt of this agent got this far: reuse its key.
+		old, err := secrets.Get(ctx, o.name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading existing Secret %s: %w", o.name, err)
+		}
+		if o.sealer, err = logline.NewSealer(old.Data[secretKeyKey], o.id); err != nil {
+			return fmt.Errorf("existing Secret %s: %w", o.name, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("creating Secret %s/%s: %w", ns, o.name, err)
+	}
+	created, err := o.a.kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		created, err = o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{})
+	}
+	if err != nil {
+		_ = secrets.Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{})
+		return fmt.Errorf("creating Job %s/%s: %w", ns, o.name, err)
+	}
+	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":%q,"uid":%q,"blockOwnerDeletion":true}]}}`, created.Name, created.UID)
+	if _, err := secrets.Patch(ctx, o.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		// Not fatal: the sweeper removes the Secret once the operation is no longer leased.
+		o.log.WithError(err).Warn("setting the Job as owner of the operation's Secret")
+	}
+
+	image := o.lease.Operation.Image
+	if image == "" {
+		image = cfg.ToolsImage
+	}
+	o.say(ctx, "running in Job %s/%s, image %s, requests %s", ns, o.name, image, formatResources(requests))
+	for _, n := range notes {
+		o.say(ctx, "%s", n)
+	}
+	if err := o.a.d.Status(ctx, o.id, api.StatusRequest{LeaseID: o.lease.LeaseID, State: api.StateRunning, Message: "Job " + ns + "/" + o.name}); err != nil {
+		o.log.WithError(err).Warn("reporting running state")
+	}
+	o.log.WithField("image", image).Info("created Job")
+	return nil
+}
+
+func formatResources(rl corev1.ResourceList) string {
+	var parts []string
+	for _, n := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if q, ok := rl[n]; ok {
+			parts = append(parts, string(n)+"="+q.String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// evaluate looks at the Job and its pods as the informer holds them and decides whether the operation has
+// ended. next is when to look again without a change (pending and image-pull deadlines).
+func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
+	now := time.Now()
+	next := time.Hour
+	ns := o.a.cfg.Namespace
+	job, err := o.a.jobs.Jobs(ns).Get(o.name)
+	if err != nil || job.Annotations[AnnotationOperation] != o.id {
+		job = nil
+	}
+	pod := o.currentPod()
+	if pod != nil && (o.folPod != pod.Name || o.fol == nil) && !o.folRunning {
+		if st := containerStatus(pod.Status.ContainerStatuses, ScriptContainerName); st != nil && (st.State.Running != nil || st.State.Terminated != nil) {
+			if o.fol != nil {
+				o.base = o.fol.delivered
+			}
+			o.startFollower(ctx, pod.Name, false)
+		}
+	}
+
+	if o.cancelling {
+		if o.folRunning && job != nil {
+			return nil, next // the stream ends when the pod stops
+		}
+		return &outcome{state: api.StateCancelled, message: "cancelled"}, 0
+	}
+	if job == nil {
+		if o.folRunning {
+			return nil, next
+		}
+		return o.withLogResult(pod, &outcome{state: api.StateFailed, message: fmt.Sprintf("Job %s/%s was deleted by something other than this worker", ns, o.name)}), 0
+	}
+	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil && c.Reason == batchv1.JobReasonDeadlineExceeded {
+		if o.folRunning && !podFinished(pod) {
+			return nil, next
+		}
+		return o.withLogResult(pod, &outcome{state: api.StateTimedOut, message: fmt.Sprintf("ran longer than its timeout (activeDeadlineSeconds %d); Kubernetes stopped it", deref(job.Spec.ActiveDeadlineSeconds))}), 0
+	}
+	jobDone := jobCondition(job, batchv1.JobComplete, batchv1.JobSuccessCriteriaMet) != nil || jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget) != nil
+	if jobDone {
+		if o.folRunning {
+			return nil, next
+		}
+		if pod == nil {
+			return &outcome{state: api.StateFailed, message: "the Job ended without a pod: " + jobMessage(job)}, 0
+		}
+		return o.scriptOutcome(pod, job), 0
+	}
+	if pod == nil {
+		return nil, next
+	}
+
+	// Waiting for capacity.
+	if c := podCondition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+		if o.pendingSince.IsZero() {
+			o.pendingSince = now
+		}
+		waited := now.Sub(o.pendingSince)
+		if waited >= o.a.cfg.PendingTimeout {
+			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("no capacity to run the script pod for %s (scriptPods.pendingTimeout): %s", o.a.cfg.PendingTimeout, c.Message)}, 0
+		}
+		if c.Message != o.waitingMsg || now.Sub(o.waitingSaid) >= capacityReportEvery {
+			o.say(ctx, "waiting for capacity (%s so far): %s", waited.Round(time.Second), c.Message)
+			o.waitingMsg, o.waitingSaid = c.Message, now
+		}
+		next = min(next, o.pendingSince.Add(o.a.cfg.PendingTimeout).Sub(now), o.waitingSaid.Add(capacityReportEvery).Sub(now))
+	} else if !o.pendingSince.IsZero() {
+		o.say(ctx, "capacity found after %s: pod scheduled", now.Sub(o.pendingSince).Round(time.Second))
+		o.pendingSince, o.waitingMsg = time.Time{}, ""
+	}
+
+	// Image and container start problems.
+	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		w := st.State.Waiting
+		if w == nil || !startProblem(w.Reason) {
+			delete(o.problemSince, st.Name)
+			continue
+		}
+		what := fmt.Sprintf("image %s (container %s): %s: %s", st.Image, st.Name, w.Reason, w.Message)
+		if w.Reason == "InvalidImageName" {
+			return &outcome{state: api.StateFailed, deleteIt: true, message: "invalid " + what}, 0
+		}
+		since, ok := o.problemSince[st.Name]
+		if !ok {
+			since = now
+			o.problemSince[st.Name] = now
+		}
+		if o.problemSaid[st.Name] != w.Reason {
+			o.say(ctx, "%s", what)
+			o.problemSaid[st.Name] = w.Reason
+		}
+		if now.Sub(since) >= o.a.cfg.ImagePullGrace {
+			verb := "could not be pulled"
+			if !strings.Contains(w.Reason, "Image") {
+				verb = "could not be started"
+			}
+			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("%s %s for %s: %s: %s", st.Image, verb, o.a.cfg.ImagePullGrace, w.Reason, w.Message)}, 0
+		}
+		next = min(next, since.Add(o.a.cfg.ImagePullGrace).Sub(now))
+	}
+	if st := containerStatus(pod.Status.InitContainerStatuses, InitContainerName); st != nil && st.State.Terminated != nil && st.State.Terminated.ExitCode != 0 {
+		t := st.State.Terminated
+		return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("installing the runner from the worker image %s failed: exit code %d (%s) %s", st.Image, t.ExitCode, t.Reason, t.Message)}, 0
+	}
+	return nil, max(next, time.Millisecond)
+}
+
+// startProblem reports whether a container waiting reason means it cannot start (rather than "starting").
+func startProblem(reason string) bool {
+	switch reason {
+	case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "RegistryUnavailable",
+		"CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+		return true
+	}
+	return false
+}
+
+// scriptOutcome derives the result of a finished Job from the runner's end-of-stream marker and the
+// container's terminated state.
+func (o *operation) scriptOutcome(pod *corev1.Pod, job *batchv1.Job) *outcome {
+	if jobCondition(job, batchv1.JobComplete, batchv1.JobSuccessCriteriaMet) != nil {
+		return o.withLogResult(pod, &outcome{state: api.StateSucceeded, exitCode: ptr(0), message: "the script exited with code 0"})
+	}
+	return o.withLogResult(pod, &outcome{state: api.StateFailed, message: "the Job failed: " + jobMessage(job)})
+}
+
+// withLogResult fills in the exit code and message from the marker and the container state; fallback is the
+// outcome when neither says anything.
+func (o *operation) withLogResult(pod *corev1.Pod, fallback *outcome) *outcome {
+	var term *corev1.ContainerStateTerminated
+	if pod != nil {
+		if st := containerStatus(pod.Status.ContainerStatuses, ScriptContainerName); st != nil {
+			term = st.State.Terminated
+		}
+	}
+	var eos *logline.Line
+	if o.fol != nil {
+		eos = o.fol.eos
+	}
+	out := *fallback
+	switch {
+	case eos != nil:
+		code, err := eos.ExitCode()
+		if err != nil {
+			out.message = err.Error()
+			break
+		}
+		if term != nil && int(term.ExitCode) != code {
+			out.exitCode = ptr(int(term.ExitCode))
+			out.message = fmt.Sprintf("the runner reported exit code %d but the container ended with %d (%s)", code, term.ExitCode, term.Reason)
+			if out.state == api.StateSucceeded {
+				out.state = api.StateFailed
+			}
+			break
+		}
+		out.exitCode = ptr(code)
+		if fallback.state == api.StateTimedOut || fallback.state == api.StateCancelled {
+			break
+		}
+		if code == 0 {
+			out.state, out.message = api.StateSucceeded, "the script exited with code 0"
+		} else {
+			out.state, out.message = api.StateFailed, fmt.Sprintf("the script exited with code %d", code)
+		}
+	case term != nil:
+		out.exitCode = ptr(int(term.ExitCode))
+		if fallback.state == api.StateTimedOut || fallback.state == api.StateCancelled {
+			break
+		}
+		reason := term.Reason
+		if reason == "OOMKilled" {
+			reason = "OOMKilled: the script used more memory than the pod's limit"
+		}
+		out.state = api.StateFailed
+		out.message = strings.TrimSpace(fmt.Sprintf("the script container ended with exit code %d without the runner's end-of-stream marker (%s) %s", term.ExitCode, reason, term.Message))
+	}
+	return &out
+}
+
+func (o *operation) startFollower(ctx context.Context, pod string, fromStart bool) {
+	if o.fol == nil || o.folPod != pod {
+		o.fol = &follower{logs: o.a.logs, pod: pod, sealer: o.sealer, offset: o.base, delivered: max(o.base, o.lease.LastSeq)}
+		o.folPod = pod
+	}
+	o.folDone = make(chan error, 1)
+	o.folRunning = true
+	f := o.fol
+	go func() { o.folDone <- o.followLoop(ctx, f, fromStart) }()
+}
+
+// followLoop follows one pod's log until the marker, the end of a terminated container's log, or ctx. It
+// returns errGap when the caller should re-read from the start.
+func (o *operation) followLoop(ctx context.Context, f *follower, fromStart bool) error {
+	emit := func(l api.LogLine) error { return o.ship.Add(ctx, l) }
+	finalRead := false
+	backoff := 250 * time.Millisecond
+	for {
+		err := f.stream(ctx, true, fromStart, emit)
+		if f.eos != nil || ctx.Err() != nil || errors.Is(err, errGap) {
+			return err
+		}
+		fromStart = false
+		pod, perr := o.a.pods.Pods(o.a.cfg.Namespace).Get(f.pod)
+		gone := perr != nil
+		st := (*corev1.ContainerStatus)(nil)
+		if !gone {
+			st = containerStatus(pod.Status.ContainerStatuses, ScriptContainerName)
+		}
+		if gone || (st != nil && st.State.Terminated != nil) {
+			if finalRead || gone {
+				return err
+			}
+			finalRead = true // the stream may have been cut before the end: read what is left once more
+			continue
+		}
+		if err != nil {
+			o.log.WithError(err).Debug("pod log stream ended; resuming")
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// finish delivers the remaining lines and reports the result.
+func (o *operation) finish(ctx context.Context, out *outcome) {
+	if o.finished {
+		return
+	}
+	o.finished = true
+	if out.state != api.StateSucceeded && out.state != api.StateCancelled && out.message != "" {
+		o.say(ctx, "%s", out.message)
+	}
+	if out.deleteIt {
+		o.deleteJob(ctx)
+	}
+	stored, err := o.ship.Flush(ctx)
+	if err == nil && o.fol != nil && stored < o.fol.delivered {
+		// The server lost lines it had acknowledged (restored from an older state): read them again.
+		o.log.WithFields(logrus.Fields{"stored": stored, "delivered": o.fol.delivered}).Warn("server holds fewer lines than delivered; re-reading the pod log")
+		o.fol.delivered, o.fol.eos = stored, nil
+		if rerr := o.fol.stream(ctx, false, true, func(l api.LogLine) error { return o.ship.Add(ctx, l) }); rerr != nil {
+			o.log.WithError(rerr).Warn("re-reading pod log")
+		}
+		stored, err = o.ship.Flush(ctx)
+	}
+	if err != nil {
+		o.log.WithError(err).Error("delivering the operation's log")
+	}
+	lastSeq := o.lease.LastSeq
+	if o.fol != nil {
+		lastSeq = max(lastSeq, o.fol.delivered)
+	}
+	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.state, ExitCode: out.exitCode, Message: out.message, LastSeq: lastSeq}
+	backoff := 200 * time.Millisecond
+	for {
+		err := o.a.d.Result(ctx, o.id, req)
+		if err == nil {
+			o.log.WithFields(logrus.Fields{"state": out.state, "exit_code": deref(out.exitCode), "lines": lastSeq}).Info("operation finished")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if permanent(err) {
+			o.log.WithError(err).Error("dispatch server refused the result")
+			return
+		}
+		o.log.WithError(err).Warn("reporting result failed; retrying")
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// deleteJob deletes the Job in the foreground: its pods go first, and its Secret with it.
+func (o *operation) deleteJob(ctx context.Context) {
+	fg := metav1.DeletePropagationForeground
+	err := o.a.kube.BatchV1().Jobs(o.a.cfg.Namespace).Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{PropagationPolicy: &fg})
+	if err != nil && !apierrors.IsNotFound(err) {
+		o.log.WithError(err).Warn("deleting Job")
+	}
+}
+
+// currentPod returns the operation's newest pod.
+func (o *operation) currentPod() *corev1.Pod {
+	sel := labels.SelectorFromSet(labels.Set{LabelOperation: LabelValue(o.id)})
+	pods, err := o.a.pods.Pods(o.a.cfg.Namespace).List(sel)
+	if err != nil {
+		return nil
+	}
+	var mine []*corev1.Pod
+	for _, p := range pods {
+		if p.Annotations[AnnotationOperation] == o.id {
+			mine = append(mine, p)
+		}
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].CreationTimestamp.Before(&mine[j].CreationTimestamp) })
+	return mine[len(mine)-1]
+}
+
+// onEventAsync hands an event to the run goroutine; a burst beyond the buffer is dropped (events are advisory:
+// outcomes come from Job and pod status).
+func (o *operation) onEventAsync(ev *corev1.Event) {
+	select {
+	case o.evCh <- ev:
+	default:
+		o.log.WithField("reason", ev.Reason).Debug("event buffer full; event not written to the log")
+	}
+}
+
+// onEvent writes a relevant Kubernetes event about the operation's Job or pod into its log.
+func (o *operation) onEvent(ctx context.Context, ev *corev1.Event) {
+	when := ev.LastTimestamp.Time
+	if when.IsZero() {
+		when = ev.EventTime.Time
+	}
+	if !when.IsZero() && when.Before(o.startedAt) {
+		return
+	}
+	count := max(ev.Count, 1)
+	if o.events[ev.UID] >= count {
+		return
+	}
+	o.events[ev.UID] = count
+	if !relevantEvent(ev) {
+		return
+	}
+	o.say(ctx, "%s %s: %s (%s)", strings.ToLower(ev.InvolvedObject.Kind), ev.Reason, strings.TrimSpace(ev.Message), ev.Type)
+}
+
+// relevantEvent filters events worth a line in an operation's log. FailedScheduling is left out: the pending
+// report carries the scheduler's message already.
+func relevantEvent(ev *corev1.Event) bool {
+	switch ev.Reason {
+	case "FailedScheduling", "BackOff", "Failed":
+		return false // reported from the pod's own status, with the image and the outcome
+	case "Scheduled", "TriggeredScaleUp", "NotTriggerScaleUp", "Preempted", "Evicted", "Killing", "OOMKilling", "FailedCreate", "FailedMount":
+		return true
+	}
+	return ev.Type == corev1.EventTypeWarning
+}
+
+func containerStatus(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
+	for i := range sts {
+		if sts[i].Name == name {
+			return &sts[i]
+		}
+	}
+	return nil
+}
+
+func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range pod.Status.Conditions {
+		if pod.Status.Conditions[i].Type == t {
+			return &pod.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func jobCondition(job *batchv1.Job, types ...batchv1.JobConditionType) *batchv1.JobCondition {
+	for i := range job.Status.Conditions {
+		c := &job.Status.Conditions[i]
+		for _, t := range types {
+			if c.Type == t && c.Status == corev1.ConditionTrue {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+func jobMessage(job *batchv1.Job) string {
+	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil {
+		return strings.TrimSpace(c.Reason + ": " + c.Message)
+	}
+	return "no reason given"
+}
+
+func podFinished(pod *corev1.Pod) bool {
+	return pod == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
