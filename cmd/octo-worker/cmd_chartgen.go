@@ -1,0 +1,183 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/octo-worker/octo-worker/chartgen"
+)
+
+// chartgenCommand is `octo-worker chartgen`: the chart's generator and guard.
+func chartgenCommand() *cli.Command {
+	valuesFlags := []cli.Flag{
+		&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "values file (repeatable; later files win)"},
+		&cli.StringSliceFlag{Name: "set", Usage: "set a value: key=value, Helm syntax (repeatable; wins over files)"},
+	}
+	return &cli.Command{
+		Name:  "chartgen",
+		Usage: "render, validate and generate the octo-worker Helm chart",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "validate",
+				Usage:     "check values files against the schema and the semantic rules (exit 1 and one line per problem)",
+				ArgsUsage: " ",
+				Flags: append(valuesFlags,
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"}),
+				Action: func(c *cli.Context) error {
+					return runValidate(c, c.StringSlice("values"), c.StringSlice("set"), c.String("output"))
+				},
+			},
+			{
+				Name:  "render",
+				Usage: "print the chart's manifests for the given values (Helm SDK, no cluster needed)",
+				Flags: append(valuesFlags,
+					&cli.StringFlag{Name: "release", Value: "octo-worker", Usage: "release name"},
+					&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "octo-worker", Usage: "release namespace"},
+					&cli.StringFlag{Name: "chart", Usage: "chart directory or .tgz (default: the chart embedded in this binary)"},
+					&cli.BoolFlag{Name: "notes", Usage: "print NOTES.txt after the manifests"}),
+				Action: func(c *cli.Context) error {
+					v, err := checkedValues(c.StringSlice("values"), c.StringSlice("set"))
+					if err != nil {
+						return err
+					}
+					ch, err := chartgen.LoadChart(c.String("chart"))
+					if err != nil {
+						return err
+					}
+					r, err := chartgen.Render(c.Context, ch, chartgen.RenderOptions{Release: c.String("release"), Namespace: c.String("namespace")}, v)
+					if err != nil {
+						return err
+					}
+					fmt.Fprint(c.App.Writer, r.Manifest)
+					if c.Bool("notes") {
+						fmt.Fprintln(c.App.Writer, "---\n# NOTES.txt\n"+commentOut(r.Notes))
+					}
+					return nil
+				},
+			},
+			{
+				Name:  "schema",
+				Usage: "print the values JSON schema",
+				Action: func(c *cli.Context) error {
+					_, err := c.App.Writer.Write(chartgen.SchemaJSON())
+					return err
+				},
+			},
+			{
+				Name:  "generate",
+				Usage: "regenerate values.yaml, values.schema.json and the README values table from chartgen.Values",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "chart", Value: "charts/octo-worker", Usage: "chart directory"},
+					&cli.BoolFlag{Name: "check", Usage: "change nothing; exit 1 when a generated file is out of date"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.Bool("check") {
+						stale, err := chartgen.Drift(c.String("chart"))
+						if err != nil {
+							return err
+						}
+						if len(stale) > 0 {
+							return cli.Exit(fmt.Sprintf("out of date (run make generate): %v", stale), 1)
+						}
+						return nil
+					}
+					changed, err := chartgen.Generate(c.String("chart"))
+					for _, p := range changed {
+						fmt.Fprintln(c.App.Writer, "wrote", p)
+					}
+					return err
+				},
+			},
+			{
+				Name:  "package",
+				Usage: "write the embedded chart as a .tgz (what the dispatch server serves for self-update)",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "version", Usage: "chart version (default: the chart's)"},
+					&cli.StringFlag{Name: "app-version", Usage: "appVersion, the default image tag (default: the chart's)"},
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: ".", Usage: "directory to write into"},
+				},
+				Action: func(c *cli.Context) error {
+					ch, err := chartgen.EmbeddedChart()
+					if err != nil {
+						return err
+					}
+					p, err := chartgen.Package(ch, c.String("version"), c.String("app-version"), c.String("output"))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(c.App.Writer, p)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// checkedValues loads and validates values, turning problems into one error that lists them (exit 1).
+func checkedValues(files, sets []string) (chartgen.Values, error) {
+	v, err := chartgen.LoadAndValidate(files, sets)
+	var pe *chartgen.ProblemsError
+	if errors.As(err, &pe) {
+		return v, cli.Exit(pe.Error(), 1)
+	}
+	return v, err
+}
+
+// runValidate prints one line per problem (or a JSON report) and exits 1 when there are any.
+func runValidate(c *cli.Context, files, sets []string, output string) error {
+	if output != "text" && output != "json" {
+		return cli.Exit("--output: use text or json", 2)
+	}
+	_, err := chartgen.LoadAndValidate(files, sets)
+	var pe *chartgen.ProblemsError
+	if err != nil && !errors.As(err, &pe) {
+		return err
+	}
+	var problems []chartgen.Problem
+	if pe != nil {
+		problems = pe.Problems
+	}
+	if output == "json" {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		if problems == nil {
+			problems = []chartgen.Problem{}
+		}
+		if err := enc.Encode(struct {
+			Valid    bool               `json:"valid"`
+			Files    []string           `json:"files"`
+			Problems []chartgen.Problem `json:"problems"`
+		}{len(problems) == 0, nonNil(files), problems}); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range problems {
+			if p.File == "" {
+				p.File = "(defaults)"
+			}
+			fmt.Fprintln(c.App.Writer, p.String())
+		}
+		if len(problems) == 0 {
+			fmt.Fprintln(c.App.ErrWriter, "valid")
+		}
+	}
+	if len(problems) > 0 {
+		return cli.Exit(fmt.Sprintf("%d problem(s) in the values", len(problems)), 1)
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func commentOut(s string) string {
+	return "# " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n# ") + "\n"
+}
