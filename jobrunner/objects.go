@@ -47,7 +47,19 @@ const MaxSecretBytes = 1000 * 1000
 // that ids differing only in characters a name cannot hold do not collide.
 func JobName(operationID string) string {
 	sum := sha256.Sum256([]byte(operationID))
-	return "octo-" + sanitize(strings.ToLower(operationID), 40) + "-" + hex.EncodeToString(sum[:4])
+	b := []byte(strings.ToLower(operationID))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 40 {
+		b = b[:40]
+	}
+	if s := strings.Trim(string(b), "-"); s != "" {
+		return "octo-" + s + "-" + hex.EncodeToString(sum[:4])
+	}
+	return "octo-" + hex.EncodeToString(sum[:4])
 }
 
 // LabelValue turns an id into a valid label value.

@@ -1,0 +1,232 @@
+package jobrunner
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
+)
+
+// recordingAppender stands in for the dispatch server's log endpoint in these unit tests of the shipper's own
+// logic (ordering, retry, bound); the e2e tests ship through the real server.
+type recordingAppender struct {
+	mu      sync.Mutex
+	failN   int           // fail this many calls first
+	gate    chan struct{} // when non-nil, each call waits for it
+	got     []api.LogLine
+	batches int
+}
+
+func (r *recordingAppender) AppendLogs(ctx context.Context, _ string, req api.AppendLogsRequest) (api.AppendLogsResponse, error) {
+	if r.gate != nil {
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return api.AppendLogsResponse{}, ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failN > 0 {
+		r.failN--
+		return api.AppendLogsResponse{}, errors.New("503 service unavailable")
+	}
+	r.batches++
+	r.got = append(r.got, req.Lines...)
+	return api.AppendLogsResponse{LastSeq: req.Lines[len(req.Lines)-1].Seq}, nil
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func TestShipperDeliversInOrderThroughFailures(t *testing.T) {
+	t.Parallel()
+	app := &recordingAppender{failN: 3}
+	s := newShipper(app, "op", "lease", 0, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	const n = 5000
+	for i := 1; i <= n; i++ {
+		if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored, err := s.Flush(ctx)
+	if err != nil || stored != n {
+		t.Fatalf("Flush = %d, %v; want %d", stored, err, n)
+	}
+	if len(app.got) != n {
+		t.Fatalf("server got %d lines, want %d", len(app.got), n)
+	}
+	for i, l := range app.got {
+		if l.Seq != int64(i+1) {
+			t.Fatalf("line %d has seq %d", i+1, l.Seq)
+		}
+	}
+	if app.batches >= n/10 {
+		t.Errorf("%d requests for %d lines: not batching", app.batches, n)
+	}
+}
+
+func TestShipperBoundsMemory(t *testing.T) {
+	t.Parallel()
+	app := &recordingAppender{gate: make(chan struct{})}
+	s := newShipper(app, "op", "lease", 0, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	text := strings.Repeat("y", 1000)
+	added := make(chan int, 1)
+	go func() {
+		i := 0
+		for ; i < 10*maxPendingBytes/1000; i++ {
+			if s.Add(ctx, api.LogLine{Seq: int64(i + 1), Text: text}) != nil {
+				break
+			}
+		}
+		added <- i
+	}()
+	// The producer must block with at most the bound queued while the server does not answer.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		b := s.bytes
+		s.mu.Unlock()
+		if b > maxPendingBytes {
+			t.Fatalf("queued %d bytes, bound is %d", b, maxPendingBytes)
+		}
+		if b > maxPendingBytes-2*(len(text)+lineOverhead) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue never filled (%d bytes)", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case n := <-added:
+		t.Fatalf("producer finished (%d lines) while the server was blocked", n)
+	default:
+	}
+	close(app.gate) // the server answers again: everything drains
+	n := <-added
+	if _, err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(app.got) != n {
+		t.Errorf("server got %d lines, want %d", len(app.got), n)
+	}
+}
+
+// scriptedLogs serves pre-made pod logs: each Open returns the next entry (the last one repeats).
+type scriptedLogs struct {
+	mu    sync.Mutex
+	logs  []string
+	opens []*corev1.PodLogOptions
+}
+
+func (s *scriptedLogs) Open(_ context.Context, _ string, opts *corev1.PodLogOptions) (io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := min(len(s.opens), len(s.logs)-1)
+	s.opens = append(s.opens, opts)
+	return io.NopCloser(strings.NewReader(s.logs[i])), nil
+}
+
+func records(t *testing.T, s *logline.Sealer, seqs ...int64) string {
+	t.Helper()
+	var b strings.Builder
+	ts := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, q := range seqs {
+		l := logline.Line{Seq: q, Time: ts, Stream: logline.Stdout, Payload: []byte("line")}
+		if q < 0 {
+			l = logline.Line{Seq: -q, Time: ts, Stream: logline.EOS, Payload: []byte("0")}
+		}
+		rec, err := s.Append(nil, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString(ts.Add(time.Duration(q) * time.Millisecond).Format(time.RFC3339Nano))
+		b.WriteByte(' ')
+		b.Write(rec)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func TestFollower(t *testing.T) {
+	t.Parallel()
+	key, _ := logline.NewKey()
+	s, _ := logline.NewSealer(key, "op")
+	tests := []struct {
+		name      string
+		delivered int64
+		logs      []string
+		wantSeqs  []int64
+		wantSys   int // system lines
+	}{
+		{name: "plain", logs: []string{records(t, s, 1, 2, 3, -3)}, wantSeqs: []int64{1, 2, 3}},
+		{name: "resume drops delivered", delivered: 2, logs: []string{records(t, s, 1, 2, 3, -3)}, wantSeqs: []int64{3}},
+		{name: "dropped stream resumes", logs: []string{records(t, s, 1, 2), records(t, s, 2, 3, -3)}, wantSeqs: []int64{1, 2, 3}},
+		{name: "gap re-read", logs: []string{records(t, s, 1, 3), records(t, s, 1, 2, 3, -3)}, wantSeqs: []int64{1, 2, 3}},
+		{name: "gap that stays is reported", logs: []string{records(t, s, 1, 4, -4)}, wantSeqs: []int64{1, 4}, wantSys: 1},
+		{name: "foreign lines become system lines", logs: []string{"2026-01-01T00:00:00Z runner: cannot read spec\n" + records(t, s, 1, -1)}, wantSeqs: []int64{1}, wantSys: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &scriptedLogs{logs: tc.logs}
+			f := &follower{logs: logs, pod: "p", sealer: s, delivered: tc.delivered}
+			var seqs []int64
+			sys := 0
+			emit := func(l api.LogLine) error {
+				if l.Seq == 0 {
+					sys++
+				} else {
+					seqs = append(seqs, l.Seq)
+				}
+				return nil
+			}
+			fromStart := true
+			for i := 0; f.eos == nil; i++ {
+				if i > 5 {
+					t.Fatal("no marker after 5 reads")
+				}
+				err := f.stream(context.Background(), true, fromStart, emit)
+				fromStart = errors.Is(err, errGap)
+				if err != nil && !fromStart {
+					t.Fatal(err)
+				}
+			}
+			if len(seqs) != len(tc.wantSeqs) {
+				t.Fatalf("seqs = %v, want %v", seqs, tc.wantSeqs)
+			}
+			for i := range seqs {
+				if seqs[i] != tc.wantSeqs[i] {
+					t.Fatalf("seqs = %v, want %v", seqs, tc.wantSeqs)
+				}
+			}
+			if sys != tc.wantSys {
+				t.Errorf("%d system lines, want %d", sys, tc.wantSys)
+			}
+			if len(logs.opens) > 1 && logs.opens[1].SinceTime == nil && tc.name == "dropped stream resumes" {
+				t.Error("resumed stream without sinceTime")
+			}
+		})
+	}
+}
