@@ -1,0 +1,104 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// AppendLogs stores lines of a leased operation: lines with seq >= 1 once per (operation, seq), seq 0 lines
+// as they come. It then advances the operation's contiguous last_seq. The walk costs the number of lines it
+// advances over, so a long log costs linear time overall even when lines arrive out of order.
+func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error) {
+	var resp api.AppendLogsResponse
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		o, err := held(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		next := o.lastSeq + 1
+		extends := false
+		for _, l := range lines {
+			if l.Seq > 0 {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)
+					ON CONFLICT (op_seq, seq) WHERE seq > 0 DO NOTHING`, o.seq, l.Seq, nanos(l.Time), l.Stream, l.Text); err != nil {
+					return fmt.Errorf("storing line %d: %w", l.Seq, err)
+				}
+				if l.Seq == next {
+					extends = true
+				}
+			} else {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, 0, ?, ?, ?)`,
+					o.seq, nanos(l.Time), l.Stream, l.Text); err != nil {
+					return fmt.Errorf("storing a worker note: %w", err)
+				}
+			}
+		}
+		last, gap := o.lastSeq, false
+		if extends {
+			rows, err := tx.QueryContext(ctx, `SELECT seq FROM log_lines WHERE op_seq = ? AND seq > ? ORDER BY seq`, o.seq, last)
+			if err != nil {
+				return fmt.Errorf("finding the contiguous end: %w", err)
+			}
+			for rows.Next() {
+				var seq int64
+				if err := rows.Scan(&seq); err != nil {
+					rows.Close()
+					return fmt.Errorf("finding the contiguous end: %w", err)
+				}
+				if seq != last+1 {
+					gap = true
+					break
+				}
+				last = seq
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("finding the contiguous end: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE operations SET last_seq = ? WHERE seq = ?`, last, o.seq); err != nil {
+				return fmt.Errorf("recording the contiguous end: %w", err)
+			}
+		} else {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines WHERE op_seq = ? AND seq > ? LIMIT 1)`,
+				o.seq, last).Scan(&n); err != nil {
+				return fmt.Errorf("looking for a gap: %w", err)
+			}
+			gap = n > 0
+		}
+		resp = api.AppendLogsResponse{LastSeq: last, Gap: gap}
+		return nil
+	})
+	if err != nil {
+		return resp, fmt.Errorf("appending logs of operation %s: %w", ref.OperationID, err)
+	}
+	return resp, nil
+}
+
+// Logs returns up to limit lines of an operation after position after.
+func (s *Store) Logs(ctx context.Context, id string, after int64, limit int) ([]api.LogLine, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT pos, seq, time, stream, text FROM log_lines
+		WHERE op_seq = (SELECT seq FROM operations WHERE id = ?) AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading logs of operation %s: %w", id, err)
+	}
+	defer rows.Close()
+	lines := []api.LogLine{}
+	for rows.Next() {
+		var l api.LogLine
+		var t int64
+		if err := rows.Scan(&l.Pos, &l.Seq, &t, &l.Stream, &l.Text); err != nil {
+			return nil, fmt.Errorf("reading logs of operation %s: %w", id, err)
+		}
+		l.Time = fromNanos(t)
+		lines = append(lines, l)
+	}
+	return lines, rows.Err()
+}

@@ -1,0 +1,195 @@
+// Package sqlite is the SQLite driver of the dispatch store: one database file in WAL mode, a single writer
+// connection (every change is one short IMMEDIATE transaction, so writers never fail on a busy lock) beside a
+// pool of readers, and migrations embedded in the binary. It uses modernc.org/sqlite, a pure-Go SQLite, so
+// the binary stays static.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/store"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is the SQLite implementation of store.Store.
+type Store struct {
+	w *sql.DB // the single writer
+	r *sql.DB // readers (WAL lets them run beside the writer)
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Pragmas are applied to every connection: WAL so readers never block the writer, synchronous=NORMAL (in WAL
+// mode a commit survives a process crash; a power loss may lose the last commits but never corrupts the file),
+// a busy timeout for the rare cross-process lock, and foreign keys on.
+const pragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+	"&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
+
+// DSN returns the data source name Open uses for path; writer selects the IMMEDIATE transaction mode. It is
+// exported so benchmarks measure the raw SQLite rate with exactly the same settings.
+func DSN(path string, writer bool) string {
+	dsn := path + "?" + pragmas
+	if writer {
+		dsn += "&_txlock=immediate"
+	} else {
+		dsn += "&_pragma=query_only(1)"
+	}
+	return dsn
+}
+
+// Open opens (creating it if needed, readable by its owner only) the database at path and migrates it to the
+// schema this binary knows.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("opening the database: no path given (use --db FILE)")
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("opening the database: path %q contains '?' or '#'; choose a plain file name", path)
+	}
+	// The file holds sensitive values of queued operations: create it private.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the database %s: %w", path, err)
+	}
+	_ = f.Close()
+
+	w, err := sql.Open("sqlite", DSN(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("opening the database %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{w: w}
+	if err := s.migrate(ctx); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("migrating the database %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", DSN(path, false))
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("opening the database %s for reading: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	s.r = r
+	return s, nil
+}
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// migrate applies the embedded migrations the database lacks, each in its own transaction.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	var current int
+	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	entries, err := fs.ReadDir(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("reading embedded migrations: %w", err)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	latest := 0
+	for _, e := range entries {
+		version, err := strconv.Atoi(strings.SplitN(e.Name(), "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a number: %w", e.Name(), err)
+		}
+		latest = version
+		if version <= current {
+			continue
+		}
+		body, err := migrations.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return fmt.Errorf("reading migration %s: %w", e.Name(), err)
+		}
+		if err := s.write(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return fmt.Errorf("applying migration %s: %w", e.Name(), err)
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				version, e.Name(), time.Now().UnixNano())
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if current > latest {
+		return fmt.Errorf("the database has schema version %d but this octo-worker knows only up to %d: run a newer octo-worker", current, latest)
+	}
+	return nil
+}
+
+// write runs fn in one IMMEDIATE transaction on the single writer connection.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning a transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing: %w", err)
+	}
+	return nil
+}
+
+// isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY constraint failure.
+func isUniqueViolation(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint failed") ||
+		strings.Contains(err.Error(), "PRIMARY KEY constraint failed"))
+}
+
+// ---- value conversions ----
+
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func nullNanos(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
+}
+
+func timePtr(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,116 @@
+package sqlite
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/octo-worker/octo-worker/dispatch/store"
+	"github.com/octo-worker/octo-worker/dispatch/store/storetest"
+)
+
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), filepath.Join(t.TempDir(), "dispatch.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// TestConformance runs the store's conformance suite against a real SQLite file.
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+}
+
+func TestReopenKeepsDataAndSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "dispatch.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSetting(t.Context(), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Errorf("database file mode %o, want 600 (it holds sensitive values)", perm)
+	}
+	s, err = Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("reopening: %v", err)
+	}
+	defer s.Close()
+	if v, err := s.Setting(t.Context(), "k"); err != nil || v != "v" {
+		t.Errorf("after reopening Setting = %q, %v", v, err)
+	}
+	var n int
+	if err := s.r.QueryRow(`SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("schema_migrations has %d rows, %v; want each migration applied once", n, err)
+	}
+	var mode string
+	if err := s.r.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Errorf("journal_mode = %q, %v; want wal", mode, err)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "dispatch.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	_, err = Open(t.Context(), path)
+	if err == nil || !strings.Contains(err.Error(), "schema version 999") {
+		t.Fatalf("Open of a newer database: error = %v, want one naming schema version 999", err)
+	}
+}
+
+func TestOpenRefusesBadPaths(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"", "x.db?mode=ro", filepath.Join(t.TempDir(), "missing-dir", "x.db")} {
+		if _, err := Open(t.Context(), path); err == nil {
+			t.Errorf("Open(%q) succeeded, want an error", path)
+		}
+	}
+}
+
+// TestClaimUsesQueueIndex guards the claim's cost: the pick must search the partial queue index, not scan
+// the operations table, or the queue slows down as history grows.
+func TestClaimUsesQueueIndex(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+claimSQL, "w", "l", nil, 0, 0, `["p"]`, `[]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	joined := strings.Join(plan, "\n")
+	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") {
+		t.Errorf("claim plan does not use the queue index:\n%s", joined)
+	}
+}

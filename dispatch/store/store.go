@@ -1,0 +1,279 @@
+// Package store is the storage seam of the dispatch server: the interfaces a storage driver implements (pools,
+// registration tokens, workers, the operation queue with its leases, logs, settings) and the rules every
+// driver keeps. The SQLite driver lives in store/sqlite; store/storetest is the conformance suite that every
+// driver (a future Postgres one included) must pass.
+//
+// The rules, which the conformance suite checks:
+//   - Claiming an operation is one atomic statement: an operation is leased to at most one worker, once. An
+//     operation is never handed out again: when its lease expires it becomes lost.
+//   - Lease expiry re-checks the lease id and the expiry in its WHERE clause, so a renewal that commits first
+//     wins.
+//   - A worker touches an operation only through a LeaseRef naming its live lease.
+//   - Log lines with seq >= 1 are stored once per (operation, seq); seq 0 lines are appended as they come.
+//     Every stored line gets a position (Pos) that is strictly increasing in commit order, so a follower that
+//     has seen Pos p never misses a line committed later with a smaller Pos.
+//   - A result with state succeeded needs exit code 0, and a result is refused while the server's contiguous
+//     log is shorter than the result's last_seq.
+//   - Deployment steps become claimable one at a time; a step that ends in any state but succeeded cancels the
+//     steps after it.
+//   - Sensitive variable values are kept apart from the operation's spec, returned in clear only in a Lease,
+//     and erased when the operation ends.
+//
+// Times are passed in by the caller (now), so drivers hold no clock and tests control expiry.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+)
+
+// Store is everything the dispatch server keeps.
+type Store interface {
+	Pools
+	Tokens
+	Workers
+	Queue
+	Logs
+	Settings
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Pools keeps worker pools.
+type Pools interface {
+	// CreatePool stores a new pool; ErrExists when one has the name.
+	CreatePool(ctx context.Context, p api.Pool) error
+	// Pool returns one pool or ErrNotFound.
+	Pool(ctx context.Context, name string) (api.Pool, error)
+	// ListPools returns every pool ordered by name.
+	ListPools(ctx context.Context) ([]api.Pool, error)
+}
+
+// Token is a registration token as stored: the secret itself is never kept, only its SHA-256.
+type Token struct {
+	ID        string
+	Hash      []byte
+	Pools     []string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	RevokedAt *time.Time
+}
+
+// Tokens keeps registration tokens.
+type Tokens interface {
+	CreateToken(ctx context.Context, t Token) error
+	// TokenByHash returns the token whose secret hashes to hash, or ErrNotFound. Expired and revoked tokens
+	// are returned too: the caller decides, so it can say why a token is refused.
+	TokenByHash(ctx context.Context, hash []byte) (Token, error)
+	// ListTokens returns every token, newest first.
+	ListTokens(ctx context.Context) ([]Token, error)
+	// RevokeToken marks a token revoked at now (idempotent: a second revoke keeps the first time).
+	RevokeToken(ctx context.Context, id string, now time.Time) (Token, error)
+}
+
+// Worker is a registered worker as stored. Healthy in api.Worker is the worker's own report; whether its
+// heartbeat is recent is for the caller to judge from LastHeartbeat.
+type Worker struct {
+	api.Worker
+	TokenHash []byte // SHA-256 of the worker token
+	TokenID   string // the registration token it registered with
+}
+
+// Heartbeat is a worker's heartbeat as the store applies it.
+type Heartbeat struct {
+	WorkerID string
+	api.HeartbeatRequest
+	Now time.Time
+	// LeaseExpiresAt is the new expiry of the leases of the operations in Running that this worker holds.
+	LeaseExpiresAt time.Time
+}
+
+// HeartbeatReply is what the store tells a heartbeating worker.
+type HeartbeatReply struct {
+	// Cancel lists operations the worker must stop: live leases with a cancel request, and operations in the
+	// heartbeat's Running list that the worker no longer holds (lost, finished or unknown).
+	Cancel []string
+	// Drain is true when an admin asked the worker to drain.
+	Drain bool
+}
+
+// Workers keeps registered workers.
+type Workers interface {
+	CreateWorker(ctx context.Context, w Worker) error
+	// WorkerByTokenHash returns the worker whose token hashes to hash, or ErrNotFound.
+	WorkerByTokenHash(ctx context.Context, hash []byte) (Worker, error)
+	// ListWorkers returns every worker ordered by registration time.
+	ListWorkers(ctx context.Context) ([]Worker, error)
+	// PoolWorkers returns the workers registered into pool.
+	PoolWorkers(ctx context.Context, pool string) ([]Worker, error)
+	// Heartbeat records a heartbeat, renews the leases of the listed operations the worker still holds and
+	// says what to cancel. ErrNotFound when the worker does not exist.
+	Heartbeat(ctx context.Context, h Heartbeat) (HeartbeatReply, error)
+	// SetDrain records an admin's drain request for a worker.
+	SetDrain(ctx context.Context, workerID string, drain bool) (Worker, error)
+}
+
+// NewOperation is an operation to enqueue. Spec carries sensitive values in clear; the store keeps them
+// apart.
+type NewOperation struct {
+	ID        string
+	Spec      api.OperationSpec
+	CreatedAt time.Time
+}
+
+// NewDeployment is a deployment to enqueue: its steps run in order, each as one operation.
+type NewDeployment struct {
+	ID        string
+	Name      string
+	Steps     []NewOperation
+	CreatedAt time.Time
+}
+
+// Ready is an operation that just became claimable: the caller wakes a waiting worker that can take it.
+type Ready struct {
+	ID           string
+	Pool         string
+	Capabilities []string
+}
+
+// Changes says what a state change did beyond its own operation.
+type Changes struct {
+	// Ready lists operations that became claimable (a deployment's next step).
+	Ready []Ready
+	// Ended lists operations that reached a terminal state (their log followers end).
+	Ended []string
+}
+
+// ClaimParams asks for one claimable operation for a worker.
+type ClaimParams struct {
+	WorkerID     string
+	Pools        []string
+	Capabilities []string
+	// RequestID, when set, makes the claim idempotent: a live lease already granted to this worker for the
+	// same request id is returned instead of a new one.
+	RequestID string
+	LeaseID   string // id of the new lease
+	Now       time.Time
+	ExpiresAt time.Time
+}
+
+// LeaseRef names a worker's lease on an operation. Every worker call on an operation passes one.
+type LeaseRef struct {
+	OperationID string
+	LeaseID     string
+	WorkerID    string
+	Now         time.Time // a lease whose expiry is before Now is refused with ErrLeaseLost
+}
+
+// Result ends a leased operation.
+type Result struct {
+	State    api.State
+	ExitCode *int
+	Message  string
+	LastSeq  int64
+}
+
+// OperationFilter selects operations to list. Empty fields match everything.
+type OperationFilter struct {
+	State        api.State
+	Pool         string
+	WorkerID     string
+	DeploymentID string
+	Limit        int // at most this many, newest first; 0 means 100
+}
+
+// Queue keeps operations, deployments and their leases.
+type Queue interface {
+	// CreateOperation enqueues one operation (ErrNotFound when its pool does not exist).
+	CreateOperation(ctx context.Context, op NewOperation) (api.Operation, error)
+	// CreateDeployment enqueues a deployment; only its first step is claimable.
+	CreateDeployment(ctx context.Context, d NewDeployment) (api.Deployment, error)
+	// Claim leases the oldest claimable operation of the worker's pools whose required capabilities the
+	// worker has, or returns nil when there is none.
+	Claim(ctx context.Context, p ClaimParams) (*api.Lease, error)
+	// Leases returns the live leases a worker holds, oldest first.
+	Leases(ctx context.Context, workerID string, now time.Time) ([]api.Lease, error)
+	// SetRunning moves a leased operation to running (idempotent).
+	SetRunning(ctx context.Context, ref LeaseRef, message string) (api.Operation, error)
+	// Finish ends a leased operation. Replaying the same terminal state with the same lease succeeds and
+	// changes nothing, so a worker may retry it.
+	Finish(ctx context.Context, ref LeaseRef, r Result) (api.Operation, Changes, error)
+	// Cancel cancels a queued operation at once, or asks the worker holding a live one to stop.
+	// ErrFinished when it already ended.
+	Cancel(ctx context.Context, id string, now time.Time) (api.Operation, Changes, error)
+	// CancelDeployment cancels the deployment's queued steps and asks the worker of its live step to stop.
+	CancelDeployment(ctx context.Context, id string, now time.Time) (api.Deployment, Changes, error)
+	// ExpireLeases marks the operations whose lease expired before now as lost.
+	ExpireLeases(ctx context.Context, now time.Time) (Changes, error)
+	// Operation returns one operation with its spec; sensitive values are masked.
+	Operation(ctx context.Context, id string) (api.Operation, error)
+	// ListOperations returns operation summaries (no script, files or variables), newest first.
+	ListOperations(ctx context.Context, f OperationFilter) ([]api.Operation, error)
+	// Deployment returns one deployment with summaries of its steps in order.
+	Deployment(ctx context.Context, id string) (api.Deployment, error)
+	// ListDeployments returns deployments, newest first, with summaries of their steps.
+	ListDeployments(ctx context.Context, limit int) ([]api.Deployment, error)
+	// SensitiveValues returns the sensitive variable values of an operation that has not ended (none after).
+	SensitiveValues(ctx context.Context, id string) ([]string, error)
+}
+
+// Logs keeps operations' log lines.
+type Logs interface {
+	// AppendLogs stores lines of a leased operation (already masked by the caller) and says how far the log
+	// is contiguous.
+	AppendLogs(ctx context.Context, ref LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error)
+	// Logs returns up to limit lines of an operation with Pos > after, in Pos order.
+	Logs(ctx context.Context, id string, after int64, limit int) ([]api.LogLine, error)
+}
+
+// Settings keeps server-wide values and chart archives.
+type Settings interface {
+	// Setting returns a value or ErrNotFound.
+	Setting(ctx context.Context, key string) (string, error)
+	SetSetting(ctx context.Context, key, value string) error
+	// PutChart stores (or replaces) the chart archive of a version.
+	PutChart(ctx context.Context, c api.Chart, data []byte) error
+	// Chart returns a chart archive or ErrNotFound.
+	Chart(ctx context.Context, version string) (api.Chart, []byte, error)
+}
+
+// Errors every driver returns (wrapped) so callers can tell them apart with errors.Is / errors.As.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrExists    = errors.New("already exists")
+	ErrNotLeased = errors.New("operation is not leased to this worker")
+	ErrLeaseLost = errors.New("lease is no longer live")
+	ErrFinished  = errors.New("already finished")
+	ErrInvalid   = errors.New("invalid")
+)
+
+// MissingLinesError refuses a result whose last_seq is beyond the contiguous log the store holds.
+type MissingLinesError struct {
+	Have, Want int64
+}
+
+func (e *MissingLinesError) Error() string {
+	return fmt.Sprintf("the server holds log lines 1..%d contiguously but the result says %d: re-send lines %d..%d first",
+		e.Have, e.Want, e.Have+1, e.Want)
+}
+
+// LeaseLostError says why a lease is no longer live.
+type LeaseLostError struct {
+	OperationID string
+	State       api.State
+	Expired     bool
+}
+
+func (e *LeaseLostError) Error() string {
+	if e.Expired {
+		return fmt.Sprintf("the lease on operation %s expired; the operation is lost and will not run again", e.OperationID)
+	}
+	return fmt.Sprintf("operation %s is %s; its lease has ended", e.OperationID, e.State)
+}
+
+// Is makes errors.Is(err, ErrLeaseLost) true.
+func (e *LeaseLostError) Is(target error) bool { return target == ErrLeaseLost }
