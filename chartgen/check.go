@@ -195,6 +195,11 @@ func unknownMessage(name string, parent map[string]any) string {
 			return fmt.Sprintf("unknown value: did you mean %q? (names are case-sensitive)", k)
 		}
 	}
+	for _, k := range known {
+		if editDistance(strings.ToLower(k), strings.ToLower(name)) <= 2 {
+			return fmt.Sprintf("unknown value: did you mean %q?", k)
+		}
+	}
 	return fmt.Sprintf("unknown value: check the spelling and nesting (known here: %s)", strings.Join(known, ", "))
 }
 
@@ -234,4 +239,25 @@ func jsonText(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// editDistance is the Levenshtein distance between a and b (for "did you mean" hints).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -148,15 +148,16 @@ func LoadSources(srcs []Source, sets []string) (Values, Origins, error) {
 		}
 		mergeInto(merged, doc, "", src.Name, origins)
 	}
+	// Like Helm, all --set expressions parse into one map first, so "rules[0].verbs=..." and
+	// "rules[0].resources=..." build one list item.
+	setDoc := map[string]any{}
 	for _, s := range sets {
-		doc := map[string]any{}
-		if err := strvals.ParseInto(s, doc); err != nil {
+		if err := strvals.ParseInto(s, setDoc); err != nil {
 			problems = append(problems, Problem{File: SetSource, Message: fmt.Sprintf("cannot parse %q: %v (write key=value, e.g. worker.pools={a,b} or image.tag=1.2.3)", s, err)})
-			continue
 		}
-		coerce(doc, reflect.TypeOf(Values{}))
-		mergeInto(merged, doc, "", SetSource, origins)
 	}
+	coerce(setDoc, reflect.TypeOf(Values{}))
+	mergeInto(merged, setDoc, "", SetSource, origins)
 	if len(problems) > 0 {
 		return Values{}, origins, &ProblemsError{Problems: problems}
 	}
@@ -168,6 +169,12 @@ func LoadSources(srcs []Source, sets []string) (Values, Origins, error) {
 	}
 	v, err := decode(merged)
 	if err != nil {
+		var pe *ProblemsError
+		if errors.As(err, &pe) {
+			for i := range pe.Problems {
+				pe.Problems[i].File = origins.Of(pe.Problems[i].Path)
+			}
+		}
 		return Values{}, origins, err
 	}
 	return v, origins, nil

@@ -96,7 +96,7 @@ func TestLoadSchemaProblems(t *testing.T) {
 		{"rule without verbs", minimal + "scriptPods:\n  serviceAccount:\n    rules:\n    - apiGroups: ['']\n      resources: [pods]\n", nil,
 			[]Problem{{File: "v.yaml", Path: "scriptPods.serviceAccount.rules[0].verbs"}}},
 		{"affinity typo", minimal + "affinity:\n  nodeAfinity: {}\n", nil,
-			[]Problem{{File: "", Path: "affinity"}}},
+			[]Problem{{File: "v.yaml", Path: "affinity"}}},
 		{"not yaml", "worker: [\n", nil,
 			[]Problem{{File: "v.yaml"}}},
 	}

@@ -143,7 +143,7 @@ type PolicyRule struct {
 	APIGroups     []string `json:"apiGroups" required:"true" minItems:"1" doc:"API groups; \"\" is the core group, \"*\" all groups."`
 	Resources     []string `json:"resources" required:"true" minItems:"1" pattern:"^(\\*|[a-z0-9][a-z0-9.-]*(/[a-z0-9]+)?)$" hint:"is not a resource: write the lowercase plural (deployments, pods/log) or \"*\"" doc:"Resources (plural, lowercase), optionally with a subresource (pods/log), or \"*\"."`
 	Verbs         []string `json:"verbs" required:"true" minItems:"1" enum:"get,list,watch,create,update,patch,delete,deletecollection,*" doc:"Verbs allowed."`
-	ResourceNames []string `json:"resourceNames" doc:"Restrict the rule to these object names."`
+	ResourceNames []string `json:"resourceNames,omitempty" doc:"Restrict the rule to these object names."`
 }
 
 // DefaultImageRepository is the worker image's repository unless image.repository says otherwise.
