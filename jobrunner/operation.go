@@ -353,7 +353,7 @@ func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 			if !strings.Contains(w.Reason, "Image") {
 				verb = "could not be started"
 			}
-			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("%s %s for %s: %s: %s", st.Image, verb, o.a.cfg.ImagePullGrace, w.Reason, w.Message)}, 0
+			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("image %s (container %s) %s; gave up after %s (scriptPods.imagePullGrace): %s: %s", st.Image, st.Name, verb, o.a.cfg.ImagePullGrace, w.Reason, w.Message)}, 0
 		}
 		next = min(next, since.Add(o.a.cfg.ImagePullGrace).Sub(now))
 	}
