@@ -27,6 +27,7 @@ func newApp(version string) *cli.App {
 			// Each area appends its commands here.
 			runnerCommand(),
 			chartgenCommand(),
+			installCommand(),
 		},
 	}
 }
