@@ -327,11 +327,17 @@ func (a *Agent) onEvent(obj any) {
 }
 
 // heartbeatLoop reports health and running operations, and acts on cancel, drain and version requests.
+// The interval is worker.heartbeatInterval, or the server's heartbeat_seconds when that is shorter (cancel
+// requests travel in heartbeat replies).
 func (a *Agent) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	interval := a.cfg.HeartbeatInterval
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		a.heartbeat(ctx)
+		if s := a.heartbeat(ctx); s > 0 && s < a.cfg.HeartbeatInterval && s != interval {
+			interval = s
+			t.Reset(interval)
+		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -340,7 +346,8 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) heartbeat(ctx context.Context) {
+// heartbeat sends one heartbeat and acts on the reply; it returns the server's preferred interval (0: none).
+func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 	a.mu.Lock()
 	running := make([]string, 0, len(a.ops))
 	for id := range a.ops {
@@ -357,7 +364,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		if ctx.Err() == nil {
 			a.log.WithError(err).Warn("heartbeat failed")
 		}
-		return
+		return 0
 	}
 	a.mu.Lock()
 	a.lastBeatOK = time.Now()
@@ -380,6 +387,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	if resp.DesiredVersion != "" && resp.DesiredVersion != a.cfg.Version {
 		a.selfUpdate(ctx, resp)
 	}
+	return time.Duration(resp.HeartbeatSeconds) * time.Second
 }
 
 // selfUpdate drains, and once nothing runs, hands the new chart to the Updater.

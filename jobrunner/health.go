@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// ServeHealth serves /healthz (the process is alive and answering) and /readyz (the agent has synced its
-// informer and re-adopted its Jobs) on ln until ctx ends.
+// ServeHealth serves /healthz (the process is alive and answering), /readyz (the agent has synced its
+// informer and re-adopted its Jobs) and /metrics on ln until ctx ends.
 func ServeHealth(ctx context.Context, ln net.Listener, a *Agent) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -24,6 +24,7 @@ func ServeHealth(ctx context.Context, ln net.Listener, a *Agent) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.HandleFunc("/metrics", a.serveMetrics)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

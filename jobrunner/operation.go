@@ -518,6 +518,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	for {
 		err := o.a.d.Result(ctx, o.id, req)
 		if err == nil {
+			operationsFinished.Add(1)
 			o.log.WithFields(logrus.Fields{"state": out.state, "exit_code": deref(out.exitCode), "lines": lastSeq}).Info("operation finished")
 			return
 		}
