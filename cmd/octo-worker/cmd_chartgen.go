@@ -4,11 +4,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/octo-worker/octo-worker/chartgen"
+	"github.com/octo-worker/octo-worker/chartgen/selfupdate"
 )
 
 // chartgenCommand is `octo-worker chartgen`: the chart's generator and guard.
@@ -91,6 +97,19 @@ func chartgenCommand() *cli.Command {
 					}
 					return err
 				},
+			},
+			{
+				Name:   "self-update",
+				Usage:  "upgrade the worker's own release (run by the self-update Job inside the cluster)",
+				Hidden: true,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "namespace", EnvVars: []string{"OCTO_NAMESPACE"}, Required: true},
+					&cli.StringFlag{Name: "release", EnvVars: []string{"OCTO_RELEASE_NAME"}, Required: true},
+					&cli.StringFlag{Name: "configmap", Required: true, Usage: "ConfigMap holding the chart archive"},
+					&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute},
+					&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "default: in-cluster"},
+				},
+				Action: runSelfUpdate,
 			},
 			{
 				Name:  "package",
@@ -180,4 +199,37 @@ func nonNil(s []string) []string {
 
 func commentOut(s string) string {
 	return "# " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n# ") + "\n"
+}
+
+// runSelfUpdate is the self-update Job's entry point. Its error becomes the container's termination message,
+// which the next worker reports.
+func runSelfUpdate(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = c.String("kubeconfig")
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return fmt.Errorf("loading cluster credentials: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	entry := log.WithField("component", "self-update")
+	hc, err := chartgen.HelmConfig(cfg, c.String("namespace"), entry)
+	if err != nil {
+		return err
+	}
+	err = selfupdate.Run(c.Context, hc, kube, selfupdate.RunOptions{
+		Namespace: c.String("namespace"), Release: c.String("release"),
+		ConfigMap: c.String("configmap"), Timeout: c.Duration("timeout"),
+	}, entry)
+	if err != nil {
+		// The kubelet reads /dev/termination-log; the next worker reports it.
+		_ = os.WriteFile("/dev/termination-log", []byte(err.Error()), 0o644)
+	}
+	return err
 }

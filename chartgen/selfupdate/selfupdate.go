@@ -1,0 +1,358 @@
+// Package selfupdate upgrades the worker's own Helm release to another chart version, from inside the
+// cluster, so that the upgrade outlives the worker pod it replaces.
+//
+// The shape: the worker (drained) calls Start, which stores the verified chart archive in a ConfigMap and
+// starts a short Job in the release namespace that runs `octo-worker chartgen self-update` with the worker's
+// own ServiceAccount and image. The Job (Run) upgrades the release with the release's current values,
+// atomically: Helm waits for the new worker to be ready and rolls back on failure. Upgrading the Deployment
+// replaces the old worker pod, which is why the upgrade does not run in it: a Job is not part of the release
+// and keeps running. The worker that starts next (new, or old after a rollback) reads the outcome with
+// LastOutcome and reports it.
+package selfupdate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"helm.sh/helm/v3/pkg/action"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/octo-worker/octo-worker/chartgen"
+)
+
+// Labels and annotations on the self-update ConfigMap and Job.
+const (
+	LabelComponent   = "app.kubernetes.io/component"
+	ComponentValue   = "self-update"
+	LabelRelease     = "octo-worker.io/release"
+	AnnotVersion     = "octo-worker.io/version"
+	AnnotSHA256      = "octo-worker.io/chart-sha256"
+	AnnotFromVersion = "octo-worker.io/from-version"
+	chartKey         = "chart.tgz"
+)
+
+// Request asks for an upgrade of one release.
+type Request struct {
+	Namespace        string        // the release namespace (the worker's)
+	Release          string        // the worker's Helm release
+	Version          string        // the version asked for (reported; the chart decides what is installed)
+	FromVersion      string        // the running version (reported)
+	ChartArchive     []byte        // the chart .tgz for Version
+	SHA256           string        // hex digest the archive must have; empty: not checked here
+	Image            string        // image of the Job: the running worker's image (it has the Helm SDK)
+	Command          string        // the octo-worker binary in Image; default /usr/local/bin/octo-worker
+	ServiceAccount   string        // the worker's ServiceAccount (its Role allows the upgrade)
+	Timeout          time.Duration // how long the new worker may take to become ready; default 10 minutes
+	ImagePullSecrets []corev1.LocalObjectReference
+}
+
+// JobName is the name of the self-update Job (and its ConfigMap) for a release and version.
+func JobName(release, version string) string {
+	sum := sha256.Sum256([]byte(release + "\x00" + version))
+	base := release
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return strings.TrimSuffix(base, "-") + "-update-" + hex.EncodeToString(sum[:])[:10]
+}
+
+// Start verifies the chart archive, stores it in a ConfigMap and starts the upgrade Job. It returns the Job's
+// name. Calling it again for the same version while that Job exists returns the existing Job.
+func Start(ctx context.Context, kube kubernetes.Interface, req Request) (string, error) {
+	if req.Namespace == "" || req.Release == "" || req.Image == "" || req.ServiceAccount == "" || req.Version == "" {
+		return "", fmt.Errorf("self-update request needs namespace, release, version, image and service account: got %+v", redact(req))
+	}
+	sum := sha256.Sum256(req.ChartArchive)
+	digest := hex.EncodeToString(sum[:])
+	if req.SHA256 != "" && !strings.EqualFold(req.SHA256, digest) {
+		return "", fmt.Errorf("chart for %s has sha256 %s, expected %s: refusing to install it", req.Version, digest, req.SHA256)
+	}
+	if _, err := chartgen.LoadChartArchive(req.ChartArchive); err != nil {
+		return "", fmt.Errorf("checking the chart for %s: %w", req.Version, err)
+	}
+	if req.Timeout == 0 {
+		req.Timeout = 10 * time.Minute
+	}
+	if req.Command == "" {
+		req.Command = "/usr/local/bin/octo-worker"
+	}
+	name := JobName(req.Release, req.Version)
+	labels := map[string]string{LabelComponent: ComponentValue, LabelRelease: req.Release}
+	annotations := map[string]string{AnnotVersion: req.Version, AnnotSHA256: digest, AnnotFromVersion: req.FromVersion}
+
+	existing, err := kube.BatchV1().Jobs(req.Namespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case err == nil && finished(existing) == "":
+		return name, nil // already upgrading to this version
+	case err == nil:
+		// A finished attempt at the same version: replace it with a new one.
+		bg := metav1.DeletePropagationBackground
+		if err := kube.BatchV1().Jobs(req.Namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("deleting the previous self-update Job %s: %w", name, err)
+		}
+		if err := waitGone(ctx, kube, req.Namespace, name); err != nil {
+			return "", err
+		}
+	case !apierrors.IsNotFound(err):
+		return "", fmt.Errorf("reading self-update Job %s: %w", name, err)
+	}
+
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: req.Namespace, Labels: labels, Annotations: annotations},
+		BinaryData: map[string][]byte{chartKey: req.ChartArchive},
+	}
+	if _, err := kube.CoreV1().ConfigMaps(req.Namespace).Create(ctx, cm, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		if _, err := kube.CoreV1().ConfigMaps(req.Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			return "", fmt.Errorf("storing the chart in ConfigMap %s: %w", name, err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("storing the chart in ConfigMap %s: %w", name, err)
+	}
+
+	yes, no := true, false
+	uid := int64(1000)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: req.Namespace, Labels: labels, Annotations: annotations},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr(int32(0)),
+			TTLSecondsAfterFinished: ptr(int32(7 * 24 * 3600)),
+			// Helm's wait plus rollback, with room to start.
+			ActiveDeadlineSeconds: ptr(int64((2*req.Timeout + 5*time.Minute).Seconds())),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
+				Spec: corev1.PodSpec{
+					RestartPolicy:      corev1.RestartPolicyNever,
+					ServiceAccountName: req.ServiceAccount,
+					ImagePullSecrets:   req.ImagePullSecrets,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid,
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:    "self-update",
+						Image:   req.Image,
+						Command: []string{req.Command},
+						Args: []string{"chartgen", "self-update",
+							"--namespace", req.Namespace, "--release", req.Release,
+							"--configmap", name, "--timeout", req.Timeout.String()},
+						Env: []corev1.EnvVar{{Name: "OCTO_LOG_FORMAT", Value: "json"}},
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
+						}},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: &no, ReadOnlyRootFilesystem: &yes,
+							Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+						VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+					}},
+					Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				},
+			},
+		},
+	}
+	if _, err := kube.BatchV1().Jobs(req.Namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		return "", fmt.Errorf("starting self-update Job %s: %w", name, err)
+	}
+	return name, nil
+}
+
+func waitGone(ctx context.Context, kube kubernetes.Interface, ns, name string) error {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(time.Minute)
+	for {
+		_, err := kube.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("the previous self-update Job %s is still being deleted after a minute", name)
+		case <-t.C:
+		}
+	}
+}
+
+func redact(r Request) Request {
+	r.ChartArchive = nil
+	return r
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// RunOptions say which upgrade the Job performs.
+type RunOptions struct {
+	Namespace string
+	Release   string
+	ConfigMap string        // holds the chart archive and its digest
+	Timeout   time.Duration // Helm's wait for the new worker
+}
+
+// Run performs the upgrade (inside the self-update Job): it reads and re-verifies the chart, and upgrades the
+// release with its current user-supplied values, atomically. On failure Helm has rolled the release back; the
+// error says why.
+func Run(ctx context.Context, hc *action.Configuration, kube kubernetes.Interface, o RunOptions, log logrus.FieldLogger) error {
+	cm, err := kube.CoreV1().ConfigMaps(o.Namespace).Get(ctx, o.ConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading the chart ConfigMap %s: %w", o.ConfigMap, err)
+	}
+	archive := cm.BinaryData[chartKey]
+	sum := sha256.Sum256(archive)
+	if got, want := hex.EncodeToString(sum[:]), cm.Annotations[AnnotSHA256]; got != want {
+		return fmt.Errorf("the chart in ConfigMap %s has sha256 %s, expected %s: refusing to install it", o.ConfigMap, got, want)
+	}
+	ch, err := chartgen.LoadChartArchive(archive)
+	if err != nil {
+		return err
+	}
+	get := action.NewGetValues(hc)
+	vals, err := get.Run(o.Release)
+	if err != nil {
+		return fmt.Errorf("reading the current values of release %s: %w", o.Release, err)
+	}
+	up := action.NewUpgrade(hc)
+	up.Namespace = o.Namespace
+	up.Atomic = true
+	up.Wait = true
+	up.Timeout = o.Timeout
+	up.MaxHistory = 10
+	up.CleanupOnFail = true
+	log.WithFields(logrus.Fields{"release": o.Release, "chart": ch.Metadata.Version, "appVersion": ch.Metadata.AppVersion}).Info("upgrading")
+	rel, err := up.RunWithContext(ctx, o.Release, ch, vals)
+	if err != nil {
+		return fmt.Errorf("upgrading release %s to chart %s (rolled back): %w", o.Release, ch.Metadata.Version, err)
+	}
+	log.WithFields(logrus.Fields{"release": rel.Name, "revision": rel.Version}).Info("upgraded")
+	return nil
+}
+
+// Outcome is the result of the latest self-update of a release.
+type Outcome struct {
+	Job         string
+	Version     string // the version asked for
+	FromVersion string
+	State       string // "running", "succeeded" or "failed"
+	Message     string // why it failed (the Job's termination message or condition)
+	Started     time.Time
+	Finished    time.Time
+}
+
+// LastOutcome returns the most recent self-update of the release, or nil when there has been none.
+func LastOutcome(ctx context.Context, kube kubernetes.Interface, namespace, release string) (*Outcome, error) {
+	jobs, err := kube.BatchV1().Jobs(namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: LabelComponent + "=" + ComponentValue + "," + LabelRelease + "=" + release,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing self-update Jobs: %w", err)
+	}
+	if len(jobs.Items) == 0 {
+		return nil, nil
+	}
+	sort.Slice(jobs.Items, func(i, j int) bool {
+		return jobs.Items[i].CreationTimestamp.After(jobs.Items[j].CreationTimestamp.Time)
+	})
+	job := &jobs.Items[0]
+	o := &Outcome{
+		Job: job.Name, Version: job.Annotations[AnnotVersion], FromVersion: job.Annotations[AnnotFromVersion],
+		State: "running", Started: job.CreationTimestamp.Time,
+	}
+	switch finished(job) {
+	case batchv1.JobComplete:
+		o.State = "succeeded"
+	case batchv1.JobFailed:
+		o.State = "failed"
+		o.Message = failureMessage(ctx, kube, job)
+	}
+	if job.Status.CompletionTime != nil {
+		o.Finished = job.Status.CompletionTime.Time
+	}
+	for _, c := range job.Status.Conditions {
+		if (c.Type == batchv1.JobFailed || c.Type == batchv1.JobComplete) && c.Status == corev1.ConditionTrue && o.Finished.IsZero() {
+			o.Finished = c.LastTransitionTime.Time
+		}
+	}
+	return o, nil
+}
+
+// finished returns JobComplete or JobFailed when the Job has finished, else "".
+func finished(job *batchv1.Job) batchv1.JobConditionType {
+	for _, c := range job.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return c.Type
+		}
+	}
+	return ""
+}
+
+// failureMessage prefers the container's termination message (the upgrade's own error) over the Job's
+// condition message.
+func failureMessage(ctx context.Context, kube kubernetes.Interface, job *batchv1.Job) string {
+	pods, err := kube.CoreV1().Pods(job.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job.Name})
+	if err == nil {
+		for _, p := range pods.Items {
+			for _, cs := range p.Status.ContainerStatuses {
+				if t := cs.State.Terminated; t != nil && t.Message != "" {
+					return strings.TrimSpace(t.Message)
+				}
+				if t := cs.State.Terminated; t != nil {
+					return "the self-update container exited with code " + strconv.Itoa(int(t.ExitCode))
+				}
+			}
+		}
+	}
+	for _, c := range job.Status.Conditions {
+		if c.Type == batchv1.JobFailed {
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "failed"
+}
+
+// Updater starts self-updates for the worker agent (it satisfies jobrunner.Updater).
+type Updater struct {
+	Kube             kubernetes.Interface
+	Namespace        string
+	Release          string
+	Image            string
+	ServiceAccount   string
+	FromVersion      string
+	Timeout          time.Duration
+	ImagePullSecrets []corev1.LocalObjectReference
+	Log              logrus.FieldLogger
+}
+
+// Update starts the upgrade Job for version with the chart archive; the Job upgrades the release, which
+// replaces this worker's pod. The caller has verified the archive's digest against the dispatch server's.
+func (u *Updater) Update(ctx context.Context, version string, chart []byte) error {
+	if u == nil || u.Kube == nil {
+		return errors.New("self-update is not configured")
+	}
+	name, err := Start(ctx, u.Kube, Request{
+		Namespace: u.Namespace, Release: u.Release, Version: version, FromVersion: u.FromVersion,
+		ChartArchive: chart, Image: u.Image, ServiceAccount: u.ServiceAccount, Timeout: u.Timeout,
+		ImagePullSecrets: u.ImagePullSecrets,
+	})
+	if err != nil {
+		return err
+	}
+	if u.Log != nil {
+		u.Log.WithFields(logrus.Fields{"job": name, "version": version}).Info("self-update Job started; this pod will be replaced")
+	}
+	return nil
+}
