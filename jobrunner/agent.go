@@ -63,10 +63,12 @@ type Agent struct {
 	pods    corelisters.PodLister
 	secrets corelisters.SecretLister
 
-	mu         sync.Mutex
-	ops        map[string]*operation
-	draining   bool
-	updating   bool
+	mu            sync.Mutex
+	ops           map[string]*operation
+	draining      bool // no new leases: drainRequested or a pending self-update
+	drainAsked    bool // the server asked to drain
+	updateWaiting bool // a self-update waits for running operations to finish
+	updating      bool
 	changed    chan struct{} // closed and replaced when ops shrink or draining changes
 	health     api.Health
 	lastBeatOK time.Time
@@ -216,6 +218,13 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 		a.broadcastLocked()
 		a.mu.Unlock()
 	}()
+}
+
+func (a *Agent) setDrainingLocked() {
+	if d := a.drainAsked || a.updateWaiting; d != a.draining {
+		a.draining = d
+		a.broadcastLocked()
+	}
 }
 
 func (a *Agent) broadcastLocked() {
@@ -368,10 +377,14 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 	}
 	a.mu.Lock()
 	a.lastBeatOK = time.Now()
-	if resp.Drain && !a.draining {
-		a.log.Info("dispatch server asked to drain: no new operations")
-		a.draining = true
-		a.broadcastLocked()
+	if resp.Drain != a.drainAsked {
+		a.drainAsked = resp.Drain
+		if resp.Drain {
+			a.log.Info("dispatch server asked to drain: no new operations")
+		} else {
+			a.log.Info("dispatch server ended the drain: taking operations again")
+		}
+		a.setDrainingLocked()
 	}
 	var cancel []*operation
 	for _, id := range resp.Cancel {
@@ -386,6 +399,14 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 	}
 	if resp.DesiredVersion != "" && resp.DesiredVersion != a.cfg.Version {
 		a.selfUpdate(ctx, resp)
+	} else {
+		a.mu.Lock()
+		if a.updateWaiting {
+			a.log.Info("the server no longer asks for another version: taking operations again")
+			a.updateWaiting = false
+			a.setDrainingLocked()
+		}
+		a.mu.Unlock()
 	}
 	return time.Duration(resp.HeartbeatSeconds) * time.Second
 }
@@ -402,10 +423,10 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 		a.health = api.Health{OK: true, Message: msg}
 		return
 	}
-	if !a.draining {
+	if !a.updateWaiting {
 		a.log.WithField("version", resp.DesiredVersion).Info("draining for self-update")
-		a.draining = true
-		a.broadcastLocked()
+		a.updateWaiting = true
+		a.setDrainingLocked()
 	}
 	if len(a.ops) > 0 || a.updating {
 		return

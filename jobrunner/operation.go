@@ -58,6 +58,7 @@ type operation struct {
 	problemSaid  map[string]string    // container → the problem last written to the log
 	events       map[types.UID]int32
 	startedAt    time.Time // events from before this are not written (they were, or are stale)
+	jobSeen      bool // the informer has shown the Job at least once
 	finished     bool
 }
 
@@ -182,6 +183,11 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		}
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
 		o.say(ctx, "worker restarted: following Job %s/%s again from line %d", ns, o.name, o.lease.LastSeq+1)
+		if o.lease.Operation.State != api.StateRunning {
+			if err := o.a.d.Status(ctx, o.id, api.StatusRequest{LeaseID: o.lease.LeaseID, State: api.StateRunning, Message: "Job " + ns + "/" + o.name}); err != nil {
+				o.log.WithError(err).Warn("reporting running state")
+			}
+		}
 		return nil
 	}
 	if o.adopt && o.lease.Operation.State == api.StateRunning {
@@ -283,12 +289,22 @@ func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 		}
 		return &outcome{state: api.StateCancelled, message: "cancelled"}, 0
 	}
+	if job == nil && !o.jobSeen {
+		// Just created: the informer has not delivered it yet. Ask the API server directly if that takes long.
+		if now.Sub(o.startedAt) < 30*time.Second {
+			return nil, 5 * time.Second
+		}
+		if _, err := o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{}); err == nil || !apierrors.IsNotFound(err) {
+			return nil, 5 * time.Second
+		}
+	}
 	if job == nil {
 		if o.folRunning {
 			return nil, next
 		}
 		return o.withLogResult(pod, &outcome{state: api.StateFailed, message: fmt.Sprintf("Job %s/%s was deleted by something other than this worker", ns, o.name)}), 0
 	}
+	o.jobSeen = true
 	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil && c.Reason == batchv1.JobReasonDeadlineExceeded {
 		if o.folRunning && !podFinished(pod) {
 			return nil, next
