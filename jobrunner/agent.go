@@ -69,9 +69,9 @@ type Agent struct {
 	drainAsked    bool // the server asked to drain
 	updateWaiting bool // a self-update waits for running operations to finish
 	updating      bool
-	changed    chan struct{} // closed and replaced when ops shrink or draining changes
-	health     api.Health
-	lastBeatOK time.Time
+	changed       chan struct{} // closed and replaced when ops shrink or draining changes
+	health        api.Health
+	lastBeatOK    time.Time
 
 	ready atomic.Bool
 }

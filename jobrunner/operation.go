@@ -58,7 +58,7 @@ type operation struct {
 	problemSaid  map[string]string    // container → the problem last written to the log
 	events       map[types.UID]int32
 	startedAt    time.Time // events from before this are not written (they were, or are stale)
-	jobSeen      bool // the informer has shown the Job at least once
+	jobSeen      bool      // the informer has shown the Job at least once
 	finished     bool
 }
 
