@@ -111,7 +111,9 @@ func TestDeploymentSpec(t *testing.T) {
 func TestWorkerRequests(t *testing.T) {
 	t.Parallel()
 	zero, three := 0, 3
-	line := func(seq int64, stream, text string) api.LogLine { return api.LogLine{Seq: seq, Stream: stream, Text: text} }
+	line := func(seq int64, stream, text string) api.LogLine {
+		return api.LogLine{Seq: seq, Stream: stream, Text: text}
+	}
 	many := make([]api.LogLine, MaxLogLines+1)
 	for i := range many {
 		many[i] = line(int64(i+1), "stdout", "x")
