@@ -151,17 +151,22 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.log.SetOutput(f)
 		c.log.SetLevel(logrus.DebugLevel)
 	}
+	began := time.Now()
+	clog := c.log.WithField("component", "cluster")
 	if err := c.startControlPlane(ctx, binDir); err != nil {
 		return nil, err
 	}
+	clog.Infof("control plane started after %s", time.Since(began))
 	for i := 0; i < opts.Nodes; i++ {
 		if _, err := c.AddNode(ctx, opts.Node); err != nil {
 			return nil, err
 		}
 	}
+	clog.Infof("%d node(s) ready after %s", opts.Nodes, time.Since(began))
 	if err := c.waitDefaultNamespace(ctx); err != nil {
 		return nil, err
 	}
+	clog.Infof("cluster ready after %s: %s", time.Since(began), c.APIServerURL)
 	return c, nil
 }
 
@@ -286,6 +291,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 	if err := waitFor(ctx, 60*time.Second, api, "kube-apiserver", func() error { return httpOK(httpClient, c.APIServerURL+"/readyz") }); err != nil {
 		return err
 	}
+	c.log.WithField("component", "cluster").Info("kube-apiserver ready")
 	if c.Client, err = kubernetes.NewForConfig(c.restConfig); err != nil {
 		return fmt.Errorf("building API client: %w", err)
 	}

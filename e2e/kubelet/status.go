@@ -56,6 +56,9 @@ func (w *podWorker) buildStatus(cur *corev1.PodStatus) corev1.PodStatus {
 	s := *cur.DeepCopy()
 	st := &w.st
 	s.Phase, s.Reason, s.Message = st.phase, st.reason, st.message
+	if st.phase == corev1.PodPending && runningPhase(st) {
+		s.Phase = corev1.PodRunning
+	}
 	s.HostIP, s.PodIP = "127.0.0.1", "127.0.0.1"
 	s.HostIPs = []corev1.HostIP{{IP: "127.0.0.1"}}
 	s.PodIPs = []corev1.PodIP{{IP: "127.0.0.1"}}
@@ -107,6 +110,29 @@ func (w *podWorker) buildStatus(cur *corev1.PodStatus) corev1.PodStatus {
 		setCondition(&s, corev1.PodReady, false, "ContainersNotReady", msg)
 	}
 	return s
+}
+
+// runningPhase tells whether a pod whose phase is not final is Running: its init containers are done, every
+// container has started at least once, and one is running (or restarting).
+func runningPhase(st *podState) bool {
+	for _, c := range st.init {
+		if t := c.status.State.Terminated; t == nil || t.ExitCode != 0 {
+			return false
+		}
+	}
+	live := false
+	for _, c := range st.ctrs {
+		s := c.status.State
+		switch {
+		case s.Running != nil:
+			live = true
+		case s.Waiting != nil && c.status.LastTerminationState.Terminated != nil:
+			live = true
+		case s.Waiting != nil:
+			return false
+		}
+	}
+	return live
 }
 
 // setCondition sets a pod condition, keeping its transition time when the status did not change.
