@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/kube"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -59,6 +60,10 @@ func HelmConfig(cfg *rest.Config, namespace string, log logrus.FieldLogger) (*ac
 	debug := func(format string, args ...any) { log.Debugf(format, args...) }
 	if err := ac.Init(restGetter{cfg: cfg, namespace: namespace}, namespace, "secret", debug); err != nil {
 		return nil, fmt.Errorf("initialising Helm: %w", err)
+	}
+	// Objects without a namespace go to the release namespace (Helm otherwise asks the kubeconfig).
+	if kc, ok := ac.KubeClient.(*kube.Client); ok {
+		kc.Namespace = namespace
 	}
 	return ac, nil
 }
