@@ -77,12 +77,15 @@ type Cluster struct {
 	Client kubernetes.Interface
 	// Dir holds the cluster's files; logs are in Dir/logs.
 	Dir string
+	// Timings says how long Start took to reach each stage.
+	Timings Timings
 
 	opts       Options
 	restConfig *rest.Config
 	pki        *pki
 	nodeCert   *tls.Certificate
 	apiPort    int
+	apiReady   time.Time
 	spawner    *spawner
 	components []*component
 	log        *logrus.Logger
@@ -97,6 +100,13 @@ type Cluster struct {
 	stopErr  error
 }
 
+// Timings are durations from the call to Start.
+type Timings struct {
+	APIServerReady time.Duration // etcd and kube-apiserver answer (/readyz)
+	NodesReady     time.Duration // controller-manager and scheduler started, nodes registered
+	Ready          time.Duration // the default namespace can run pods
+}
+
 type runningNode struct {
 	node   *kubelet.Node
 	cancel context.CancelFunc
@@ -107,6 +117,7 @@ type runningNode struct {
 // on free loopback ports, and returns once the cluster can run pods: the API server is ready, the nodes are
 // Ready, and the default namespace has its service account and kube-root-ca.crt. Stop it with Stop.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	began := time.Now()
 	if opts.Nodes == 0 {
 		opts.Nodes = 1
 	}
@@ -151,22 +162,24 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		c.log.SetOutput(f)
 		c.log.SetLevel(logrus.DebugLevel)
 	}
-	began := time.Now()
 	clog := c.log.WithField("component", "cluster")
 	if err := c.startControlPlane(ctx, binDir); err != nil {
 		return nil, err
 	}
 	clog.Infof("control plane started after %s", time.Since(began))
+	c.Timings.APIServerReady = c.apiReady.Sub(began)
 	for i := 0; i < opts.Nodes; i++ {
 		if _, err := c.AddNode(ctx, opts.Node); err != nil {
 			return nil, err
 		}
 	}
-	clog.Infof("%d node(s) ready after %s", opts.Nodes, time.Since(began))
+	c.Timings.NodesReady = time.Since(began)
+	clog.Infof("%d node(s) ready after %s", opts.Nodes, c.Timings.NodesReady)
 	if err := c.waitDefaultNamespace(ctx); err != nil {
 		return nil, err
 	}
-	clog.Infof("cluster ready after %s: %s", time.Since(began), c.APIServerURL)
+	c.Timings.Ready = time.Since(began)
+	clog.Infof("cluster ready after %s: %s", c.Timings.Ready, c.APIServerURL)
 	return c, nil
 }
 
@@ -291,6 +304,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 	if err := waitFor(ctx, 60*time.Second, api, "kube-apiserver", func() error { return httpOK(httpClient, c.APIServerURL+"/readyz") }); err != nil {
 		return err
 	}
+	c.apiReady = time.Now()
 	c.log.WithField("component", "cluster").Info("kube-apiserver ready")
 	if c.Client, err = kubernetes.NewForConfig(c.restConfig); err != nil {
 		return fmt.Errorf("building API client: %w", err)
