@@ -492,3 +492,34 @@ func TestContainerPrivateRoot(t *testing.T) {
 		}
 	}
 }
+
+// An image with its own root runs there: the container sees the image's root with the image's files, and
+// its writes and mount points stay out of that directory.
+func TestImageRoot(t *testing.T) {
+	t.Parallel()
+	if scratchRoot == "" {
+		t.Skip("OCTO_KUBE_BIN is not set: no static binary for the scratch image (make e2e sets it)")
+	}
+	ns := kube.Namespace(t, nil)
+	pod := shPod("scratch", "")
+	c := &pod.Spec.Containers[0]
+	c.Image, c.Command = scratchImage, []string{"kube-scheduler", "--version"}
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	p := runPod(t, ns, pod)
+	logs := podLogs(t, ns, "scratch", &corev1.PodLogOptions{})
+	if p.Status.Phase != corev1.PodSucceeded || logs != "Kubernetes v1.37.2\n" {
+		t.Fatalf("pod: %s\nlogs: %q", describe(p), logs)
+	}
+	entries, err := os.ReadDir(scratchRoot)
+	if err != nil || len(entries) != 0 {
+		t.Errorf("the image root changed: %v %v", entries, err)
+	}
+
+	// A shell is not in that image: the container fails to start, like a missing entrypoint.
+	p = runPod(t, ns, func() *corev1.Pod { p := shPod("noshell", "true"); p.Spec.Containers[0].Image = scratchImage; return p }())
+	term := containerStatus(t, p, "main").State.Terminated
+	if p.Status.Phase != corev1.PodFailed || term == nil || term.Reason != "StartError" || term.ExitCode != 128 || !strings.Contains(term.Message, `"sh": executable file not found`) {
+		t.Errorf("pod without its command: %s", describe(p))
+	}
+}

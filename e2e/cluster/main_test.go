@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/octo-worker/octo-worker/e2e/cluster"
@@ -19,9 +20,24 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	cluster.RunTests(m, cluster.Options{
-		Images: map[string]cluster.Image{
-			probeImage: {Files: map[string]string{"/usr/local/bin/incluster-probe": self}},
-		},
-	}, func(c *cluster.Cluster) { kube = c })
+	images := map[string]cluster.Image{
+		probeImage: {Files: map[string]string{"/usr/local/bin/incluster-probe": self}},
+	}
+	// An image with its own (empty) root and one static binary: the kube-scheduler built by build-kube.sh.
+	if bin := os.Getenv("OCTO_KUBE_BIN"); bin != "" {
+		if scratchRoot, err = os.MkdirTemp("", "octo-e2e-root-"); err != nil {
+			panic(err)
+		}
+		images[scratchImage] = cluster.Image{Root: scratchRoot, Files: map[string]string{"/bin/kube-scheduler": filepath.Join(bin, "kube-scheduler")}}
+	}
+	code := cluster.Run(m, cluster.Options{Images: images}, func(c *cluster.Cluster) { kube = c })
+	if scratchRoot != "" {
+		os.RemoveAll(scratchRoot)
+	}
+	os.Exit(code)
 }
+
+// scratchRoot is the root directory of scratchImage ("" when OCTO_KUBE_BIN is not set).
+var scratchRoot string
+
+const scratchImage = "scratch-root:e2e"

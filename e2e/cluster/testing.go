@@ -21,10 +21,11 @@ import (
 //
 //	func TestMain(m *testing.M) { cluster.RunTests(m, cluster.Options{}, func(c *cluster.Cluster) { kube = c }) }
 func RunTests(m *testing.M, opts Options, use func(*Cluster)) {
-	os.Exit(runTests(m, opts, use))
+	os.Exit(Run(m, opts, use))
 }
 
-func runTests(m *testing.M, opts Options, use func(*Cluster)) int {
+// Run is RunTests without the exit: it returns the exit code, for a TestMain with its own cleanup.
+func Run(m *testing.M, opts Options, use func(*Cluster)) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	start := time.Now()
 	c, err := Start(ctx, opts)
