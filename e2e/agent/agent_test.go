@@ -381,6 +381,7 @@ func TestTwoHundredConcurrentOperations(t *testing.T) {
 worker:
   concurrency: 200
 scriptPods:
+  ttlSecondsAfterFinished: 5
   resources:
     requests: {cpu: 10m, memory: 16Mi}
 `})

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +22,7 @@ import (
 // env is one test's world: a namespace (Pod Security restricted), a dispatch server on SQLite, and a worker
 // agent process for the pool "e2e".
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	ns         string
 	dir        string
 	serverPort int
@@ -43,18 +42,22 @@ type agentOptions struct {
 
 const pool = "e2e"
 
-func setup(t *testing.T, o agentOptions) *env {
+func setup(t testing.TB, o agentOptions) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), agentOpts: o, adminToken: "admin-" + strings.ReplaceAll(t.Name(), "/", "-")}
+	e := &env{t: t, dir: t.TempDir(), agentOpts: o, adminToken: fmt.Sprintf("admin-token-%d", time.Now().UnixNano())}
 	e.ns = kube.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
 	e.serverPort = freePort(t)
 	e.startServer()
-	e.admin = client.New(e.serverURL(), e.adminToken)
+	admin, err := client.New(client.Config{Server: e.serverURL(), Token: e.adminToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.admin = admin
 	ctx := context.Background()
-	if _, err := e.admin.CreatePool(ctx, api.CreatePoolRequest{Name: pool}); err != nil {
+	if _, err := e.admin.CreatePool(ctx, pool, "end-to-end tests"); err != nil {
 		t.Fatalf("creating pool: %v", err)
 	}
-	tok, err := e.admin.CreateToken(ctx, api.CreateTokenRequest{Pools: []string{pool}})
+	tok, err := e.admin.CreateToken(ctx, []string{pool}, time.Hour)
 	if err != nil {
 		t.Fatalf("creating registration token: %v", err)
 	}
@@ -69,10 +72,14 @@ func (e *env) serverURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.s
 func (e *env) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", e.healthPort) }
 
 func (e *env) startServer() {
-	e.server = startProc(e.t, "server", nil, "server",
+	args := []string{"server"}
+	if os.Getenv("OCTO_E2E_SERVER_BINARY") != "" { // TEMP until cmd_server lands
+		args = nil
+	}
+	e.server = startProcBin(e.t, os.Getenv("OCTO_E2E_SERVER_BINARY"), "server", nil, append(args,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", e.serverPort),
 		"--db", filepath.Join(e.dir, "octo-worker.db"),
-		"--admin-token", e.adminToken)
+		"--admin-token", e.adminToken)...)
 	waitHTTP(e.t, e.server, e.serverURL()+"/healthz", time.Minute)
 }
 
@@ -173,8 +180,8 @@ func (e *env) waitFor(id string, timeout time.Duration) api.Operation {
 		if ctx.Err() != nil {
 			e.t.Fatalf("operation %s still %s after %s; log:\n%s", id, op.State, timeout, e.dump(id))
 		}
-		// A follow stream ends when the operation does; it may also end early (server restart): re-check.
-		_ = e.admin.FollowLogs(ctx, id, 0, func(api.LogEvent) error { return nil })
+		// A follow stream ends with the operation; it may also end early (server restart): re-check.
+		_, _ = e.admin.Logs(ctx, id, client.LogsOptions{Follow: true}, func(api.LogLine) error { return nil })
 		if ctx.Err() == nil {
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -187,8 +194,8 @@ func (e *env) waitLog(id, text string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	found := errors.New("found")
-	err := e.admin.FollowLogs(ctx, id, 0, func(ev api.LogEvent) error {
-		if ev.Line != nil && strings.Contains(ev.Line.Text, text) {
+	_, err := e.admin.Logs(ctx, id, client.LogsOptions{Follow: true}, func(l api.LogLine) error {
+		if strings.Contains(l.Text, text) {
 			return found
 		}
 		return nil
@@ -201,7 +208,11 @@ func (e *env) waitLog(id, text string) {
 // logs returns every stored line of the operation.
 func (e *env) logs(id string) []api.LogLine {
 	e.t.Helper()
-	lines, err := e.admin.Logs(context.Background(), id)
+	var lines []api.LogLine
+	_, err := e.admin.Logs(context.Background(), id, client.LogsOptions{}, func(l api.LogLine) error {
+		lines = append(lines, l)
+		return nil
+	})
 	if err != nil {
 		e.t.Fatalf("reading log of %s: %v", id, err)
 	}
@@ -209,8 +220,11 @@ func (e *env) logs(id string) []api.LogLine {
 }
 
 func (e *env) dump(id string) string {
-	lines, err := e.admin.Logs(context.Background(), id)
-	if err != nil {
+	var lines []api.LogLine
+	if _, err := e.admin.Logs(context.Background(), id, client.LogsOptions{}, func(l api.LogLine) error {
+		lines = append(lines, l)
+		return nil
+	}); err != nil {
 		return err.Error()
 	}
 	var b strings.Builder
@@ -225,7 +239,7 @@ func (e *env) dump(id string) string {
 
 func (e *env) cancel(id string) {
 	e.t.Helper()
-	if err := e.admin.Cancel(context.Background(), id); err != nil {
+	if _, err := e.admin.Cancel(context.Background(), id); err != nil {
 		e.t.Fatalf("cancelling %s: %v", id, err)
 	}
 }
@@ -265,4 +279,3 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 	}
 }
 
-var _ = syscall.SIGTERM

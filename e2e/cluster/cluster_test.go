@@ -464,8 +464,8 @@ func TestPodSecurityRestricted(t *testing.T) {
 	if p.Status.Phase != corev1.PodSucceeded {
 		t.Fatalf("pod: %s", describe(p))
 	}
-	if got := podLogs(t, ns, "restricted", &corev1.PodLogOptions{}); got != "1000\n0 3000\n" {
-		t.Errorf("id: got %q, want uid 1000 with groups 0 and fsGroup 3000", got)
+	if got := podLogs(t, ns, "restricted", &corev1.PodLogOptions{}); got != "1000\n1000 3000\n" {
+		t.Errorf("id: got %q, want uid 1000 with group 1000 and fsGroup 3000", got)
 	}
 }
 

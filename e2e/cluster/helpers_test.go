@@ -163,6 +163,7 @@ func restrictedSecurity(c *corev1.Container) {
 		AllowPrivilegeEscalation: ptr(false),
 		RunAsNonRoot:             ptr(true),
 		RunAsUser:                ptr(int64(1000)),
+		RunAsGroup:               ptr(int64(1000)),
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}

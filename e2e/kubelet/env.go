@@ -87,7 +87,8 @@ func (b *envBuilder) build(ctx context.Context, c *corev1.Container, image Image
 	}
 	set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	set("HOSTNAME", b.pod.Name)
-	set("HOME", homeDir(image, uid))
+	home, _ := lookupUser(image, uid)
+	set("HOME", home)
 	if b.apiHost != "" {
 		port := strconv.Itoa(b.apiPort)
 		set("KUBERNETES_SERVICE_HOST", b.apiHost)
@@ -278,23 +279,25 @@ func expand(s string, vars map[string]string) string {
 	return b.String()
 }
 
-// homeDir looks uid up in the image's /etc/passwd, as container runtimes do; "/" when absent.
-func homeDir(image Image, uid uint32) string {
+// lookupUser finds uid in the image's /etc/passwd, as container runtimes do: its home directory and primary
+// group; "/" and 0 when absent.
+func lookupUser(image Image, uid uint32) (home string, gid uint32) {
 	root := image.Root
 	if root == "" {
 		root = "/"
 	}
 	f, err := os.Open(filepath.Join(root, "etc/passwd"))
 	if err != nil {
-		return "/"
+		return "/", 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), ":")
 		if len(fields) >= 6 && fields[2] == strconv.FormatUint(uint64(uid), 10) {
-			return fields[5]
+			g, _ := strconv.ParseUint(fields[3], 10, 32)
+			return fields[5], uint32(g)
 		}
 	}
-	return "/"
+	return "/", 0
 }

@@ -26,6 +26,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 )
 
 // Config describes one node.
@@ -344,8 +345,18 @@ func (n *Node) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registering node %s: %w", n.cfg.Name, err)
 	}
-	created.Status = n.nodeStatus(metav1.Now())
-	if _, err := nodes.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	// Controllers (node lifecycle, TTL) update a new Node at once: retry on conflicts with a fresh copy.
+	err = retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		created.Status = n.nodeStatus(metav1.Now())
+		_, err := nodes.UpdateStatus(ctx, created, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			if fresh, gerr := nodes.Get(ctx, n.cfg.Name, metav1.GetOptions{}); gerr == nil {
+				created = fresh
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("reporting node %s status: %w", n.cfg.Name, err)
 	}
 	return nil

@@ -626,6 +626,9 @@ func (w *podWorker) containerSpec(ctx context.Context, pod *corev1.Pod, c *corev
 	}
 	if gid != nil {
 		spec.gid = uint32(*gid)
+	} else {
+		// Like containerd: the user's primary group from the image's /etc/passwd, else 0.
+		_, spec.gid = lookupUser(image, spec.uid)
 	}
 	if nonRoot != nil && *nonRoot && spec.uid == 0 {
 		if uid == nil {

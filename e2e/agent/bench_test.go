@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/jobrunner"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
+)
+
+// The benchmarks of the worker, each reporting the issue's figures as custom metrics. They share the package's
+// cluster; run them alone: go test ./e2e/agent/ -run '^$' -bench . -benchtime 1x (scripts/bench-agent.sh).
+
+// BenchmarkOperationOverhead: submit → result of `exit 0` through the worker, against a bare client-go
+// program that creates the same Secret and Job and waits for the Job to complete. Goal: within 1.2x.
+func BenchmarkOperationOverhead(b *testing.B) {
+	e := setup(b, agentOptions{})
+	cfg := jobrunner.Defaults()
+	cfg.Namespace, cfg.WorkerName, cfg.Pools = e.ns, "bare", []string{pool}
+	cfg.WorkerImage, cfg.ToolsImage = workerImage, toolsImage
+	const rounds = 10
+	var bare, worker time.Duration
+	// Warm up both paths once (the first pod on a node pays for page cache).
+	bareJob(b, cfg, "warm")
+	e.wait(e.submit(api.OperationSpec{Script: "exit 0"}))
+	b.ResetTimer()
+	for i := 0; i < b.N*rounds; i++ {
+		start := time.Now()
+		bareJob(b, cfg, fmt.Sprintf("bare-%d-%d", b.N, i))
+		bare += time.Since(start)
+		start = time.Now()
+		op := e.wait(e.submit(api.OperationSpec{Script: "exit 0"}))
+		worker += time.Since(start)
+		if op.State != api.StateSucceeded {
+			b.Fatalf("state %s: %s", op.State, op.Message)
+		}
+	}
+	n := float64(b.N * rounds)
+	b.ReportMetric(bare.Seconds()/n, "bare-s/op")
+	b.ReportMetric(worker.Seconds()/n, "worker-s/op")
+	b.ReportMetric(worker.Seconds()/bare.Seconds(), "worker/bare")
+}
+
+// bareJob creates the Secret and Job the worker would create for an `exit 0` step and waits for the Job to
+// complete, with a watch: the least a program can do to run a script as a Job.
+func bareJob(b *testing.B, cfg jobrunner.Config, id string) {
+	ctx := context.Background()
+	key, _ := logline.NewKey()
+	lease := &api.Lease{LeaseID: id, Operation: api.Operation{ID: id, OperationSpec: api.OperationSpec{Pool: pool, Script: "exit 0"}}}
+	sec, err := cfg.BuildSecret("bare", lease, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	job := cfg.BuildJob("bare", lease, cfg.Requests)
+	w, err := kube.Client.BatchV1().Jobs(cfg.Namespace).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", job.Name).String()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+	if _, err := kube.Client.CoreV1().Secrets(cfg.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := kube.Client.BatchV1().Jobs(cfg.Namespace).Create(ctx, job, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	timeout := time.After(2 * time.Minute)
+	for {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				b.Fatal("watch closed")
+			}
+			if j, ok := ev.Object.(*batchv1.Job); ok && ev.Type != watch.Deleted {
+				for _, c := range j.Status.Conditions {
+					if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+						return
+					}
+					if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+						b.Fatalf("bare Job failed: %s", c.Message)
+					}
+				}
+			}
+		case <-timeout:
+			b.Fatal("bare Job did not complete in 2 minutes")
+		}
+	}
+}
+
+// BenchmarkLogThroughput: lines per second the worker delivers to the server for a 200,000-line script (first
+// line seen by a follower of the server's log to the end record), against raw GetLogs streaming of the same
+// pod's log. Goal: at least 0.8.
+func BenchmarkLogThroughput(b *testing.B) {
+	e := setup(b, agentOptions{})
+	const n = 200000
+	var workerRate, rawRate float64
+	for i := 0; i < b.N; i++ {
+		id := e.submit(api.OperationSpec{Script: fmt.Sprintf("seq 1 %d", n)})
+		var first, last time.Time
+		lines := 0
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		end, err := e.admin.Logs(ctx, id, client.LogsOptions{Follow: true}, func(l api.LogLine) error {
+			if l.Seq > 0 {
+				if lines == 0 {
+					first = time.Now()
+				}
+				lines++
+			}
+			return nil
+		})
+		if end != nil {
+			last = time.Now()
+		}
+		cancel()
+		if err != nil || lines != n || last.IsZero() {
+			b.Fatalf("followed %d lines (end seen: %v): %v", lines, !last.IsZero(), err)
+		}
+		workerRate += float64(n) / last.Sub(first).Seconds()
+
+		pod := e.pod(id)
+		start := time.Now()
+		rc, err := kube.Client.CoreV1().Pods(e.ns).GetLogs(pod.Name, &corev1.PodLogOptions{Container: jobrunner.ScriptContainerName, Timestamps: true}).Stream(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(rc)
+		sc.Buffer(nil, 1<<20)
+		raw := 0
+		for sc.Scan() {
+			raw++
+		}
+		rc.Close()
+		rawRate += float64(raw) / time.Since(start).Seconds()
+	}
+	b.ReportMetric(workerRate/float64(b.N), "worker-lines/s")
+	b.ReportMetric(rawRate/float64(b.N), "raw-getlogs-lines/s")
+	b.ReportMetric(workerRate/rawRate, "worker/raw")
+}
+
+// BenchmarkIdleWorker: RSS and CPU of an agent with nothing to do, and its Kubernetes API requests per minute,
+// over OCTO_BENCH_IDLE (default 5m). Goals: under 30 MiB RSS, under 1% of a core.
+func BenchmarkIdleWorker(b *testing.B) {
+	window := 5 * time.Minute
+	if s := os.Getenv("OCTO_BENCH_IDLE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatalf("OCTO_BENCH_IDLE: %v", err)
+		}
+		window = d
+	}
+	e := setup(b, agentOptions{})
+	pid := e.agent.cmd.Process.Pid
+	time.Sleep(5 * time.Second) // let start-up settle (informer lists, registration)
+	_, cpu0, err := procStats(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req0 := metric(b, e.metricsURL(), "octo_worker_kube_requests_total")
+	stop := make(chan struct{})
+	peak := peakRSS(pid, stop)
+	time.Sleep(window)
+	close(stop)
+	rss, cpu1, err := procStats(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req1 := metric(b, e.metricsURL(), "octo_worker_kube_requests_total")
+	b.ReportMetric(float64(rss)/(1<<20), "rss-MiB")
+	b.ReportMetric(float64(<-peak)/(1<<20), "peak-rss-MiB")
+	b.ReportMetric(100*(cpu1-cpu0).Seconds()/window.Seconds(), "cpu-%core")
+	b.ReportMetric((req1-req0)/window.Minutes(), "kube-requests/min")
+}
+
+// BenchmarkConcurrent200: 200 operations at once on one worker: wall time, peak worker RSS and Kubernetes API
+// requests per operation, against one operation alone on the same worker.
+func BenchmarkConcurrent200(b *testing.B) {
+	e := setup(b, agentOptions{values: `
+worker:
+  concurrency: 200
+scriptPods:
+  ttlSecondsAfterFinished: 5
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+`})
+	run := func(n int) (time.Duration, float64) {
+		before := metric(b, e.metricsURL(), "octo_worker_kube_requests_total")
+		start := time.Now()
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = e.submit(api.OperationSpec{Script: fmt.Sprintf("echo operation %d; sleep 2; echo done", i)})
+		}
+		for _, id := range ids {
+			if op := e.waitFor(id, 15*time.Minute); op.State != api.StateSucceeded {
+				b.Fatalf("%s: %s", op.State, op.Message)
+			}
+		}
+		return time.Since(start), (metric(b, e.metricsURL(), "octo_worker_kube_requests_total") - before) / float64(n)
+	}
+	one, oneReq := run(1)
+	stop := make(chan struct{})
+	peak := peakRSS(e.agent.cmd.Process.Pid, stop)
+	all, allReq := run(200)
+	close(stop)
+	b.ReportMetric(one.Seconds(), "one-op-s")
+	b.ReportMetric(all.Seconds(), "200-ops-s")
+	b.ReportMetric(all.Seconds()/one.Seconds(), "200/one-wall")
+	b.ReportMetric(float64(<-peak)/(1<<20), "peak-rss-MiB")
+	b.ReportMetric(oneReq, "kube-req/op-alone")
+	b.ReportMetric(allReq, "kube-req/op-200")
+}
