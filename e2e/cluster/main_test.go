@@ -1,11 +1,13 @@
 package cluster_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/octo-worker/octo-worker/e2e/cluster"
+	"go.uber.org/goleak"
 )
 
 // kube is the cluster every test of this package shares.
@@ -30,9 +32,18 @@ func TestMain(m *testing.M) {
 		}
 		images[scratchImage] = cluster.Image{Root: scratchRoot, Files: map[string]string{"/bin/kube-scheduler": filepath.Join(bin, "kube-scheduler")}}
 	}
+	before := goleak.IgnoreCurrent()
 	code := cluster.Run(m, cluster.Options{Images: images}, func(c *cluster.Cluster) { kube = c })
 	if scratchRoot != "" {
 		os.RemoveAll(scratchRoot)
+	}
+	// Once the cluster is stopped, none of its goroutines (nodes, pod workers, log followers, component
+	// watchers) may remain.
+	if code == 0 {
+		if err := goleak.Find(before, goleak.IgnoreAnyFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left after the cluster stopped: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
