@@ -211,6 +211,8 @@ type Queue interface {
 	ExpireLeases(ctx context.Context, now time.Time) (Changes, error)
 	// Operation returns one operation with its spec; sensitive values are masked.
 	Operation(ctx context.Context, id string) (api.Operation, error)
+	// OperationSummary returns one operation without script, files and variables (cheap: for polling state).
+	OperationSummary(ctx context.Context, id string) (api.Operation, error)
 	// ListOperations returns operation summaries (no script, files or variables), newest first.
 	ListOperations(ctx context.Context, f OperationFilter) ([]api.Operation, error)
 	// Deployment returns one deployment with summaries of its steps in order.

@@ -16,7 +16,7 @@ import (
 
 // CreatePool stores a new pool.
 func (s *Store) CreatePool(ctx context.Context, p api.Pool) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO pools (name, description, created_at) VALUES (?, ?, ?)`,
+	_, err := s.wExec(ctx, `INSERT INTO pools (name, description, created_at) VALUES (?, ?, ?)`,
 		p.Name, p.Description, nanos(p.CreatedAt))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("creating pool %q: %w", p.Name, store.ErrExists)
@@ -31,7 +31,7 @@ func (s *Store) CreatePool(ctx context.Context, p api.Pool) error {
 func (s *Store) Pool(ctx context.Context, name string) (api.Pool, error) {
 	var p api.Pool
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT name, description, created_at FROM pools WHERE name = ?`, name).
+	err := s.rRow(ctx, `SELECT name, description, created_at FROM pools WHERE name = ?`, name).
 		Scan(&p.Name, &p.Description, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("pool %q: %w", name, store.ErrNotFound)
@@ -45,7 +45,7 @@ func (s *Store) Pool(ctx context.Context, name string) (api.Pool, error) {
 
 // ListPools returns every pool ordered by name.
 func (s *Store) ListPools(ctx context.Context) ([]api.Pool, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT name, description, created_at FROM pools ORDER BY name`)
+	rows, err := s.rQuery(ctx, `SELECT name, description, created_at FROM pools ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing pools: %w", err)
 	}
@@ -71,7 +71,7 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 	if err != nil {
 		return fmt.Errorf("encoding token pools: %w", err)
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO registration_tokens (id, hash, pools, created_at, expires_at, revoked_at)
+	_, err = s.wExec(ctx, `INSERT INTO registration_tokens (id, hash, pools, created_at, expires_at, revoked_at)
 		VALUES (?, ?, ?, ?, ?, ?)`, t.ID, t.Hash, string(pools), nanos(t.CreatedAt), nanos(t.ExpiresAt), nullNanos(t.RevokedAt))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("creating token %s: %w", t.ID, store.ErrExists)
@@ -101,7 +101,7 @@ func scanToken(row interface{ Scan(...any) error }) (store.Token, error) {
 
 // TokenByHash returns the token whose secret hashes to hash.
 func (s *Store) TokenByHash(ctx context.Context, hash []byte) (store.Token, error) {
-	t, err := scanToken(s.r.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM registration_tokens WHERE hash = ?`, hash))
+	t, err := scanToken(s.rRow(ctx, `SELECT `+tokenCols+` FROM registration_tokens WHERE hash = ?`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, fmt.Errorf("registration token: %w", store.ErrNotFound)
 	}
@@ -113,7 +113,7 @@ func (s *Store) TokenByHash(ctx context.Context, hash []byte) (store.Token, erro
 
 // ListTokens returns every token, newest first.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+tokenCols+` FROM registration_tokens ORDER BY created_at DESC, id`)
+	rows, err := s.rQuery(ctx, `SELECT `+tokenCols+` FROM registration_tokens ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
@@ -134,7 +134,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string, now time.Time) (stor
 	var t store.Token
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		t, err = scanToken(tx.QueryRowContext(ctx, `UPDATE registration_tokens SET revoked_at = COALESCE(revoked_at, ?)
+		t, err = scanToken(s.txRow(ctx, tx, `UPDATE registration_tokens SET revoked_at = COALESCE(revoked_at, ?)
 			WHERE id = ? RETURNING `+tokenCols, nanos(now), id))
 		return err
 	})
@@ -153,7 +153,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string, now time.Time) (stor
 func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
 	pools, _ := json.Marshal(nonNil(w.Pools))
 	caps, _ := json.Marshal(nonNil(w.Capabilities))
-	_, err := s.w.ExecContext(ctx, `INSERT INTO workers (id, name, token_hash, token_id, pools, capabilities, version,
+	_, err := s.wExec(ctx, `INSERT INTO workers (id, name, token_hash, token_id, pools, capabilities, version,
 		capacity, running, healthy, health_message, draining, drain_requested, registered_at, last_heartbeat)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		w.ID, w.Name, w.TokenHash, w.TokenID, string(pools), string(caps), w.Version, w.Capacity, w.Running,
@@ -193,7 +193,7 @@ func scanWorker(row interface{ Scan(...any) error }) (store.Worker, error) {
 
 // WorkerByTokenHash returns the worker whose token hashes to hash.
 func (s *Store) WorkerByTokenHash(ctx context.Context, hash []byte) (store.Worker, error) {
-	w, err := scanWorker(s.r.QueryRowContext(ctx, `SELECT `+workerCols+` FROM workers WHERE token_hash = ?`, hash))
+	w, err := scanWorker(s.rRow(ctx, `SELECT `+workerCols+` FROM workers WHERE token_hash = ?`, hash))
 	if errors.Is(err, sql.ErrNoRows) {
 		return w, fmt.Errorf("worker token: %w", store.ErrNotFound)
 	}
@@ -204,7 +204,7 @@ func (s *Store) WorkerByTokenHash(ctx context.Context, hash []byte) (store.Worke
 }
 
 func (s *Store) listWorkers(ctx context.Context, where string, args ...any) ([]store.Worker, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+workerCols+` FROM workers `+where+` ORDER BY registered_at, id`, args...)
+	rows, err := s.rQuery(ctx, `SELECT `+workerCols+` FROM workers `+where+` ORDER BY registered_at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing workers: %w", err)
 	}
@@ -235,7 +235,7 @@ func (s *Store) SetDrain(ctx context.Context, workerID string, drain bool) (stor
 	var w store.Worker
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		w, err = scanWorker(tx.QueryRowContext(ctx, `UPDATE workers SET drain_requested = ? WHERE id = ? RETURNING `+workerCols,
+		w, err = scanWorker(s.txRow(ctx, tx, `UPDATE workers SET drain_requested = ? WHERE id = ? RETURNING `+workerCols,
 			boolInt(drain), workerID))
 		return err
 	})
@@ -256,7 +256,7 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 	now := nanos(h.Now)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var drain int
-		err := tx.QueryRowContext(ctx, `UPDATE workers SET version = ?, capacity = ?, capabilities = ?, running = ?,
+		err := s.txRow(ctx, tx, `UPDATE workers SET version = ?, capacity = ?, capabilities = ?, running = ?,
 			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ? WHERE id = ? RETURNING drain_requested`,
 			h.Version, h.Capacity, string(caps), len(h.Running), boolInt(h.Health.OK), h.Health.Message,
 			boolInt(h.Draining), now, h.WorkerID).Scan(&drain)
@@ -268,14 +268,14 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 		}
 		reply.Drain = drain == 1
 		if len(h.Running) > 0 {
-			if _, err := tx.ExecContext(ctx, `UPDATE operations SET lease_expires_at = ?
+			if _, err := s.txExec(ctx, tx, `UPDATE operations SET lease_expires_at = ?
 				WHERE worker_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?
 				AND id IN (SELECT value FROM json_each(?))`, nanos(h.LeaseExpiresAt), h.WorkerID, now, string(running)); err != nil {
 				return fmt.Errorf("renewing leases: %w", err)
 			}
 		}
 		// Cancel: live leases with a cancel request or already expired, and listed operations not held live.
-		rows, err := tx.QueryContext(ctx, `
+		rows, err := s.txQuery(ctx, tx, `
 			SELECT id FROM operations WHERE worker_id = ?1 AND state IN ('leased', 'running')
 				AND (cancel_requested = 1 OR lease_expires_at < ?2)
 			UNION
@@ -306,7 +306,7 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 // Setting returns a value or store.ErrNotFound.
 func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 	var v string
-	err := s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
+	err := s.rRow(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("setting %s: %w", key, store.ErrNotFound)
 	}
@@ -318,7 +318,7 @@ func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 
 // SetSetting stores a value.
 func (s *Store) SetSetting(ctx context.Context, key, value string) error {
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+	if _, err := s.wExec(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
 		return fmt.Errorf("storing setting %s: %w", key, err)
 	}
@@ -327,7 +327,7 @@ func (s *Store) SetSetting(ctx context.Context, key, value string) error {
 
 // PutChart stores or replaces the chart archive of a version.
 func (s *Store) PutChart(ctx context.Context, c api.Chart, data []byte) error {
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO charts (version, sha256, size, data, uploaded_at) VALUES (?, ?, ?, ?, ?)
+	if _, err := s.wExec(ctx, `INSERT INTO charts (version, sha256, size, data, uploaded_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (version) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, data = excluded.data,
 		uploaded_at = excluded.uploaded_at`, c.Version, c.SHA256, len(data), data, nanos(c.UploadedAt)); err != nil {
 		return fmt.Errorf("storing chart %s: %w", c.Version, err)
@@ -340,7 +340,7 @@ func (s *Store) Chart(ctx context.Context, version string) (api.Chart, []byte, e
 	var c api.Chart
 	var data []byte
 	var uploaded int64
-	err := s.r.QueryRowContext(ctx, `SELECT version, sha256, size, data, uploaded_at FROM charts WHERE version = ?`, version).
+	err := s.rRow(ctx, `SELECT version, sha256, size, data, uploaded_at FROM charts WHERE version = ?`, version).
 		Scan(&c.Version, &c.SHA256, &c.Size, &data, &uploaded)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, nil, fmt.Errorf("chart %s: %w", version, store.ErrNotFound)

@@ -15,7 +15,7 @@ import (
 func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error) {
 	var resp api.AppendLogsResponse
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		o, err := held(ctx, tx, ref)
+		o, err := s.held(ctx, tx, ref)
 		if err != nil {
 			return err
 		}
@@ -23,7 +23,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		extends := false
 		for _, l := range lines {
 			if l.Seq > 0 {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)
+				if _, err := s.txExec(ctx, tx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)
 					ON CONFLICT (op_seq, seq) WHERE seq > 0 DO NOTHING`, o.seq, l.Seq, nanos(l.Time), l.Stream, l.Text); err != nil {
 					return fmt.Errorf("storing line %d: %w", l.Seq, err)
 				}
@@ -31,7 +31,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 					extends = true
 				}
 			} else {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, 0, ?, ?, ?)`,
+				if _, err := s.txExec(ctx, tx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, 0, ?, ?, ?)`,
 					o.seq, nanos(l.Time), l.Stream, l.Text); err != nil {
 					return fmt.Errorf("storing a worker note: %w", err)
 				}
@@ -39,7 +39,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		}
 		last, gap := o.lastSeq, false
 		if extends {
-			rows, err := tx.QueryContext(ctx, `SELECT seq FROM log_lines WHERE op_seq = ? AND seq > ? ORDER BY seq`, o.seq, last)
+			rows, err := s.txQuery(ctx, tx, `SELECT seq FROM log_lines WHERE op_seq = ? AND seq > ? ORDER BY seq`, o.seq, last)
 			if err != nil {
 				return fmt.Errorf("finding the contiguous end: %w", err)
 			}
@@ -59,12 +59,12 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			if err := rows.Err(); err != nil {
 				return fmt.Errorf("finding the contiguous end: %w", err)
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE operations SET last_seq = ? WHERE seq = ?`, last, o.seq); err != nil {
+			if _, err := s.txExec(ctx, tx, `UPDATE operations SET last_seq = ? WHERE seq = ?`, last, o.seq); err != nil {
 				return fmt.Errorf("recording the contiguous end: %w", err)
 			}
 		} else {
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines WHERE op_seq = ? AND seq > ? LIMIT 1)`,
+			if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines WHERE op_seq = ? AND seq > ? LIMIT 1)`,
 				o.seq, last).Scan(&n); err != nil {
 				return fmt.Errorf("looking for a gap: %w", err)
 			}
@@ -84,7 +84,7 @@ func (s *Store) Logs(ctx context.Context, id string, after int64, limit int) ([]
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT pos, seq, time, stream, text FROM log_lines
+	rows, err := s.rQuery(ctx, `SELECT pos, seq, time, stream, text FROM log_lines
 		WHERE op_seq = (SELECT seq FROM operations WHERE id = ?) AND pos > ? ORDER BY pos LIMIT ?`, id, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("reading logs of operation %s: %w", id, err)

@@ -109,7 +109,7 @@ func (o opRow) lease() api.Lease {
 func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string) (api.Operation, error) {
 	spec := op.Spec
 	var exists int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pools WHERE name = ?`, spec.Pool).Scan(&exists); err != nil {
+	if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM pools WHERE name = ?`, spec.Pool).Scan(&exists); err != nil {
 		return api.Operation{}, fmt.Errorf("checking pool %q: %w", spec.Pool, err)
 	}
 	if exists == 0 {
@@ -145,7 +145,7 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	if depID != "" {
 		dep = sql.NullString{String: depID, Valid: true}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO operations (id, deployment_id, step, name, pool, syntax, image, requests,
+	if _, err := s.txExec(ctx, tx, `INSERT INTO operations (id, deployment_id, step, name, pool, syntax, image, requests,
 		timeout_seconds, capabilities, body, secrets, ready, state, message, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
 		op.ID, dep, step, spec.Name, spec.Pool, spec.Syntax, spec.Image, requestsJSON, spec.TimeoutSeconds, capsJSON,
@@ -179,7 +179,7 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (api.Deployment, error) {
 	out := api.Deployment{ID: d.ID, Name: d.Name, State: api.StateQueued, CreatedAt: d.CreatedAt.UTC()}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO deployments (id, name, state, created_at) VALUES (?, ?, 'queued', ?)`,
+		if _, err := s.txExec(ctx, tx, `INSERT INTO deployments (id, name, state, created_at) VALUES (?, ?, 'queued', ?)`,
 			d.ID, d.Name, nanos(d.CreatedAt)); err != nil {
 			if isUniqueViolation(err) {
 				return fmt.Errorf("deployment %s: %w", d.ID, store.ErrExists)
@@ -228,7 +228,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	var lease *api.Lease
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if p.RequestID != "" {
-			o, err := scanOp(tx.QueryRowContext(ctx, `SELECT `+opCols+`, body, secrets FROM operations
+			o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+`, body, secrets FROM operations
 				WHERE worker_id = ? AND lease_request_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?`,
 				p.WorkerID, p.RequestID, nanos(p.Now)), true)
 			if err == nil {
@@ -244,7 +244,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 		if p.RequestID != "" {
 			reqID = sql.NullString{String: p.RequestID, Valid: true}
 		}
-		o, err := scanOp(tx.QueryRowContext(ctx, claimSQL,
+		o, err := scanOp(s.txRow(ctx, tx, claimSQL,
 			p.WorkerID, p.LeaseID, reqID, nanos(p.ExpiresAt), nanos(p.Now), string(pools), string(caps)), true)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
@@ -253,7 +253,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 			return fmt.Errorf("claiming: %w", err)
 		}
 		if o.DeploymentID != "" {
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'running' WHERE id = ? AND state = 'queued'`,
+			if _, err := s.txExec(ctx, tx, `UPDATE deployments SET state = 'running' WHERE id = ? AND state = 'queued'`,
 				o.DeploymentID); err != nil {
 				return fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
 			}
@@ -270,7 +270,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 
 // Leases returns the live leases a worker holds.
 func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]api.Lease, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+opCols+`, body, secrets FROM operations
+	rows, err := s.rQuery(ctx, `SELECT `+opCols+`, body, secrets FROM operations
 		WHERE worker_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ? ORDER BY seq`, workerID, nanos(now))
 	if err != nil {
 		return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
@@ -289,8 +289,8 @@ func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]a
 
 // held loads the operation ref names and checks that ref is its live lease. For a terminal operation the
 // row is returned along with a *store.LeaseLostError so that callers can recognise a replay.
-func held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow, error) {
-	o, err := scanOp(tx.QueryRowContext(ctx, `SELECT `+opCols+` FROM operations WHERE id = ?`, ref.OperationID), false)
+func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow, error) {
+	o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+` FROM operations WHERE id = ?`, ref.OperationID), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, fmt.Errorf("operation %s: %w", ref.OperationID, store.ErrNotFound)
 	}
@@ -313,11 +313,11 @@ func held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow, error) {
 func (s *Store) SetRunning(ctx context.Context, ref store.LeaseRef, message string) (api.Operation, error) {
 	var out api.Operation
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		o, err := held(ctx, tx, ref)
+		o, err := s.held(ctx, tx, ref)
 		if err != nil {
 			return err
 		}
-		o2, err := scanOp(tx.QueryRowContext(ctx, `UPDATE operations SET state = 'running',
+		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'running',
 			started_at = COALESCE(started_at, ?), message = CASE WHEN ? = '' THEN message ELSE ? END
 			WHERE seq = ? RETURNING `+opCols, nanos(ref.Now), message, message, o.seq), false)
 		if err != nil {
@@ -347,7 +347,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 			ref.OperationID, r.State, store.ErrInvalid)
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		o, err := held(ctx, tx, ref)
+		o, err := s.held(ctx, tx, ref)
 		var lost *store.LeaseLostError
 		if errors.As(err, &lost) && !lost.Expired && o.State == r.State && sameExit(o.ExitCode, r.ExitCode) {
 			out = o.Operation // a retried result: already done
@@ -363,7 +363,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		if r.ExitCode != nil {
 			exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
 		}
-		o2, err := scanOp(tx.QueryRowContext(ctx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
+		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
 			finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
 			r.State, exit, r.Message, nanos(ref.Now), o.seq), false)
 		if err != nil {
@@ -372,7 +372,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		out = o2.Operation
 		ch.Ended = append(ch.Ended, o.ID)
 		if o.DeploymentID != "" {
-			return advance(ctx, tx, o2, ref.Now, &ch)
+			return s.advance(ctx, tx, o2, ref.Now, &ch)
 		}
 		return nil
 	})
@@ -391,11 +391,11 @@ func sameExit(a, b *int) bool {
 
 // advance moves a deployment on after its step o ended: the next step becomes claimable when o succeeded;
 // otherwise the queued steps after it are cancelled. Then the deployment's state is settled.
-func advance(ctx context.Context, tx *sql.Tx, o opRow, now time.Time, ch *store.Changes) error {
+func (s *Store) advance(ctx context.Context, tx *sql.Tx, o opRow, now time.Time, ch *store.Changes) error {
 	if o.State == api.StateSucceeded {
 		var r store.Ready
 		var caps sql.NullString
-		err := tx.QueryRowContext(ctx, `UPDATE operations SET ready = 1, message = ''
+		err := s.txRow(ctx, tx, `UPDATE operations SET ready = 1, message = ''
 			WHERE deployment_id = ? AND step = ? AND state = 'queued' RETURNING id, pool, capabilities`,
 			o.DeploymentID, o.Step+1).Scan(&r.ID, &r.Pool, &caps)
 		switch {
@@ -413,16 +413,16 @@ func advance(ctx context.Context, tx *sql.Tx, o opRow, now time.Time, ch *store.
 			label += fmt.Sprintf(" (%s)", o.Name)
 		}
 		reason := fmt.Sprintf("not run: %s ended %s", label, o.State)
-		if err := cancelQueued(ctx, tx, o.DeploymentID, o.Step, reason, now, ch); err != nil {
+		if err := s.cancelQueued(ctx, tx, o.DeploymentID, o.Step, reason, now, ch); err != nil {
 			return err
 		}
 	}
-	return settle(ctx, tx, o.DeploymentID, now)
+	return s.settle(ctx, tx, o.DeploymentID, now)
 }
 
 // cancelQueued cancels a deployment's queued steps after step.
-func cancelQueued(ctx context.Context, tx *sql.Tx, depID string, step int, reason string, now time.Time, ch *store.Changes) error {
-	rows, err := tx.QueryContext(ctx, `UPDATE operations SET state = 'cancelled', message = ?, finished_at = ?, secrets = NULL
+func (s *Store) cancelQueued(ctx context.Context, tx *sql.Tx, depID string, step int, reason string, now time.Time, ch *store.Changes) error {
+	rows, err := s.txQuery(ctx, tx, `UPDATE operations SET state = 'cancelled', message = ?, finished_at = ?, secrets = NULL
 		WHERE deployment_id = ? AND step > ? AND state = 'queued' RETURNING id`, reason, nanos(now), depID, step)
 	if err != nil {
 		return fmt.Errorf("cancelling the rest of deployment %s: %w", depID, err)
@@ -439,8 +439,8 @@ func cancelQueued(ctx context.Context, tx *sql.Tx, depID string, step int, reaso
 }
 
 // settle derives a deployment's state from its steps.
-func settle(ctx context.Context, tx *sql.Tx, depID string, now time.Time) error {
-	rows, err := tx.QueryContext(ctx, `SELECT state, COUNT(*) FROM operations WHERE deployment_id = ? GROUP BY state`, depID)
+func (s *Store) settle(ctx context.Context, tx *sql.Tx, depID string, now time.Time) error {
+	rows, err := s.txQuery(ctx, tx, `SELECT state, COUNT(*) FROM operations WHERE deployment_id = ? GROUP BY state`, depID)
 	if err != nil {
 		return fmt.Errorf("reading the steps of deployment %s: %w", depID, err)
 	}
@@ -479,7 +479,7 @@ func settle(ctx context.Context, tx *sql.Tx, depID string, now time.Time) error 
 	if state.Terminal() {
 		finished = sql.NullInt64{Int64: nanos(now), Valid: true}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE deployments SET state = ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?`,
+	if _, err := s.txExec(ctx, tx, `UPDATE deployments SET state = ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?`,
 		state, finished, depID); err != nil {
 		return fmt.Errorf("updating deployment %s: %w", depID, err)
 	}
@@ -493,7 +493,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 	var out api.Operation
 	var ch store.Changes
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		o, err := scanOp(tx.QueryRowContext(ctx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id), false)
+		o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id), false)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
 		}
@@ -502,7 +502,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 		}
 		switch o.State {
 		case api.StateQueued:
-			o2, err := scanOp(tx.QueryRowContext(ctx, `UPDATE operations SET state = 'cancelled',
+			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'cancelled',
 				message = 'cancelled before it started', finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
 				nanos(now), o.seq), false)
 			if err != nil {
@@ -511,11 +511,11 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 			out = o2.Operation
 			ch.Ended = append(ch.Ended, id)
 			if o.DeploymentID != "" {
-				return advance(ctx, tx, o2, now, &ch)
+				return s.advance(ctx, tx, o2, now, &ch)
 			}
 			return nil
 		case api.StateLeased, api.StateRunning:
-			o2, err := scanOp(tx.QueryRowContext(ctx, `UPDATE operations SET cancel_requested = 1 WHERE seq = ? RETURNING `+opCols,
+			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET cancel_requested = 1 WHERE seq = ? RETURNING `+opCols,
 				o.seq), false)
 			if err != nil {
 				return fmt.Errorf("requesting cancellation of operation %s: %w", id, err)
@@ -535,7 +535,7 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 	var ch store.Changes
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var state api.State
-		err := tx.QueryRowContext(ctx, `SELECT state FROM deployments WHERE id = ?`, id).Scan(&state)
+		err := s.txRow(ctx, tx, `SELECT state FROM deployments WHERE id = ?`, id).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("deployment %s: %w", id, store.ErrNotFound)
 		}
@@ -545,14 +545,14 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 		if state.Terminal() {
 			return fmt.Errorf("deployment %s %s: %w", id, state, store.ErrFinished)
 		}
-		if err := cancelQueued(ctx, tx, id, 0, "not run: deployment cancelled", now, &ch); err != nil {
+		if err := s.cancelQueued(ctx, tx, id, 0, "not run: deployment cancelled", now, &ch); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE operations SET cancel_requested = 1
+		if _, err := s.txExec(ctx, tx, `UPDATE operations SET cancel_requested = 1
 			WHERE deployment_id = ? AND state IN ('leased', 'running')`, id); err != nil {
 			return fmt.Errorf("requesting cancellation of deployment %s: %w", id, err)
 		}
-		return settle(ctx, tx, id, now)
+		return s.settle(ctx, tx, id, now)
 	})
 	if err != nil {
 		return api.Deployment{}, ch, err
@@ -566,7 +566,7 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes, error) {
 	var ch store.Changes
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+opCols+` FROM operations
+		rows, err := s.txQuery(ctx, tx, `SELECT `+opCols+` FROM operations
 			WHERE state IN ('leased', 'running') AND lease_expires_at < ? ORDER BY seq`, nanos(now))
 		if err != nil {
 			return fmt.Errorf("finding expired leases: %w", err)
@@ -590,7 +590,7 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 			if o.CancelRequested {
 				msg += " (a cancel had been requested)"
 			}
-			o2, err := scanOp(tx.QueryRowContext(ctx, `UPDATE operations SET state = 'lost', message = ?, finished_at = ?,
+			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'lost', message = ?, finished_at = ?,
 				secrets = NULL WHERE seq = ? AND lease_id = ? AND state IN ('leased', 'running') AND lease_expires_at < ?
 				RETURNING `+opCols, msg, nanos(now), o.seq, o.leaseID, nanos(now)), false)
 			if errors.Is(err, sql.ErrNoRows) {
@@ -601,7 +601,7 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 			}
 			ch.Ended = append(ch.Ended, o.ID)
 			if o.DeploymentID != "" {
-				if err := advance(ctx, tx, o2, now, &ch); err != nil {
+				if err := s.advance(ctx, tx, o2, now, &ch); err != nil {
 					return err
 				}
 			}
@@ -618,7 +618,19 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 
 // Operation returns one operation with its spec; sensitive values are masked.
 func (s *Store) Operation(ctx context.Context, id string) (api.Operation, error) {
-	o, err := scanOp(s.r.QueryRowContext(ctx, `SELECT `+opCols+`, body, NULL FROM operations WHERE id = ?`, id), true)
+	o, err := scanOp(s.rRow(ctx, `SELECT `+opCols+`, body, NULL FROM operations WHERE id = ?`, id), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return api.Operation{}, fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return api.Operation{}, fmt.Errorf("reading operation %s: %w", id, err)
+	}
+	return o.Operation, nil
+}
+
+// OperationSummary returns one operation without its body.
+func (s *Store) OperationSummary(ctx context.Context, id string) (api.Operation, error) {
+	o, err := scanOp(s.rRow(ctx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		return api.Operation{}, fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
 	}
@@ -658,7 +670,7 @@ func (s *Store) ListOperations(ctx context.Context, f store.OperationFilter) ([]
 }
 
 func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]api.Operation, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rQuery(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing operations: %w", err)
 	}
@@ -678,7 +690,7 @@ func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]api.Oper
 func (s *Store) Deployment(ctx context.Context, id string) (api.Deployment, error) {
 	var d api.Deployment
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT id, name, state, created_at FROM deployments WHERE id = ?`, id).
+	err := s.rRow(ctx, `SELECT id, name, state, created_at FROM deployments WHERE id = ?`, id).
 		Scan(&d.ID, &d.Name, &d.State, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return d, fmt.Errorf("deployment %s: %w", id, store.ErrNotFound)
@@ -696,7 +708,7 @@ func (s *Store) ListDeployments(ctx context.Context, limit int) ([]api.Deploymen
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT id FROM deployments ORDER BY created_at DESC, id DESC LIMIT ?`, limit)
+	rows, err := s.rQuery(ctx, `SELECT id FROM deployments ORDER BY created_at DESC, id DESC LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing deployments: %w", err)
 	}
@@ -727,7 +739,7 @@ func (s *Store) ListDeployments(ctx context.Context, limit int) ([]api.Deploymen
 // SensitiveValues returns the sensitive values of an operation that has not ended.
 func (s *Store) SensitiveValues(ctx context.Context, id string) ([]string, error) {
 	var secrets sql.NullString
-	err := s.r.QueryRowContext(ctx, `SELECT secrets FROM operations WHERE id = ?`, id).Scan(&secrets)
+	err := s.rRow(ctx, `SELECT secrets FROM operations WHERE id = ?`, id).Scan(&secrets)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
 	}

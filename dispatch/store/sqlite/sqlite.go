@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/store"
@@ -30,6 +31,11 @@ var migrations embed.FS
 type Store struct {
 	w *sql.DB // the single writer
 	r *sql.DB // readers (WAL lets them run beside the writer)
+
+	stmtMu  sync.Mutex
+	wStmts  map[string]*sql.Stmt
+	rStmts  map[string]*sql.Stmt
+	pending []string // writer statements to prepare once the connection is free
 }
 
 var _ store.Store = (*Store)(nil)
@@ -76,7 +82,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w}
+	s := &Store{w: w, wStmts: map[string]*sql.Stmt{}, rStmts: map[string]*sql.Stmt{}}
 	if err := s.migrate(ctx); err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("migrating the database %s: %w", path, err)
@@ -95,6 +101,14 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
+	s.stmtMu.Lock()
+	for _, st := range s.wStmts {
+		_ = st.Close()
+	}
+	for _, st := range s.rStmts {
+		_ = st.Close()
+	}
+	s.stmtMu.Unlock()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -150,6 +164,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("beginning a transaction: %w", err)
 	}
+	defer s.preparePending(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err
@@ -192,4 +207,114 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// ---- prepared statements ----
+//
+// SQLite spends much of a small statement's time parsing it, so statement texts are prepared once and kept.
+// The writer has a single connection, which an open transaction holds: a statement first seen inside a
+// transaction runs unprepared there and is prepared right after the transaction ends. database/sql prepares
+// reader statements once per reader connection. The lock is never held while waiting for a connection.
+
+func (s *Store) cached(cache map[string]*sql.Stmt, q string) *sql.Stmt {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	return cache[q]
+}
+
+func (s *Store) keep(cache map[string]*sql.Stmt, q string, st *sql.Stmt) *sql.Stmt {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if old, ok := cache[q]; ok {
+		_ = st.Close()
+		return old
+	}
+	cache[q] = st
+	return st
+}
+
+// preparePending prepares the writer statements that ran unprepared; call it with no transaction open.
+func (s *Store) preparePending(ctx context.Context) {
+	s.stmtMu.Lock()
+	pending := s.pending
+	s.pending = nil
+	s.stmtMu.Unlock()
+	for _, q := range pending {
+		if s.cached(s.wStmts, q) != nil {
+			continue
+		}
+		if st, err := s.w.PrepareContext(ctx, q); err == nil {
+			s.keep(s.wStmts, q, st)
+		}
+	}
+}
+
+// txStmt returns q prepared for tx, or nil (after noting q for preparation) when it is not prepared yet.
+func (s *Store) txStmt(ctx context.Context, tx *sql.Tx, q string) *sql.Stmt {
+	if st := s.cached(s.wStmts, q); st != nil {
+		return tx.StmtContext(ctx, st)
+	}
+	s.stmtMu.Lock()
+	s.pending = append(s.pending, q)
+	s.stmtMu.Unlock()
+	return nil
+}
+
+func (s *Store) txRow(ctx context.Context, tx *sql.Tx, q string, args ...any) *sql.Row {
+	if st := s.txStmt(ctx, tx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return tx.QueryRowContext(ctx, q, args...)
+}
+
+func (s *Store) txQuery(ctx context.Context, tx *sql.Tx, q string, args ...any) (*sql.Rows, error) {
+	if st := s.txStmt(ctx, tx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return tx.QueryContext(ctx, q, args...)
+}
+
+func (s *Store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	if st := s.txStmt(ctx, tx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, q, args...)
+}
+
+// wExec runs one statement as its own transaction on the writer.
+func (s *Store) wExec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = s.txExec(ctx, tx, q, args...)
+		return err
+	})
+	return res, err
+}
+
+func (s *Store) readStmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st := s.cached(s.rStmts, q); st != nil {
+		return st, nil
+	}
+	st, err := s.r.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return s.keep(s.rStmts, q, st), nil
+}
+
+func (s *Store) rRow(ctx context.Context, q string, args ...any) *sql.Row {
+	st, err := s.readStmt(ctx, q)
+	if err != nil {
+		return s.r.QueryRowContext(ctx, q, args...) // reports the same error
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+func (s *Store) rQuery(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.readStmt(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }

@@ -886,6 +886,12 @@ func testListOperations(t *testing.T, b *bundle) {
 	if got := b.get(t, a.ID); got.Script != "big script" || got.Image != "alpine:3" || got.Name != "a" {
 		t.Errorf("Operation = %+v", got)
 	}
+	sum, err := b.s.OperationSummary(b.ctx, a.ID)
+	if err != nil || sum.Script != "" || sum.State != api.StateLeased || sum.Image != "alpine:3" {
+		t.Errorf("OperationSummary = %+v, %v", sum, err)
+	}
+	_, err = b.s.OperationSummary(b.ctx, "op-none")
+	wantErr(t, err, store.ErrNotFound)
 }
 
 func testSettingsAndCharts(t *testing.T, b *bundle) {

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const adminToken = "test-admin-token-0123456789"
+
+// bundle is a real dispatch server on a loopback port over a real SQLite file, with an admin client.
+type bundle struct {
+	t     *testing.T
+	ctx   context.Context
+	srv   *Server
+	st    *sqlite.Store
+	url   string
+	admin *client.Client
+}
+
+// testConfig makes the slow safety re-check effectively never fire, so tests prove the immediate wake-ups.
+func testConfig() Config {
+	return Config{PollInterval: time.Hour}
+}
+
+func setup(t *testing.T, cfg Config) *bundle {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "dispatch.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv, err := New(st, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = st.Close()
+	})
+	b := &bundle{t: t, ctx: t.Context(), srv: srv, st: st, url: "http://" + ln.Addr().String()}
+	b.admin = b.client(adminToken)
+	return b
+}
+
+func (b *bundle) client(token string) *client.Client {
+	b.t.Helper()
+	c, err := client.New(client.Config{Server: b.url, Token: token, RetryWaitMin: 10 * time.Millisecond, RetryWaitMax: 100 * time.Millisecond})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return c
+}
+
+func (b *bundle) pool(name string) {
+	b.t.Helper()
+	if _, err := b.admin.CreatePool(b.ctx, name, ""); err != nil {
+		b.t.Fatalf("CreatePool(%s): %v", name, err)
+	}
+}
+
+// worker registers a worker into pools with capabilities and returns its client and id.
+func (b *bundle) worker(name string, pools []string, caps ...string) (*client.Client, string) {
+	b.t.Helper()
+	tok, err := b.admin.CreateToken(b.ctx, pools, 0)
+	if err != nil {
+		b.t.Fatalf("CreateToken: %v", err)
+	}
+	reg, err := b.client(tok.Token).Register(b.ctx, api.RegisterRequest{Name: name, Pools: pools, Version: "1.0.0",
+		Capabilities: caps, Capacity: 4})
+	if err != nil {
+		b.t.Fatalf("Register: %v", err)
+	}
+	return b.client(reg.WorkerToken), reg.WorkerID
+}
+
+func (b *bundle) submit(spec api.OperationSpec) api.Operation {
+	b.t.Helper()
+	if spec.Script == "" {
+		spec.Script = "echo hello"
+	}
+	op, err := b.admin.Submit(b.ctx, spec)
+	if err != nil {
+		b.t.Fatalf("Submit: %v", err)
+	}
+	return op
+}
+
+func (b *bundle) lease(w *client.Client) *api.Lease {
+	b.t.Helper()
+	l, err := w.Lease(b.ctx, 0)
+	if err != nil {
+		b.t.Fatalf("Lease: %v", err)
+	}
+	if l == nil {
+		b.t.Fatal("Lease returned nothing, want an operation")
+	}
+	return l
+}
+
+func (b *bundle) op(id string) api.Operation {
+	b.t.Helper()
+	op, err := b.admin.Operation(b.ctx, id)
+	if err != nil {
+		b.t.Fatalf("Operation(%s): %v", id, err)
+	}
+	return op
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func (b *bundle) eventually(what string, cond func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func intp(i int) *int { return &i }
+
+func line(seq int64, text string) api.LogLine {
+	return api.LogLine{Seq: seq, Time: time.Now().UTC(), Stream: api.StreamStdout, Text: text}
+}

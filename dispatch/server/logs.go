@@ -1,0 +1,92 @@
+package server
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+)
+
+// followLogs streams an operation's stored lines after ?after= as NDJSON api.LogEvent records. Without
+// follow it returns what is stored (and the end record if the operation ended). With follow=true it waits
+// for more lines until the operation ends, then sends the end record. Lines are read after the state, so
+// once a terminal state is seen every line is already stored (a finished operation takes no more lines).
+func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, _ caller) error {
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	var after int64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return errf(http.StatusBadRequest, "after", "", "%q: give the pos of the last line you have (0 for the start)", v)
+		}
+		after = n
+	}
+	follow := false
+	if v := q.Get("follow"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errf(http.StatusBadRequest, "follow", "", "%q: use true or false", v)
+		}
+		follow = b
+	}
+	ctx := r.Context()
+	if _, err := s.st.OperationSummary(ctx, id); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	enc := json.NewEncoder(bw)
+	flush := func() bool {
+		if bw.Flush() != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	const page = 1000
+	for {
+		changed := s.logs.Watch(id)
+		op, err := s.st.OperationSummary(ctx, id)
+		if err != nil {
+			return nil // headers are sent; the client sees a stream without its end record and resumes
+		}
+		for {
+			lines, err := s.st.Logs(ctx, id, after, page)
+			if err != nil {
+				return nil
+			}
+			for i := range lines {
+				if enc.Encode(api.LogEvent{Line: &lines[i]}) != nil {
+					return nil
+				}
+				after = lines[i].Pos
+			}
+			if len(lines) < page {
+				break
+			}
+		}
+		if op.State.Terminal() {
+			_ = enc.Encode(api.LogEvent{End: &api.LogEnd{State: op.State, ExitCode: op.ExitCode, Message: op.Message}})
+			flush()
+			return nil
+		}
+		if !flush() || !follow {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-poll.C:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

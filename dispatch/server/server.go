@@ -1,0 +1,220 @@
+// Package server is the dispatch server's HTTP JSON API under /api/v1: it authenticates admins, registration
+// tokens and workers, decodes and validates every request, masks sensitive values in what it stores, hands
+// queued operations to waiting long-polls at once, streams logs to followers, and expires leases. State lives
+// behind the store seam (package store); the wire types are package api; PROTOCOL.md documents the routes,
+// and GET /api/v1/openapi.json serves an OpenAPI document generated from the same route table.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/octo-worker/octo-worker/dispatch/mask"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+	"github.com/octo-worker/octo-worker/dispatch/wake"
+)
+
+// Config tunes the server. Zero fields take the documented defaults.
+type Config struct {
+	// LeaseTTL is how long a lease lives without a heartbeat renewing it (default 2m). An operation whose
+	// lease expires becomes lost: it is not run again.
+	LeaseTTL time.Duration
+	// HeartbeatInterval is the interval workers are told to heartbeat at (default 5s).
+	HeartbeatInterval time.Duration
+	// ExpiryInterval is how often expired leases are swept (default LeaseTTL/8, between 100ms and 5s).
+	ExpiryInterval time.Duration
+	// PollInterval is how often a waiting long-poll or log follower re-checks the store even without a
+	// wake-up (default 5s). Within one process wake-ups are immediate; this covers other replicas.
+	PollInterval time.Duration
+	// ShutdownTimeout bounds the graceful shutdown (default 10s).
+	ShutdownTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 2 * time.Minute
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.ExpiryInterval <= 0 {
+		c.ExpiryInterval = min(max(c.LeaseTTL/8, 100*time.Millisecond), 5*time.Second)
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = 5 * time.Second
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.LeaseTTL < 2*c.HeartbeatInterval {
+		return fmt.Errorf("lease TTL %s must be at least twice the heartbeat interval %s, or one late heartbeat loses operations", c.LeaseTTL, c.HeartbeatInterval)
+	}
+	return nil
+}
+
+// Server is the dispatch server.
+type Server struct {
+	st     store.Store
+	cfg    Config
+	log    *logrus.Entry
+	queue  *wake.Queue
+	logs   *wake.Broadcast
+	routes []route
+
+	adminMu   sync.RWMutex
+	adminHash []byte
+
+	maskMu  sync.Mutex
+	maskers map[string]*mask.Masker // live operation id -> masker of its sensitive values
+}
+
+// New returns a server over st. Call InitAdminToken before serving.
+func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
+		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}}
+	s.routes = s.routeTable()
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving every route.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.routes {
+		mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("no route %s %s: see GET /api/v1/openapi.json", r.Method, r.URL.Path)})
+	})
+	return s.recoverer(mux)
+}
+
+// Serve serves on ln (TLS when tlsConfig is not nil) and sweeps expired leases until ctx ends, then shuts
+// down gracefully: open long-polls end with "nothing" and log streams end without their end record, so
+// clients resume. It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Config) error {
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	serveCtx, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHandlers()
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return serveCtx },
+		ErrorLog:          nil,
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Go(func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving HTTP on %s: %w", ln.Addr(), err)
+		}
+	})
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	wg.Go(func() { s.sweep(sweepCtx) })
+	s.log.WithField("address", ln.Addr().String()).WithField("tls", tlsConfig != nil).Info("dispatch server listening")
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	stopSweep()
+	stopHandlers() // long-polls and followers return now, so Shutdown does not wait for them
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := hs.Shutdown(shutCtx); serr != nil {
+		err = errors.Join(err, fmt.Errorf("shutting down HTTP: %w", serr))
+		_ = hs.Close()
+	}
+	wg.Wait()
+	s.log.Info("dispatch server stopped")
+	return err
+}
+
+// sweep marks operations with expired leases lost, every ExpiryInterval, until ctx ends.
+func (s *Server) sweep(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ch, err := s.st.ExpireLeases(ctx, time.Now())
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.WithError(err).Error("expiring leases")
+			}
+			continue
+		}
+		for _, id := range ch.Ended {
+			s.log.WithField("operation", id).Warn("lease expired: operation lost (or a deployment step after it cancelled)")
+		}
+		s.apply(ch)
+	}
+}
+
+// apply wakes whoever waits on what a state change did.
+func (s *Server) apply(ch store.Changes) {
+	for _, r := range ch.Ready {
+		s.queue.Notify(wake.Ticket{ID: r.ID, Pool: r.Pool, Capabilities: r.Capabilities})
+	}
+	for _, id := range ch.Ended {
+		s.forgetMasker(id)
+		s.logs.Signal(id)
+	}
+}
+
+// masker returns the masker for a live operation's sensitive values.
+func (s *Server) masker(ctx context.Context, id string) (*mask.Masker, error) {
+	s.maskMu.Lock()
+	m, ok := s.maskers[id]
+	s.maskMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	values, err := s.st.SensitiveValues(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m = mask.New(values)
+	s.maskMu.Lock()
+	if len(s.maskers) >= 100000 { // a bound, not a policy: entries are dropped when operations end
+		clear(s.maskers)
+	}
+	s.maskers[id] = m
+	s.maskMu.Unlock()
+	return m, nil
+}
+
+func (s *Server) rememberMasker(id string, m *mask.Masker) {
+	s.maskMu.Lock()
+	s.maskers[id] = m
+	s.maskMu.Unlock()
+}
+
+func (s *Server) forgetMasker(id string) {
+	s.maskMu.Lock()
+	delete(s.maskers, id)
+	s.maskMu.Unlock()
+}

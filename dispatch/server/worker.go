@@ -1,0 +1,238 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/mask"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+	"github.com/octo-worker/octo-worker/dispatch/validate"
+	"github.com/octo-worker/octo-worker/dispatch/wake"
+)
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.RegisterRequest
+	if err := body(r, &req, validate.Register); err != nil {
+		return err
+	}
+	pools := req.Pools
+	if len(pools) == 0 {
+		pools = c.token.Pools
+	}
+	for i, p := range pools {
+		if !slices.Contains(c.token.Pools, p) {
+			return errf(http.StatusForbidden, fmt.Sprintf("pools[%d]", i), "",
+				"registration token %s is scoped to pools %v: it cannot register into %q; create a token for that pool", c.token.ID, c.token.Pools, p)
+		}
+	}
+	now := time.Now().UTC()
+	secret := newToken(prefixWorker)
+	wk := store.Worker{Worker: api.Worker{ID: newID("wkr-"), Name: req.Name, Pools: pools, Version: req.Version,
+		Capabilities: req.Capabilities, Capacity: req.Capacity, Healthy: true, RegisteredAt: now, LastHeartbeat: now},
+		TokenHash: hashToken(secret), TokenID: c.token.ID}
+	if wk.Capabilities == nil {
+		wk.Capabilities = []string{}
+	}
+	if err := s.st.CreateWorker(r.Context(), wk); err != nil {
+		return err
+	}
+	s.log.WithField("worker", wk.ID).WithField("name", wk.Name).WithField("pools", pools).Info("worker registered")
+	writeJSON(w, http.StatusCreated, api.RegisterResponse{WorkerID: wk.ID, WorkerToken: secret, Pools: pools,
+		HeartbeatSeconds: int(s.cfg.HeartbeatInterval / time.Second), LeaseTTLSeconds: int(s.cfg.LeaseTTL / time.Second)})
+	return nil
+}
+
+// lease long-polls for one operation. The waiter registers before the first claim attempt, so an operation
+// queued at any moment of the poll reaches it without waiting for the poll interval.
+func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.LeaseRequest
+	if err := body(r, &req, validate.Lease); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	wk := c.worker
+	deadline := time.NewTimer(time.Duration(req.WaitSeconds) * time.Second)
+	defer deadline.Stop()
+	if wk.DrainRequested {
+		// Hold the poll, so a draining worker that keeps asking does not spin.
+		select {
+		case <-deadline.C:
+		case <-ctx.Done():
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
+		LeaseID: newID("lease-")}
+	claim := func() (*api.Lease, error) {
+		params.Now = time.Now().UTC()
+		params.ExpiresAt = params.Now.Add(s.cfg.LeaseTTL)
+		return s.st.Claim(ctx, params)
+	}
+	var waiter *wake.Waiter
+	var taken []wake.Ticket
+	claimed := ""
+	defer func() {
+		if waiter != nil {
+			waiter.Done(claimed, taken)
+		}
+	}()
+	if req.WaitSeconds > 0 {
+		waiter = s.queue.Wait(wk.Pools, wk.Capabilities)
+	}
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		l, err := claim()
+		if err != nil {
+			return err
+		}
+		if l != nil {
+			claimed = l.Operation.ID
+			if m := mask.New(sensitive(l.Operation.Variables)); !m.Empty() {
+				s.rememberMasker(l.Operation.ID, m)
+			}
+			writeJSON(w, http.StatusOK, l)
+			return nil
+		}
+		taken = nil // what the waiter took was claimed by someone else
+		if waiter == nil {
+			break
+		}
+		select {
+		case <-waiter.C():
+			taken = waiter.Take()
+			continue
+		case <-poll.C:
+			continue
+		case <-deadline.C:
+		case <-ctx.Done():
+		}
+		break
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func sensitive(vars []api.Variable) []string {
+	var out []string
+	for _, v := range vars {
+		if v.Sensitive {
+			out = append(out, v.Value)
+		}
+	}
+	return out
+}
+
+func (s *Server) leases(w http.ResponseWriter, r *http.Request, c caller) error {
+	leases, err := s.st.Leases(r.Context(), c.worker.ID, time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.LeasesResponse{Leases: leases})
+	return nil
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.HeartbeatRequest
+	if err := body(r, &req, validate.Heartbeat); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	reply, err := s.st.Heartbeat(r.Context(), store.Heartbeat{WorkerID: c.worker.ID, HeartbeatRequest: req, Now: now,
+		LeaseExpiresAt: now.Add(s.cfg.LeaseTTL)})
+	if err != nil {
+		return err
+	}
+	dv, err := s.desiredVersion(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.HeartbeatResponse{DesiredVersion: dv.Version, ChartURL: dv.ChartURL, ChartSHA256: dv.ChartSHA256,
+		Cancel: reply.Cancel, Drain: reply.Drain, LeaseTTL: int(s.cfg.LeaseTTL / time.Second),
+		HeartbeatSeconds: int(s.cfg.HeartbeatInterval / time.Second)})
+	return nil
+}
+
+func (s *Server) ref(r *http.Request, c caller, leaseID string) store.LeaseRef {
+	return store.LeaseRef{OperationID: r.PathValue("id"), LeaseID: leaseID, WorkerID: c.worker.ID, Now: time.Now().UTC()}
+}
+
+// maskFor returns the masker of an operation, or a 404 when it does not exist.
+func (s *Server) maskFor(ctx context.Context, id string) (*mask.Masker, error) {
+	m, err := s.masker(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errf(http.StatusNotFound, "", "", "operation %s does not exist", id)
+	}
+	return m, err
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.StatusRequest
+	if err := body(r, &req, validate.Status); err != nil {
+		return err
+	}
+	m, err := s.maskFor(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	op, err := s.st.SetRunning(r.Context(), s.ref(r, c, req.LeaseID), m.Mask(req.Message))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, op)
+	return nil
+}
+
+func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.AppendLogsRequest
+	if err := body(r, &req, validate.AppendLogs); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	m, err := s.maskFor(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	for i := range req.Lines {
+		l := &req.Lines[i]
+		l.Text = m.Mask(l.Text)
+		if l.Time.IsZero() {
+			l.Time = now
+		}
+	}
+	resp, err := s.st.AppendLogs(r.Context(), s.ref(r, c, req.LeaseID), req.Lines)
+	if err != nil {
+		return err
+	}
+	if len(req.Lines) > 0 {
+		s.logs.Signal(id)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (s *Server) result(w http.ResponseWriter, r *http.Request, c caller) error {
+	var req api.ResultRequest
+	if err := body(r, &req, validate.Result); err != nil {
+		return err
+	}
+	m, err := s.maskFor(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	op, ch, err := s.st.Finish(r.Context(), s.ref(r, c, req.LeaseID),
+		store.Result{State: req.State, ExitCode: req.ExitCode, Message: m.Mask(req.Message), LastSeq: req.LastSeq})
+	if err != nil {
+		return err
+	}
+	s.apply(ch)
+	writeJSON(w, http.StatusOK, op)
+	return nil
+}
