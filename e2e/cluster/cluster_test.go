@@ -523,3 +523,37 @@ func TestImageRoot(t *testing.T) {
 		t.Errorf("pod without its command: %s", describe(p))
 	}
 }
+
+// restartPolicy OnFailure restarts a failed container after the kubelet's back-off; the previous run's
+// state and logs stay available.
+func TestRestartOnFailure(t *testing.T) {
+	t.Parallel()
+	ns := kube.Namespace(t, nil)
+	pod := shPod("flaky", `if [ -e /state/ran ]; then echo second; exit 0; fi; touch /state/ran; echo first; exit 4`)
+	pod.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "state", MountPath: "/state"}}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	createPod(t, ns, pod)
+	sawBackOff := false
+	p := waitPod(t, ns, "flaky", "finished", func(p *corev1.Pod) (bool, error) {
+		if len(p.Status.ContainerStatuses) == 1 {
+			if w := p.Status.ContainerStatuses[0].State.Waiting; w != nil && w.Reason == "CrashLoopBackOff" {
+				sawBackOff = true
+			}
+		}
+		return terminal(p)
+	})
+	s := containerStatus(t, p, "main")
+	if p.Status.Phase != corev1.PodSucceeded || s.RestartCount != 1 || !sawBackOff {
+		t.Fatalf("pod: %s restartCount=%d sawCrashLoopBackOff=%v", describe(p), s.RestartCount, sawBackOff)
+	}
+	if last := s.LastTerminationState.Terminated; last == nil || last.ExitCode != 4 {
+		t.Errorf("last state: %+v, want the first run's exit code 4", s.LastTerminationState)
+	}
+	if got := podLogs(t, ns, "flaky", &corev1.PodLogOptions{}); got != "second\n" {
+		t.Errorf("logs: %q", got)
+	}
+	if got := podLogs(t, ns, "flaky", &corev1.PodLogOptions{Previous: true}); got != "first\n" {
+		t.Errorf("previous logs: %q", got)
+	}
+}
