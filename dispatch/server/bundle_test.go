@@ -90,6 +90,13 @@ func (b *bundle) pool(name string) {
 // worker registers a worker into pools with capabilities and returns its client and id.
 func (b *bundle) worker(name string, pools []string, caps ...string) (*client.Client, string) {
 	b.t.Helper()
+	token, id := b.register(name, pools, caps...)
+	return b.client(token), id
+}
+
+// register registers a worker and returns its worker token and id.
+func (b *bundle) register(name string, pools []string, caps ...string) (string, string) {
+	b.t.Helper()
 	tok, err := b.admin.CreateToken(b.ctx, pools, 0)
 	if err != nil {
 		b.t.Fatalf("CreateToken: %v", err)
@@ -99,7 +106,7 @@ func (b *bundle) worker(name string, pools []string, caps ...string) (*client.Cl
 	if err != nil {
 		b.t.Fatalf("Register: %v", err)
 	}
-	return b.client(reg.WorkerToken), reg.WorkerID
+	return reg.WorkerToken, reg.WorkerID
 }
 
 func (b *bundle) submit(spec api.OperationSpec) api.Operation {
@@ -145,6 +152,12 @@ func (b *bundle) eventually(what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func logrusDiscard() *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return log
 }
 
 func intp(i int) *int { return &i }
