@@ -127,6 +127,21 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if _, _, err := parseNodeOptions(opts.Node); err != nil {
 		return nil, fmt.Errorf("cluster.Options.Node: %w", err)
 	}
+	for name, img := range opts.Images {
+		if img.Root != "" {
+			if st, err := os.Stat(img.Root); err != nil || !st.IsDir() {
+				return nil, fmt.Errorf("cluster.Options.Images[%q].Root %q: not a directory (%v): give a root filesystem directory, or \"\" for the host's root", name, img.Root, err)
+			}
+		}
+		for target, src := range img.Files {
+			if !filepath.IsAbs(target) {
+				return nil, fmt.Errorf("cluster.Options.Images[%q].Files: container path %q must be absolute", name, target)
+			}
+			if _, err := os.Stat(src); err != nil {
+				return nil, fmt.Errorf("cluster.Options.Images[%q].Files[%q]: %w (build it first, e.g. make build)", name, target, err)
+			}
+		}
+	}
 	binDir, err := findBinDir(ctx, opts.BinDir)
 	if err != nil {
 		return nil, err
