@@ -274,7 +274,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 30*time.Second, etcd, "etcd", func() error { return httpOK(http.DefaultClient, etcdURL+"/health") }); err != nil {
+	if err := waitFor(ctx, 60*time.Second, etcd, "etcd", func() error { return httpOK(http.DefaultClient, etcdURL+"/health") }); err != nil {
 		return err
 	}
 
@@ -316,7 +316,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 	if err != nil {
 		return fmt.Errorf("building API client: %w", err)
 	}
-	if err := waitFor(ctx, 60*time.Second, api, "kube-apiserver", func() error { return httpOK(httpClient, c.APIServerURL+"/readyz") }); err != nil {
+	if err := waitFor(ctx, 2*time.Minute, api, "kube-apiserver", func() error { return httpOK(httpClient, c.APIServerURL+"/readyz") }); err != nil {
 		return err
 	}
 	c.apiReady = time.Now()
@@ -364,7 +364,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 // waitDefaultNamespace waits until pods can be created in "default": the service-account and root-CA
 // publisher controllers have run.
 func (c *Cluster) waitDefaultNamespace(ctx context.Context) error {
-	return waitFor(ctx, 60*time.Second, nil, "the controller-manager (default service account and kube-root-ca.crt)", func() error {
+	return waitFor(ctx, 2*time.Minute, nil, "the controller-manager (default service account and kube-root-ca.crt)", func() error {
 		for _, comp := range c.components {
 			if err := comp.exited(); err != nil {
 				return err
