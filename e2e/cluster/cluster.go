@@ -274,7 +274,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 60*time.Second, etcd, "etcd", func() error { return httpOK(http.DefaultClient, etcdURL+"/health") }); err != nil {
+	if err := waitFor(ctx, 60*time.Second, etcd, "etcd", func() error { return httpOK(&http.Client{Timeout: 5 * time.Second}, etcdURL+"/health") }); err != nil {
 		return err
 	}
 
@@ -312,7 +312,9 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 		QPS:   100,
 		Burst: 200,
 	}
-	httpClient, err := rest.HTTPClientFor(c.restConfig)
+	probeConfig := rest.CopyConfig(c.restConfig)
+	probeConfig.Timeout = 5 * time.Second
+	httpClient, err := rest.HTTPClientFor(probeConfig)
 	if err != nil {
 		return fmt.Errorf("building API client: %w", err)
 	}
