@@ -26,8 +26,11 @@ func newApp(version string) *cli.App {
 		Commands: []*cli.Command{
 			// Each area appends its commands here.
 			runnerCommand(),
+			agentCommand(),
 			chartgenCommand(),
 			installCommand(),
+			serverCommand(), poolCommand(), tokenCommand(), submitCommand(), deployCommand(), opsCommand(),
+			deploymentsCommand(), workersCommand(),
 		},
 	}
 }

@@ -1,0 +1,491 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+)
+
+// The client commands: pool, token, ops, deployments, workers (submit and deploy live in cmd_submit.go).
+// Each takes the connection flags below and talks to the dispatch server with dispatch/client.
+
+func clientFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "server", Value: "http://127.0.0.1:8080", EnvVars: []string{"OCTO_SERVER"}, Usage: "dispatch server URL"},
+		&cli.StringFlag{Name: "token", EnvVars: []string{"OCTO_TOKEN"}, Usage: "admin token"},
+		&cli.StringFlag{Name: "ca-cert", EnvVars: []string{"OCTO_CA_CERT"}, Usage: "PEM file of the CA that signed the server's certificate"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"},
+	}
+}
+
+// withClientFlags adds the connection flags to every leaf command under cmd.
+func withClientFlags(cmd *cli.Command) *cli.Command {
+	if len(cmd.Subcommands) == 0 {
+		cmd.Flags = append(cmd.Flags, clientFlags()...)
+	}
+	for _, sub := range cmd.Subcommands {
+		withClientFlags(sub)
+	}
+	return cmd
+}
+
+func newClient(c *cli.Context) (*client.Client, error) {
+	if o := c.String("output"); o != "table" && o != "json" {
+		return nil, cli.Exit(fmt.Sprintf("--output %q: use table or json", o), 2)
+	}
+	if c.String("token") == "" {
+		return nil, cli.Exit("no token: pass --token or set OCTO_TOKEN to the admin token (printed at the server's first start)", 2)
+	}
+	cl, err := client.New(client.Config{Server: c.String("server"), Token: c.String("token"), CACertFile: c.String("ca-cert"),
+		UserAgent: "octo-worker/" + c.App.Version})
+	if err != nil {
+		return nil, cli.Exit("--server: "+err.Error(), 2)
+	}
+	return cl, nil
+}
+
+// output prints v as JSON with -o json, else calls table with a tab writer.
+func output(c *cli.Context, v any, table func(w io.Writer)) error {
+	if c.String("output") == "json" {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func whenPtr(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return when(*t)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func exitText(code *int) string {
+	if code == nil {
+		return "-"
+	}
+	return fmt.Sprint(*code)
+}
+
+func oneArg(c *cli.Context, what string) (string, error) {
+	if c.NArg() != 1 {
+		return "", cli.Exit(fmt.Sprintf("%s: give exactly one %s (see --help)", c.Command.FullName(), what), 2)
+	}
+	return c.Args().First(), nil
+}
+
+// ---- pool ----
+
+func poolCommand() *cli.Command {
+	return withClientFlags(&cli.Command{
+		Name:  "pool",
+		Usage: "create and list worker pools",
+		Subcommands: []*cli.Command{
+			{Name: "create", Usage: "create a pool", ArgsUsage: "NAME",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "description", Usage: "what the pool is for"}},
+				Action: func(c *cli.Context) error {
+					name, err := oneArg(c, "pool name")
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					p, err := cl.CreatePool(c.Context, name, c.String("description"))
+					if err != nil {
+						return err
+					}
+					return output(c, p, func(w io.Writer) { fmt.Fprintf(w, "created pool %s\n", p.Name) })
+				}},
+			{Name: "list", Usage: "list pools", Action: func(c *cli.Context) error {
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				pools, err := cl.Pools(c.Context)
+				if err != nil {
+					return err
+				}
+				return output(c, pools, func(w io.Writer) {
+					fmt.Fprintln(w, "NAME\tCREATED\tDESCRIPTION")
+					for _, p := range pools {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", p.Name, when(p.CreatedAt), p.Description)
+					}
+				})
+			}},
+		},
+	})
+}
+
+// ---- token ----
+
+func tokenCommand() *cli.Command {
+	return withClientFlags(&cli.Command{
+		Name:  "token",
+		Usage: "manage registration tokens (workers register with one)",
+		Subcommands: []*cli.Command{
+			{Name: "create", Usage: "create a registration token for one or more pools (the secret is shown once)",
+				Flags: []cli.Flag{
+					&cli.StringSliceFlag{Name: "pool", Usage: "pool the token may register workers into (repeatable)", Required: true},
+					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long the token can be used to register"},
+				},
+				Action: func(c *cli.Context) error {
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					t, err := cl.CreateToken(c.Context, c.StringSlice("pool"), c.Duration("ttl"))
+					if err != nil {
+						return err
+					}
+					return output(c, t, func(w io.Writer) {
+						fmt.Fprintf(w, "%s\n", t.Token)
+						fmt.Fprintf(c.App.ErrWriter, "registration token %s for pools %s, expires %s; the secret above is shown only once\n",
+							t.ID, strings.Join(t.Pools, ","), when(t.ExpiresAt))
+					})
+				}},
+			{Name: "list", Usage: "list registration tokens", Action: func(c *cli.Context) error {
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				tokens, err := cl.Tokens(c.Context)
+				if err != nil {
+					return err
+				}
+				return output(c, tokens, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tPOOLS\tEXPIRES\tREVOKED")
+					for _, t := range tokens {
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.ID, strings.Join(t.Pools, ","), when(t.ExpiresAt), whenPtr(t.RevokedAt))
+					}
+				})
+			}},
+			{Name: "revoke", Usage: "revoke a registration token (registered workers keep working)", ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					id, err := oneArg(c, "token id")
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					t, err := cl.RevokeToken(c.Context, id)
+					if err != nil {
+						return err
+					}
+					return output(c, t, func(w io.Writer) { fmt.Fprintf(w, "revoked %s\n", t.ID) })
+				}},
+		},
+	})
+}
+
+// ---- ops ----
+
+func opsCommand() *cli.Command {
+	return withClientFlags(&cli.Command{
+		Name:  "ops",
+		Usage: "list, show, follow and cancel operations",
+		Subcommands: []*cli.Command{
+			{Name: "list", Usage: "list operations, newest first",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "state", Usage: "queued, leased, running, succeeded, failed, cancelled, timed-out or lost"},
+					&cli.StringFlag{Name: "pool", Usage: "only this pool"},
+					&cli.StringFlag{Name: "worker", Usage: "only this worker id"},
+					&cli.StringFlag{Name: "deployment", Usage: "only this deployment id"},
+					&cli.IntFlag{Name: "limit", Value: 50, Usage: "at most this many (1..1000)"},
+				},
+				Action: func(c *cli.Context) error {
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					ops, err := cl.Operations(c.Context, client.ListOptions{State: api.State(c.String("state")), Pool: c.String("pool"),
+						WorkerID: c.String("worker"), DeploymentID: c.String("deployment"), Limit: c.Int("limit")})
+					if err != nil {
+						return err
+					}
+					return output(c, ops, func(w io.Writer) { opsTable(w, ops) })
+				}},
+			{Name: "show", Usage: "show one operation (sensitive values masked)", ArgsUsage: "ID", Action: func(c *cli.Context) error {
+				id, err := oneArg(c, "operation id")
+				if err != nil {
+					return err
+				}
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				op, err := cl.Operation(c.Context, id)
+				if err != nil {
+					return err
+				}
+				return output(c, op, func(w io.Writer) { showOperation(w, op) })
+			}},
+			{Name: "logs", Usage: "print an operation's log; --follow waits until it ends and exits with its exit code", ArgsUsage: "ID",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "wait for more lines until the operation ends"},
+					&cli.Int64Flag{Name: "after", Usage: "start after this log position (pos)"},
+				},
+				Action: func(c *cli.Context) error {
+					id, err := oneArg(c, "operation id")
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					end, err := printLogs(c, cl, id, c.Int64("after"), c.Bool("follow"), "")
+					if err != nil || !c.Bool("follow") {
+						return err
+					}
+					return endExit(c, id, end)
+				}},
+			{Name: "cancel", Usage: "cancel an operation (a running one stops at its worker's next heartbeat)", ArgsUsage: "ID",
+				Action: func(c *cli.Context) error {
+					id, err := oneArg(c, "operation id")
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					op, err := cl.Cancel(c.Context, id)
+					if err != nil {
+						return err
+					}
+					return output(c, op, func(w io.Writer) {
+						if op.State == api.StateCancelled {
+							fmt.Fprintf(w, "cancelled %s\n", op.ID)
+						} else {
+							fmt.Fprintf(w, "asked the worker running %s to stop; it becomes cancelled when the worker confirms\n", op.ID)
+						}
+					})
+				}},
+		},
+	})
+}
+
+func opsTable(w io.Writer, ops []api.Operation) {
+	fmt.Fprintln(w, "ID\tSTATE\tEXIT\tPOOL\tNAME\tWORKER\tCREATED\tMESSAGE")
+	for _, op := range ops {
+		state := string(op.State)
+		if op.CancelRequested && !op.State.Terminal() {
+			state += " (cancelling)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", op.ID, state, exitText(op.ExitCode), op.Pool, dash(op.Name),
+			dash(op.WorkerID), when(op.CreatedAt), op.Message)
+	}
+}
+
+func showOperation(w io.Writer, op api.Operation) {
+	row := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, v) }
+	row("ID", op.ID)
+	row("Name", dash(op.Name))
+	if op.DeploymentID != "" {
+		row("Deployment", fmt.Sprintf("%s (step %d)", op.DeploymentID, op.Step))
+	}
+	row("Pool", op.Pool)
+	row("State", string(op.State))
+	row("Exit code", exitText(op.ExitCode))
+	row("Message", dash(op.Message))
+	row("Worker", dash(op.WorkerID))
+	row("Image", dash(op.Image))
+	row("Syntax", op.Syntax)
+	if op.Requests != nil {
+		row("Requests", fmt.Sprintf("cpu=%s memory=%s", dash(op.Requests.CPU), dash(op.Requests.Memory)))
+	}
+	if op.TimeoutSeconds > 0 {
+		row("Timeout", (time.Duration(op.TimeoutSeconds) * time.Second).String())
+	}
+	if len(op.Capabilities) > 0 {
+		row("Capabilities", strings.Join(op.Capabilities, ","))
+	}
+	row("Created", when(op.CreatedAt))
+	row("Started", whenPtr(op.StartedAt))
+	row("Finished", whenPtr(op.FinishedAt))
+	for _, v := range op.Variables {
+		row("Variable", v.Name+"="+v.Value)
+	}
+	for _, f := range op.Files {
+		row("File", fmt.Sprintf("%s (%d bytes)", f.Path, len(f.Content)))
+	}
+	fmt.Fprintf(w, "Script:\n%s\n", op.Script)
+}
+
+// ---- deployments ----
+
+func deploymentsCommand() *cli.Command {
+	return withClientFlags(&cli.Command{
+		Name:  "deployments",
+		Usage: "list, show and cancel deployments (submit one with `octo-worker deploy`)",
+		Subcommands: []*cli.Command{
+			{Name: "list", Usage: "list deployments, newest first",
+				Flags: []cli.Flag{&cli.IntFlag{Name: "limit", Value: 20, Usage: "at most this many (1..1000)"}},
+				Action: func(c *cli.Context) error {
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					deps, err := cl.Deployments(c.Context, c.Int("limit"))
+					if err != nil {
+						return err
+					}
+					return output(c, deps, func(w io.Writer) {
+						fmt.Fprintln(w, "ID\tSTATE\tSTEPS\tNAME\tCREATED")
+						for _, d := range deps {
+							fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.State, len(d.Operations), d.Name, when(d.CreatedAt))
+						}
+					})
+				}},
+			{Name: "show", Usage: "show a deployment and its steps", ArgsUsage: "ID", Action: func(c *cli.Context) error {
+				id, err := oneArg(c, "deployment id")
+				if err != nil {
+					return err
+				}
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				d, err := cl.Deployment(c.Context, id)
+				if err != nil {
+					return err
+				}
+				return output(c, d, func(w io.Writer) {
+					fmt.Fprintf(w, "%s %q: %s\n\n", d.ID, d.Name, d.State)
+					opsTable(w, d.Operations)
+				})
+			}},
+			{Name: "cancel", Usage: "cancel a deployment's remaining steps", ArgsUsage: "ID", Action: func(c *cli.Context) error {
+				id, err := oneArg(c, "deployment id")
+				if err != nil {
+					return err
+				}
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				d, err := cl.CancelDeployment(c.Context, id)
+				if err != nil {
+					return err
+				}
+				return output(c, d, func(w io.Writer) { fmt.Fprintf(w, "deployment %s: %s\n", d.ID, d.State) })
+			}},
+		},
+	})
+}
+
+// ---- workers ----
+
+func workersCommand() *cli.Command {
+	return withClientFlags(&cli.Command{
+		Name:  "workers",
+		Usage: "list workers, drain them, set the version they should run",
+		Subcommands: []*cli.Command{
+			{Name: "list", Usage: "list registered workers", Action: func(c *cli.Context) error {
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				ws, err := cl.Workers(c.Context)
+				if err != nil {
+					return err
+				}
+				return output(c, ws, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tNAME\tPOOLS\tVERSION\tRUNNING\tHEALTH\tLAST HEARTBEAT\tCAPABILITIES")
+					for _, wk := range ws {
+						health := "healthy"
+						if !wk.Healthy {
+							health = "unhealthy: " + dash(wk.HealthMessage)
+						}
+						if wk.Draining || wk.DrainRequested {
+							health += " (draining)"
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", wk.ID, wk.Name, strings.Join(wk.Pools, ","), wk.Version,
+							wk.Running, wk.Capacity, health, when(wk.LastHeartbeat), strings.Join(wk.Capabilities, ","))
+					}
+				})
+			}},
+			{Name: "drain", Usage: "ask a worker to stop taking operations (--resume to undo)", ArgsUsage: "ID",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "resume", Usage: "let the worker take operations again"}},
+				Action: func(c *cli.Context) error {
+					id, err := oneArg(c, "worker id")
+					if err != nil {
+						return err
+					}
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					wk, err := cl.DrainWorker(c.Context, id, !c.Bool("resume"))
+					if err != nil {
+						return err
+					}
+					return output(c, wk, func(w io.Writer) {
+						if wk.DrainRequested {
+							fmt.Fprintf(w, "worker %s drains from its next heartbeat\n", wk.ID)
+						} else {
+							fmt.Fprintf(w, "worker %s takes operations again\n", wk.ID)
+						}
+					})
+				}},
+			{Name: "upgrade", Usage: "set the worker version every worker should run, uploading its chart archive",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "version", Usage: "worker version", Required: true},
+					&cli.StringFlag{Name: "chart", Usage: "chart archive (.tgz from `helm package`) for the version; omit if uploaded before"},
+				},
+				Action: func(c *cli.Context) error {
+					cl, err := newClient(c)
+					if err != nil {
+						return err
+					}
+					if path := c.String("chart"); path != "" {
+						data, err := os.ReadFile(path)
+						if err != nil {
+							return cli.Exit("--chart: "+err.Error(), 2)
+						}
+						if _, err := cl.UploadChart(c.Context, c.String("version"), data); err != nil {
+							return err
+						}
+					}
+					dv, err := cl.SetDesiredVersion(c.Context, c.String("version"))
+					if err != nil {
+						return err
+					}
+					return output(c, dv, func(w io.Writer) {
+						fmt.Fprintf(w, "workers will upgrade to %s (chart sha256 %s) at their next heartbeat\n", dv.Version, dv.ChartSHA256)
+					})
+				}},
+		},
+	})
+}
+

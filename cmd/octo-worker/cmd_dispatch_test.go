@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+)
+
+// cliRun runs the octo-worker CLI in-process with args and returns stdout, stderr and its error.
+func cliRun(ctx context.Context, args ...string) (string, string, error) {
+	var out, errOut syncBuffer
+	app := newApp("test")
+	app.Writer, app.ErrWriter = &out, &errOut
+	err := app.RunContext(ctx, append([]string{"octo-worker", "--log-level", "warn"}, args...))
+	return out.String(), errOut.String(), err
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startServer runs `octo-worker server` on a free loopback port and returns its URL and generated admin token.
+func startServer(t *testing.T) (string, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		app := newApp("test")
+		app.Writer, app.ErrWriter = &out, &out
+		done <- app.RunContext(ctx, []string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
+			"--db", filepath.Join(t.TempDir(), "d.db")})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server command: %v", err)
+		}
+	})
+	url := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not come up: %v\n%s", err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	token := lines[len(lines)-1]
+	if !strings.Contains(out.String(), "shown only this once") || !strings.HasPrefix(token, "owa_") {
+		t.Fatalf("server output does not carry a generated admin token:\n%s", out.String())
+	}
+	return url, token
+}
+
+// fakeWorker registers a worker with the real client and answers every operation of pool by posting the
+// given lines and ending it with exit code exit (a script's stand-in: the real worker lives in jobrunner).
+func fakeWorker(t *testing.T, ctx context.Context, url, adminToken, pool string, run func(op api.Operation) ([]string, int)) {
+	t.Helper()
+	admin, _ := client.New(client.Config{Server: url, Token: adminToken})
+	tok, err := admin.CreateToken(ctx, []string{pool}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := admin.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "fake", Version: "test", Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := admin.WithToken(reg.WorkerToken)
+	go func() {
+		for ctx.Err() == nil {
+			l, err := w.Lease(ctx, 5*time.Second)
+			if err != nil || l == nil {
+				continue
+			}
+			texts, exit := run(l.Operation)
+			var lines []api.LogLine
+			for i, text := range texts {
+				lines = append(lines, api.LogLine{Seq: int64(i + 1), Time: time.Now(), Stream: api.StreamStdout, Text: text})
+			}
+			if _, err := w.AppendLogs(ctx, l.Operation.ID, l.LeaseID, lines); err != nil {
+				continue
+			}
+			state := api.StateSucceeded
+			if exit != 0 {
+				state = api.StateFailed
+			}
+			_, _ = w.Result(ctx, l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: state, ExitCode: &exit, LastSeq: int64(len(lines))})
+		}
+	}()
+}
+
+func TestCLIEndToEnd(t *testing.T) {
+	url, token := startServer(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	conn := []string{"--server", url, "--token", token}
+	run := func(args ...string) (string, string, error) {
+		// The connection flags go right after the command's words: urfave/cli stops reading flags at the
+		// first positional argument.
+		words := 2
+		if args[0] == "submit" || args[0] == "deploy" {
+			words = 1
+		}
+		full := append(append(append([]string{}, args[:words]...), conn...), args[words:]...)
+		return cliRun(ctx, full...)
+	}
+	if out, _, err := run("pool", "create", "--description", "web servers", "web"); err != nil || !strings.Contains(out, "created pool web") {
+		t.Fatalf("pool create: %q %v", out, err)
+	}
+	out, _, err := run("pool", "list", "-o", "json")
+	var pools []api.Pool
+	if err != nil || json.Unmarshal([]byte(out), &pools) != nil || len(pools) != 1 || pools[0].Description != "web servers" {
+		t.Fatalf("pool list -o json: %q %v", out, err)
+	}
+	out, errOut, err := run("token", "create", "--pool", "web", "--ttl", "1h")
+	if err != nil || !strings.HasPrefix(out, "owr_") || !strings.Contains(errOut, "shown only once") {
+		t.Fatalf("token create: %q %q %v", out, errOut, err)
+	}
+	fakeWorker(t, ctx, url, token, "web", func(op api.Operation) ([]string, int) {
+		switch {
+		case strings.Contains(op.Script, "exit 3"):
+			return []string{"about to fail"}, 3
+		case strings.Contains(op.Script, "secret"):
+			return []string{"the password is " + op.Variables[0].Value}, 0
+		}
+		return []string{"hello from " + op.Name}, 0
+	})
+
+	// submit --follow prints the log and exits with the operation's exit code.
+	out, errOut, err = run("submit", "--pool", "web", "--name", "failing", "--script", "echo; exit 3", "--follow")
+	var ec cli.ExitCoder
+	if !errors.As(err, &ec) || ec.ExitCode() != 3 || exitCode(err) != 3 {
+		t.Fatalf("submit --follow of a failing script: err %v, want exit code 3", err)
+	}
+	if out != "about to fail\n" || !strings.Contains(err.Error(), "failed (exit code 3)") {
+		t.Errorf("submit --follow printed %q / %q, error %q", out, errOut, err)
+	}
+	out, _, err = run("submit", "--pool", "web", "--script", "secret", "--secret", "PW=hunter22", "--follow")
+	if err != nil || out != "the password is ********\n" {
+		t.Errorf("submit with a secret: %q %v; want the value masked", out, err)
+	}
+
+	// Refusals name the flag or the server's field.
+	_, _, err = run("submit", "--pool", "web", "--script", "x", "--cpu", "lots")
+	if err == nil || !strings.Contains(err.Error(), "--cpu") {
+		t.Errorf("bad --cpu: %v", err)
+	}
+	_, _, err = run("submit", "--pool", "nope", "--script", "x")
+	if err == nil || !strings.Contains(err.Error(), "pool create nope") {
+		t.Errorf("unknown pool: %v", err)
+	}
+
+	// deploy -f: steps in order, a failed step stops the rest, the exit code is the failed step's.
+	process := filepath.Join(t.TempDir(), "process.yaml")
+	os.WriteFile(process, []byte("name: release-1\npool: web\nsteps:\n  - name: one\n    script: echo one\n"+
+		"  - name: two\n    script: exit 3\n  - name: three\n    script: echo three\n"), 0o600)
+	out, errOut, err = run("deploy", "-f", process, "--follow")
+	if !errors.As(err, &ec) || ec.ExitCode() != 3 {
+		t.Fatalf("deploy --follow: %v (stderr %q)", err, errOut)
+	}
+	if out != "[1] hello from one\n[2] about to fail\n" || !strings.Contains(errOut, "step 3/3 three: cancelled") ||
+		!strings.Contains(err.Error(), "failed") {
+		t.Errorf("deploy --follow printed:\n%s\n%s", out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("name: r\npool: web\nsteps:\n  - script: x\n    imagee: alpine\n"), 0o600)
+	if _, _, err := run("deploy", "-f", bad); err == nil || !strings.Contains(err.Error(), "steps[0].imagee") {
+		t.Errorf("deploy of a file with a typo: %v, want the field path", err)
+	}
+
+	// ops list / show / logs / cancel, deployments and workers.
+	out, _, err = run("ops", "list", "--state", "failed")
+	if err != nil || strings.Count(out, "failed") < 2 {
+		t.Errorf("ops list --state failed:\n%s %v", out, err)
+	}
+	out, _, err = run("ops", "list", "-o", "json", "--limit", "1")
+	var ops []api.Operation
+	if err != nil || json.Unmarshal([]byte(out), &ops) != nil || len(ops) != 1 {
+		t.Fatalf("ops list -o json: %q %v", out, err)
+	}
+	id := ops[0].ID
+	if out, _, err := run("ops", "show", id); err != nil || !strings.Contains(out, id) {
+		t.Errorf("ops show: %q %v", out, err)
+	}
+	if out, _, err := run("ops", "logs", id); err != nil || out != "" {
+		t.Errorf("ops logs of a cancelled step: %q %v", out, err)
+	}
+	if _, _, err := run("ops", "cancel", id); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Errorf("ops cancel of a finished operation: %v", err)
+	}
+	if out, _, err := run("deployments", "list"); err != nil || !strings.Contains(out, "release-1") || !strings.Contains(out, "failed") {
+		t.Errorf("deployments list:\n%s %v", out, err)
+	}
+	if out, _, err := run("workers", "list"); err != nil || !strings.Contains(out, "fake") || !strings.Contains(out, "healthy") {
+		t.Errorf("workers list:\n%s %v", out, err)
+	}
+	if _, _, err := cliRun(ctx, "pool", "list", "--server", url); err == nil || !strings.Contains(err.Error(), "OCTO_TOKEN") {
+		t.Errorf("no token: %v", err)
+	}
+	if _, _, err := cliRun(ctx, "pool", "list", "--server", url, "--token", "wrong-token-1234567"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong token: %v", err)
+	}
+}
+
+func TestExitCodeOf(t *testing.T) {
+	t.Parallel()
+	code := func(i int) *int { return &i }
+	tests := []struct {
+		end  api.LogEnd
+		want int
+	}{
+		{api.LogEnd{State: api.StateSucceeded, ExitCode: code(0)}, 0},
+		{api.LogEnd{State: api.StateFailed, ExitCode: code(7)}, 7},
+		{api.LogEnd{State: api.StateFailed}, 1},
+		{api.LogEnd{State: api.StateFailed, ExitCode: code(0)}, 1},
+		{api.LogEnd{State: api.StateTimedOut, ExitCode: code(137)}, 124},
+		{api.LogEnd{State: api.StateCancelled}, 130},
+		{api.LogEnd{State: api.StateLost}, 1},
+	}
+	for _, tt := range tests {
+		if got := exitCodeOf(&tt.end); got != tt.want {
+			t.Errorf("exitCodeOf(%+v) = %d, want %d", tt.end, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/octo-worker/octo-worker/dispatch/server"
+	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+)
+
+// serverCommand is `octo-worker server`: the dispatch server on SQLite.
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run the dispatch server (HTTP JSON API under /api/v1, SQLite storage)",
+		Description: "Holds pools, registration tokens, workers, operations, deployments and their logs in one SQLite file.\n" +
+			"The admin token comes from --admin-token / OCTO_TOKEN; without it, the first start generates one and\n" +
+			"prints it once (only its SHA-256 is stored). GET /api/v1/openapi.json describes the API; PROTOCOL.md\n" +
+			"explains it. Stops gracefully on SIGINT/SIGTERM.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"OCTO_LISTEN"}, Usage: "address to listen on"},
+			&cli.StringFlag{Name: "db", Value: "octo-worker.db", EnvVars: []string{"OCTO_DB"}, Usage: "SQLite database file (created if missing, mode 0600)"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"OCTO_TOKEN"}, Usage: "admin token (at least 16 characters); default: keep the stored one, or generate and print one on first start"},
+			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"OCTO_TLS_CERT"}, Usage: "PEM certificate (chain) to serve HTTPS; needs --tls-key"},
+			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OCTO_TLS_KEY"}, Usage: "PEM private key for --tls-cert"},
+			&cli.DurationFlag{Name: "lease-ttl", Value: 2 * time.Minute, EnvVars: []string{"OCTO_LEASE_TTL"}, Usage: "how long a lease lives without a heartbeat; an operation whose lease expires becomes lost (never re-run)"},
+			&cli.DurationFlag{Name: "heartbeat-interval", Value: 5 * time.Second, EnvVars: []string{"OCTO_HEARTBEAT_INTERVAL"}, Usage: "heartbeat interval told to workers (at most half the lease TTL)"},
+		},
+		Action: runServer,
+	}
+}
+
+func runServer(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	cfg := server.Config{LeaseTTL: c.Duration("lease-ttl"), HeartbeatInterval: c.Duration("heartbeat-interval")}
+	if err := cfg.Validate(); err != nil {
+		return cli.Exit("--lease-ttl / --heartbeat-interval: "+err.Error(), 2)
+	}
+	var tlsConfig *tls.Config
+	certFile, keyFile := c.String("tls-cert"), c.String("tls-key")
+	switch {
+	case certFile != "" && keyFile != "":
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("--tls-cert/--tls-key: loading the key pair: %v", err), 2)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case certFile != "":
+		return cli.Exit("--tls-cert needs --tls-key", 2)
+	case keyFile != "":
+		return cli.Exit("--tls-key needs --tls-cert", 2)
+	}
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	st, err := sqlite.Open(ctx, c.String("db"))
+	if err != nil {
+		return fmt.Errorf("--db: %w", err)
+	}
+	defer st.Close()
+	srv, err := server.New(st, cfg, log)
+	if err != nil {
+		return err
+	}
+	generated, err := srv.InitAdminToken(ctx, c.String("admin-token"))
+	if err != nil {
+		return fmt.Errorf("--admin-token: %w", err)
+	}
+	if generated != "" {
+		fmt.Fprintf(c.App.Writer, "Generated the admin token. It is shown only this once; keep it (OCTO_TOKEN):\n%s\n", generated)
+	}
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	return srv.Serve(ctx, ln, tlsConfig)
+}
