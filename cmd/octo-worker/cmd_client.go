@@ -488,4 +488,3 @@ func workersCommand() *cli.Command {
 		},
 	})
 }
-
