@@ -26,7 +26,6 @@ func newApp(version string) *cli.App {
 		Commands: []*cli.Command{
 			// Each area appends its commands here.
 			runnerCommand(),
-			agentCommand(),
 			chartgenCommand(),
 			installCommand(),
 			serverCommand(), poolCommand(), tokenCommand(), submitCommand(), deployCommand(), opsCommand(),
