@@ -41,19 +41,32 @@ func newContainerLog(path string) (*containerLog, error) {
 func (l *containerLog) copyStream(stream string, r io.Reader) {
 	defer l.streamEnded()
 	br := bufio.NewReaderSize(r, maxLogLine)
+	var batch bytes.Buffer
+	// Records of lines already read are written together when the reader would block next, so a burst of
+	// output costs one write instead of one per line.
+	flush := func() {
+		if batch.Len() > 0 {
+			l.write(batch.Bytes())
+			batch.Reset()
+		}
+	}
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
 		case err == nil:
-			l.append(stream, "F", line[:len(line)-1])
+			l.record(&batch, stream, "F", line[:len(line)-1])
 		case errors.Is(err, bufio.ErrBufferFull):
-			l.append(stream, "P", line)
+			l.record(&batch, stream, "P", line)
 		default:
 			if len(line) > 0 {
 				// The stream ended without a newline: a partial record keeps the exact bytes.
-				l.append(stream, "P", line)
+				l.record(&batch, stream, "P", line)
 			}
+			flush()
 			return
+		}
+		if br.Buffered() == 0 || batch.Len() >= 64*1024 {
+			flush()
 		}
 	}
 }
@@ -74,8 +87,8 @@ func (l *containerLog) streamEnded() {
 	}
 }
 
-func (l *containerLog) append(stream, tag string, content []byte) {
-	var b bytes.Buffer
+// record appends one CRI log record to b.
+func (l *containerLog) record(b *bytes.Buffer, stream, tag string, content []byte) {
 	b.WriteString(l.now().UTC().Format(time.RFC3339Nano))
 	b.WriteByte(' ')
 	b.WriteString(stream)
@@ -84,9 +97,13 @@ func (l *containerLog) append(stream, tag string, content []byte) {
 	b.WriteByte(' ')
 	b.Write(content)
 	b.WriteByte('\n')
+}
+
+// write appends whole records to the file and wakes followers.
+func (l *containerLog) write(records []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, _ = l.f.Write(b.Bytes())
+	_, _ = l.f.Write(records)
 	close(l.changed)
 	l.changed = make(chan struct{})
 }
@@ -122,8 +139,7 @@ type logOptions struct {
 }
 
 type logRecord struct {
-	ts      string
-	time    time.Time
+	ts      []byte
 	stream  string
 	partial bool
 	content []byte
@@ -131,19 +147,29 @@ type logRecord struct {
 
 func parseRecord(line []byte) (logRecord, error) {
 	// <ts> <stream> <tag> <content>
-	parts := bytes.SplitN(line, []byte{' '}, 4)
-	if len(parts) < 3 {
-		return logRecord{}, fmt.Errorf("malformed log record %q", line)
+	var fields [3][]byte
+	rest := line
+	for i := range fields {
+		j := bytes.IndexByte(rest, ' ')
+		if j < 0 {
+			if i < 2 {
+				return logRecord{}, fmt.Errorf("malformed log record %q", line)
+			}
+			fields[i], rest = rest, nil
+			break
+		}
+		fields[i], rest = rest[:j], rest[j+1:]
 	}
-	ts, err := time.Parse(time.RFC3339Nano, string(parts[0]))
+	return logRecord{ts: fields[0], stream: string(fields[1]), partial: string(fields[2]) == "P", content: rest}, nil
+}
+
+// before tells whether the record was written before t.
+func (r logRecord) before(t time.Time) (bool, error) {
+	ts, err := time.Parse(time.RFC3339Nano, string(r.ts))
 	if err != nil {
-		return logRecord{}, fmt.Errorf("malformed log record time %q: %w", parts[0], err)
+		return false, fmt.Errorf("malformed log record time %q: %w", r.ts, err)
 	}
-	r := logRecord{ts: string(parts[0]), time: ts, stream: string(parts[1]), partial: string(parts[2]) == "P"}
-	if len(parts) == 4 {
-		r.content = parts[3]
-	}
-	return r, nil
+	return ts.Before(t), nil
 }
 
 // errLimitReached ends a read when limitBytes have been written.
@@ -166,6 +192,9 @@ func (l *containerLog) read(ctx context.Context, w io.Writer, o logOptions, flus
 	if o.limitBytes != nil {
 		remaining = *o.limitBytes
 	}
+	bw := bufio.NewWriterSize(w, 32*1024)
+	defer bw.Flush()
+	w = bw
 	write := func(b []byte) error {
 		if remaining >= 0 {
 			if int64(len(b)) >= remaining {
@@ -183,25 +212,42 @@ func (l *containerLog) read(ctx context.Context, w io.Writer, o logOptions, flus
 	}
 	br := bufio.NewReaderSize(f, 64*1024)
 	var pending []byte // an incomplete line at the end of the file (a write in progress)
+	var out []byte
 	for {
 		changed, done := l.state()
 		for {
-			chunk, err := br.ReadBytes('\n')
+			chunk, err := br.ReadSlice('\n')
+			if errors.Is(err, bufio.ErrBufferFull) {
+				pending = append(pending, chunk...)
+				continue
+			}
 			if len(chunk) > 0 && chunk[len(chunk)-1] != '\n' {
 				pending = append(pending, chunk...)
 				break
 			}
 			if len(chunk) > 0 {
-				line := append(pending, chunk[:len(chunk)-1]...)
-				pending = nil
+				line := chunk[:len(chunk)-1]
+				if len(pending) > 0 {
+					line = append(pending, line...)
+					pending = pending[:0]
+				}
 				rec, perr := parseRecord(line)
 				if perr != nil {
 					return perr
 				}
-				if (!o.since.IsZero() && rec.time.Before(o.since)) || (o.stream != "" && rec.stream != o.stream) {
+				if o.stream != "" && rec.stream != o.stream {
 					continue
 				}
-				var out []byte
+				if !o.since.IsZero() {
+					early, err := rec.before(o.since)
+					if err != nil {
+						return err
+					}
+					if early {
+						continue
+					}
+				}
+				out = out[:0]
 				if o.timestamps {
 					out = append(out, rec.ts...)
 					out = append(out, ' ')
@@ -223,6 +269,9 @@ func (l *containerLog) read(ctx context.Context, w io.Writer, o logOptions, flus
 			if err != nil {
 				return fmt.Errorf("reading container log: %w", err)
 			}
+		}
+		if err := bw.Flush(); err != nil {
+			return err
 		}
 		for _, fl := range flush {
 			fl()
