@@ -14,3 +14,6 @@ if [ -f "$log" ] && grep -q 'build-kube: done in' "$log"; then
 fi
 echo "load average before the benchmark: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 go test -run '^$' -bench BenchmarkWarmStart -benchtime "${BENCHTIME:-3x}" -count 1 -timeout 30m ./e2e/cluster/bench/
+# The process node's container logs: the CRI writer and the log endpoint's reader, against a plain
+# buffered copy of the same output.
+go test -run '^$' -bench 'BenchmarkLog' -benchtime 20x -count 1 ./e2e/kubelet/
