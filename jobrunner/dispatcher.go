@@ -7,19 +7,20 @@ import (
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
 )
 
-// Dispatcher is what the agent needs from the dispatch server (dispatch/client implements it). Every method
-// retries transient failures itself or returns an error; the agent retries at its own level where losing the
-// call would lose work (logs, results).
+// Dispatcher is what the agent needs from the dispatch server; *client.Client (dispatch/client) implements
+// it. Every method retries transient failures itself or returns an error; the agent retries at its own level
+// where losing the call would lose work (logs, results).
 type Dispatcher interface {
 	// Lease long-polls for one operation for up to wait; nil without error means none came.
 	Lease(ctx context.Context, wait time.Duration) (*api.Lease, error)
 	// Leases lists the operations leased to this worker (for re-adoption and the sweeper).
 	Leases(ctx context.Context) ([]api.Lease, error)
-	Status(ctx context.Context, operationID string, req api.StatusRequest) error
-	AppendLogs(ctx context.Context, operationID string, req api.AppendLogsRequest) (api.AppendLogsResponse, error)
-	Result(ctx context.Context, operationID string, req api.ResultRequest) error
+	SetRunning(ctx context.Context, operationID, leaseID, message string) (api.Operation, error)
+	AppendLogs(ctx context.Context, operationID, leaseID string, lines []api.LogLine) (api.AppendLogsResponse, error)
+	Result(ctx context.Context, operationID string, req api.ResultRequest) (api.Operation, error)
 	Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error)
 }
 
@@ -29,16 +30,16 @@ type Updater interface {
 	Update(ctx context.Context, version string, chart []byte) error
 }
 
-// statusCoder is implemented by dispatch client errors that carry the server's HTTP status.
-type statusCoder interface{ StatusCode() int }
-
 // permanent reports whether err is a refusal that retrying cannot change (the lease is gone, the request is
 // invalid), as opposed to the server being unreachable or overloaded.
 func permanent(err error) bool {
-	var sc statusCoder
-	if !errors.As(err, &sc) {
+	var e *client.Error
+	if !errors.As(err, &e) {
 		return false
 	}
-	c := sc.StatusCode()
-	return c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests
+	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
 }
+
+// leaseGone reports that the server no longer considers the operation leased to this worker: it expired (the
+// operation is lost) or was finished elsewhere. The worker stops the operation and forgets it.
+func leaseGone(err error) bool { return client.IsLeaseLost(err) || client.IsNotLeased(err) }

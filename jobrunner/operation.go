@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
 
@@ -122,6 +123,7 @@ func (o *operation) run(ctx context.Context) {
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	shipFailed := o.ship.failed
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,6 +141,17 @@ func (o *operation) run(ctx context.Context) {
 			o.cancelling = true
 			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.a.cfg.Namespace, o.name)
 			o.deleteJob(ctx)
+		case <-shipFailed:
+			if err := o.ship.Err(); leaseGone(err) {
+				o.log.WithError(err).Warn("the dispatch server no longer leases this operation to this worker: stopping its Job and forgetting it")
+				o.deleteJob(ctx)
+				if o.folRunning {
+					stop()
+					<-o.folDone
+				}
+				return
+			}
+			shipFailed = nil // other refusals: the result reports what happened
 		case err := <-o.folDone:
 			o.folRunning = false
 			if errors.Is(err, errGap) {
@@ -184,7 +197,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
 		o.say(ctx, "worker restarted: following Job %s/%s again from line %d", ns, o.name, o.lease.LastSeq+1)
 		if o.lease.Operation.State != api.StateRunning {
-			if err := o.a.d.Status(ctx, o.id, api.StatusRequest{LeaseID: o.lease.LeaseID, State: api.StateRunning, Message: "Job " + ns + "/" + o.name}); err != nil {
+			if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 				o.log.WithError(err).Warn("reporting running state")
 			}
 		}
@@ -246,7 +259,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	for _, n := range notes {
 		o.say(ctx, "%s", n)
 	}
-	if err := o.a.d.Status(ctx, o.id, api.StatusRequest{LeaseID: o.lease.LeaseID, State: api.StateRunning, Message: "Job " + ns + "/" + o.name}); err != nil {
+	if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 		o.log.WithError(err).Warn("reporting running state")
 	}
 	o.log.WithField("image", image).Info("created Job")
@@ -531,8 +544,22 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	}
 	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.state, ExitCode: out.exitCode, Message: out.message, LastSeq: lastSeq}
 	backoff := 200 * time.Millisecond
+	rereads := 0
 	for {
-		err := o.a.d.Result(ctx, o.id, req)
+		_, err := o.a.d.Result(ctx, o.id, req)
+		if held, ok := client.MissingLines(err); ok && rereads < 3 && o.fol != nil {
+			// The server lacks lines it once acknowledged (or never got): read them from the pod again.
+			rereads++
+			o.log.WithFields(logrus.Fields{"server_holds": held, "last_seq": lastSeq}).Warn("result refused for missing lines; re-reading the pod log")
+			o.fol.delivered, o.fol.eos, o.fol.rereading = held, nil, false
+			if rerr := o.fol.stream(ctx, false, true, func(l api.LogLine) error { return o.ship.Add(ctx, l) }); rerr != nil {
+				o.log.WithError(rerr).Warn("re-reading pod log")
+			}
+			if _, ferr := o.ship.Flush(ctx); ferr != nil {
+				o.log.WithError(ferr).Error("delivering re-read lines")
+			}
+			continue
+		}
 		if err == nil {
 			operationsFinished.Add(1)
 			o.log.WithFields(logrus.Fields{"state": out.state, "exit_code": deref(out.exitCode), "lines": lastSeq}).Info("operation finished")

@@ -26,7 +26,7 @@ const (
 
 // logAppender is the part of the Dispatcher the shipper uses.
 type logAppender interface {
-	AppendLogs(ctx context.Context, operationID string, req api.AppendLogsRequest) (api.AppendLogsResponse, error)
+	AppendLogs(ctx context.Context, operationID, leaseID string, lines []api.LogLine) (api.AppendLogsResponse, error)
 }
 
 // shipper sends one operation's lines to the server in order, in batches, keeping every line until the server
@@ -44,13 +44,14 @@ type shipper struct {
 	stored   int64         // highest contiguous seq the server said it holds
 	err      error         // permanent refusal: shipping stopped
 	changed  chan struct{} // closed and replaced whenever pending shrinks or err is set
+	failed   chan struct{} // closed when shipping stopped for good (err set)
 	data     chan struct{} // signalled (buffer 1) when lines are added
 }
 
 func newShipper(d logAppender, operationID, leaseID string, stored int64, log *logrus.Entry) *shipper {
 	return &shipper{
 		d: d, operationID: operationID, leaseID: leaseID, stored: stored, log: log,
-		changed: make(chan struct{}), data: make(chan struct{}, 1),
+		changed: make(chan struct{}), data: make(chan struct{}, 1), failed: make(chan struct{}),
 	}
 }
 
@@ -100,6 +101,13 @@ func (s *shipper) Flush(ctx context.Context) (int64, error) {
 	}
 }
 
+// Err returns why shipping stopped for good, or nil.
+func (s *shipper) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
 // Stored returns the highest contiguous seq the server acknowledged.
 func (s *shipper) Stored() int64 {
 	s.mu.Lock()
@@ -129,7 +137,7 @@ func (s *shipper) Run(ctx context.Context) {
 			if len(batch) == 0 {
 				break
 			}
-			resp, err := s.d.AppendLogs(ctx, s.operationID, api.AppendLogsRequest{LeaseID: s.leaseID, Lines: batch})
+			resp, err := s.d.AppendLogs(ctx, s.operationID, s.leaseID, batch)
 			if err != nil {
 				if ctx.Err() != nil {
 					s.done(0, resp, nil)
@@ -186,8 +194,9 @@ func (s *shipper) done(n int, resp api.AppendLogsResponse, err error) {
 		}
 	}
 	s.inFlight = false
-	if err != nil {
+	if err != nil && s.err == nil {
 		s.err = err
+		close(s.failed)
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})

@@ -26,7 +26,8 @@ type recordingAppender struct {
 	batches int
 }
 
-func (r *recordingAppender) AppendLogs(ctx context.Context, _ string, req api.AppendLogsRequest) (api.AppendLogsResponse, error) {
+func (r *recordingAppender) AppendLogs(ctx context.Context, _, _ string, lines []api.LogLine) (api.AppendLogsResponse, error) {
+	req := api.AppendLogsRequest{Lines: lines}
 	if r.gate != nil {
 		select {
 		case <-r.gate:

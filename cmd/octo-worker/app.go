@@ -26,6 +26,7 @@ func newApp(version string) *cli.App {
 		Commands: []*cli.Command{
 			// Each area appends its commands here.
 			runnerCommand(),
+			agentCommand(),
 			chartgenCommand(),
 			installCommand(),
 			serverCommand(), poolCommand(), tokenCommand(), submitCommand(), deployCommand(), opsCommand(),

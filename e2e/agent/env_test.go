@@ -72,14 +72,10 @@ func (e *env) serverURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.s
 func (e *env) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", e.healthPort) }
 
 func (e *env) startServer() {
-	args := []string{"server"}
-	if os.Getenv("OCTO_E2E_SERVER_BINARY") != "" { // TEMP until cmd_server lands
-		args = nil
-	}
-	e.server = startProcBin(e.t, os.Getenv("OCTO_E2E_SERVER_BINARY"), "server", nil, append(args,
+	e.server = startProc(e.t, "server", nil, "server",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", e.serverPort),
 		"--db", filepath.Join(e.dir, "octo-worker.db"),
-		"--admin-token", e.adminToken)...)
+		"--admin-token", e.adminToken)
 	waitHTTP(e.t, e.server, e.serverURL()+"/healthz", time.Minute)
 }
 

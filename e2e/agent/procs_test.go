@@ -2,13 +2,13 @@ package agent
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +34,27 @@ func buildBinary(dir string) (string, error) {
 	return out, nil
 }
 
+// spawnReqs feeds the one goroutine, locked to its own OS thread for the life of the test binary, that starts
+// every child process. Children get Pdeathsig, which the kernel sends when the *thread* that forked them ends,
+// and Go ends threads that the process node (running in this binary) locks for containers: forking from an
+// ordinary goroutine could tie a server or agent to such a thread and kill it in the middle of a test.
+var spawnReqs = func() chan func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread()
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+}()
+
+func spawn(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	spawnReqs <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
 // proc is a child process of a test whose output goes to a file under the test's temp dir.
 type proc struct {
 	name    string
@@ -45,24 +66,16 @@ type proc struct {
 
 func startProc(t testing.TB, name string, env []string, args ...string) *proc {
 	t.Helper()
-	return startProcBin(t, "", name, env, args...)
-}
-
-func startProcBin(t testing.TB, bin, name string, env []string, args ...string) *proc {
-	t.Helper()
-	if bin == "" {
-		bin = binary
-	}
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		f.Close()
 		t.Fatalf("starting %s: %v", name, err)
 	}
@@ -211,4 +224,3 @@ func peakRSS(pid int, stop <-chan struct{}) <-chan int64 {
 	return out
 }
 
-var _ = context.Background

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/octo-worker/octo-worker/chartgen"
+	"github.com/octo-worker/octo-worker/chartgen/selfupdate"
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/jobrunner"
+)
+
+// baseCapabilities are what every octo-worker offers: it runs steps as Kubernetes Jobs, in a step's own image
+// when it names one. Never "docker".
+var baseCapabilities = []string{"kubernetes-job", "custom-image"}
+
+// agentCommand runs the worker agent: octo-worker agent --values /etc/octo-worker/values.yaml.
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run the worker: lease operations from the dispatch server and run each as a Kubernetes Job",
+		Description: "Configuration: chart defaults < --values files (in order) < --set < environment < flags.\n" +
+			"In the cluster the chart mounts the effective values and sets OCTO_REGISTRATION_TOKEN, OCTO_NAMESPACE,\n" +
+			"OCTO_POD_NAME and OCTO_RELEASE_NAME. Outside it, give --kubeconfig and --namespace.",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "values file (the chart's format); repeatable"},
+			&cli.StringSliceFlag{Name: "set", Usage: "override a value, Helm syntax (worker.concurrency=20); repeatable"},
+			&cli.StringFlag{Name: "server", EnvVars: []string{"OCTO_SERVER"}, Usage: "dispatch server URL (overrides worker.serverUrl)"},
+			&cli.StringFlag{Name: "registration-token", EnvVars: []string{"OCTO_REGISTRATION_TOKEN"}, Usage: "pool-scoped registration token (needed on first start only)"},
+			&cli.StringFlag{Name: "namespace", EnvVars: []string{"OCTO_NAMESPACE"}, Usage: "namespace of the worker's Jobs (the release namespace)"},
+			&cli.StringFlag{Name: "release", EnvVars: []string{"OCTO_RELEASE_NAME"}, Usage: "the worker's Helm release (names the identity Secret; default worker name)"},
+			&cli.StringFlag{Name: "pod-name", EnvVars: []string{"OCTO_POD_NAME"}, Usage: "the worker's own pod"},
+			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig file; empty: in-cluster configuration"},
+			&cli.StringFlag{Name: "health-listen", Value: ":8081", EnvVars: []string{"OCTO_HEALTH_LISTEN"}, Usage: "address of /healthz and /readyz"},
+			&cli.IntFlag{Name: "concurrency", Usage: "operations run at once (overrides worker.concurrency)"},
+			&cli.DurationFlag{Name: "sweep-interval", Hidden: true, Usage: "how often orphaned Jobs and Secrets are looked for (tests)"},
+		},
+		Action: runAgent,
+	}
+}
+
+// loadAgentValues reads and validates the values like `chartgen validate`, except that the registration
+// token is not required there: the agent gets it from OCTO_REGISTRATION_TOKEN (the chart maps the Secret to
+// it), and needs none once its identity Secret exists.
+func loadAgentValues(files, sets []string) (chartgen.Values, error) {
+	v, err := chartgen.Load(files, sets)
+	if err != nil {
+		return v, err
+	}
+	var problems []chartgen.Problem
+	for _, p := range v.Validate() {
+		if p.Path == "worker.registrationToken" || strings.HasPrefix(p.Path, "worker.registrationTokenSecret") {
+			continue
+		}
+		problems = append(problems, p)
+	}
+	if len(problems) > 0 {
+		return v, &chartgen.ProblemsError{Problems: problems}
+	}
+	return v, nil
+}
+
+// agentConfig builds the jobrunner configuration from the chart's values and the command line.
+func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
+	cfg := jobrunner.Defaults()
+	cfg.Namespace = c.String("namespace")
+	cfg.Version = version
+	cfg.WorkerName = v.Worker.Name
+	if cfg.WorkerName == "" {
+		cfg.WorkerName = c.String("release")
+	}
+	if cfg.WorkerName == "" {
+		cfg.WorkerName = c.String("pod-name")
+	}
+	cfg.Pools = v.Worker.Pools
+	cfg.Concurrency = v.Worker.Concurrency
+	if c.IsSet("concurrency") {
+		cfg.Concurrency = c.Int("concurrency")
+	}
+	cfg.Capabilities = append(slices.Clone(baseCapabilities), v.Worker.Capabilities...)
+	cfg.HeartbeatInterval = v.Worker.HeartbeatInterval.D()
+	if c.IsSet("sweep-interval") {
+		cfg.SweepInterval = c.Duration("sweep-interval")
+	}
+	release := c.String("release")
+	if release == "" {
+		release = cfg.WorkerName
+	}
+	cfg.IdentitySecret = release + "-identity"
+
+	cfg.WorkerImage = v.Image.Ref(version)
+	cfg.WorkerPullPolicy = corev1.PullPolicy(v.Image.PullPolicy)
+	cfg.ToolsImage = v.ScriptPods.Worker.Image.Ref(version)
+	cfg.ToolsPullPolicy = corev1.PullPolicy(v.ScriptPods.Worker.Image.PullPolicy)
+	var err error
+	if cfg.Requests, err = quantities("scriptPods.resources.requests", v.ScriptPods.Resources.Requests); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxRequests, err = quantities("scriptPods.resources.maxRequests", v.ScriptPods.Resources.MaxRequests); err != nil {
+		return cfg, err
+	}
+	cfg.PendingTimeout = v.ScriptPods.PendingTimeout.D()
+	cfg.ImagePullGrace = v.ScriptPods.ImagePullGrace.D()
+	cfg.TTLAfterFinish = time.Duration(v.ScriptPods.TTLSecondsAfterFinished) * time.Second
+	cfg.BackoffLimit = int32(v.ScriptPods.BackoffLimit)
+	cfg.ServiceAccount = v.ScriptPods.ServiceAccount.Name
+	grants := len(v.ScriptPods.ServiceAccount.Rules) > 0 || v.ScriptPods.ServiceAccount.ClusterRole != ""
+	cfg.AutomountToken = &grants
+	if v.ScriptPods.PodSecurityContext != nil {
+		cfg.PodSecurity = v.ScriptPods.PodSecurityContext
+	}
+	cfg.NodeSelector = v.ScriptPods.NodeSelector
+	cfg.Tolerations = v.ScriptPods.Tolerations
+	cfg.Affinity = v.ScriptPods.Affinity
+	for _, s := range v.ScriptPods.ImagePullSecrets {
+		cfg.ImagePullSecret = append(cfg.ImagePullSecret, s.Name)
+	}
+	cfg.Labels = v.ScriptPods.Labels
+	cfg.Annotations = v.ScriptPods.Annotations
+	return cfg, cfg.Validate()
+}
+
+func quantities(field string, q chartgen.Quantities) (corev1.ResourceList, error) {
+	out := corev1.ResourceList{}
+	for name, s := range map[corev1.ResourceName]string{corev1.ResourceCPU: q.CPU, corev1.ResourceMemory: q.Memory} {
+		if s == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s.%s: %q is not a quantity (e.g. 500m, 1Gi)", field, name, s)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	if path == "" {
+		rc, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
+		}
+	} else if rc, err = clientcmd.BuildConfigFromFlags("", path); err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	// Each running operation makes a few writes and holds one log stream; the default 5 QPS would throttle
+	// a worker running hundreds at once.
+	rc.QPS, rc.Burst = 100, 200
+	rc.UserAgent = "octo-worker/" + version
+	return rc, nil
+}
+
+func runAgent(c *cli.Context) error {
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	values, err := loadAgentValues(c.StringSlice("values"), c.StringSlice("set"))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	cfg, err := agentConfig(c, values)
+	if err != nil {
+		return cli.Exit("invalid worker configuration:\n"+err.Error(), 2)
+	}
+	server := values.Worker.ServerURL
+	if c.IsSet("server") {
+		server = c.String("server")
+	}
+	jobrunner.RegisterKubeMetrics()
+	rc, err := kubeConfig(c.String("kubeconfig"))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	ln, err := net.Listen("tcp", c.String("health-listen"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("--health-listen: %v", err), 2)
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	dc, err := client.New(client.Config{Server: server, Token: c.String("registration-token"), UserAgent: "octo-worker-agent/" + version,
+		Log: log.WithField("component", "dispatch-client")})
+	if err != nil {
+		ln.Close()
+		return cli.Exit("worker.serverUrl: "+err.Error(), 2)
+	}
+	var register func(context.Context) (api.RegisterResponse, error)
+	if c.String("registration-token") != "" {
+		register = func(ctx context.Context) (api.RegisterResponse, error) {
+			return dc.Register(ctx, api.RegisterRequest{
+				Name: cfg.WorkerName, Pools: cfg.Pools, Version: cfg.Version, Capabilities: cfg.Capabilities, Capacity: cfg.Concurrency,
+			})
+		}
+	}
+	id, created, err := jobrunner.EnsureIdentity(ctx, kube, cfg.Namespace, cfg.IdentitySecret, register)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	log.WithFields(logrus.Fields{"component": "agent", "worker": id.WorkerID, "registered": created}).Info("worker identity")
+	d := dc.WithToken(id.Token)
+	deps := jobrunner.Deps{Kube: kube, Dispatcher: d, WorkerID: id.WorkerID, Log: log,
+		FetchChart: func(ctx context.Context, url string) ([]byte, error) { return d.DownloadChart(ctx, url, "") }}
+	if values.SelfUpdate.Enabled && c.String("release") != "" && c.String("kubeconfig") == "" {
+		// Only in the cluster, as a Helm release: the upgrade Job runs with the worker's own account and image.
+		var pullSecrets []corev1.LocalObjectReference
+		for _, s := range values.ImagePullSecrets {
+			pullSecrets = append(pullSecrets, corev1.LocalObjectReference{Name: s.Name})
+		}
+		deps.Updater = &selfupdate.Updater{
+			Kube: kube, Namespace: cfg.Namespace, Release: c.String("release"), Image: cfg.WorkerImage,
+			ServiceAccount: values.ServiceAccount.Name, FromVersion: version, Timeout: values.SelfUpdate.Timeout.D(),
+			ImagePullSecrets: pullSecrets, Log: log.WithField("component", "selfupdate"),
+		}
+		if out, err := selfupdate.LastOutcome(ctx, kube, cfg.Namespace, c.String("release")); err == nil && out != nil {
+			log.WithFields(logrus.Fields{"component": "selfupdate", "version": out.Version, "from": out.FromVersion, "state": out.State, "message": out.Message}).Info("last self-update")
+		}
+	}
+	agent, err := jobrunner.New(cfg, deps)
+	if err != nil {
+		ln.Close()
+		return cli.Exit(err.Error(), 2)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := jobrunner.ServeHealth(ctx, ln, agent); err != nil {
+			log.WithError(err).Error("health server stopped")
+		}
+	}()
+	err = agent.Run(ctx)
+	stop()
+	wg.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

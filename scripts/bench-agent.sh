@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# bench-agent.sh: the worker agent's benchmarks (issue 4), against the local control plane, in one run so the
+# ratios compare figures measured side by side:
+#   BenchmarkOperationOverhead  submit→result of `exit 0` vs a bare client-go Job (worker/bare; goal ≤ 1.2)
+#   BenchmarkLogThroughput      lines/s stored by the server vs raw GetLogs of the same pod (worker/raw; ≥ 0.8)
+#   BenchmarkIdleWorker         RSS, CPU and Kubernetes API requests/min of an idle agent (OCTO_BENCH_IDLE, 5m)
+#   BenchmarkConcurrent200      200 operations at once: wall time vs one alone, peak RSS, API requests/op
+# Usage: scripts/bench-agent.sh [go test -bench regexp]. Needs root (the local node); builds what is missing.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export OCTO_KUBE_BIN="${OCTO_KUBE_BIN:-$(scripts/build-kube.sh)}"
+if [ -z "${OCTO_BINARY:-}" ]; then
+  make -s build
+  export OCTO_BINARY="$root/bin/octo-worker"
+fi
+go test ./e2e/agent/ -p 1 -count 1 -run '^$' -bench "${1:-.}" -benchtime 1x -timeout 60m
