@@ -48,7 +48,9 @@ func texts(lines []api.LogLine, stream string) []string {
 	return out
 }
 
-func systemText(lines []api.LogLine) string { return strings.Join(texts(lines, api.StreamSystem), "\n") }
+func systemText(lines []api.LogLine) string {
+	return strings.Join(texts(lines, api.StreamSystem), "\n")
+}
 
 func TestExitCodesAndStreams(t *testing.T) {
 	t.Parallel()

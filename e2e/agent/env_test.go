@@ -274,4 +274,3 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 		time.Sleep(250 * time.Millisecond)
 	}
 }
-

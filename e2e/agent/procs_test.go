@@ -223,4 +223,3 @@ func peakRSS(pid int, stop <-chan struct{}) <-chan int64 {
 	}()
 	return out
 }
-
