@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/octo-worker/octo-worker/e2e/cluster"
+	"github.com/octo-worker/octo-worker/e2e/kubelet"
 )
 
 // A pod's output reaches the log endpoint through the API server (what `kubectl logs` uses), live with
@@ -224,7 +227,7 @@ func TestDeleteRunningPodEndsProcess(t *testing.T) {
 			ns := kube.Namespace(t, nil)
 			sleepArg := fmt.Sprint(3602 + i)
 			createPod(t, ns, shPod("victim", tc.script))
-			waitPod(t, ns, "victim", "running", running)
+			p := waitPod(t, ns, "victim", "running", running)
 			err := wait.PollUntilContextTimeout(testContext(t), 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 				return len(hostProcesses("sleep", sleepArg)) == 1, nil
 			})
@@ -235,7 +238,7 @@ func TestDeleteRunningPodEndsProcess(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				watchUntilDeleted(t, ns, "victim", func(p *corev1.Pod) {
+				watchUntilDeleted(t, ns, "victim", p.ResourceVersion, func(p *corev1.Pod) {
 					if len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Terminated != nil {
 						lastState = p.Status.ContainerStatuses[0].State.Terminated
 					}
@@ -255,9 +258,12 @@ func TestDeleteRunningPodEndsProcess(t *testing.T) {
 	}
 }
 
-// watchUntilDeleted calls seen for every version of the pod until it is deleted.
-func watchUntilDeleted(t *testing.T, ns, name string, seen func(*corev1.Pod)) {
-	w, err := kube.Client.CoreV1().Pods(ns).Watch(testContext(t), metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()})
+// watchUntilDeleted calls seen for every version of the pod after resourceVersion until it is deleted.
+func watchUntilDeleted(t *testing.T, ns, name, resourceVersion string, seen func(*corev1.Pod)) {
+	w, err := kube.Client.CoreV1().Pods(ns).Watch(testContext(t), metav1.ListOptions{
+		FieldSelector:   fields.OneTermEqualSelector("metadata.name", name).String(),
+		ResourceVersion: resourceVersion,
+	})
 	if err != nil {
 		t.Errorf("watching pod: %v", err)
 		return
@@ -556,4 +562,76 @@ func TestRestartOnFailure(t *testing.T) {
 	if got := podLogs(t, ns, "flaky", &corev1.PodLogOptions{Previous: true}); got != "first\n" {
 		t.Errorf("previous logs: %q", got)
 	}
+}
+
+// What happens when a node restarts: stopping it kills its containers; a node started again under the same
+// name reports the pods the first one had started as Failed (ContainerStatusUnknown, exit code 137), and
+// still deletes them when asked.
+func TestNodeRestart(t *testing.T) {
+	t.Parallel()
+	ns := kube.Namespace(t, nil)
+	ctx := testContext(t)
+	name := "restart-" + ns[len(ns)-5:]
+	// Cordoned before it starts, so the scheduler puts no other test's pod on it.
+	if _, err := kube.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{Unschedulable: true}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	startNode := func() (stop func()) {
+		n, err := kubelet.New(kubelet.Config{Name: name, Client: kube.Client, StateDir: filepath.Join(t.TempDir(), "node"),
+			APIServerHost: "127.0.0.1", APIServerPort: apiPort(t), Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(nctx) }()
+		select {
+		case <-n.Ready():
+		case err := <-done:
+			t.Fatalf("node: %v", err)
+		}
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("node stopped with %v", err)
+			}
+		}
+	}
+	stop := startNode()
+	pod := shPod("survivor", "sleep 3704")
+	pod.Spec.NodeName = name
+	createPod(t, ns, pod)
+	waitPod(t, ns, "survivor", "running", running)
+	stop()
+	if pids := hostProcesses("sleep", "3704"); len(pids) > 0 {
+		t.Errorf("the stopped node's container still runs: pids %v", pids)
+	}
+
+	stop = startNode()
+	defer stop()
+	p := waitPod(t, ns, "survivor", "failed", terminal)
+	term := containerStatus(t, p, "main").State.Terminated
+	if p.Status.Phase != corev1.PodFailed || term == nil || term.Reason != "ContainerStatusUnknown" || term.ExitCode != 137 {
+		t.Fatalf("pod after the node restarted: %s", describe(p))
+	}
+	// A failed pod is removed by the API server at once (no grace period for terminal pods); the node then
+	// forgets it.
+	if err := kube.Client.CoreV1().Pods(ns).Delete(ctx, "survivor", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	watchUntilDeleted(t, ns, "survivor", p.ResourceVersion, func(*corev1.Pod) {})
+}
+
+// apiPort is the API server's port, for nodes a test starts itself.
+func apiPort(t *testing.T) int {
+	u, err := url.Parse(kube.APIServerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
