@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/mask"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/validate"
 	"github.com/octo-worker/octo-worker/dispatch/wake"
@@ -169,19 +170,59 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, _ caller) error 
 	}
 	normalize(&spec)
 	ctx := r.Context()
-	if err := s.poolsExist(ctx, "pool", []string{spec.Pool}); err != nil {
-		return err
-	}
 	if err := s.checkCapabilities(ctx, "", &spec); err != nil {
 		return err
 	}
-	op, err := s.st.CreateOperation(ctx, store.NewOperation{ID: newID("op-"), Spec: spec, CreatedAt: time.Now().UTC()})
+	op, err := s.enqueue(ctx, store.NewOperation{ID: newID("op-"), Spec: spec, CreatedAt: time.Now().UTC()})
+	if errors.Is(err, store.ErrNotFound) {
+		return errf(http.StatusUnprocessableEntity, "pool", "", "pool %q does not exist: create it first with `octo-worker pool create %s`", spec.Pool, spec.Pool)
+	}
 	if err != nil {
 		return err
 	}
-	s.queue.Notify(wake.Ticket{ID: op.ID, Pool: op.Pool, Capabilities: op.Capabilities})
 	writeJSON(w, http.StatusCreated, op)
 	return nil
+}
+
+// enqueue stores an operation. When a worker that can take it waits in a long-poll, the operation is
+// inserted already leased to that worker and handed to its poll: one transaction and no second wake-up on
+// the way from submit to lease. Otherwise it is queued and a waiter (if any) is woken to claim it.
+func (s *Server) enqueue(ctx context.Context, op store.NewOperation) (api.Operation, error) {
+	if waiter := s.queue.Reserve(op.Spec.Pool, op.Spec.Capabilities); waiter != nil {
+		h := waiter.Data.(handoff)
+		now := time.Now().UTC()
+		l, err := s.st.CreateLeasedOperation(ctx, op, store.ClaimParams{WorkerID: h.workerID, RequestID: h.requestID,
+			LeaseID: h.leaseID, Now: now, ExpiresAt: now.Add(s.cfg.LeaseTTL)})
+		if err != nil {
+			waiter.Release()
+			return api.Operation{}, err
+		}
+		waiter.Deliver(l)
+		out := l.Operation
+		out.Variables = masked(out.Variables)
+		return out, nil
+	}
+	created, err := s.st.CreateOperation(ctx, op)
+	if err != nil {
+		return created, err
+	}
+	s.queue.Notify(wake.Ticket{ID: created.ID, Pool: created.Pool, Capabilities: created.Capabilities})
+	return created, nil
+}
+
+// masked returns a copy of vars with sensitive values replaced.
+func masked(vars []api.Variable) []api.Variable {
+	if vars == nil {
+		return nil
+	}
+	out := make([]api.Variable, len(vars))
+	for i, v := range vars {
+		out[i] = v
+		if v.Sensitive {
+			out[i].Value = mask.Placeholder
+		}
+	}
+	return out
 }
 
 func (s *Server) listOperations(w http.ResponseWriter, r *http.Request, _ caller) error {

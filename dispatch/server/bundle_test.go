@@ -24,7 +24,7 @@ const adminToken = "test-admin-token-0123456789"
 
 // bundle is a real dispatch server on a loopback port over a real SQLite file, with an admin client.
 type bundle struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	srv   *Server
 	st    *sqlite.Store

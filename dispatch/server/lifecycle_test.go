@@ -100,7 +100,7 @@ func TestShutdownEndsWaitingCalls(t *testing.T) {
 	w, _ := b.worker("w", []string{"p"})
 	// Stop the server once the worker waits in its long-poll.
 	go func() {
-		b.eventually("the worker to wait", func() bool { return srv.queue.Waiting() == 1 })
+		b.eventually("the worker to wait", func() bool { return srv.queue.Asleep() == 1 })
 		cancel()
 	}()
 	l, err := w.Lease(t.Context(), 30*time.Second)

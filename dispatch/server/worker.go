@@ -47,8 +47,16 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c caller) erro
 	return nil
 }
 
+// handoff is what a waiting long-poll offers for a direct hand-off (see submit): who it is and the lease it
+// would be given.
+type handoff struct {
+	workerID, requestID, leaseID string
+}
+
 // lease long-polls for one operation. The waiter registers before the first claim attempt, so an operation
-// queued at any moment of the poll reaches it without waiting for the poll interval.
+// queued at any moment of the poll reaches it without waiting for the poll interval: either a submit hands
+// it over directly (the operation is inserted already leased to this worker) or a wake-up makes this poll
+// claim it.
 func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	var req api.LeaseRequest
 	if err := body(r, &req, validate.Lease); err != nil {
@@ -69,54 +77,68 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	}
 	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
 		LeaseID: newID("lease-")}
-	claim := func() (*api.Lease, error) {
-		params.Now = time.Now().UTC()
-		params.ExpiresAt = params.Now.Add(s.cfg.LeaseTTL)
-		return s.st.Claim(ctx, params)
-	}
 	var waiter *wake.Waiter
-	var taken []wake.Ticket
-	claimed := ""
-	defer func() {
-		if waiter != nil {
-			waiter.Done(claimed, taken)
-		}
-	}()
 	if req.WaitSeconds > 0 {
-		waiter = s.queue.Wait(wk.Pools, wk.Capabilities)
+		waiter = s.queue.Wait(wk.Pools, wk.Capabilities, handoff{workerID: wk.ID, requestID: req.RequestID, leaseID: params.LeaseID}, ctx.Done())
+	}
+	l, err := s.waitForLease(ctx, waiter, params, deadline.C)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if m := mask.New(sensitive(l.Operation.Variables)); !m.Empty() {
+		s.rememberMasker(l.Operation.ID, m)
+	}
+	writeJSON(w, http.StatusOK, l)
+	return nil
+}
+
+// waitForLease claims, and while there is nothing to claim waits for a wake-up, a hand-off, the poll
+// interval or the deadline.
+func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter, params store.ClaimParams, deadline <-chan time.Time) (lease *api.Lease, err error) {
+	var taken []wake.Ticket
+	if waiter != nil {
+		defer func() {
+			claimed := ""
+			if lease != nil {
+				claimed = lease.Operation.ID
+			}
+			// A hand-off that raced with the end of the poll is a granted lease: return it.
+			if d := waiter.Done(claimed, taken); d != nil && lease == nil {
+				lease, err = d.(*api.Lease), nil
+			}
+		}()
 	}
 	poll := time.NewTicker(s.cfg.PollInterval)
 	defer poll.Stop()
 	for {
-		l, err := claim()
-		if err != nil {
-			return err
-		}
-		if l != nil {
-			claimed = l.Operation.ID
-			if m := mask.New(sensitive(l.Operation.Variables)); !m.Empty() {
-				s.rememberMasker(l.Operation.ID, m)
-			}
-			writeJSON(w, http.StatusOK, l)
-			return nil
+		params.Now = time.Now().UTC()
+		params.ExpiresAt = params.Now.Add(s.cfg.LeaseTTL)
+		l, err := s.st.Claim(ctx, params)
+		if err != nil || l != nil {
+			return l, err
 		}
 		taken = nil // what the waiter took was claimed by someone else
 		if waiter == nil {
-			break
+			return nil, nil
 		}
+		waiter.Idle()
 		select {
 		case <-waiter.C():
-			taken = waiter.Take()
-			continue
 		case <-poll.C:
-			continue
-		case <-deadline.C:
+		case <-deadline:
+			return nil, nil
 		case <-ctx.Done():
+			return nil, nil
 		}
-		break
+		if d := waiter.Busy(); d != nil {
+			return d.(*api.Lease), nil
+		}
+		taken = waiter.Take()
 	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 func sensitive(vars []api.Variable) []string {

@@ -190,6 +190,10 @@ type OperationFilter struct {
 type Queue interface {
 	// CreateOperation enqueues one operation (ErrNotFound when its pool does not exist).
 	CreateOperation(ctx context.Context, op NewOperation) (api.Operation, error)
+	// CreateLeasedOperation enqueues an operation already leased to a worker waiting for one (a direct
+	// hand-off: one transaction instead of an enqueue and a claim). p.Pools and p.Capabilities are not
+	// checked: the caller matched them.
+	CreateLeasedOperation(ctx context.Context, op NewOperation, p ClaimParams) (*api.Lease, error)
 	// CreateDeployment enqueues a deployment; only its first step is claimable.
 	CreateDeployment(ctx context.Context, d NewDeployment) (api.Deployment, error)
 	// Claim leases the oldest claimable operation of the worker's pools whose required capabilities the

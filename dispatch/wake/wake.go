@@ -28,20 +28,31 @@ type Queue struct {
 
 // Waiter is one registered long-poller.
 type Waiter struct {
-	q       *Queue
-	pools   map[string]bool
-	caps    map[string]bool
-	c       chan struct{}
-	pending []Ticket // guarded by q.mu
+	q     *Queue
+	pools map[string]bool
+	caps  map[string]bool
+	c     chan struct{}
+	// Data is what the waiter's owner attached at Wait (the server: who waits, for a hand-off).
+	Data any
+	done <-chan struct{} // the waiter's request ended: never reserve it
+
+	// guarded by q.mu
+	pending   []Ticket
+	idle      bool          // asleep in its wait, so it can take a hand-off (see Idle, Busy)
+	reserved  bool          // taken out of the queue by Reserve; Deliver or Release follows
+	delivered any           // what Deliver handed over
+	settled   chan struct{} // closed by Deliver or Release
+	left      bool          // Done was called
 }
 
 // NewQueue returns an empty Queue.
 func NewQueue() *Queue { return &Queue{} }
 
 // Wait registers a waiter for operations of pools that need at most caps. Register before the first claim
-// attempt, so nothing announced between that attempt and the wait is missed; call Done when leaving.
-func (q *Queue) Wait(pools, caps []string) *Waiter {
-	w := &Waiter{q: q, pools: set(pools), caps: set(caps), c: make(chan struct{}, 1)}
+// attempt, so nothing announced between that attempt and the wait is missed; call Done when leaving. data
+// is kept in Waiter.Data; done (the request's context) closes when the waiter can no longer take a hand-off.
+func (q *Queue) Wait(pools, caps []string, data any, done <-chan struct{}) *Waiter {
+	w := &Waiter{q: q, pools: set(pools), caps: set(caps), c: make(chan struct{}, 1), Data: data, done: done}
 	q.mu.Lock()
 	q.waiters = append(q.waiters, w)
 	q.mu.Unlock()
@@ -83,16 +94,14 @@ func (w *Waiter) Take() []Ticket {
 
 // Done unregisters the waiter. claimed is the id of the operation it leased ("" for none); unclaimed lists
 // tickets it took but did not act on (an older operation was claimed instead). Those and any tickets still
-// pending are handed to other waiters.
-func (w *Waiter) Done(claimed string, unclaimed []Ticket) {
+// pending are handed to other waiters. If a Reserve took the waiter, Done waits for the Deliver or Release
+// that follows. It returns what was delivered and not yet taken with Delivered: the caller must pass it on
+// (it is a granted lease).
+func (w *Waiter) Done(claimed string, unclaimed []Ticket) any {
 	q := w.q
 	q.mu.Lock()
-	for i, x := range q.waiters {
-		if x == w {
-			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
-			break
-		}
-	}
+	w.left = true
+	q.removeLocked(w)
 	pass := append(unclaimed, w.pending...)
 	w.pending = nil
 	for _, t := range pass {
@@ -100,7 +109,100 @@ func (w *Waiter) Done(claimed string, unclaimed []Ticket) {
 			q.notifyLocked(t)
 		}
 	}
+	reserved, settled := w.reserved, w.settled
 	q.mu.Unlock()
+	if reserved {
+		<-settled
+	}
+	return w.Delivered()
+}
+
+func (q *Queue) removeLocked(w *Waiter) {
+	for i, x := range q.waiters {
+		if x == w {
+			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+// Delivered returns (and clears) what a Deliver handed to this waiter, or nil.
+func (w *Waiter) Delivered() any {
+	w.q.mu.Lock()
+	defer w.q.mu.Unlock()
+	d := w.delivered
+	w.delivered = nil
+	return d
+}
+
+// Idle marks the waiter as asleep, so Reserve may hand it an operation. Call it right before waiting on C.
+func (w *Waiter) Idle() {
+	w.q.mu.Lock()
+	w.idle = true
+	w.q.mu.Unlock()
+}
+
+// Busy marks the waiter as working (not reservable) before it claims. If a hand-off is under way or done,
+// Busy waits for it and returns what was delivered (nil when the hand-off was released): the caller passes
+// it on instead of claiming.
+func (w *Waiter) Busy() any {
+	q := w.q
+	q.mu.Lock()
+	w.idle = false
+	reserved, settled := w.reserved, w.settled
+	q.mu.Unlock()
+	if reserved {
+		<-settled
+	}
+	return w.Delivered()
+}
+
+// Reserve takes the oldest idle waiter that can take an operation of pool needing caps (asleep, no tickets
+// pending, request still open) out of the queue, for a direct hand-off: the caller leases the operation to
+// it and then must call Deliver, or Release if that failed. It returns nil when no waiter fits.
+func (q *Queue) Reserve(pool string, caps []string) *Waiter {
+	t := Ticket{Pool: pool, Capabilities: caps}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, w := range q.waiters {
+		if !w.idle || w.reserved || len(w.pending) > 0 || w.delivered != nil || !w.takes(t) {
+			continue
+		}
+		select {
+		case <-w.done:
+			continue
+		default:
+		}
+		q.removeLocked(w)
+		w.reserved, w.idle, w.settled = true, false, make(chan struct{})
+		return w
+	}
+	return nil
+}
+
+// Deliver hands v (a lease) to a reserved waiter and wakes it.
+func (w *Waiter) Deliver(v any) {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w.delivered, w.reserved = v, false
+	close(w.settled)
+	select {
+	case w.c <- struct{}{}:
+	default:
+	}
+}
+
+// Release returns a reserved waiter to the queue (the hand-off failed); it goes back to waiting.
+func (w *Waiter) Release() {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w.reserved = false
+	close(w.settled)
+	if !w.left {
+		q.waiters = append(q.waiters, w)
+	}
 }
 
 // Notify announces a newly claimable operation: the oldest waiter that can take it and holds no ticket yet
@@ -144,6 +246,19 @@ func (q *Queue) Waiting() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.waiters)
+}
+
+// Asleep returns how many registered waiters are asleep (Idle), i.e. ready for a hand-off.
+func (q *Queue) Asleep() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, w := range q.waiters {
+		if w.idle {
+			n++
+		}
+	}
+	return n
 }
 
 // Broadcast wakes every follower of a key (an operation id) when it changes.

@@ -18,9 +18,9 @@ func received(c <-chan struct{}) bool {
 func TestNotifyWakesOneMatchingWaiter(t *testing.T) {
 	t.Parallel()
 	q := NewQueue()
-	other := q.Wait([]string{"q"}, nil)
-	first := q.Wait([]string{"p"}, nil)
-	second := q.Wait([]string{"p", "q"}, nil)
+	other := q.Wait([]string{"q"}, nil, nil, nil)
+	first := q.Wait([]string{"p"}, nil, nil, nil)
+	second := q.Wait([]string{"p", "q"}, nil, nil, nil)
 	q.Notify(Ticket{ID: "op-1", Pool: "p"})
 	if !received(first.C()) || received(second.C()) || received(other.C()) {
 		t.Fatal("want only the oldest waiter of pool p woken")
@@ -41,8 +41,8 @@ func TestNotifyWakesOneMatchingWaiter(t *testing.T) {
 func TestNotifyMatchesCapabilities(t *testing.T) {
 	t.Parallel()
 	q := NewQueue()
-	plain := q.Wait([]string{"p"}, []string{"kubernetes-job"})
-	docker := q.Wait([]string{"p"}, []string{"kubernetes-job", "docker"})
+	plain := q.Wait([]string{"p"}, []string{"kubernetes-job"}, nil, nil)
+	docker := q.Wait([]string{"p"}, []string{"kubernetes-job", "docker"}, nil, nil)
 	q.Notify(Ticket{ID: "op-1", Pool: "p", Capabilities: []string{"docker"}})
 	if received(plain.C()) || !received(docker.C()) {
 		t.Fatal("want the waiter with docker woken, not the other")
@@ -56,8 +56,8 @@ func TestNotifyMatchesCapabilities(t *testing.T) {
 func TestDonePassesTicketsOn(t *testing.T) {
 	t.Parallel()
 	q := NewQueue()
-	a := q.Wait([]string{"p"}, nil)
-	b := q.Wait([]string{"p"}, nil)
+	a := q.Wait([]string{"p"}, nil, nil, nil)
+	b := q.Wait([]string{"p"}, nil, nil, nil)
 	q.Notify(Ticket{ID: "op-1", Pool: "p"})
 	<-a.C()
 	// a leaves without claiming (its poll ended): its ticket goes to b.
@@ -66,14 +66,14 @@ func TestDonePassesTicketsOn(t *testing.T) {
 		t.Fatal("want the ticket passed to b")
 	}
 	// b took the ticket, but claimed an older operation: op-1 goes on, to c.
-	c := q.Wait([]string{"p"}, nil)
+	c := q.Wait([]string{"p"}, nil, nil, nil)
 	took := b.Take()
 	b.Done("op-0", took)
 	if !received(c.C()) || c.Take()[0].ID != "op-1" {
 		t.Fatal("want op-1 passed to c")
 	}
 	// A waiter that claimed the ticket's operation passes nothing on.
-	d := q.Wait([]string{"p"}, nil)
+	d := q.Wait([]string{"p"}, nil, nil, nil)
 	c.Done("op-1", []Ticket{{ID: "op-1", Pool: "p"}})
 	if received(d.C()) {
 		t.Fatal("a claimed ticket was passed on")
@@ -95,13 +95,13 @@ func TestNoLostWakeup(t *testing.T) {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	for range waiters {
-		w := q.Wait([]string{"p"}, nil)
+		w := q.Wait([]string{"p"}, nil, nil, nil)
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for {
 				select {
 				case <-w.C():
-					next := q.Wait([]string{"p"}, nil)
+					next := q.Wait([]string{"p"}, nil, nil, nil)
 					for _, tk := range w.Take() {
 						got <- tk.ID
 					}
@@ -142,6 +142,92 @@ func TestNoLostWakeup(t *testing.T) {
 	}
 	if len(seen) != tickets {
 		t.Errorf("%d distinct tickets arrived, want %d", len(seen), tickets)
+	}
+}
+
+func TestReserveDeliverRelease(t *testing.T) {
+	t.Parallel()
+	q := NewQueue()
+	ticketed := q.Wait([]string{"p"}, nil, "ticketed", nil)
+	q.Notify(Ticket{ID: "op-0", Pool: "p"}) // ticketed now holds a ticket: not idle
+	gone := make(chan struct{})
+	close(gone)
+	ended := q.Wait([]string{"p"}, nil, "ended", gone) // its request ended: never reserved
+	busy := q.Wait([]string{"p"}, nil, "busy", nil)    // claiming, not asleep: never reserved
+	idle := q.Wait([]string{"p"}, nil, "idle", nil)
+	for _, w := range []*Waiter{ticketed, ended, idle} {
+		w.Idle()
+	}
+	if q.Reserve("other", nil) != nil {
+		t.Fatal("reserved a waiter for a pool nobody waits on")
+	}
+	w := q.Reserve("p", nil)
+	if w != idle {
+		t.Fatalf("Reserve = %v, want the idle waiter", w.Data)
+	}
+	w.Deliver("lease-1")
+	if !received(w.C()) || w.Delivered() != "lease-1" || w.Delivered() != nil {
+		t.Fatal("want the delivery once, with a wake-up")
+	}
+	if got := w.Done("op-1", nil); got != nil {
+		t.Fatalf("Done after taking the delivery returned %v", got)
+	}
+
+	// A reserved waiter whose poll ends waits in Done for the hand-off, and gets it.
+	r := q.Wait([]string{"p"}, nil, "r", nil)
+	r.Idle()
+	if q.Reserve("p", nil) != r {
+		t.Fatal("want r reserved")
+	}
+	got := make(chan any)
+	go func() { got <- r.Done("", nil) }()
+	r.Deliver("lease-2")
+	if v := <-got; v != "lease-2" {
+		t.Fatalf("Done of a reserved waiter returned %v, want the lease delivered meanwhile", v)
+	}
+
+	// Release puts a waiter back, unless it already left.
+	x := q.Wait([]string{"p"}, nil, "x", nil)
+	x.Idle()
+	if q.Reserve("p", nil) != x {
+		t.Fatal("want x reserved")
+	}
+	// x wakes to claim while the hand-off is under way: Busy waits for it.
+	go x.Deliver("lease-3")
+	if v := x.Busy(); v != "lease-3" {
+		t.Fatalf("Busy during a hand-off returned %v", v)
+	}
+	x.Idle()
+	if q.Reserve("p", nil) != nil {
+		t.Fatal("a delivered waiter is back in the queue")
+	}
+	x.Done("op-3", nil)
+
+	y := q.Wait([]string{"p"}, nil, "y", nil)
+	y.Idle()
+	if q.Reserve("p", nil) != y {
+		t.Fatal("want y reserved")
+	}
+	y.Release()
+	if v := y.Busy(); v != nil {
+		t.Fatalf("Busy after a release returned %v", v)
+	}
+	y.Idle()
+	if q.Reserve("p", nil) != y {
+		t.Fatal("a released waiter is not back in the queue")
+	}
+	go y.Release()
+	if v := y.Done("", nil); v != nil {
+		t.Fatalf("Done after a release returned %v", v)
+	}
+	if q.Reserve("p", nil) != nil {
+		t.Fatal("a waiter that left came back")
+	}
+	ticketed.Done("", ticketed.Take())
+	ended.Done("", nil)
+	busy.Done("", nil)
+	if n := q.Waiting(); n != 0 {
+		t.Fatalf("%d waiters left", n)
 	}
 }
 

@@ -11,7 +11,8 @@ import (
 
 // AppendLogs stores lines of a leased operation: lines with seq >= 1 once per (operation, seq), seq 0 lines
 // as they come. It then advances the operation's contiguous last_seq. The walk costs the number of lines it
-// advances over, so a long log costs linear time overall even when lines arrive out of order.
+// advances over, so a long log costs linear time overall even when lines arrive out of order. ("seq > 0" is
+// spelled out so SQLite may use the partial index on (op_seq, seq); INDEXED BY makes sure it does.)
 func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error) {
 	var resp api.AppendLogsResponse
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -39,7 +40,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		}
 		last, gap := o.lastSeq, false
 		if extends {
-			rows, err := s.txQuery(ctx, tx, `SELECT seq FROM log_lines WHERE op_seq = ? AND seq > ? ORDER BY seq`, o.seq, last)
+			rows, err := s.txQuery(ctx, tx, `SELECT seq FROM log_lines INDEXED BY log_lines_seq WHERE op_seq = ? AND seq > ? AND seq > 0 ORDER BY seq`, o.seq, last)
 			if err != nil {
 				return fmt.Errorf("finding the contiguous end: %w", err)
 			}
@@ -64,7 +65,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			}
 		} else {
 			var n int
-			if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines WHERE op_seq = ? AND seq > ? LIMIT 1)`,
+			if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_lines INDEXED BY log_lines_seq WHERE op_seq = ? AND seq > ? AND seq > 0 LIMIT 1)`,
 				o.seq, last).Scan(&n); err != nil {
 				return fmt.Errorf("looking for a gap: %w", err)
 			}

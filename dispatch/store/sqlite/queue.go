@@ -106,7 +106,8 @@ func (o opRow) lease() api.Lease {
 
 // ---- enqueueing ----
 
-func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string) (api.Operation, error) {
+// insertOperation inserts a queued operation, or one leased already when claim is set.
+func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string, claim *store.ClaimParams) (api.Operation, error) {
 	spec := op.Spec
 	var exists int
 	if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM pools WHERE name = ?`, spec.Pool).Scan(&exists); err != nil {
@@ -145,18 +146,31 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	if depID != "" {
 		dep = sql.NullString{String: depID, Valid: true}
 	}
+	state := api.StateQueued
+	var worker, leaseID, reqID sql.NullString
+	var expires, leased sql.NullInt64
+	if claim != nil {
+		state = api.StateLeased
+		worker = sql.NullString{String: claim.WorkerID, Valid: true}
+		leaseID = sql.NullString{String: claim.LeaseID, Valid: true}
+		reqID = sql.NullString{String: claim.RequestID, Valid: claim.RequestID != ""}
+		expires = sql.NullInt64{Int64: nanos(claim.ExpiresAt), Valid: true}
+		leased = sql.NullInt64{Int64: nanos(claim.Now), Valid: true}
+	}
 	if _, err := s.txExec(ctx, tx, `INSERT INTO operations (id, deployment_id, step, name, pool, syntax, image, requests,
-		timeout_seconds, capabilities, body, secrets, ready, state, message, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
+		timeout_seconds, capabilities, body, secrets, ready, state, message, created_at,
+		worker_id, lease_id, lease_request_id, lease_expires_at, leased_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		op.ID, dep, step, spec.Name, spec.Pool, spec.Syntax, spec.Image, requestsJSON, spec.TimeoutSeconds, capsJSON,
-		string(bodyJSON), secretsJSON, boolInt(ready), message, nanos(op.CreatedAt)); err != nil {
+		string(bodyJSON), secretsJSON, boolInt(ready), state, message, nanos(op.CreatedAt),
+		worker, leaseID, reqID, expires, leased); err != nil {
 		if isUniqueViolation(err) {
 			return api.Operation{}, fmt.Errorf("operation %s: %w", op.ID, store.ErrExists)
 		}
 		return api.Operation{}, fmt.Errorf("inserting operation %s: %w", op.ID, err)
 	}
-	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: spec, State: api.StateQueued,
-		Message: message, CreatedAt: op.CreatedAt.UTC()}
+	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: spec, State: state,
+		Message: message, CreatedAt: op.CreatedAt.UTC(), WorkerID: worker.String}
 	out.Variables = body.Variables
 	return out, nil
 }
@@ -166,13 +180,28 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 	var out api.Operation
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "")
+		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", nil)
 		return err
 	})
 	if err != nil {
 		return out, fmt.Errorf("enqueueing operation: %w", err)
 	}
 	return out, nil
+}
+
+// CreateLeasedOperation enqueues an operation already leased to a waiting worker.
+func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation, p store.ClaimParams) (*api.Lease, error) {
+	var out api.Operation
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", &p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)
+	}
+	out.Variables = op.Spec.Variables // the worker gets the values in clear
+	return &api.Lease{LeaseID: p.LeaseID, ExpiresAt: p.ExpiresAt.UTC(), Operation: out}, nil
 }
 
 // CreateDeployment enqueues a deployment; only its first step is claimable.
@@ -191,7 +220,7 @@ func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (ap
 			if i > 0 {
 				message = fmt.Sprintf("waits for step %d", i)
 			}
-			op, err := s.insertOperation(ctx, tx, step, d.ID, i+1, i == 0, message)
+			op, err := s.insertOperation(ctx, tx, step, d.ID, i+1, i == 0, message, nil)
 			if err != nil {
 				return fmt.Errorf("step %d: %w", i+1, err)
 			}
@@ -208,23 +237,50 @@ func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (ap
 
 // ---- leasing ----
 
-// claimSQL picks the oldest claimable operation of the worker's pools (?6, a JSON array) whose required
-// capabilities are all among the worker's (?7) and leases it, in one statement. INDEXED BY makes SQLite fail
-// the statement rather than fall back to a scan if the queue index ever stops fitting it.
-const claimSQL = `UPDATE operations SET state = 'leased', worker_id = ?, lease_id = ?, lease_request_id = ?,
-	lease_expires_at = ?, leased_at = ?
-	WHERE seq = (
-		SELECT o.seq FROM operations o INDEXED BY operations_queue
-		WHERE o.state = 'queued' AND o.ready = 1 AND o.pool IN (SELECT value FROM json_each(?))
-		AND (o.capabilities IS NULL OR NOT EXISTS (
-			SELECT 1 FROM json_each(o.capabilities) r WHERE r.value NOT IN (SELECT value FROM json_each(?))))
-		ORDER BY o.seq LIMIT 1)
+// claimPick selects the oldest claimable operation of the worker's pools (@pools, a JSON array) whose
+// required capabilities are all among the worker's (@caps). Per pool it walks the queue index in order and
+// stops at the first operation the worker can take, so a claim costs the same with 10 or 100,000 operations
+// queued. INDEXED BY makes SQLite fail the statement rather than fall back to a scan if the index ever stops
+// fitting it.
+const claimPick = `SELECT MIN(first) FROM (
+		SELECT (
+			SELECT o.seq FROM operations o INDEXED BY operations_queue
+			WHERE o.pool = p.value AND o.state = 'queued' AND o.ready = 1
+			AND (o.capabilities IS NULL OR NOT EXISTS (
+				SELECT 1 FROM json_each(o.capabilities) r WHERE r.value NOT IN (SELECT value FROM json_each(@caps))))
+			ORDER BY o.seq LIMIT 1) AS first
+		FROM json_each(@pools) p)`
+
+// claimSQL picks and leases in one statement.
+const claimSQL = `UPDATE operations SET state = 'leased', worker_id = @worker, lease_id = @lease,
+	lease_request_id = @request, lease_expires_at = @expires, leased_at = @now
+	WHERE seq = (` + claimPick + `)
 	RETURNING ` + opCols + `, body, secrets`
+
+// claimableSQL answers, on a reader, whether a claim would find anything: an operation to pick, or a live
+// lease already granted for the request id. Most long-polls start with nothing to claim; this keeps them off
+// the single writer.
+const claimableSQL = `SELECT (` + claimPick + `) IS NOT NULL OR EXISTS (
+	SELECT 1 FROM operations WHERE worker_id = @worker AND lease_request_id = @request AND state IN ('leased', 'running'))`
 
 // Claim leases the oldest claimable operation the worker can take. The pick and the lease are one UPDATE.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, error) {
 	pools, _ := json.Marshal(nonNil(p.Pools))
 	caps, _ := json.Marshal(nonNil(p.Capabilities))
+	var reqID sql.NullString
+	if p.RequestID != "" {
+		reqID = sql.NullString{String: p.RequestID, Valid: true}
+	}
+	// A reader sees every commit made before it starts, so "nothing" here is as good as the write's answer
+	// would have been at this moment; the caller waits for a wake-up after it.
+	var claimable bool
+	if err := s.rRow(ctx, claimableSQL, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)),
+		sql.Named("worker", p.WorkerID), sql.Named("request", reqID)).Scan(&claimable); err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: looking for work: %w", p.WorkerID, err)
+	}
+	if !claimable {
+		return nil, nil
+	}
 	var lease *api.Lease
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if p.RequestID != "" {
@@ -240,12 +296,9 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
 			}
 		}
-		var reqID sql.NullString
-		if p.RequestID != "" {
-			reqID = sql.NullString{String: p.RequestID, Valid: true}
-		}
-		o, err := scanOp(s.txRow(ctx, tx, claimSQL,
-			p.WorkerID, p.LeaseID, reqID, nanos(p.ExpiresAt), nanos(p.Now), string(pools), string(caps)), true)
+		o, err := scanOp(s.txRow(ctx, tx, claimSQL, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID),
+			sql.Named("request", reqID), sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)),
+			sql.Named("pools", string(pools)), sql.Named("caps", string(caps))), true)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}

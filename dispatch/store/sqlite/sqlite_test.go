@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,7 +96,8 @@ func TestOpenRefusesBadPaths(t *testing.T) {
 func TestClaimUsesQueueIndex(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
-	rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+claimSQL, "w", "l", nil, 0, 0, `["p"]`, `[]`)
+	rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+claimSQL, sql.Named("worker", "w"), sql.Named("lease", "l"), sql.Named("request", nil),
+		sql.Named("expires", 0), sql.Named("now", 0), sql.Named("pools", `["p", "q"]`), sql.Named("caps", `[]`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +112,7 @@ func TestClaimUsesQueueIndex(t *testing.T) {
 		plan = append(plan, detail)
 	}
 	joined := strings.Join(plan, "\n")
-	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") {
+	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || strings.Contains(joined, "TEMP B-TREE") {
 		t.Errorf("claim plan does not use the queue index:\n%s", joined)
 	}
 }

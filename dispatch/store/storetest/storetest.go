@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 		{"ClaimCapabilities", testClaimCapabilities},
 		{"ClaimRequestIDReplay", testClaimRequestID},
 		{"ClaimExactlyOnceConcurrently", testClaimConcurrent},
+		{"CreateLeasedOperation", testCreateLeased},
 		{"EnqueueUnknownPool", testEnqueueUnknownPool},
 		{"SensitiveValues", testSensitiveValues},
 		{"LeaseChecks", testLeaseChecks},
@@ -372,6 +373,44 @@ func testClaimConcurrent(t *testing.T, b *bundle) {
 	if len(seen) != ops {
 		t.Errorf("%d operations leased, want %d", len(seen), ops)
 	}
+}
+
+func testCreateLeased(t *testing.T, b *bundle) {
+	older := b.enqueue(t, api.OperationSpec{Name: "older", Pool: "p"})
+	vars := []api.Variable{{Name: "S", Value: "clear", Sensitive: true}}
+	p := store.ClaimParams{WorkerID: "w", RequestID: "req-9", LeaseID: "lease-h", Now: b.now, ExpiresAt: b.now.Add(time.Minute)}
+	l, err := b.s.CreateLeasedOperation(b.ctx, store.NewOperation{ID: "op-handed", Spec: api.OperationSpec{Pool: "p", Script: "x", Variables: vars},
+		CreatedAt: b.now}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.LeaseID != "lease-h" || l.Operation.State != api.StateLeased || l.Operation.WorkerID != "w" || !cmp.Equal(l.Operation.Variables, vars) ||
+		!l.ExpiresAt.Equal(p.ExpiresAt) {
+		t.Errorf("CreateLeasedOperation = %+v", l)
+	}
+	leases, err := b.s.Leases(b.ctx, "w", b.now)
+	if err != nil || len(leases) != 1 {
+		t.Fatalf("Leases = %+v, %v", leases, err)
+	}
+	if diff := cmp.Diff(*l, leases[0]); diff != "" {
+		t.Errorf("the handed-off lease as listed (-returned +listed):\n%s", diff)
+	}
+	// A retry of the worker's lease request returns it; another worker gets the older queued operation.
+	again, err := b.s.Claim(b.ctx, store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: "req-9", LeaseID: "x", Now: b.now, ExpiresAt: b.now.Add(time.Minute)})
+	if err != nil || again == nil || again.LeaseID != "lease-h" {
+		t.Errorf("retried claim = %+v, %v", again, err)
+	}
+	if other := b.claim(t, "w2", []string{"p"}); other == nil || other.Operation.ID != older.ID {
+		t.Errorf("other worker claimed %+v, want %s", other, older.ID)
+	}
+	if none := b.claim(t, "w2", []string{"p"}); none != nil {
+		t.Errorf("the handed-off operation was claimable: %s", none.Operation.ID)
+	}
+	if got := b.get(t, "op-handed"); got.Variables[0].Value != mask.Placeholder {
+		t.Errorf("stored variables show %q", got.Variables[0].Value)
+	}
+	_, err = b.s.CreateLeasedOperation(b.ctx, store.NewOperation{ID: "op-x", Spec: api.OperationSpec{Pool: "nope", Script: "x"}, CreatedAt: b.now}, p)
+	wantErr(t, err, store.ErrNotFound)
 }
 
 func testEnqueueUnknownPool(t *testing.T, b *bundle) {

@@ -78,11 +78,10 @@ CREATE TABLE operations (
 
 -- The queue: claimable operations per pool in order.
 CREATE INDEX operations_queue ON operations (pool, seq) WHERE state = 'queued' AND ready = 1;
--- Live leases, by worker and by expiry.
-CREATE INDEX operations_worker ON operations (worker_id) WHERE state IN ('leased', 'running');
+-- Live leases, by worker (and the lease request that created them, for idempotent retries) and by expiry.
+CREATE INDEX operations_worker ON operations (worker_id, lease_request_id) WHERE state IN ('leased', 'running');
 CREATE INDEX operations_expiry ON operations (lease_expires_at) WHERE state IN ('leased', 'running');
 CREATE INDEX operations_deployment ON operations (deployment_id, step) WHERE deployment_id IS NOT NULL;
-CREATE INDEX operations_state ON operations (state, seq);
 
 CREATE TABLE log_lines (
     pos    INTEGER PRIMARY KEY,   -- the follow cursor: increases in commit order (one writer)

@@ -1,0 +1,103 @@
+package sqlite
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// The store's hot statements, one transaction each, beside a raw one-INSERT transaction on the same file
+// and settings (BenchmarkRawInsertTx).
+
+func benchStore(b *testing.B) *Store {
+	s, err := Open(b.Context(), b.TempDir()+"/bench.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if err := s.CreatePool(b.Context(), api.Pool{Name: "p", CreatedAt: time.Now()}); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func BenchmarkRawInsertTx(b *testing.B) {
+	s := benchStore(b)
+	if _, err := s.w.Exec(`CREATE TABLE raw (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	ins, err := s.w.Prepare(`INSERT INTO raw (v) VALUES (?)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ins.Close()
+	b.ResetTimer()
+	for i := range b.N {
+		tx, err := s.w.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := tx.Stmt(ins).Exec(fmt.Sprint(i)); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCreateOperation(b *testing.B) {
+	s := benchStore(b)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
+			Spec: api.OperationSpec{Pool: "p", Script: "echo deploy"}, CreatedAt: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkClaim(b *testing.B) {
+	s := benchStore(b)
+	for i := range b.N {
+		if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
+			Spec: api.OperationSpec{Pool: "p", Script: "echo deploy"}, CreatedAt: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: fmt.Sprint(i),
+			LeaseID: fmt.Sprintf("l-%d", i), Now: now, ExpiresAt: now.Add(time.Minute)})
+		if err != nil || l == nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendLogs10(b *testing.B) {
+	s := benchStore(b)
+	if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: "op", Spec: api.OperationSpec{Pool: "p", Script: "x"}, CreatedAt: time.Now()}); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, LeaseID: "l", Now: now, ExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref := store.LeaseRef{OperationID: "op", LeaseID: l.LeaseID, WorkerID: "w", Now: now}
+	lines := make([]api.LogLine, 10)
+	b.ResetTimer()
+	for i := range b.N {
+		for j := range lines {
+			lines[j] = api.LogLine{Seq: int64(i*10 + j + 1), Time: now, Stream: "stdout", Text: "a line of deployment output"}
+		}
+		if _, err := s.AppendLogs(b.Context(), ref, lines); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
