@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -198,4 +199,22 @@ func documented(doc any, pattern, method string, status int) bool {
 	responses, _ := route["responses"].(map[string]any)
 	_, ok := responses[strconv.Itoa(status)]
 	return ok
+}
+
+// TestProtocolDocNamesEveryRoute keeps PROTOCOL.md's route tables in step with the server.
+func TestProtocolDocNamesEveryRoute(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(nil, Config{}, logrusDiscard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range srv.routes {
+		if name := "`" + rt.method + " " + rt.pattern + "`"; !strings.Contains(string(doc), name) {
+			t.Errorf("PROTOCOL.md does not mention %s", name)
+		}
+	}
 }
