@@ -4,7 +4,8 @@
 # outside the repository, and prints the directory that holds them on its last line.
 #
 # A cold build takes several minutes on 2 cores; a warm call returns at once. The cache key is the pinned
-# version plus this script's own checksum, so changing either rebuilds.
+# pinned versions plus RECIPE, a number to bump when the way the binaries are built changes (flags, patches):
+# editing comments or progress output here does not throw away a 15-minute build.
 #
 # Why etcd is built too: kube-apiserver v1.37 is built and tested against etcd v3.7 (its own go.mod requires
 # the v3.7 client); Debian's etcd-server is v3.4. Building etcd from go.etcd.io/etcd/server/v3/etcdmain in the
@@ -14,9 +15,8 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.0}"
 CACHE_ROOT="${OCTO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/octo-worker}"
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-key="$(cat "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)"
-out="$CACHE_ROOT/kube/$KUBE_VERSION-etcd$ETCD_VERSION-$key"
+RECIPE=1
+out="$CACHE_ROOT/kube/$KUBE_VERSION-etcd$ETCD_VERSION-r$RECIPE"
 bins=(kube-apiserver kube-controller-manager kube-scheduler etcd)
 
 have_all() {
