@@ -385,6 +385,7 @@ func (s *Server) drainWorker(w http.ResponseWriter, r *http.Request, _ caller) e
 	if err != nil {
 		return err
 	}
+	s.forgetWorkers(nil)
 	writeJSON(w, http.StatusOK, s.health(wk, time.Now()))
 	return nil
 }

@@ -151,6 +151,7 @@ func BenchmarkThroughput(b *testing.B) {
 	for bb.srv.queue.Asleep() < workers {
 		time.Sleep(time.Millisecond)
 	}
+	rawBefore := rawSQLiteRate(b, 2000)
 	var next atomic.Int64
 	b.ResetTimer()
 	start := time.Now()
@@ -176,7 +177,7 @@ func BenchmarkThroughput(b *testing.B) {
 	cancel()
 	wg.Wait()
 	opsPerSec := float64(b.N) / elapsed.Seconds()
-	raw := rawSQLiteRate(b, 2000)
+	raw := (rawBefore + rawSQLiteRate(b, 2000)) / 2 // before and after: the machine is shared
 	b.ReportMetric(opsPerSec, "ops/s")
 	b.ReportMetric(raw, "raw-sqlite-tx/s")
 	b.ReportMetric(opsPerSec/raw, "ops-per-raw-tx")

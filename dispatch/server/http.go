@@ -52,9 +52,10 @@ const (
 
 // caller is who made a request.
 type caller struct {
-	admin  bool
-	worker *store.Worker
-	token  *store.Token
+	admin     bool
+	worker    *store.Worker
+	tokenHash []byte // the worker token's hash
+	token     *store.Token
 }
 
 // route is one endpoint: the mux pattern, its auth, its handler, and what the OpenAPI document says of it.
@@ -334,14 +335,14 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (caller, error) {
 			}
 			return caller{}, errf(http.StatusForbidden, "", "", "worker endpoints need a worker token (from POST /api/v1/worker/register), not the admin token")
 		}
-		w, err := s.st.WorkerByTokenHash(ctx, h)
+		w, err := s.workerByHash(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {
 			return caller{}, errf(http.StatusUnauthorized, "", "", "invalid worker token: register again with a registration token")
 		}
 		if err != nil {
 			return caller{}, err
 		}
-		return caller{worker: &w}, nil
+		return caller{worker: &w, tokenHash: h}, nil
 	}
 	return caller{}, errf(http.StatusInternalServerError, "", "", "route has an unknown auth kind")
 }

@@ -80,6 +80,19 @@ type Server struct {
 
 	maskMu  sync.Mutex
 	maskers map[string]*mask.Masker // live operation id -> masker of its sensitive values
+
+	authMu sync.Mutex
+	authed map[string]authedWorker // worker token hash -> the worker, read at most authCacheTTL ago
+}
+
+// authCacheTTL bounds how stale a worker's record may be when it authenticates (every worker call does):
+// pools and capabilities change only by heartbeat (which refreshes the entry), drain by an admin (which
+// clears the cache), so this only matters across server replicas.
+const authCacheTTL = 2 * time.Second
+
+type authedWorker struct {
+	w  store.Worker
+	at time.Time
 }
 
 // New returns a server over st. Call InitAdminToken before serving.
@@ -88,7 +101,7 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
-		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}}
+		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{}}
 	s.routes = s.routeTable()
 	return s, nil
 }
@@ -207,8 +220,44 @@ func (s *Server) masker(ctx context.Context, id string) (*mask.Masker, error) {
 	return m, nil
 }
 
+// workerByHash returns the worker a token hash belongs to, from the cache when fresh.
+func (s *Server) workerByHash(ctx context.Context, h []byte) (store.Worker, error) {
+	key := string(h)
+	s.authMu.Lock()
+	e, ok := s.authed[key]
+	s.authMu.Unlock()
+	if ok && time.Since(e.at) < authCacheTTL {
+		return e.w, nil
+	}
+	w, err := s.st.WorkerByTokenHash(ctx, h)
+	if err != nil {
+		return w, err
+	}
+	s.authMu.Lock()
+	if len(s.authed) >= 10000 {
+		clear(s.authed)
+	}
+	s.authed[key] = authedWorker{w: w, at: time.Now()}
+	s.authMu.Unlock()
+	return w, nil
+}
+
+// forgetWorkers drops cached worker records: all of them, or the one of token hash h.
+func (s *Server) forgetWorkers(h []byte) {
+	s.authMu.Lock()
+	if h == nil {
+		clear(s.authed)
+	} else {
+		delete(s.authed, string(h))
+	}
+	s.authMu.Unlock()
+}
+
 func (s *Server) rememberMasker(id string, m *mask.Masker) {
 	s.maskMu.Lock()
+	if len(s.maskers) >= 100000 {
+		clear(s.maskers)
+	}
 	s.maskers[id] = m
 	s.maskMu.Unlock()
 }

@@ -89,9 +89,8 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
-	if m := mask.New(sensitive(l.Operation.Variables)); !m.Empty() {
-		s.rememberMasker(l.Operation.ID, m)
-	}
+	// Remember the masker (empty or not): every log append and result of the operation needs it.
+	s.rememberMasker(l.Operation.ID, mask.New(sensitive(l.Operation.Variables)))
 	writeJSON(w, http.StatusOK, l)
 	return nil
 }
@@ -171,6 +170,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c caller) err
 	if err != nil {
 		return err
 	}
+	s.forgetWorkers(c.tokenHash) // capabilities may have changed
 	dv, err := s.desiredVersion(r.Context())
 	if err != nil {
 		return err

@@ -132,7 +132,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
 // RevokeToken marks a token revoked; a second revoke keeps the first time.
 func (s *Store) RevokeToken(ctx context.Context, id string, now time.Time) (store.Token, error) {
 	var t store.Token
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		t, err = scanToken(s.txRow(ctx, tx, `UPDATE registration_tokens SET revoked_at = COALESCE(revoked_at, ?)
 			WHERE id = ? RETURNING `+tokenCols, nanos(now), id))
@@ -233,7 +233,7 @@ func (s *Store) PoolWorkers(ctx context.Context, pool string) ([]store.Worker, e
 // SetDrain records an admin's drain request.
 func (s *Store) SetDrain(ctx context.Context, workerID string, drain bool) (store.Worker, error) {
 	var w store.Worker
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		w, err = scanWorker(s.txRow(ctx, tx, `UPDATE workers SET drain_requested = ? WHERE id = ? RETURNING `+workerCols,
 			boolInt(drain), workerID))
@@ -254,7 +254,7 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 	caps, _ := json.Marshal(nonNil(h.Capabilities))
 	running, _ := json.Marshal(nonNil(h.Running))
 	now := nanos(h.Now)
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var drain int
 		err := s.txRow(ctx, tx, `UPDATE workers SET version = ?, capacity = ?, capabilities = ?, running = ?,
 			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ? WHERE id = ? RETURNING drain_requested`,

@@ -101,3 +101,16 @@ func BenchmarkAppendLogs10(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkCreateLeasedOperation(b *testing.B) {
+	s := benchStore(b)
+	now := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := s.CreateLeasedOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
+			Spec: api.OperationSpec{Pool: "p", Script: "echo deploy"}, CreatedAt: now},
+			store.ClaimParams{WorkerID: fmt.Sprintf("w%d", i%16), RequestID: fmt.Sprint(i), LeaseID: fmt.Sprint(i), Now: now, ExpiresAt: now.Add(time.Minute)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

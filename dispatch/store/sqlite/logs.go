@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -15,27 +16,30 @@ import (
 // spelled out so SQLite may use the partial index on (op_seq, seq); INDEXED BY makes sure it does.)
 func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error) {
 	var resp api.AppendLogsResponse
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		o, err := s.held(ctx, tx, ref)
 		if err != nil {
 			return err
 		}
 		next := o.lastSeq + 1
 		extends := false
-		for _, l := range lines {
-			if l.Seq > 0 {
-				if _, err := s.txExec(ctx, tx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, ?, ?, ?, ?)
-					ON CONFLICT (op_seq, seq) WHERE seq > 0 DO NOTHING`, o.seq, l.Seq, nanos(l.Time), l.Stream, l.Text); err != nil {
-					return fmt.Errorf("storing line %d: %w", l.Seq, err)
-				}
-				if l.Seq == next {
-					extends = true
-				}
-			} else {
-				if _, err := s.txExec(ctx, tx, `INSERT INTO log_lines (op_seq, seq, time, stream, text) VALUES (?, 0, ?, ?, ?)`,
-					o.seq, nanos(l.Time), l.Stream, l.Text); err != nil {
-					return fmt.Errorf("storing a worker note: %w", err)
-				}
+		rows := make([]logRow, len(lines))
+		for i, l := range lines {
+			rows[i] = logRow{Seq: l.Seq, Time: nanos(l.Time), Stream: l.Stream, Text: l.Text}
+			extends = extends || l.Seq == next
+		}
+		if len(rows) > 0 {
+			batch, err := json.Marshal(rows)
+			if err != nil {
+				return fmt.Errorf("encoding the batch: %w", err)
+			}
+			// One statement for the whole batch, rows in batch order (so positions follow it); seq 0 lines
+			// never conflict, since the unique index covers seq > 0 only.
+			if _, err := s.txExec(ctx, tx, `INSERT INTO log_lines (op_seq, seq, time, stream, text)
+				SELECT @op, j.value ->> 'seq', j.value ->> 'time', j.value ->> 'stream', j.value ->> 'text'
+				FROM json_each(@batch) j WHERE true
+				ON CONFLICT (op_seq, seq) WHERE seq > 0 DO NOTHING`, sql.Named("op", o.seq), sql.Named("batch", string(batch))); err != nil {
+				return fmt.Errorf("storing %d lines: %w", len(rows), err)
 			}
 		}
 		last, gap := o.lastSeq, false
@@ -78,6 +82,14 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		return resp, fmt.Errorf("appending logs of operation %s: %w", ref.OperationID, err)
 	}
 	return resp, nil
+}
+
+// logRow is a line as the batch insert reads it from JSON.
+type logRow struct {
+	Seq    int64  `json:"seq"`
+	Time   int64  `json:"time"`
+	Stream string `json:"stream"`
+	Text   string `json:"text"`
 }
 
 // Logs returns up to limit lines of an operation after position after.

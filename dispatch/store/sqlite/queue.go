@@ -178,7 +178,7 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 // CreateOperation enqueues one operation.
 func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api.Operation, error) {
 	var out api.Operation
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", nil)
 		return err
@@ -192,7 +192,7 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 // CreateLeasedOperation enqueues an operation already leased to a waiting worker.
 func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation, p store.ClaimParams) (*api.Lease, error) {
 	var out api.Operation
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", &p)
 		return err
@@ -207,7 +207,7 @@ func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation
 // CreateDeployment enqueues a deployment; only its first step is claimable.
 func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (api.Deployment, error) {
 	out := api.Deployment{ID: d.ID, Name: d.Name, State: api.StateQueued, CreatedAt: d.CreatedAt.UTC()}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := s.txExec(ctx, tx, `INSERT INTO deployments (id, name, state, created_at) VALUES (?, ?, 'queued', ?)`,
 			d.ID, d.Name, nanos(d.CreatedAt)); err != nil {
 			if isUniqueViolation(err) {
@@ -282,7 +282,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 		return nil, nil
 	}
 	var lease *api.Lease
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if p.RequestID != "" {
 			o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+`, body, secrets FROM operations
 				WHERE worker_id = ? AND lease_request_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?`,
@@ -365,7 +365,7 @@ func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow
 // SetRunning moves a leased operation to running.
 func (s *Store) SetRunning(ctx context.Context, ref store.LeaseRef, message string) (api.Operation, error) {
 	var out api.Operation
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		o, err := s.held(ctx, tx, ref)
 		if err != nil {
 			return err
@@ -399,7 +399,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		return out, ch, fmt.Errorf("finishing operation %s: a result's state must be succeeded, failed, cancelled or timed-out, not %q: %w",
 			ref.OperationID, r.State, store.ErrInvalid)
 	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		o, err := s.held(ctx, tx, ref)
 		var lost *store.LeaseLostError
 		if errors.As(err, &lost) && !lost.Expired && o.State == r.State && sameExit(o.ExitCode, r.ExitCode) {
@@ -545,7 +545,7 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, depID string, now time.T
 func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Operation, store.Changes, error) {
 	var out api.Operation
 	var ch store.Changes
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id), false)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
@@ -586,7 +586,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 // CancelDeployment cancels a deployment's queued steps and asks the worker of its live step to stop.
 func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) (api.Deployment, store.Changes, error) {
 	var ch store.Changes
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var state api.State
 		err := s.txRow(ctx, tx, `SELECT state FROM deployments WHERE id = ?`, id).Scan(&state)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -618,8 +618,8 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 // expiry, so a heartbeat that renewed the lease in between wins.
 func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes, error) {
 	var ch store.Changes
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		rows, err := s.txQuery(ctx, tx, `SELECT `+opCols+` FROM operations
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		rows, err := s.txQuery(ctx, tx, `SELECT `+opCols+` FROM operations INDEXED BY operations_worker
 			WHERE state IN ('leased', 'running') AND lease_expires_at < ? ORDER BY seq`, nanos(now))
 		if err != nil {
 			return fmt.Errorf("finding expired leases: %w", err)

@@ -32,6 +32,10 @@ type Store struct {
 	w *sql.DB // the single writer
 	r *sql.DB // readers (WAL lets them run beside the writer)
 
+	writes  chan writeReq // to the writer goroutine
+	stop    chan struct{} // closed by Close
+	stopped chan struct{} // closed when the writer has returned
+
 	stmtMu  sync.Mutex
 	wStmts  map[string]*sql.Stmt
 	rStmts  map[string]*sql.Stmt
@@ -82,13 +86,17 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, wStmts: map[string]*sql.Stmt{}, rStmts: map[string]*sql.Stmt{}}
+	s := &Store{w: w, wStmts: map[string]*sql.Stmt{}, rStmts: map[string]*sql.Stmt{},
+		writes: make(chan writeReq), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go s.writer(s.stop)
 	if err := s.migrate(ctx); err != nil {
+		s.stopWriter()
 		_ = w.Close()
 		return nil, fmt.Errorf("migrating the database %s: %w", path, err)
 	}
 	r, err := sql.Open("sqlite", DSN(path, false))
 	if err != nil {
+		s.stopWriter()
 		_ = w.Close()
 		return nil, fmt.Errorf("opening the database %s for reading: %w", path, err)
 	}
@@ -99,8 +107,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
-// Close closes both connection pools.
+// Close stops the writer (after the writes in flight) and closes both connection pools.
 func (s *Store) Close() error {
+	s.stopWriter()
 	s.stmtMu.Lock()
 	for _, st := range s.wStmts {
 		_ = st.Close()
@@ -110,6 +119,15 @@ func (s *Store) Close() error {
 	}
 	s.stmtMu.Unlock()
 	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+func (s *Store) stopWriter() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.stopped
 }
 
 // migrate applies the embedded migrations the database lacks, each in its own transaction.
@@ -141,7 +159,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading migration %s: %w", e.Name(), err)
 		}
-		if err := s.write(ctx, func(tx *sql.Tx) error {
+		if err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 				return fmt.Errorf("applying migration %s: %w", e.Name(), err)
 			}
@@ -158,21 +176,125 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// write runs fn in one IMMEDIATE transaction on the single writer connection.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("beginning a transaction: %w", err)
-	}
-	defer s.preparePending(context.WithoutCancel(ctx))
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
+// write runs fn in a transaction on the single writer connection and returns once it is committed (or
+// rolled back). Writes are group-committed: the writer goroutine takes every write waiting when it is free,
+// runs each in its own savepoint of one IMMEDIATE transaction, and commits once, so concurrent writers share
+// the cost of BEGIN, COMMIT and the WAL pages they touch. A write that fails rolls back to its savepoint
+// and leaves the others alone. fn must use the ctx it is given (it does not cancel mid-statement: with
+// SQLite an interrupted statement rolls back the whole transaction, everybody's writes included).
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing: %w", err)
+	req := writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.writes <- req:
+	case <-s.stopped:
+		return errors.New("the store is closed")
 	}
-	return nil
+	return <-req.done // wait even if ctx ends: the write may be committed
+}
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(context.Context, *sql.Tx) error
+	done chan error
+}
+
+// maxGroup bounds the writes committed together (so one commit's latency stays bounded).
+const maxGroup = 128
+
+// writer runs the writes until stop is closed.
+func (s *Store) writer(stop <-chan struct{}) {
+	defer close(s.stopped)
+	for {
+		var first writeReq
+		select {
+		case first = <-s.writes:
+		case <-stop:
+			return
+		}
+		group := []writeReq{first}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.writes:
+				group = append(group, r)
+			default:
+				break more
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+func (s *Store) commitGroup(group []writeReq) {
+	ctx := context.Background()
+	errs := make([]error, len(group))
+	defer func() {
+		for i, r := range group {
+			r.done <- errs[i]
+		}
+	}()
+	defer s.preparePending(ctx)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("beginning a transaction: %w", err)
+		}
+		return
+	}
+	wrote := false
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		rctx := context.WithoutCancel(r.ctx)
+		if len(group) == 1 {
+			errs[i] = r.fn(rctx, tx) // alone: the transaction is its savepoint
+			wrote = errs[i] == nil
+			continue
+		}
+		if _, err := s.txExec(ctx, tx, `SAVEPOINT w`); err != nil {
+			errs[i] = fmt.Errorf("opening a savepoint: %w", err)
+			continue
+		}
+		if errs[i] = r.fn(rctx, tx); errs[i] != nil {
+			if _, err := s.txExec(ctx, tx, `ROLLBACK TO w`); err != nil {
+				// The transaction is unusable: fail everything in it.
+				_ = tx.Rollback()
+				for j := range errs {
+					if errs[j] == nil || j == i {
+						errs[j] = fmt.Errorf("rolling back a failed write: %w (after: %w)", err, errs[i])
+					}
+				}
+				return
+			}
+		} else {
+			wrote = true
+		}
+		if _, err := s.txExec(ctx, tx, `RELEASE w`); err != nil {
+			_ = tx.Rollback()
+			for j := range errs {
+				if errs[j] == nil {
+					errs[j] = fmt.Errorf("releasing a savepoint: %w", err)
+				}
+			}
+			return
+		}
+	}
+	if !wrote {
+		_ = tx.Rollback()
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("committing: %w", err)
+			}
+		}
+	}
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY constraint failure.
@@ -284,7 +406,7 @@ func (s *Store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (
 // wExec runs one statement as its own transaction on the writer.
 func (s *Store) wExec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
 		res, err = s.txExec(ctx, tx, q, args...)
 		return err

@@ -1,7 +1,14 @@
 package sqlite
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
 	"database/sql"
+	"github.com/octo-worker/octo-worker/dispatch/api"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,5 +121,55 @@ func TestClaimUsesQueueIndex(t *testing.T) {
 	joined := strings.Join(plan, "\n")
 	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || strings.Contains(joined, "TEMP B-TREE") {
 		t.Errorf("claim plan does not use the queue index:\n%s", joined)
+	}
+}
+
+// TestGroupCommitIsolatesFailures: writes committed together keep their own outcomes: a write that fails
+// (a duplicate pool) rolls back alone, a write whose context ended is skipped, the rest commit.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ctx := t.Context()
+	if err := s.CreatePool(ctx, api.Pool{Name: "taken", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	const n = 200
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			name := fmt.Sprintf("pool-%d", i)
+			c := ctx
+			switch i % 10 {
+			case 3:
+				name = "taken"
+			case 7:
+				c = cancelled
+			}
+			errs[i] = s.CreatePool(c, api.Pool{Name: name, CreatedAt: time.Now()})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch i % 10 {
+		case 3:
+			if !errors.Is(err, store.ErrExists) {
+				t.Errorf("write %d (duplicate): %v, want ErrExists", i, err)
+			}
+		case 7:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("write %d (cancelled): %v, want context.Canceled", i, err)
+			}
+		default:
+			if err != nil {
+				t.Errorf("write %d: %v", i, err)
+			}
+		}
+	}
+	pools, err := s.ListPools(ctx)
+	if err != nil || len(pools) != 1+n-2*n/10 {
+		t.Errorf("%d pools stored, %v; want %d", len(pools), err, 1+n-2*n/10)
 	}
 }

@@ -78,9 +78,9 @@ CREATE TABLE operations (
 
 -- The queue: claimable operations per pool in order.
 CREATE INDEX operations_queue ON operations (pool, seq) WHERE state = 'queued' AND ready = 1;
--- Live leases, by worker (and the lease request that created them, for idempotent retries) and by expiry.
+-- Live leases by worker (and the lease request that created them, for idempotent retries). The expiry sweep
+-- reads this index too: it holds only live leases, so no index on the expiry (which every heartbeat moves).
 CREATE INDEX operations_worker ON operations (worker_id, lease_request_id) WHERE state IN ('leased', 'running');
-CREATE INDEX operations_expiry ON operations (lease_expires_at) WHERE state IN ('leased', 'running');
 CREATE INDEX operations_deployment ON operations (deployment_id, step) WHERE deployment_id IS NOT NULL;
 
 CREATE TABLE log_lines (
