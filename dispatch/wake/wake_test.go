@@ -2,6 +2,7 @@ package wake
 
 import (
 	"fmt"
+	"go.uber.org/goleak"
 	"testing"
 	"time"
 )
@@ -247,3 +248,5 @@ func TestBroadcast(t *testing.T) {
 	}
 	b.Signal("op-none") // nobody watches: nothing happens
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

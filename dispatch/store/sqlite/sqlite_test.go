@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"database/sql"
+	"go.uber.org/goleak"
+
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"os"
 	"path/filepath"
@@ -173,3 +175,6 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		t.Errorf("%d pools stored, %v; want %d", len(pools), err, 1+n-2*n/10)
 	}
 }
+
+// TestMain checks that Close stops the writer goroutine (and nothing else is left running).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

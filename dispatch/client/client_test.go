@@ -1,0 +1,243 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/server"
+	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const admin = "client-test-admin-token"
+
+// serve runs a dispatch server over the database at path on addr until the returned stop is called.
+func serve(t *testing.T, path, addr string) (stop func()) {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv, err := server.New(st, server.Config{PollInterval: time.Hour}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.InitAdminToken(t.Context(), admin); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			_ = st.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestFollowResumesAcrossServerRestart: a follower whose stream is cut by a server restart resumes after the
+// last line it got, so it sees every line exactly once and then the end.
+func TestFollowResumesAcrossServerRestart(t *testing.T) {
+	t.Parallel()
+	path, addr := filepath.Join(t.TempDir(), "d.db"), freeAddr(t)
+	stop := serve(t, path, addr)
+	url := "http://" + addr
+	c, err := client.New(client.Config{Server: url, Token: admin, RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := c.CreatePool(ctx, "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.CreateToken(ctx, []string{"p"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := c.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "w", Version: "1", Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.WithToken(reg.WorkerToken)
+	op, err := c.Submit(ctx, api.OperationSpec{Pool: "p", Script: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := w.Lease(ctx, 0)
+	if err != nil || l == nil {
+		t.Fatalf("Lease = %v, %v", l, err)
+	}
+	appendLine := func(seq int64) {
+		t.Helper()
+		if _, err := w.AppendLogs(ctx, op.ID, l.LeaseID, []api.LogLine{{Seq: seq, Stream: "stdout", Text: fmt.Sprint("line ", seq)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendLine(1)
+	got := make(chan string, 10)
+	res := make(chan error, 1)
+	var end *api.LogEnd
+	go func() {
+		var err error
+		end, err = c.Logs(ctx, op.ID, client.LogsOptions{Follow: true}, func(l api.LogLine) error { got <- l.Text; return nil })
+		res <- err
+	}()
+	if first := <-got; first != "line 1" {
+		t.Fatalf("first line %q", first)
+	}
+	stop() // cuts the stream without an end record
+	serve(t, path, addr)
+	appendLine(2)
+	appendLine(3)
+	if _, err := w.Result(ctx, op.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: new(int), LastSeq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("Logs: %v", err)
+	}
+	close(got)
+	var rest []string
+	for s := range got {
+		rest = append(rest, s)
+	}
+	if fmt.Sprint(rest) != "[line 2 line 3]" || end == nil || end.State != api.StateSucceeded {
+		t.Errorf("after the restart got %q and end %+v; want lines 2 and 3 once, then succeeded", rest, end)
+	}
+}
+
+// TestRetryPolicy: what is safe to repeat is retried through 503s; a submit is not (it could run twice).
+func TestRetryPolicy(t *testing.T) {
+	t.Parallel()
+	var calls sync.Map // path -> *atomic.Int32
+	failFirst := 2
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := calls.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int32))
+		if int(n.(*atomic.Int32).Add(1)) <= failFirst {
+			http.Error(w, `{"error":"overloaded"}`, http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{}`)
+	})}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+	c, err := client.New(client.Config{Server: "http://" + ln.Addr().String(), Token: "t", RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	count := func(key string) int32 {
+		n, ok := calls.Load(key)
+		if !ok {
+			return 0
+		}
+		return n.(*atomic.Int32).Load()
+	}
+	tests := []struct {
+		name  string
+		call  func() error
+		key   string
+		retry bool
+	}{
+		{"heartbeat", func() error { _, err := c.Heartbeat(ctx, api.HeartbeatRequest{}); return err }, "POST /api/v1/worker/heartbeat", true},
+		{"logs", func() error { _, err := c.AppendLogs(ctx, "op", "l", nil); return err }, "POST /api/v1/worker/operations/op/logs", true},
+		{"result", func() error { _, err := c.Result(ctx, "op", api.ResultRequest{}); return err }, "POST /api/v1/worker/operations/op/result", true},
+		{"lease", func() error { _, err := c.Lease(ctx, 0); return err }, "POST /api/v1/worker/lease", true},
+		{"list", func() error { _, err := c.Operations(ctx, client.ListOptions{}); return err }, "GET /api/v1/operations", true},
+		{"submit", func() error { _, err := c.Submit(ctx, api.OperationSpec{}); return err }, "POST /api/v1/operations", false},
+		{"register", func() error { _, err := c.Register(ctx, api.RegisterRequest{}); return err }, "POST /api/v1/worker/register", false},
+	}
+	for _, tt := range tests {
+		err := tt.call()
+		n := count(tt.key)
+		if tt.retry && (err != nil || n != 3) {
+			t.Errorf("%s: %d calls, %v; want it retried through two 503s", tt.name, n, err)
+		}
+		var ce *client.Error
+		if !tt.retry && (n != 1 || !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable) {
+			t.Errorf("%s: %d calls, %v; want one call and the 503", tt.name, n, err)
+		}
+	}
+}
+
+// TestCreateRetriedWhenNotSent: a refused connection means the request never arrived, so even a create (not
+// safe to repeat once sent) is retried; it succeeds once the server is up.
+func TestCreateRetriedWhenNotSent(t *testing.T) {
+	t.Parallel()
+	path, addr := filepath.Join(t.TempDir(), "d.db"), freeAddr(t)
+	refused := make(chan struct{})
+	var once sync.Once
+	tr := roundTripper(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil {
+			once.Do(func() { close(refused) })
+		}
+		return resp, err
+	})
+	c, err := client.New(client.Config{Server: "http://" + addr, Token: admin, HTTPClient: &http.Client{Transport: tr},
+		RetryMax: 100, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { _, err := c.CreatePool(t.Context(), "p", ""); res <- err }()
+	<-refused
+	serve(t, path, addr)
+	if err := <-res; err != nil {
+		t.Fatalf("a create refused at first did not succeed once the server came up: %v", err)
+	}
+	pools, err := c.Pools(t.Context())
+	if err != nil || len(pools) != 1 {
+		t.Errorf("pools after the retried create: %+v, %v; want exactly one", pools, err)
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
