@@ -2,9 +2,10 @@ package wake
 
 import (
 	"fmt"
-	"go.uber.org/goleak"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func received(c <-chan struct{}) bool {
