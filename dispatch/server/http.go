@@ -113,7 +113,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			}
 			return
 		}
-		s.log.WithField("method", r.Method).WithField("path", r.URL.Path).WithField("duration", time.Since(start)).Trace("request served")
+		s.log.WithField("method", r.Method).WithField("path", r.URL.Path).WithField("duration", time.Since(start)).Debug("request served")
 	})
 }
 
@@ -350,11 +350,7 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (caller, error) {
 // body decodes the JSON request body strictly into v and validates it with check (when not nil).
 func body[T any](r *http.Request, v *T, check func(*T) error) error {
 	if err := decode.Reader(r.Body, v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return mbe
-		}
-		return err
+		return err // a *http.MaxBytesError stays visible through the wrapping
 	}
 	if check != nil {
 		return check(v)

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"sync"
@@ -127,12 +128,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 	}
 	serveCtx, stopHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHandlers()
+	// net/http's own complaints (TLS handshakes, broken connections) go to the log at debug level.
+	errLog := s.log.WriterLevel(logrus.DebugLevel)
+	defer errLog.Close()
 	hs := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return serveCtx },
-		ErrorLog:          nil,
+		ErrorLog:          log.New(errLog, "", 0),
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
