@@ -69,6 +69,8 @@ type Agent struct {
 	drainAsked    bool // the server asked to drain
 	updateWaiting bool // a self-update waits for running operations to finish
 	updating      bool
+	updateFailed  string        // "version@sha256" of the desired chart whose self-update failed last
+	updateRetryAt time.Time     // when a failed self-update of that chart may be tried again
 	changed       chan struct{} // closed and replaced when ops shrink or draining changes
 	health        api.Health
 	lastBeatOK    time.Time
@@ -406,10 +408,16 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 			a.updateWaiting = false
 			a.setDrainingLocked()
 		}
+		// Only the version checks set a health message; it is stale once the versions agree.
+		a.health, a.updateFailed = api.Health{OK: true}, ""
 		a.mu.Unlock()
 	}
 	return time.Duration(resp.HeartbeatSeconds) * time.Second
 }
+
+// updateRetryDelay is how long the agent works on after a failed self-update before it drains to try the same
+// chart again.
+const updateRetryDelay = 10 * time.Minute
 
 // selfUpdate drains, and once nothing runs, hands the new chart to the Updater.
 func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
@@ -422,6 +430,10 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 		}
 		a.health = api.Health{OK: true, Message: msg}
 		return
+	}
+	key := resp.DesiredVersion + "@" + resp.ChartSHA256
+	if key == a.updateFailed && time.Now().Before(a.updateRetryAt) {
+		return // keep working on this version; the health message says why the update failed
 	}
 	if !a.updateWaiting {
 		a.log.WithField("version", resp.DesiredVersion).Info("draining for self-update")
@@ -437,8 +449,13 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 	a.mu.Lock()
 	a.updating = false
 	if err != nil {
-		a.log.WithError(err).Error("self-update failed; will retry on a later heartbeat")
+		// A failed update leaves this version running: take operations again, and try the same chart again
+		// only after a while (each attempt drains the worker first).
+		a.log.WithError(err).WithField("retry_in", updateRetryDelay).Error("self-update failed; taking operations again")
 		a.health = api.Health{OK: true, Message: "self-update to " + resp.DesiredVersion + " failed: " + err.Error()}
+		a.updateFailed, a.updateRetryAt = key, time.Now().Add(updateRetryDelay)
+		a.updateWaiting = false
+		a.setDrainingLocked()
 	}
 }
 
