@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/release"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -205,8 +207,9 @@ type RunOptions struct {
 }
 
 // Run performs the upgrade (inside the self-update Job): it reads and re-verifies the chart, and upgrades the
-// release with its current user-supplied values, atomically. On failure Helm has rolled the release back; the
-// error says why.
+// release with its current user-supplied values, atomically: when the new worker does not become ready within
+// Timeout, Run records why (each new worker pod's waiting or terminated state), rolls the release back to its
+// last deployed revision and returns an error that says both.
 func Run(ctx context.Context, hc *action.Configuration, kube kubernetes.Interface, o RunOptions, log logrus.FieldLogger) error {
 	cm, err := kube.CoreV1().ConfigMaps(o.Namespace).Get(ctx, o.ConfigMap, metav1.GetOptions{})
 	if err != nil {
@@ -226,26 +229,131 @@ func Run(ctx context.Context, hc *action.Configuration, kube kubernetes.Interfac
 	if err != nil {
 		return fmt.Errorf("reading the current values of release %s: %w", o.Release, err)
 	}
+	if err := checkTagNotPinned(vals, ch.Metadata.AppVersion); err != nil {
+		return err
+	}
 	up := action.NewUpgrade(hc)
 	up.Namespace = o.Namespace
-	up.Atomic = true
 	up.Wait = true
 	up.Timeout = o.Timeout
 	up.MaxHistory = 10
 	up.CleanupOnFail = true
+	// Not up.Atomic: Helm's own rollback would replace the new worker pods before anyone learnt why they
+	// failed. Run looks at them first, then rolls back the same way Helm does.
 	log.WithFields(logrus.Fields{"release": o.Release, "chart": ch.Metadata.Version, "appVersion": ch.Metadata.AppVersion}).Info("upgrading")
 	rel, err := up.RunWithContext(ctx, o.Release, ch, vals)
-	if err != nil {
-		return fmt.Errorf("upgrading release %s to chart %s (rolled back): %w", o.Release, ch.Metadata.Version, err)
+	if err == nil {
+		log.WithFields(logrus.Fields{"release": rel.Name, "revision": rel.Version}).Info("upgraded")
+		return nil
 	}
-	log.WithFields(logrus.Fields{"release": rel.Name, "revision": rel.Version}).Info("upgraded")
-	return nil
+	why := notReady(ctx, kube, o.Namespace, o.Release)
+	log.WithError(err).WithField("new_worker", why).Warn("upgrade failed; rolling back")
+	failed := fmt.Errorf("upgrading release %s to chart %s: %w", o.Release, ch.Metadata.Version, err)
+	if why != "" {
+		failed = fmt.Errorf("%w; the new worker: %s", failed, why)
+	}
+	revision, rbErr := rollback(hc, o.Release, o.Timeout)
+	if rbErr != nil {
+		return fmt.Errorf("%w; rolling back failed too: %v", failed, rbErr)
+	}
+	log.WithField("revision", revision).Info("rolled back")
+	return fmt.Errorf("%w; rolled back to revision %d", failed, revision)
+}
+
+// checkTagNotPinned refuses an upgrade whose values pin the worker image's tag to something other than the new
+// chart's appVersion: the release would keep running the old worker, which would ask for the upgrade again.
+func checkTagNotPinned(vals map[string]any, appVersion string) error {
+	img, _ := vals["image"].(map[string]any)
+	tag, _ := img["tag"].(string)
+	if tag == "" || tag == appVersion {
+		return nil
+	}
+	return fmt.Errorf("the release's values pin image.tag to %q, so the chart for %s would keep the old worker image: "+
+		"remove image.tag (the chart's appVersion is used), or set selfUpdate.enabled=false and upgrade with helm", tag, appVersion)
+}
+
+// rollback rolls the release back to its last deployed (or superseded) revision, as Helm's atomic upgrade does,
+// and waits for the worker to be ready again. It returns the revision it rolled back to.
+func rollback(hc *action.Configuration, releaseName string, timeout time.Duration) (int, error) {
+	hist, err := action.NewHistory(hc).Run(releaseName)
+	if err != nil {
+		return 0, fmt.Errorf("reading the release history: %w", err)
+	}
+	target := 0
+	for _, r := range hist {
+		if (r.Info.Status == release.StatusDeployed || r.Info.Status == release.StatusSuperseded) && r.Version > target {
+			target = r.Version
+		}
+	}
+	if target == 0 {
+		return 0, errors.New("no earlier revision of the release was deployed successfully")
+	}
+	rb := action.NewRollback(hc)
+	rb.Version = target
+	rb.Wait = true
+	rb.Timeout = timeout
+	rb.CleanupOnFail = true
+	rb.MaxHistory = 10
+	if err := rb.Run(releaseName); err != nil {
+		return target, fmt.Errorf("rolling back to revision %d: %w", target, err)
+	}
+	return target, nil
+}
+
+// notReady describes the release's worker pods that are not ready: the waiting or terminated state of their
+// containers, or why they are not scheduled. "" when it finds none.
+func notReady(ctx context.Context, kube kubernetes.Interface, namespace, releaseName string) string {
+	pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/instance=" + releaseName + ",app.kubernetes.io/component=worker",
+	})
+	if err != nil {
+		return "listing the worker pods: " + err.Error()
+	}
+	var out []string
+	for _, p := range pods.Items {
+		if podReady(&p) || p.DeletionTimestamp != nil {
+			continue
+		}
+		var reasons []string
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+				reasons = append(reasons, strings.TrimSpace(c.Reason+": "+c.Message))
+			}
+		}
+		for _, cs := range append(slices.Clone(p.Status.InitContainerStatuses), p.Status.ContainerStatuses...) {
+			switch {
+			case cs.State.Waiting != nil && cs.State.Waiting.Reason != "":
+				reasons = append(reasons, fmt.Sprintf("container %s (%s) waiting: %s", cs.Name, cs.Image, strings.TrimSpace(cs.State.Waiting.Reason+" "+cs.State.Waiting.Message)))
+			case cs.State.Terminated != nil:
+				reasons = append(reasons, fmt.Sprintf("container %s (%s) exited with code %d: %s", cs.Name, cs.Image, cs.State.Terminated.ExitCode, strings.TrimSpace(cs.State.Terminated.Reason+" "+cs.State.Terminated.Message)))
+			}
+			if t := cs.LastTerminationState.Terminated; t != nil && cs.RestartCount > 0 {
+				reasons = append(reasons, fmt.Sprintf("container %s restarted %d times, last exit code %d: %s", cs.Name, cs.RestartCount, t.ExitCode, strings.TrimSpace(t.Reason+" "+t.Message)))
+			}
+		}
+		if len(reasons) == 0 {
+			reasons = append(reasons, "phase "+string(p.Status.Phase)+", not ready")
+		}
+		out = append(out, "pod "+p.Name+": "+strings.Join(reasons, "; "))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " | ")
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // Outcome is the result of the latest self-update of a release.
 type Outcome struct {
 	Job         string
 	Version     string // the version asked for
+	SHA256      string // digest of the chart it installs
 	FromVersion string
 	State       string // "running", "succeeded" or "failed"
 	Message     string // why it failed (the Job's termination message or condition)
@@ -269,8 +377,9 @@ func LastOutcome(ctx context.Context, kube kubernetes.Interface, namespace, rele
 	})
 	job := &jobs.Items[0]
 	o := &Outcome{
-		Job: job.Name, Version: job.Annotations[AnnotVersion], FromVersion: job.Annotations[AnnotFromVersion],
-		State: "running", Started: job.CreationTimestamp.Time,
+		Job: job.Name, Version: job.Annotations[AnnotVersion], SHA256: job.Annotations[AnnotSHA256],
+		FromVersion: job.Annotations[AnnotFromVersion],
+		State:       "running", Started: job.CreationTimestamp.Time,
 	}
 	switch finished(job) {
 	case batchv1.JobComplete:
@@ -339,13 +448,37 @@ type Updater struct {
 
 // Update starts the upgrade Job for version with the chart archive; the Job upgrades the release, which
 // replaces this worker's pod. The caller has verified the archive's digest against the dispatch server's.
+//
+// An upgrade to the same version with the same chart is not tried twice: when the latest self-update of the
+// release installed exactly this chart and failed (rolled back), or succeeded and yet this worker still runs
+// FromVersion, Update returns an error saying so and what to do, and starts nothing.
 func (u *Updater) Update(ctx context.Context, version string, chart []byte) error {
 	if u == nil || u.Kube == nil {
 		return errors.New("self-update is not configured")
 	}
+	sum := sha256.Sum256(chart)
+	digest := hex.EncodeToString(sum[:])
+	last, err := LastOutcome(ctx, u.Kube, u.Namespace, u.Release)
+	if err != nil {
+		return err
+	}
+	if last != nil && last.Version == version && strings.EqualFold(last.SHA256, digest) {
+		switch last.State {
+		case "failed":
+			return fmt.Errorf("the upgrade to %s failed and was rolled back (self-update Job %s, %s): %s. Not retrying the same chart: "+
+				"fix the cause, then upload a new chart for %s or set another version on the dispatch server, or delete Job %s to retry",
+				version, last.Job, last.Finished.UTC().Format(time.RFC3339), last.Message, version, last.Job)
+		case "succeeded":
+			if u.FromVersion != "" && u.FromVersion != version {
+				return fmt.Errorf("the upgrade to %s succeeded (self-update Job %s) but this worker still runs %s: the worker image the chart "+
+					"for %s names reports version %s; publish the right image, then upload a new chart or delete Job %s to retry",
+					version, last.Job, u.FromVersion, version, u.FromVersion, last.Job)
+			}
+		}
+	}
 	name, err := Start(ctx, u.Kube, Request{
 		Namespace: u.Namespace, Release: u.Release, Version: version, FromVersion: u.FromVersion,
-		ChartArchive: chart, Image: u.Image, ServiceAccount: u.ServiceAccount, Timeout: u.Timeout,
+		ChartArchive: chart, SHA256: digest, Image: u.Image, ServiceAccount: u.ServiceAccount, Timeout: u.Timeout,
 		ImagePullSecrets: u.ImagePullSecrets,
 	})
 	if err != nil {
