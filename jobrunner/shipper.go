@@ -14,12 +14,13 @@ import (
 // Shipping bounds. While the server is unreachable an operation keeps at most maxPendingBytes (text plus a
 // fixed per-line overhead) or maxPendingLines of unacknowledged lines; beyond that the log reader waits, which
 // is safe because the pod's log still holds the lines. With the per-line cap of logline.MaxPayload this bounds
-// the agent's log memory to about 1 MiB per running operation.
+// the agent's log memory to about 1 MiB per running operation. Batches stay within the server's limits
+// (5,000 lines, 4 MiB).
 const (
 	maxPendingBytes = 1 << 20
-	maxPendingLines = 10000
-	maxBatchLines   = 2000
-	maxBatchBytes   = 512 << 10
+	maxPendingLines = 20000
+	maxBatchLines   = 5000
+	maxBatchBytes   = 1 << 20
 	lineOverhead    = 64
 	shipLinger      = 50 * time.Millisecond // wait this long for more lines before sending a small batch
 )
