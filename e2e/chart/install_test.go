@@ -1,0 +1,78 @@
+package chart
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner"
+)
+
+// `octo-worker install --apply` (the CLI, as a user runs it) installs the worker into a namespace that enforces
+// Pod Security "restricted"; the worker pod runs in the cluster, registers with a dispatch server created and
+// configured through the CLI, takes an operation and runs it as a Job in the tools image; the operation
+// succeeds and its output is in the server's log.
+func TestInstallApplyRunsAnOperation(t *testing.T) {
+	start := time.Now()
+	ns := kube.Namespace(t, restricted)
+	d := startDispatch(t)
+	out := installWorker(t, ns, d)
+	if want := "release " + releaseName + " in namespace " + ns + ": revision 1, deployed (chart " + versionA + ")"; !strings.Contains(out, want) {
+		t.Errorf("install --apply printed:\n%s\nwant a line with %q", out, want)
+	}
+	installed := time.Since(start)
+
+	pod := runningWorkerPod(t, ns)
+	if img := pod.Spec.Containers[0].Image; img != imageRepo+":"+versionA {
+		t.Errorf("worker pod image %s, want %s:%s (the chart's appVersion)", img, imageRepo, versionA)
+	}
+	if pod.Spec.NodeName == "" || pod.Spec.ServiceAccountName != releaseName+"-octo-worker" {
+		t.Errorf("worker pod on node %q as ServiceAccount %q", pod.Spec.NodeName, pod.Spec.ServiceAccountName)
+	}
+	w := d.waitWorker(t, 3*time.Minute, "registered, heartbeating version "+versionA, func(w api.Worker) bool {
+		return w.Version == versionA && w.Healthy && time.Since(w.LastHeartbeat) < time.Minute
+	})
+	if !slices.Equal(w.Pools, []string{pool}) || w.Capacity != 10 {
+		t.Errorf("worker pools %v capacity %d, want [%s] and the chart's default 10", w.Pools, w.Capacity, pool)
+	}
+	registered := time.Since(start)
+
+	id := d.submit(t, "hello", "echo \"hello from the $(cat /etc/octo-image)\"\necho to-stderr >&2\n"+runnerVersionScript)
+	op := d.waitOp(t, id, 3*time.Minute)
+	lines, log := d.scriptLines(t, id)
+	if op.State != api.StateSucceeded || op.ExitCode == nil || *op.ExitCode != 0 || op.WorkerID != w.ID {
+		t.Fatalf("operation %s: %s exit %v by worker %q (%s), want succeeded with 0 by %s; log:\n%s", id, op.State, op.ExitCode, op.WorkerID, op.Message, w.ID, log)
+	}
+	want := []string{"hello from the " + toolsMarker, "to-stderr", "runner: octo-worker version " + versionA}
+	if got := texts(lines); !slices.Equal(got, want) {
+		t.Errorf("script lines %q, want %q; log:\n%s", got, want, log)
+	}
+	for i, l := range lines {
+		if l.Seq != int64(i+1) {
+			t.Errorf("line %d has sequence %d; log:\n%s", i, l.Seq, log)
+		}
+	}
+	if len(lines) == 3 && (lines[0].Stream != "stdout" || lines[1].Stream != "stderr") {
+		t.Errorf("streams %s, %s; want stdout, stderr", lines[0].Stream, lines[1].Stream)
+	}
+
+	// It ran as this worker's Job, in the release namespace, with the runner from the worker image.
+	job, err := kube.Client.BatchV1().Jobs(ns).Get(context.Background(), jobrunner.JobName(id), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the operation's Job: %v", err)
+	}
+	if job.Labels[jobrunner.LabelWorker] != jobrunner.LabelValue(w.ID) || job.Status.Succeeded != 1 {
+		t.Errorf("Job %s: worker label %q, succeeded %d", job.Name, job.Labels[jobrunner.LabelWorker], job.Status.Succeeded)
+	}
+	spec := job.Spec.Template.Spec
+	if spec.InitContainers[0].Image != imageRepo+":"+versionA || spec.Containers[0].Image != toolsRepo+":"+toolsTag {
+		t.Errorf("Job images: init %s, script %s", spec.InitContainers[0].Image, spec.Containers[0].Image)
+	}
+	t.Logf("durations from the start: installed %s, worker registered %s, operation succeeded %s",
+		installed.Round(time.Millisecond), registered.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
