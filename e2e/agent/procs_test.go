@@ -201,6 +201,29 @@ func procStats(pid int) (rss int64, cpu time.Duration, err error) {
 	return rssPages * int64(os.Getpagesize()), time.Duration(utime+stime) * time.Second / hz, nil
 }
 
+// rssParts reads a process's anonymous (private heap and stacks) and file-backed (mapped binary) resident
+// memory in bytes from /proc/PID/status.
+func rssParts(pid int) (anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "RssAnon":
+			anon = kb << 10
+		case "RssFile":
+			file = kb << 10
+		}
+	}
+	return anon, file, nil
+}
+
 // peakRSS samples a process's RSS until stop is closed and returns the highest value seen.
 func peakRSS(pid int, stop <-chan struct{}) <-chan int64 {
 	out := make(chan int64, 1)
