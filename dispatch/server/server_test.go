@@ -413,7 +413,7 @@ func TestDeploymentNextStepWakesWaiter(t *testing.T) {
 
 func TestLeaseExpiry(t *testing.T) {
 	t.Parallel()
-	b := setup(t, Config{LeaseTTL: time.Second, HeartbeatInterval: 200 * time.Millisecond, PollInterval: time.Hour})
+	b := setup(t, Config{LeaseTTL: 3 * time.Second, HeartbeatInterval: 200 * time.Millisecond, PollInterval: time.Hour})
 	b.pool("p")
 	w, _ := b.worker("w", []string{"p"})
 	abandoned := b.submit(api.OperationSpec{Pool: "p"})
