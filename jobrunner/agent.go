@@ -65,10 +65,12 @@ type Agent struct {
 
 	mu            sync.Mutex
 	ops           map[string]*operation
+	ended         map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
 	draining      bool // no new leases: drainRequested or a pending self-update
 	drainAsked    bool // the server asked to drain
 	updateWaiting bool // a self-update waits for running operations to finish
 	updating      bool
+	cancelPoll    context.CancelFunc // ends the lease long-poll in flight, if any
 	updateFailed  string        // "version@sha256" of the desired chart whose self-update failed last
 	updateRetryAt time.Time     // when a failed self-update of that chart may be tried again
 	changed       chan struct{} // closed and replaced when ops shrink or draining changes
@@ -92,6 +94,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		log:        deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
 		logs:       kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
 		ops:        map[string]*operation{},
+		ended:      map[string]time.Time{},
 		changed:    make(chan struct{}),
 		health:     api.Health{OK: true},
 	}
@@ -169,7 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(3)
 	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
 	go func() { defer wg.Done(); a.leaseLoop(ctx, &wg) }()
-	go func() { defer wg.Done(); a.sweepLoop(ctx) }()
+	go func() { defer wg.Done(); a.sweepLoop(ctx, &wg) }()
 	<-ctx.Done()
 	a.ready.Store(false)
 	return nil
@@ -217,6 +220,9 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 		op.run(ctx)
 		a.mu.Lock()
 		delete(a.ops, op.id)
+		if ctx.Err() == nil {
+			a.ended[op.id] = time.Now()
+		}
 		a.broadcastLocked()
 		a.mu.Unlock()
 	}()
@@ -225,6 +231,9 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 func (a *Agent) setDrainingLocked() {
 	if d := a.drainAsked || a.updateWaiting; d != a.draining {
 		a.draining = d
+		if d && a.cancelPoll != nil {
+			a.cancelPoll()
+		}
 		a.broadcastLocked()
 	}
 }
@@ -250,9 +259,23 @@ func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 				return
 			}
 		}
-		lease, err := a.d.Lease(ctx, a.cfg.LeaseWait)
+		// A drain that starts while the long-poll waits cancels it (setDrainingLocked), so the server hands
+		// nothing more to a draining worker.
+		pollCtx, cancelPoll := context.WithCancel(ctx)
+		a.mu.Lock()
+		a.cancelPoll = cancelPoll
+		a.mu.Unlock()
+		lease, err := a.d.Lease(pollCtx, a.cfg.LeaseWait)
+		a.mu.Lock()
+		a.cancelPoll = nil
+		a.mu.Unlock()
+		drained := pollCtx.Err() != nil
+		cancelPoll()
 		if ctx.Err() != nil {
 			return
+		}
+		if drained && lease == nil {
+			continue
 		}
 		if err != nil {
 			a.log.WithError(err).WithField("retry_in", backoff).Warn("leasing failed")
@@ -491,7 +514,7 @@ func httpGet(ctx context.Context, url string) ([]byte, error) {
 
 // sweepLoop deletes Jobs and Secrets of operations that are neither supervised here nor leased to this worker
 // by the server: leftovers of a crash between creating a Secret and its Job, or of leases that expired.
-func (a *Agent) sweepLoop(ctx context.Context) {
+func (a *Agent) sweepLoop(ctx context.Context, wg *sync.WaitGroup) {
 	t := time.NewTicker(a.cfg.SweepInterval)
 	defer t.Stop()
 	for {
@@ -500,15 +523,16 @@ func (a *Agent) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		if err := a.Sweep(ctx); err != nil && ctx.Err() == nil {
+		if err := a.Sweep(ctx, func(l api.Lease) { a.start(ctx, wg, l, true) }); err != nil && ctx.Err() == nil {
 			a.log.WithError(err).Warn("sweeping orphaned Jobs and Secrets")
 		}
 	}
 }
 
 // Sweep runs one sweep. Finished Jobs are left to ttlSecondsAfterFinished; objects younger than one sweep
-// interval are left alone (their lease may be in flight).
-func (a *Agent) Sweep(ctx context.Context) error {
+// interval are left alone (their lease may be in flight). adopt (may be nil) takes up leases that nothing here
+// supervises.
+func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 	leases, err := a.d.Leases(ctx)
 	if err != nil {
 		return fmt.Errorf("listing leases: %w", err)
@@ -518,10 +542,29 @@ func (a *Agent) Sweep(ctx context.Context) error {
 		keep[l.Operation.ID] = true
 	}
 	a.mu.Lock()
+	var unsupervised []api.Lease
+	for id, at := range a.ended {
+		if time.Since(at) > 10*a.cfg.SweepInterval {
+			delete(a.ended, id)
+		}
+	}
+	for _, l := range leases {
+		if _, ended := a.ended[l.Operation.ID]; a.ops[l.Operation.ID] == nil && !ended {
+			unsupervised = append(unsupervised, l)
+		}
+	}
 	for id := range a.ops {
 		keep[id] = true
 	}
 	a.mu.Unlock()
+	// Leases the server holds for this worker that nobody here supervises (a lease reply lost on the way, a
+	// long-poll cancelled as it was granted): take them up, or they would expire as lost.
+	if adopt != nil {
+		for _, l := range unsupervised {
+			a.log.WithField("operation", l.Operation.ID).Warn("taking up a lease this worker holds but did not supervise")
+			adopt(l)
+		}
+	}
 	young := time.Now().Add(-a.cfg.SweepInterval)
 	jobs, err := a.jobs.Jobs(a.cfg.Namespace).List(labels.Everything())
 	if err != nil {

@@ -413,3 +413,41 @@ func deref[T any](p *T) any {
 	}
 	return *p
 }
+
+func TestDrainAndResume(t *testing.T) {
+	t.Parallel()
+	e := setup(t, agentOptions{})
+	ctx := context.Background()
+	workers, err := e.admin.Workers(ctx)
+	if err != nil || len(workers) != 1 {
+		t.Fatalf("workers: %v %v", workers, err)
+	}
+	w := workers[0]
+	if _, err := e.admin.DrainWorker(ctx, w.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	var drainedAt time.Time
+	waitUntil(t, time.Minute, "the worker to report that it drains", func() bool {
+		ws, err := e.admin.Workers(ctx)
+		if err == nil && len(ws) == 1 && ws[0].Draining {
+			drainedAt = ws[0].LastHeartbeat
+			return true
+		}
+		return false
+	})
+	id := e.submit(api.OperationSpec{Script: "echo ran after the drain ended"})
+	// Two more heartbeats of the draining worker, and the operation is still queued.
+	waitUntil(t, time.Minute, "two heartbeats while draining", func() bool {
+		ws, err := e.admin.Workers(ctx)
+		return err == nil && ws[0].LastHeartbeat.Sub(drainedAt) >= 2*time.Second
+	})
+	if op := e.get(id); op.State != api.StateQueued {
+		t.Fatalf("operation is %s while its only worker drains; want queued", op.State)
+	}
+	if _, err := e.admin.DrainWorker(ctx, w.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if op := e.wait(id); op.State != api.StateSucceeded {
+		t.Fatalf("after resuming: state %s: %s", op.State, op.Message)
+	}
+}
