@@ -66,14 +66,14 @@ type Agent struct {
 	mu            sync.Mutex
 	ops           map[string]*operation
 	ended         map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
-	draining      bool // no new leases: drainRequested or a pending self-update
-	drainAsked    bool // the server asked to drain
-	updateWaiting bool // a self-update waits for running operations to finish
+	draining      bool                 // no new leases: drainRequested or a pending self-update
+	drainAsked    bool                 // the server asked to drain
+	updateWaiting bool                 // a self-update waits for running operations to finish
 	updating      bool
 	cancelPoll    context.CancelFunc // ends the lease long-poll in flight, if any
-	updateFailed  string        // "version@sha256" of the desired chart whose self-update failed last
-	updateRetryAt time.Time     // when a failed self-update of that chart may be tried again
-	changed       chan struct{} // closed and replaced when ops shrink or draining changes
+	updateFailed  string             // "version@sha256" of the desired chart whose self-update failed last
+	updateRetryAt time.Time          // when a failed self-update of that chart may be tried again
+	changed       chan struct{}      // closed and replaced when ops shrink or draining changes
 	health        api.Health
 	lastBeatOK    time.Time
 
