@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 	"helm.sh/helm/v3/pkg/action"
@@ -197,6 +198,22 @@ func redact(r Request) Request {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// maxReason bounds the failure reason quoted in Update's error: the worker sends that error in its heartbeats,
+// whose health message the dispatch server limits to 4 KiB.
+const maxReason = 2048
+
+// clip shortens s to at most n bytes without splitting a UTF-8 sequence, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len(" [...]")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + " [...]"
+}
 
 // RunOptions say which upgrade the Job performs.
 type RunOptions struct {
@@ -467,7 +484,7 @@ func (u *Updater) Update(ctx context.Context, version string, chart []byte) erro
 		case "failed":
 			return fmt.Errorf("the upgrade to %s failed and was rolled back (self-update Job %s, %s): %s. Not retrying the same chart: "+
 				"fix the cause, then upload a new chart for %s or set another version on the dispatch server, or delete Job %s to retry",
-				version, last.Job, last.Finished.UTC().Format(time.RFC3339), last.Message, version, last.Job)
+				version, last.Job, last.Finished.UTC().Format(time.RFC3339), clip(last.Message, maxReason), version, last.Job)
 		case "succeeded":
 			if u.FromVersion != "" && u.FromVersion != version {
 				return fmt.Errorf("the upgrade to %s succeeded (self-update Job %s) but this worker still runs %s: the worker image the chart "+

@@ -3,6 +3,7 @@ package selfupdate
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // A pinned worker image tag would keep the old worker after the upgrade (and the worker would ask again):
@@ -45,5 +46,18 @@ func TestJobName(t *testing.T) {
 	long := JobName(strings.Repeat("r", 60)+"-", "1.0.0")
 	if len(long) > 63 || strings.Contains(long, "--") {
 		t.Fatalf("JobName of a long release: %q", long)
+	}
+}
+
+// clip keeps short strings, and cuts long ones within the limit on a character boundary.
+func TestClip(t *testing.T) {
+	t.Parallel()
+	if got := clip("short", 10); got != "short" {
+		t.Fatalf("clip(short) = %q", got)
+	}
+	long := strings.Repeat("é", 100) // 200 bytes
+	got := clip(long, 51)
+	if len(got) > 51 || !strings.HasSuffix(got, " [...]") || !utf8.ValidString(got) {
+		t.Fatalf("clip(long, 51) = %q (%d bytes)", got, len(got))
 	}
 }
