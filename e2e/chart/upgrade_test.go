@@ -61,7 +61,7 @@ func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 		return w.Version == versionA && w.Healthy
 	})
 
-	const inFlight, lineCount = 3, 20
+	const inFlight, lineCount = 3, 30
 	ids := make([]string, inFlight)
 	for i := range ids {
 		ids[i] = d.submit(t, fmt.Sprintf("in-flight-%d", i), countingScript(fmt.Sprintf("op %d", i), lineCount))
@@ -186,12 +186,29 @@ func TestSelfUpdateFailureLeavesARunning(t *testing.T) {
 	if got, want := d.runnerVersion(t, id), "runner: octo-worker version "+versionA; got != want {
 		t.Errorf("an operation after the failed upgrade printed %q, want %q", got, want)
 	}
-	// It did not start the same upgrade again meanwhile (each attempt takes the worker down).
+	// It did not start the same upgrade again meanwhile (each attempt takes the worker down): the one
+	// self-update Job is the failed one, which ran as the worker's own ServiceAccount (in a namespace enforcing
+	// Pod Security restricted) and kept its chart ConfigMap for the record.
+	o, err := selfupdate.LastOutcome(context.Background(), kube.Client, ns, releaseName)
+	if err != nil || o == nil || o.State != "failed" || o.Version != broken || o.FromVersion != versionA {
+		t.Fatalf("last self-update %+v (%v), want failed from %s to %s", o, err, versionA, broken)
+	}
+	if strings.Contains(o.Message, "forbidden") {
+		t.Errorf("the worker's ServiceAccount lacks a permission the upgrade needs: %s", o.Message)
+	}
 	jobs, err := kube.Client.BatchV1().Jobs(ns).List(context.Background(), metav1.ListOptions{
 		LabelSelector: selfupdate.LabelComponent + "=" + selfupdate.ComponentValue,
 	})
 	if err != nil || len(jobs.Items) != 1 {
-		t.Errorf("self-update Jobs: %d (%v), want the one that failed", len(jobs.Items), err)
+		t.Fatalf("self-update Jobs: %d (%v), want the one that failed", len(jobs.Items), err)
+	}
+	if j := jobs.Items[0]; j.Name != o.Job || j.Status.Failed == 0 || j.Status.Active != 0 {
+		t.Errorf("self-update Job %s: failed %d, active %d; want only the failed %s", j.Name, j.Status.Failed, j.Status.Active, o.Job)
+	} else if sa := j.Spec.Template.Spec.ServiceAccountName; sa != releaseName+"-octo-worker" {
+		t.Errorf("the self-update Job ran as %s", sa)
+	}
+	if _, err := kube.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), o.Job, metav1.GetOptions{}); err != nil {
+		t.Errorf("the chart ConfigMap of %s: %v", o.Job, err)
 	}
 	if w2, _ := d.worker(t); w2 == nil || w2.Version != versionA || w2.Draining {
 		t.Errorf("worker after the operation: %+v", w2)
