@@ -465,33 +465,15 @@ type Updater struct {
 
 // Update starts the upgrade Job for version with the chart archive; the Job upgrades the release, which
 // replaces this worker's pod. The caller has verified the archive's digest against the dispatch server's.
-//
-// An upgrade to the same version with the same chart is not tried twice: when the latest self-update of the
-// release installed exactly this chart and failed (rolled back), or succeeded and yet this worker still runs
-// FromVersion, Update returns an error saying so and what to do, and starts nothing.
+// It starts nothing when Preflight refuses the chart.
 func (u *Updater) Update(ctx context.Context, version string, chart []byte) error {
 	if u == nil || u.Kube == nil {
 		return errors.New("self-update is not configured")
 	}
 	sum := sha256.Sum256(chart)
 	digest := hex.EncodeToString(sum[:])
-	last, err := LastOutcome(ctx, u.Kube, u.Namespace, u.Release)
-	if err != nil {
+	if err := u.Preflight(ctx, version, digest); err != nil {
 		return err
-	}
-	if last != nil && last.Version == version && strings.EqualFold(last.SHA256, digest) {
-		switch last.State {
-		case "failed":
-			return fmt.Errorf("the upgrade to %s failed and was rolled back (self-update Job %s, %s): %s. Not retrying the same chart: "+
-				"fix the cause, then upload a new chart for %s or set another version on the dispatch server, or delete Job %s to retry",
-				version, last.Job, last.Finished.UTC().Format(time.RFC3339), clip(last.Message, maxReason), version, last.Job)
-		case "succeeded":
-			if u.FromVersion != "" && u.FromVersion != version {
-				return fmt.Errorf("the upgrade to %s succeeded (self-update Job %s) but this worker still runs %s: the worker image the chart "+
-					"for %s names reports version %s; publish the right image, then upload a new chart or delete Job %s to retry",
-					version, last.Job, u.FromVersion, version, u.FromVersion, last.Job)
-			}
-		}
 	}
 	name, err := Start(ctx, u.Kube, Request{
 		Namespace: u.Namespace, Release: u.Release, Version: version, FromVersion: u.FromVersion,
@@ -503,6 +485,36 @@ func (u *Updater) Update(ctx context.Context, version string, chart []byte) erro
 	}
 	if u.Log != nil {
 		u.Log.WithFields(logrus.Fields{"job": name, "version": version}).Info("self-update Job started; this pod will be replaced")
+	}
+	return nil
+}
+
+// Preflight refuses an upgrade to version with the chart of digest chartSHA256 when the latest self-update of
+// the release installed exactly that chart and failed (it was rolled back), or succeeded and yet this worker
+// still runs FromVersion: trying the same chart again would only take the worker down again. The error says
+// why and what to do. The agent can ask before it drains; Update asks too.
+func (u *Updater) Preflight(ctx context.Context, version, chartSHA256 string) error {
+	if u == nil || u.Kube == nil {
+		return errors.New("self-update is not configured")
+	}
+	last, err := LastOutcome(ctx, u.Kube, u.Namespace, u.Release)
+	if err != nil {
+		return err
+	}
+	if last == nil || last.Version != version || chartSHA256 == "" || !strings.EqualFold(last.SHA256, chartSHA256) {
+		return nil
+	}
+	switch last.State {
+	case "failed":
+		return fmt.Errorf("the upgrade to %s failed and was rolled back (self-update Job %s, %s): %s. Not retrying the same chart: "+
+			"fix the cause, then upload a new chart for %s or set another version on the dispatch server, or delete Job %s to retry",
+			version, last.Job, last.Finished.UTC().Format(time.RFC3339), clip(last.Message, maxReason), version, last.Job)
+	case "succeeded":
+		if u.FromVersion != "" && u.FromVersion != version {
+			return fmt.Errorf("the upgrade to %s succeeded (self-update Job %s) but this worker still runs %s: the worker image the chart "+
+				"for %s names reports version %s; publish the right image, then upload a new chart or delete Job %s to retry",
+				version, last.Job, u.FromVersion, version, u.FromVersion, last.Job)
+		}
 	}
 	return nil
 }
