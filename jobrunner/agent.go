@@ -247,9 +247,17 @@ func (a *Agent) broadcastLocked() {
 func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 	backoff := time.Second
 	for {
+		// A drain that starts while the long-poll waits cancels it (setDrainingLocked), so the server hands
+		// nothing more to a draining worker; checking and arming happen under one lock so none slips between.
 		a.mu.Lock()
 		full := len(a.ops) >= a.cfg.Concurrency || a.draining
 		ch := a.changed
+		var pollCtx context.Context
+		var cancelPoll context.CancelFunc
+		if !full {
+			pollCtx, cancelPoll = context.WithCancel(ctx)
+			a.cancelPoll = cancelPoll
+		}
 		a.mu.Unlock()
 		if full {
 			select {
@@ -259,12 +267,6 @@ func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 				return
 			}
 		}
-		// A drain that starts while the long-poll waits cancels it (setDrainingLocked), so the server hands
-		// nothing more to a draining worker.
-		pollCtx, cancelPoll := context.WithCancel(ctx)
-		a.mu.Lock()
-		a.cancelPoll = cancelPoll
-		a.mu.Unlock()
 		lease, err := a.d.Lease(pollCtx, a.cfg.LeaseWait)
 		a.mu.Lock()
 		a.cancelPoll = nil
