@@ -128,10 +128,11 @@ func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 		t.Errorf("worker pod image %s after the upgrade", pod.Spec.Containers[0].Image)
 	}
 
-	// The operation submitted while the worker drained is not lost. Which version ran it is a report, not an
-	// assertion: a lease long-poll the old worker sent before it started draining may still hand it over.
-	ranOn := d.runnerVersion(t, duringDrain)
-	t.Logf("the operation submitted during the drain ran with %q", ranOn)
+	// The operation submitted while the worker drained waited for the new worker (a drain also ends the lease
+	// long-poll the old worker had in flight).
+	if got, want := d.runnerVersion(t, duringDrain), "runner: octo-worker version "+versionB; got != want {
+		t.Errorf("the operation submitted during the drain printed %q, want %q", got, want)
+	}
 
 	after := d.submit(t, "after-upgrade", runnerVersionScript)
 	if got, want := d.runnerVersion(t, after), "runner: octo-worker version "+versionB; got != want {
