@@ -44,13 +44,21 @@ trap 'echo; echo "interrupted" >&2; exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
   || echo $((20000 + RANDOM % 20000)); }
-wait_http() { # URL WHAT PID
+http_ok() { # PORT PATH: a plain HTTP GET on loopback with bash's /dev/tcp (no curl needed)
+  local status
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1 # (a bare exec 2>... would silence the script)
+  printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+  read -r -t 5 _ status _ <&3 || true
+  exec 3<&- 3>&-
+  [ "$status" = 200 ]
+}
+wait_http() { # PORT PATH WHAT PID
   for _ in $(seq 1 600); do
-    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-    kill -0 "$3" 2>/dev/null || fail "$2 exited; see its log in $work"
+    if http_ok "$1" "$2"; then return 0; fi
+    kill -0 "$4" 2>/dev/null || fail "$3 exited; see its log in $work"
     sleep 0.2
   done
-  fail "$2 did not become ready (see $work)"
+  fail "$3 did not become ready (see $work)"
 }
 
 [ "$(id -u)" = 0 ] || fail "run as root: the local node runs pod containers as host processes in private mount namespaces"
@@ -93,7 +101,7 @@ export OCTO_SERVER="http://127.0.0.1:$server_port"
 export OCTO_TOKEN="demo-admin-$RANDOM$RANDOM"
 "$bin" server --listen "127.0.0.1:$server_port" --db "$work/octo-worker.db" --admin-token "$OCTO_TOKEN" > "$work/server.log" 2>&1 &
 pids+=($!)
-wait_http "$OCTO_SERVER/healthz" "the dispatch server" "${pids[-1]}"
+wait_http "$server_port" /healthz "the dispatch server" "${pids[-1]}"
 echo "server: $OCTO_SERVER"
 "$bin" pool create --description "the demo's worker pool" demo >/dev/null
 reg_token="$("$bin" token create --pool demo 2>/dev/null)"
@@ -120,7 +128,7 @@ OCTO_REGISTRATION_TOKEN="$reg_token" "$bin" --log-format text agent --values "$w
   --kubeconfig "$kubeconfig" --namespace default --release demo-worker \
   --health-listen "127.0.0.1:$health_port" > "$work/agent.log" 2>&1 &
 pids+=($!)
-wait_http "http://127.0.0.1:$health_port/readyz" "the worker agent" "${pids[-1]}"
+wait_http "$health_port" /readyz "the worker agent" "${pids[-1]}"
 echo "worker ready (log: $work/agent.log)"
 
 step "submitting a three-step deployment and streaming its logs"
@@ -144,6 +152,7 @@ steps:
   - name: smoke test (fails on purpose)
     script: |
       echo "Smoke-testing https://web.example.invalid/health ..."
+      sleep 1 # the request
       echo "ERROR: expected HTTP 200, got 503 from web" >&2
       exit 4
 DEPLOY
