@@ -440,9 +440,15 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 	return time.Duration(resp.HeartbeatSeconds) * time.Second
 }
 
-// updateRetryDelay is how long the agent works on after a failed self-update before it drains to try the same
-// chart again.
-const updateRetryDelay = 10 * time.Minute
+// updateRetryDelay is how long the agent works on after a failed self-update before it tries the same chart
+// again (asking the Updater's Preflight first, when it has one, so that a refused chart costs no drain).
+const updateRetryDelay = time.Minute
+
+// preflighter is an Updater that can tell, before the agent drains, that it would refuse an update (the same
+// chart failed before); chartgen/selfupdate.Updater is one.
+type preflighter interface {
+	Preflight(ctx context.Context, version, chartSHA256 string) error
+}
 
 // selfUpdate drains, and once nothing runs, hands the new chart to the Updater.
 func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
@@ -461,6 +467,15 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 		return // keep working on this version; the health message says why the update failed
 	}
 	if !a.updateWaiting {
+		if p, ok := a.updater.(preflighter); ok {
+			a.mu.Unlock()
+			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
+			a.mu.Lock()
+			if err != nil {
+				a.updateFailedLocked(key, resp.DesiredVersion, err)
+				return
+			}
+		}
 		a.log.WithField("version", resp.DesiredVersion).Info("draining for self-update")
 		a.updateWaiting = true
 		a.setDrainingLocked()
@@ -474,14 +489,21 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 	a.mu.Lock()
 	a.updating = false
 	if err != nil {
-		// A failed update leaves this version running: take operations again, and try the same chart again
-		// only after a while (each attempt drains the worker first).
-		a.log.WithError(err).WithField("retry_in", updateRetryDelay).Error("self-update failed; taking operations again")
-		a.health = api.Health{OK: true, Message: "self-update to " + resp.DesiredVersion + " failed: " + err.Error()}
-		a.updateFailed, a.updateRetryAt = key, time.Now().Add(updateRetryDelay)
-		a.updateWaiting = false
-		a.setDrainingLocked()
+		a.updateFailedLocked(key, resp.DesiredVersion, err)
 	}
+}
+
+// updateFailedLocked records a failed self-update: this version keeps running and takes operations again, the
+// health message says why, and the same chart is tried again after updateRetryDelay.
+func (a *Agent) updateFailedLocked(key, version string, err error) {
+	msg := "self-update to " + version + " failed: " + err.Error()
+	if a.health.Message != msg {
+		a.log.WithError(err).WithField("retry_in", updateRetryDelay).Error("self-update failed; taking operations again")
+	}
+	a.health = api.Health{OK: true, Message: msg}
+	a.updateFailed, a.updateRetryAt = key, time.Now().Add(updateRetryDelay)
+	a.updateWaiting = false
+	a.setDrainingLocked()
 }
 
 func (a *Agent) update(ctx context.Context, resp api.HeartbeatResponse) error {
