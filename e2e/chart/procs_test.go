@@ -87,7 +87,7 @@ func (p *proc) exited() bool {
 	}
 }
 
-// octo runs one octo-worker command to completion (at most two minutes) and returns its standard output;
+// octo runs one octo-worker command to completion (at most five minutes) and returns its standard output;
 // the test fails when it exits non-zero.
 func octo(t *testing.T, env []string, args ...string) string {
 	t.Helper()

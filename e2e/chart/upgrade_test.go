@@ -51,7 +51,7 @@ func (d *dispatchServer) runnerVersion(t *testing.T, id string) string {
 // Self-update from A to B with operations in flight: the worker drains (it reports draining; Jobs keep
 // running), every operation in flight finishes with each of its lines exactly once, the worker upgrades its
 // own release through the self-update Job, comes back as B with the same identity, and runs new operations
-// with B's runner. An operation submitted during the drain is not lost.
+// with B's runner. An operation submitted during the drain waits for B.
 func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 	start := time.Now()
 	ns := kube.Namespace(t, restricted)
