@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -10,7 +11,7 @@ import (
 )
 
 // The store's hot statements, one transaction each, beside a raw one-INSERT transaction on the same file
-// and settings (BenchmarkRawInsertTx).
+// and settings (BenchmarkRawInsertTx). The log benchmarks also report ns/line.
 
 func benchStore(b *testing.B) *Store {
 	s, err := Open(b.Context(), b.TempDir()+"/bench.db")
@@ -113,4 +114,78 @@ func BenchmarkCreateLeasedOperation(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// leasedBench creates an operation and leases it for the log benchmarks.
+func leasedBench(b *testing.B, s *Store) store.LeaseRef {
+	if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: "op", Spec: api.OperationSpec{Pool: "p", Script: "x"}, CreatedAt: time.Now()}); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, LeaseID: "l", Now: now, ExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return store.LeaseRef{OperationID: "op", LeaseID: l.LeaseID, WorkerID: "w", Now: now}
+}
+
+// benchLines fills lines with numbered lines from seq on, texts as short as `seq N` prints.
+func benchLines(lines []api.LogLine, seq int) {
+	now := time.Now()
+	for j := range lines {
+		lines[j] = api.LogLine{Seq: int64(seq + j), Time: now, Stream: api.StreamStdout, Text: strconv.Itoa(seq + j)}
+	}
+}
+
+// BenchmarkAppendLogs5000: a full batch (the server's limit), as the worker sends a busy log.
+func BenchmarkAppendLogs5000(b *testing.B) {
+	s := benchStore(b)
+	ref := leasedBench(b, s)
+	batches := make([][]api.LogLine, 64)
+	for i := range batches {
+		batches[i] = make([]api.LogLine, 5000)
+	}
+	i := 0
+	for b.Loop() {
+		lines := batches[i%len(batches)]
+		b.StopTimer()
+		benchLines(lines, i*5000+1)
+		b.StartTimer()
+		if _, err := s.AppendLogs(b.Context(), ref, lines); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*5000), "ns/line")
+}
+
+// BenchmarkLogs: reading a 20,000-line log in pages of 5,000 lines, as a follower does.
+func BenchmarkLogs(b *testing.B) {
+	s := benchStore(b)
+	ref := leasedBench(b, s)
+	lines := make([]api.LogLine, 5000)
+	for i := range 4 {
+		benchLines(lines, i*5000+1)
+		if _, err := s.AppendLogs(b.Context(), ref, lines); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		after, n := int64(0), 0
+		for {
+			page, err := s.Logs(b.Context(), "op", after, 5000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			n += len(page)
+			after = page[len(page)-1].Pos
+		}
+		if n != 20000 {
+			b.Fatalf("read %d lines, want 20000", n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*20000), "ns/line")
 }
