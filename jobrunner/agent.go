@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 	batchv1 "k8s.io/api/batch/v1"
@@ -66,14 +67,16 @@ type Agent struct {
 	mu            sync.Mutex
 	ops           map[string]*operation
 	ended         map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
-	draining      bool                 // no new leases: drainRequested or a pending self-update
+	draining      bool                 // no new leases: drainAsked or updateWaiting
 	drainAsked    bool                 // the server asked to drain
-	updateWaiting bool                 // a self-update waits for running operations to finish
-	updating      bool
-	cancelPoll    context.CancelFunc // ends the lease long-poll in flight, if any
-	updateFailed  string             // "version@sha256" of the desired chart whose self-update failed last
-	updateRetryAt time.Time          // when a failed self-update of that chart may be tried again
-	changed       chan struct{}      // closed and replaced when ops shrink or draining changes
+	updateWaiting bool                 // a self-update is under way (updateKey): no new leases until it ends
+	updateKey     string               // "version@sha256" of the chart being installed
+	updating      bool                 // the Updater is being called
+	updateStarted time.Time            // when the Updater last accepted updateKey (zero: not yet)
+	cancelPoll    context.CancelFunc   // ends the lease long-poll in flight, if any
+	updateFailed  string               // "version@sha256" of the desired chart whose self-update failed last
+	updateRetryAt time.Time            // when a failed self-update of that chart may be tried again
+	changed       chan struct{}        // closed and replaced when ops shrink or draining changes
 	health        api.Health
 	lastBeatOK    time.Time
 
@@ -119,7 +122,9 @@ func (a *Agent) Health() api.Health {
 	return a.health
 }
 
-// Run runs the agent until ctx ends. Jobs keep running when it stops; a restarted agent re-adopts them.
+// Run runs the agent until ctx ends (SIGTERM: the pod is being replaced). Stopping, it delivers the log lines
+// it has read (within shutdownFlush) and reports nothing more: Jobs keep running, their Jobs and Secrets stay,
+// and the next agent with this identity (restarted, or the new version after a self-update) re-adopts them.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -390,9 +395,13 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 		running = append(running, id)
 	}
 	sort.Strings(running)
+	// Every health message the worker sends passes here, capped to the server's limit (it refuses the whole
+	// heartbeat otherwise, and with it the renewal of every lease).
+	health := a.health
+	health.Message = capMessage(health.Message, maxHealthMessage)
 	req := api.HeartbeatRequest{
 		Version: a.cfg.Version, Capacity: a.cfg.Concurrency, Capabilities: a.cfg.Capabilities,
-		Running: running, Health: a.health, Draining: a.draining,
+		Running: running, Health: health, Draining: a.draining,
 	}
 	a.mu.Unlock()
 	resp, err := a.d.Heartbeat(ctx, req)
@@ -430,7 +439,7 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 		a.mu.Lock()
 		if a.updateWaiting {
 			a.log.Info("the server no longer asks for another version: taking operations again")
-			a.updateWaiting = false
+			a.updateWaiting, a.updateKey, a.updateStarted = false, "", time.Time{}
 			a.setDrainingLocked()
 		}
 		// Only the version checks set a health message; it is stale once the versions agree.
@@ -444,13 +453,40 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 // again (asking the Updater's Preflight first, when it has one, so that a refused chart costs no drain).
 const updateRetryDelay = time.Minute
 
+// updateRecheck is how often a worker whose self-update has started, and which is still running, hands the
+// same chart to the Updater again: normally the upgrade replaces this worker long before; if the upgrade Job
+// vanished, this starts it again, and if it failed without replacing this worker, the Updater says so.
+const updateRecheck = time.Minute
+
+// maxHealthMessage is the longest health message the dispatch server accepts (PROTOCOL.md, Limits: messages,
+// 4 KiB); heartbeat caps what it sends to it.
+const maxHealthMessage = 4096
+
+// capMessage returns s as valid UTF-8 of at most n bytes, cut at a character boundary and marked when cut.
+func capMessage(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	const mark = " [...]"
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
+}
+
 // preflighter is an Updater that can tell, before the agent drains, that it would refuse an update (the same
 // chart failed before); chartgen/selfupdate.Updater is one.
 type preflighter interface {
 	Preflight(ctx context.Context, version, chartSHA256 string) error
 }
 
-// selfUpdate drains, and once nothing runs, hands the new chart to the Updater.
+// selfUpdate drains and, at once, hands the new chart to the Updater. Running operations are not waited for:
+// their Jobs keep running, this worker keeps following them and shipping their logs until the upgrade
+// replaces its pod (Run returns on SIGTERM without reporting them), and the new worker, which has the same
+// identity, re-adopts them from the server's leases and reports their results. A failed upgrade brings this
+// version back, which re-adopts them the same way.
 func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -466,8 +502,12 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 	if key == a.updateFailed && time.Now().Before(a.updateRetryAt) {
 		return // keep working on this version; the health message says why the update failed
 	}
-	if !a.updateWaiting {
-		if p, ok := a.updater.(preflighter); ok {
+	if a.updating {
+		return
+	}
+	p, canPreflight := a.updater.(preflighter)
+	if !a.updateWaiting || a.updateKey != key {
+		if canPreflight {
 			a.mu.Unlock()
 			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
 			a.mu.Lock()
@@ -476,11 +516,21 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 				return
 			}
 		}
-		a.log.WithField("version", resp.DesiredVersion).Info("draining for self-update")
-		a.updateWaiting = true
+		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("draining for self-update; running Jobs keep running")
+		a.updateWaiting, a.updateKey, a.updateStarted = true, key, time.Time{}
 		a.setDrainingLocked()
 	}
-	if len(a.ops) > 0 || a.updating {
+	if !a.updateStarted.IsZero() && time.Since(a.updateStarted) < updateRecheck {
+		// The upgrade runs. Should it fail without replacing this worker (e.g. the values pin the image), the
+		// Updater's Preflight says so and this worker takes operations again.
+		if canPreflight {
+			a.mu.Unlock()
+			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
+			a.mu.Lock()
+			if err != nil && a.updateKey == key {
+				a.updateFailedLocked(key, resp.DesiredVersion, err)
+			}
+		}
 		return
 	}
 	a.updating = true
@@ -490,7 +540,13 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 	a.updating = false
 	if err != nil {
 		a.updateFailedLocked(key, resp.DesiredVersion, err)
+		return
 	}
+	if a.updateStarted.IsZero() {
+		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("self-update started; the new worker re-adopts the running Jobs")
+		a.health = api.Health{OK: true, Message: fmt.Sprintf("self-update to %s started: the new worker replaces this one and re-adopts its %d running operations", resp.DesiredVersion, len(a.ops))}
+	}
+	a.updateStarted = time.Now()
 }
 
 // updateFailedLocked records a failed self-update: this version keeps running and takes operations again, the
@@ -502,7 +558,7 @@ func (a *Agent) updateFailedLocked(key, version string, err error) {
 	}
 	a.health = api.Health{OK: true, Message: msg}
 	a.updateFailed, a.updateRetryAt = key, time.Now().Add(updateRetryDelay)
-	a.updateWaiting = false
+	a.updateWaiting, a.updateKey, a.updateStarted = false, "", time.Time{}
 	a.setDrainingLocked()
 }
 

@@ -24,8 +24,9 @@ type Dispatcher interface {
 	Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error)
 }
 
-// Updater upgrades the worker's own Helm release to a chart (chartgen implements it). The agent drains first:
-// it stops leasing and waits until its running operations have finished.
+// Updater upgrades the worker's own Helm release to a chart (chartgen/selfupdate implements it). The agent
+// drains first (it stops leasing) and calls Update at once, while its operations' Jobs keep running; Update
+// starts the upgrade and returns, and the upgrade replaces the worker's pod. The new worker re-adopts the Jobs.
 type Updater interface {
 	Update(ctx context.Context, version string, chart []byte) error
 }

@@ -25,6 +25,12 @@ import (
 // capacityReportEvery is how often a pod that keeps waiting for capacity is reported again in its log.
 const capacityReportEvery = time.Minute
 
+// shutdownFlush bounds how long a stopping agent (SIGTERM: its pod is being replaced, e.g. by a self-update)
+// keeps trying to deliver the lines it has read but the server has not acknowledged. Lines it cannot deliver
+// in time are not lost: the next worker reads them again from the pod log, after the server's last_seq. The
+// chart's terminationGracePeriodSeconds (30) leaves room for it.
+const shutdownFlush = 10 * time.Second
+
 // operation supervises one leased operation: it creates (or adopts) its Secret and Job, follows its pod's
 // log into the shipper, watches Job and pod state through the agent's informer, and reports the result.
 // Its state is touched only by its own run goroutine, except cancel and kick, which are channels.
@@ -106,8 +112,11 @@ func (o *operation) run(ctx context.Context) {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	o.ship = newShipper(o.a.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
+	// The shipper outlives ctx by up to shutdownFlush, so that a stopping agent delivers what it has read.
+	shipCtx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopShip()
 	wg.Add(1)
-	go func() { defer wg.Done(); o.ship.Run(ctx) }()
+	go func() { defer wg.Done(); o.ship.Run(shipCtx) }()
 
 	if msg := o.a.refusal(&o.lease.Operation); msg != "" {
 		o.finish(ctx, &outcome{state: api.StateFailed, message: msg})
@@ -115,6 +124,7 @@ func (o *operation) run(ctx context.Context) {
 	}
 	if err := o.ensureObjects(ctx); err != nil {
 		if ctx.Err() != nil {
+			o.detach(ctx)
 			return
 		}
 		o.finish(ctx, &outcome{state: api.StateFailed, message: err.Error()})
@@ -127,16 +137,14 @@ func (o *operation) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			// The agent is stopping: the Job keeps running and a restarted agent re-adopts it.
-			if o.folRunning {
-				<-o.folDone
-			}
-			return
 		case <-o.kick:
 		case ev := <-o.evCh:
 			o.onEvent(ctx, ev)
 		case <-timer.C:
 		case <-o.cancelCh:
+			if ctx.Err() != nil {
+				break // stopping: the next worker learns of the cancel request from its heartbeat
+			}
 			o.cancelCh = nil // handled once
 			o.cancelling = true
 			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.a.cfg.Namespace, o.name)
@@ -154,11 +162,15 @@ func (o *operation) run(ctx context.Context) {
 			shipFailed = nil // other refusals: the result reports what happened
 		case err := <-o.folDone:
 			o.folRunning = false
-			if errors.Is(err, errGap) {
+			if errors.Is(err, errGap) && ctx.Err() == nil {
 				o.startFollower(ctx, o.folPod, true)
 			} else if err != nil && ctx.Err() == nil {
 				o.log.WithError(err).Warn("following pod log")
 			}
+		}
+		if ctx.Err() != nil {
+			o.detach(ctx)
+			return
 		}
 		out, next := o.evaluate(ctx)
 		if out != nil {
@@ -182,6 +194,28 @@ func (o *operation) run(ctx context.Context) {
 	}
 }
 
+// detach ends the supervision of a running operation when the agent stops (SIGTERM; its pod is replaced by
+// a self-update or a rollout): the follower stops, the lines read so far are delivered (within
+// shutdownFlush), and nothing else happens. No result is reported and the Job and Secret stay, so the next
+// worker with this identity re-adopts the operation from the server's lease and resumes after its last_seq.
+func (o *operation) detach(ctx context.Context) {
+	if o.folRunning {
+		<-o.folDone
+		o.folRunning = false
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownFlush)
+	defer cancel()
+	stored, err := o.ship.Flush(fctx)
+	switch {
+	case err != nil:
+		o.log.WithError(err).Warn("worker stopping: not every line read was delivered; the next worker reads them again from the pod log")
+	case o.fol != nil:
+		o.log.WithFields(logrus.Fields{"server_holds": stored, "read": o.fol.delivered}).Info("worker stopping: lines delivered; the Job keeps running for the next worker to re-adopt")
+	default:
+		o.log.Info("worker stopping: the Job keeps running for the next worker to re-adopt")
+	}
+}
+
 // ensureObjects creates the operation's Secret and Job, or adopts existing ones.
 func (o *operation) ensureObjects(ctx context.Context) error {
 	cfg, ns := &o.a.cfg, o.a.cfg.Namespace
@@ -195,7 +229,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
-		o.say(ctx, "worker restarted: following Job %s/%s again from line %d", ns, o.name, o.lease.LastSeq+1)
+		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.a.cfg.Version, ns, o.name, o.lease.LastSeq+1)
 		if o.lease.Operation.State != api.StateRunning {
 			if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 				o.log.WithError(err).Warn("reporting running state")
@@ -242,7 +276,11 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		created, err = o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{})
 	}
 	if err != nil {
-		_ = secrets.Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{})
+		if ctx.Err() == nil {
+			// The Job was refused: its Secret is of no use. (When the agent is stopping, the Job may have been
+			// created all the same; the next worker adopts both, or the sweeper removes the Secret.)
+			_ = secrets.Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{})
+		}
 		return fmt.Errorf("creating Job %s/%s: %w", ns, o.name, err)
 	}
 	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":%q,"uid":%q,"blockOwnerDeletion":true}]}}`, created.Name, created.UID)
@@ -255,7 +293,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	if image == "" {
 		image = cfg.ToolsImage
 	}
-	o.say(ctx, "running in Job %s/%s, image %s, requests %s", ns, o.name, image, formatResources(requests))
+	o.say(ctx, "running in Job %s/%s, image %s, requests %s (octo-worker %s)", ns, o.name, image, formatResources(requests), o.a.cfg.Version)
 	for _, n := range notes {
 		o.say(ctx, "%s", n)
 	}

@@ -1,0 +1,216 @@
+package jobrunner
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/server"
+	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+)
+
+// recordingUpdater stands in for chartgen/selfupdate, the edge that needs a cluster and Helm (the e2e/chart
+// tests run the real one): it records calls, and its Preflight fails with preflightErr when set.
+type recordingUpdater struct {
+	mu           sync.Mutex
+	updates      []string
+	preflights   int
+	preflightErr error
+}
+
+func (u *recordingUpdater) Update(_ context.Context, version string, chart []byte) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.updates = append(u.updates, version)
+	return nil
+}
+
+func (u *recordingUpdater) Preflight(context.Context, string, string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.preflights++
+	return u.preflightErr
+}
+
+func (u *recordingUpdater) calls() ([]string, int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.updates...), u.preflights
+}
+
+// dispatchServer runs a real dispatch server on loopback over a SQLite file until the test ends, and returns
+// an admin client.
+func dispatchServer(t *testing.T) *client.Client {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "d.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	srv, err := server.New(st, server.Config{PollInterval: time.Hour}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const adminToken = "jobrunner-test-admin-token"
+	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = st.Close()
+	})
+	admin, err := client.New(client.Config{Server: "http://" + ln.Addr().String(), Token: adminToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admin
+}
+
+// A desired version starts the self-update at once, while an operation runs: the agent drains and calls the
+// Updater in the same heartbeat, and not again on the next ones (it waits to be replaced). When the Updater
+// then reports the upgrade failed, the agent takes operations again and reports why, its message capped to
+// what the server accepts.
+func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	admin := dispatchServer(t)
+	if _, err := admin.CreatePool(ctx, "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := admin.CreateToken(ctx, []string{"p"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := admin.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "0.1.0", Capacity: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := admin.WithToken(reg.WorkerToken)
+	if _, err := admin.Submit(ctx, api.OperationSpec{Pool: "p", Syntax: "sh", Script: "sleep 600"}); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := w.Lease(ctx, 0)
+	if err != nil || lease == nil {
+		t.Fatalf("Lease = %v, %v", lease, err)
+	}
+	var chart bytes.Buffer
+	zw := gzip.NewWriter(&chart)
+	_, _ = zw.Write([]byte("a chart archive"))
+	_ = zw.Close()
+	if _, err := admin.UploadChart(ctx, "0.2.0", chart.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SetDesiredVersion(ctx, "0.2.0"); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := Defaults()
+	cfg.Namespace, cfg.WorkerName, cfg.Pools, cfg.Version = "ns", "w", []string{"p"}, "0.1.0"
+	cfg.WorkerImage, cfg.ToolsImage = "octo-worker:0.1.0", "tools"
+	// The heartbeat path never calls the API server; New requires a client.
+	kube, err := kubernetes.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	up := &recordingUpdater{}
+	a, err := New(cfg, Deps{Kube: kube, Dispatcher: w, WorkerID: reg.WorkerID, Log: log, Updater: up,
+		FetchChart: func(ctx context.Context, url string) ([]byte, error) { return w.DownloadChart(ctx, url, "") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The leased operation runs (its supervision is not started: the heartbeat only lists it).
+	a.ops[lease.Operation.ID] = newOperation(a, *lease, false)
+	worker := func() api.Worker {
+		t.Helper()
+		ws, err := admin.Workers(ctx)
+		if err != nil || len(ws) != 1 {
+			t.Fatalf("workers: %v %v", ws, err)
+		}
+		return ws[0]
+	}
+
+	a.heartbeat(ctx)
+	if updates, preflights := up.calls(); len(updates) != 1 || updates[0] != "0.2.0" || preflights != 1 {
+		t.Fatalf("after the first heartbeat: updates %v, preflights %d; want the update to 0.2.0 started at once, after one preflight", updates, preflights)
+	}
+	a.heartbeat(ctx)
+	a.heartbeat(ctx)
+	if updates, _ := up.calls(); len(updates) != 1 {
+		t.Fatalf("updates %v after three heartbeats; want one (the worker waits to be replaced)", updates)
+	}
+	if wk := worker(); !wk.Draining || wk.Running != 1 || !strings.HasPrefix(wk.HealthMessage, "self-update to 0.2.0 started") {
+		t.Fatalf("the server sees %+v; want the worker draining, still running its operation, saying the self-update started", wk)
+	}
+
+	// The upgrade fails without replacing the worker; the reason is longer than the server accepts.
+	reason := strings.Repeat("é", 3000)
+	up.mu.Lock()
+	up.preflightErr = errors.New(reason)
+	up.mu.Unlock()
+	a.heartbeat(ctx) // learns of the failure
+	a.heartbeat(ctx) // reports it
+	wk := worker()
+	if wk.Draining || !strings.HasPrefix(wk.HealthMessage, "self-update to 0.2.0 failed: éé") {
+		t.Fatalf("after the failure the server sees draining %v, message %.80q; want the worker taking operations and saying why", wk.Draining, wk.HealthMessage)
+	}
+	if len(wk.HealthMessage) > maxHealthMessage || !strings.HasSuffix(wk.HealthMessage, " [...]") || !utf8.ValidString(wk.HealthMessage) {
+		t.Fatalf("health message of %d bytes, want it capped to %d", len(wk.HealthMessage), maxHealthMessage)
+	}
+	if updates, _ := up.calls(); len(updates) != 1 {
+		t.Fatalf("updates %v; the failed chart must not be tried again at once", updates)
+	}
+}
+
+// capMessage keeps short messages, cuts long ones within the limit on a character boundary, and repairs
+// invalid UTF-8 (the server refuses it).
+func TestCapMessage(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, in string
+		n        int
+		want     string
+	}{
+		{"short", "ok", 10, "ok"},
+		{"exactly the limit", "0123456789", 10, "0123456789"},
+		{"ascii cut", strings.Repeat("x", 20), 10, "xxxx [...]"},
+		{"multi-byte cut", strings.Repeat("é", 10), 10, "éé [...]"},
+		{"invalid UTF-8", "a\xffb", 10, "a\uFFFDb"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got := capMessage(c.in, c.n)
+			if got != c.want || len(got) > c.n || !utf8.ValidString(got) {
+				t.Fatalf("capMessage(%q, %d) = %q (%d bytes), want %q", c.in, c.n, got, len(got), c.want)
+			}
+		})
+	}
+}
