@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -212,8 +213,15 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, c caller) error 
 }
 
 func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, c caller) error {
+	data, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("reading the request body: %w", err) // a *http.MaxBytesError stays visible
+	}
 	var req api.AppendLogsRequest
-	if err := body(r, &req, validate.AppendLogs); err != nil {
+	if err := decodeAppendLogs(data, &req); err != nil {
+		return err
+	}
+	if err := validate.AppendLogs(&req); err != nil {
 		return err
 	}
 	id := r.PathValue("id")

@@ -422,6 +422,10 @@ func AppendLogs(r *api.AppendLogsRequest) error {
 	}
 	total := 0
 	for i, l := range r.Lines {
+		if l.Seq >= 0 && l.Pos == 0 && (l.Stream == api.StreamStdout || l.Stream == api.StreamStderr || l.Stream == api.StreamSystem) && len(l.Text) <= MaxLineBytes {
+			total += len(l.Text)
+			continue // a valid line: no field name to format (batches have thousands)
+		}
 		f := fmt.Sprintf("lines[%d]", i)
 		if l.Seq < 0 {
 			return fail(f+".seq", "%d is negative: runner lines count from 1, the worker's own notes use 0", l.Seq)

@@ -1,0 +1,118 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/decode"
+)
+
+// appendBodies are log batches as clients may send them: the worker's own encoding and hand-written variants
+// the fast path must either read exactly as decode.Bytes does or leave to it.
+var appendBodies = []string{
+	`{"lease_id":"l-1","lines":[{"seq":1,"time":"2026-11-27T10:31:06.123456789Z","stream":"stdout","text":"hello"},{"seq":2,"time":"2026-11-27T10:31:06Z","stream":"stderr","text":"wörld ✓"}]}`,
+	` { "lines" : [ { "text" : "a\"b\\c\u00e9\n" , "stream" : "system" , "seq" : 0 , "time" : "2026-01-02T03:04:05+02:00" } ] , "lease_id" : "x" } `,
+	`{"lease_id":"l","lines":[]}`,
+	`{"lease_id":"l"}`,
+	`{}`,
+	`{"lease_id":"l","lines":[{}]}`,
+	`{"lease_id":"l","lines":null}`,
+	`{"lease_id":"l","lines":[{"seq":1,"seq":2}]}`,
+	`{"lease_id":"l","lease_id":"m"}`,
+	`{"lease_id":"l","lines":[{"Seq":1}]}`,
+	`{"lease_id":"l","lines":[{"se\u0071":1}]}`,
+	`{"lease_id":"l","lines":[{"seq":1.0}]}`,
+	`{"lease_id":"l","lines":[{"seq":1e3}]}`,
+	`{"lease_id":"l","lines":[{"seq":-0}]}`,
+	`{"lease_id":"l","lines":[{"seq":01}]}`,
+	`{"lease_id":"l","lines":[{"seq":99999999999999999999}]}`,
+	`{"lease_id":"l","lines":[{"seq":null}]}`,
+	`{"lease_id":"l","lines":[{"pos":5,"seq":1}]}`,
+	`{"lease_id":"l","lines":[{"time":"yesterday"}]}`,
+	`{"lease_id":"l","lines":[{"time":null}]}`,
+	`{"lease_id":"l","lines":[{"time":"2026-13-01T00:00:00Z"}]}`,
+	`{"lease_id":"l","lines":[{"text":"bad \xff utf-8"}]}`,
+	`{"lease_id":"l","lines":[{"text":"raw` + "\x01" + `control"}]}`,
+	`{"lease_id":"l","lines":[{"text":"bad \x escape"}]}`,
+	`{"lease_id":"l","lines":[{"text":"\ud800 lone surrogate"}]}`,
+	`{"lease_id":"l","lines":[{"text":1}]}`,
+	`{"lease_id":"l","lines":[{"seq":1},]}`,
+	`{"lease_id":"l","extra":true}`,
+	`{"lease_id":"l"} {}`,
+	`{"lease_id":"l"`,
+	`[]`,
+	``,
+}
+
+// checkAppendDecoding fails when decodeAppendLogs and decode.Bytes disagree on body.
+func checkAppendDecoding(t *testing.T, body []byte) {
+	var fast, general api.AppendLogsRequest
+	ferr := decodeAppendLogs(body, &fast)
+	gerr := decode.Bytes(body, &general)
+	if (ferr == nil) != (gerr == nil) {
+		t.Fatalf("%q: decodeAppendLogs error %v, decode.Bytes error %v", body, ferr, gerr)
+	}
+	if ferr != nil {
+		if ferr.Error() != gerr.Error() {
+			t.Errorf("%q: errors differ: %v / %v", body, ferr, gerr)
+		}
+		return
+	}
+	if diff := cmp.Diff(general, fast); diff != "" {
+		t.Fatalf("%q: decodeAppendLogs differs from decode.Bytes (-general +fast):\n%s", body, diff)
+	}
+}
+
+func TestDecodeAppendLogsMatchesTheGeneralDecoder(t *testing.T) {
+	t.Parallel()
+	for _, b := range appendBodies {
+		checkAppendDecoding(t, []byte(b))
+	}
+	// The fast path does take the worker's batches.
+	var req api.AppendLogsRequest
+	if !fastAppendLogs([]byte(appendBodies[0]), &req) || len(req.Lines) != 2 || req.Lines[1].Text != "wörld ✓" {
+		t.Errorf("the worker's batch missed the fast path: %+v", req)
+	}
+}
+
+func FuzzDecodeAppendLogs(f *testing.F) {
+	for _, b := range appendBodies {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkAppendDecoding(t, body) })
+}
+
+// BenchmarkDecodeAppendLogs: a 5,000-line batch through the fast path, beside decode.Bytes.
+func BenchmarkDecodeAppendLogs(b *testing.B) {
+	lines := make([]api.LogLine, 5000)
+	now := time.Now().UTC()
+	for i := range lines {
+		lines[i] = api.LogLine{Seq: int64(i + 1), Time: now.Add(time.Duration(i) * time.Microsecond), Stream: api.StreamStdout, Text: fmt.Sprint(i + 1)}
+	}
+	body, err := json.Marshal(api.AppendLogsRequest{LeaseID: "lease-1", Lines: lines})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name   string
+		decode func([]byte, *api.AppendLogsRequest) error
+	}{
+		{"fast", decodeAppendLogs},
+		{"general", func(d []byte, r *api.AppendLogsRequest) error { return decode.Bytes(d, r) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				var req api.AppendLogsRequest
+				if err := bc.decode(body, &req); err != nil || len(req.Lines) != 5000 {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*5000), "ns/line")
+		})
+	}
+}
