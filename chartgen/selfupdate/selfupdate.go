@@ -1,21 +1,25 @@
 // Package selfupdate upgrades the worker's own Helm release to another chart version, from inside the
 // cluster, so that the upgrade outlives the worker pod it replaces.
 //
-// The shape: the worker (drained) calls Start, which stores the verified chart archive in a ConfigMap and
-// starts a short Job in the release namespace that runs `octo-worker chartgen self-update` with the worker's
-// own ServiceAccount and image. The Job (Run) upgrades the release with the release's current values,
-// atomically: Helm waits for the new worker to be ready and rolls back on failure. Upgrading the Deployment
-// replaces the old worker pod, which is why the upgrade does not run in it: a Job is not part of the release
-// and keeps running. The worker that starts next (new, or old after a rollback) reads the outcome with
-// LastOutcome and reports it.
+// The shape: the worker (drained: it takes no new operations, but those it runs keep running as their own
+// Jobs) calls Start, which stores the verified chart archive in a ConfigMap and starts a short Job in the
+// release namespace that runs `octo-worker chartgen self-update` with the worker's own ServiceAccount and
+// image. The Job (Run) upgrades the release with the release's current values, atomically: Helm waits for the
+// new worker to be ready and rolls back on failure. Upgrading the Deployment replaces the old worker pod,
+// which is why the upgrade does not run in it: a Job is not part of the release and keeps running. While no
+// worker pod runs, the Job heartbeats for the worker so that its operations' leases do not expire (see
+// WorkerLink). The worker that starts next (new, or old after a rollback) re-adopts the operations' Jobs,
+// reads the outcome with LastOutcome and reports it.
 package selfupdate
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -60,6 +64,7 @@ type Request struct {
 	ServiceAccount   string        // the worker's ServiceAccount (its Role allows the upgrade)
 	Timeout          time.Duration // how long the new worker may take to become ready; default 10 minutes
 	ImagePullSecrets []corev1.LocalObjectReference
+	Worker           *WorkerLink // nil: the Job does not keep the worker's leases alive
 }
 
 // JobName is the name of the self-update Job (and its ConfigMap) for a release and version.
@@ -95,6 +100,14 @@ func Start(ctx context.Context, kube kubernetes.Interface, req Request) (string,
 	name := JobName(req.Release, req.Version)
 	labels := map[string]string{LabelComponent: ComponentValue, LabelRelease: req.Release}
 	annotations := map[string]string{AnnotVersion: req.Version, AnnotSHA256: digest, AnnotFromVersion: req.FromVersion}
+	cmAnnotations := maps.Clone(annotations)
+	if req.Worker != nil {
+		link, err := json.Marshal(req.Worker)
+		if err != nil {
+			return "", fmt.Errorf("encoding the worker link: %w", err)
+		}
+		cmAnnotations[AnnotWorker] = string(link)
+	}
 
 	existing, err := kube.BatchV1().Jobs(req.Namespace).Get(ctx, name, metav1.GetOptions{})
 	switch {
@@ -114,7 +127,7 @@ func Start(ctx context.Context, kube kubernetes.Interface, req Request) (string,
 	}
 
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: req.Namespace, Labels: labels, Annotations: annotations},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: req.Namespace, Labels: labels, Annotations: cmAnnotations},
 		BinaryData: map[string][]byte{chartKey: req.ChartArchive},
 	}
 	if _, err := kube.CoreV1().ConfigMaps(req.Namespace).Create(ctx, cm, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
@@ -226,11 +239,23 @@ type RunOptions struct {
 // Run performs the upgrade (inside the self-update Job): it reads and re-verifies the chart, and upgrades the
 // release with its current user-supplied values, atomically: when the new worker does not become ready within
 // Timeout, Run records why (each new worker pod's waiting or terminated state), rolls the release back to its
-// last deployed revision and returns an error that says both.
+// last deployed revision and returns an error that says both. Meanwhile, when the ConfigMap carries a
+// WorkerLink, it keeps the worker's leases alive while no worker pod runs.
 func Run(ctx context.Context, hc *action.Configuration, kube kubernetes.Interface, o RunOptions, log logrus.FieldLogger) error {
 	cm, err := kube.CoreV1().ConfigMaps(o.Namespace).Get(ctx, o.ConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading the chart ConfigMap %s: %w", o.ConfigMap, err)
+	}
+	keeper, err := newLeaseKeeper(ctx, kube, cm, o.Release, log)
+	if err != nil {
+		// Not fatal: the upgrade goes on; operations survive it if the gap stays within the lease TTL.
+		log.WithError(err).Warn("cannot keep the worker's leases alive during the upgrade")
+	}
+	if keeper != nil {
+		kctx, stopKeeper := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); keeper.Run(kctx) }()
+		defer func() { stopKeeper(); <-done }()
 	}
 	archive := cm.BinaryData[chartKey]
 	sum := sha256.Sum256(archive)
@@ -320,9 +345,7 @@ func rollback(hc *action.Configuration, releaseName string, timeout time.Duratio
 // notReady describes the release's worker pods that are not ready: the waiting or terminated state of their
 // containers, or why they are not scheduled. "" when it finds none.
 func notReady(ctx context.Context, kube kubernetes.Interface, namespace, releaseName string) string {
-	pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: "app.kubernetes.io/instance=" + releaseName + ",app.kubernetes.io/component=worker",
-	})
+	pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: workerPodSelector(releaseName)})
 	if err != nil {
 		return "listing the worker pods: " + err.Error()
 	}
@@ -460,12 +483,14 @@ type Updater struct {
 	FromVersion      string
 	Timeout          time.Duration
 	ImagePullSecrets []corev1.LocalObjectReference
+	Worker           *WorkerLink // lets the upgrade Job keep the worker's leases alive (nil: it does not)
 	Log              logrus.FieldLogger
 }
 
-// Update starts the upgrade Job for version with the chart archive; the Job upgrades the release, which
-// replaces this worker's pod. The caller has verified the archive's digest against the dispatch server's.
-// It starts nothing when Preflight refuses the chart.
+// Update starts the upgrade Job for version with the chart archive and returns; the Job upgrades the release,
+// which replaces this worker's pod (the worker's running operations' Jobs keep running, and the worker that
+// starts next re-adopts them). The caller has verified the archive's digest against the dispatch server's.
+// It starts nothing when Preflight refuses the chart, and nothing new while the Job for version runs.
 func (u *Updater) Update(ctx context.Context, version string, chart []byte) error {
 	if u == nil || u.Kube == nil {
 		return errors.New("self-update is not configured")
@@ -478,7 +503,7 @@ func (u *Updater) Update(ctx context.Context, version string, chart []byte) erro
 	name, err := Start(ctx, u.Kube, Request{
 		Namespace: u.Namespace, Release: u.Release, Version: version, FromVersion: u.FromVersion,
 		ChartArchive: chart, SHA256: digest, Image: u.Image, ServiceAccount: u.ServiceAccount, Timeout: u.Timeout,
-		ImagePullSecrets: u.ImagePullSecrets,
+		ImagePullSecrets: u.ImagePullSecrets, Worker: u.Worker,
 	})
 	if err != nil {
 		return err

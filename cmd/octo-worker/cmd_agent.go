@@ -238,6 +238,7 @@ func runAgent(c *cli.Context) error {
 			Kube: kube, Namespace: cfg.Namespace, Release: c.String("release"), Image: cfg.WorkerImage,
 			ServiceAccount: values.ServiceAccount.Name, FromVersion: version, Timeout: values.SelfUpdate.Timeout.D(),
 			ImagePullSecrets: pullSecrets, Log: log.WithField("component", "selfupdate"),
+			Worker: &selfupdate.WorkerLink{Server: server, IdentitySecret: cfg.IdentitySecret, Capabilities: cfg.Capabilities},
 		}
 		if out, err := selfupdate.LastOutcome(ctx, kube, cfg.Namespace, c.String("release")); err == nil && out != nil {
 			log.WithFields(logrus.Fields{"component": "selfupdate", "version": out.Version, "from": out.FromVersion, "state": out.State, "message": out.Message}).Info("last self-update")
