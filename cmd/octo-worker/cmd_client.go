@@ -79,6 +79,9 @@ func whenPtr(t *time.Time) string {
 	return when(*t)
 }
 
+// oneLine folds a multi-line message onto one table row.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -421,17 +424,19 @@ func workersCommand() *cli.Command {
 					return err
 				}
 				return output(c, ws, func(w io.Writer) {
-					fmt.Fprintln(w, "ID\tNAME\tPOOLS\tVERSION\tRUNNING\tHEALTH\tLAST HEARTBEAT\tCAPABILITIES")
+					// MESSAGE is last: a long one (a failed self-update's reason) does not widen the other columns.
+					fmt.Fprintln(w, "ID\tNAME\tPOOLS\tVERSION\tRUNNING\tHEALTH\tLAST HEARTBEAT\tCAPABILITIES\tMESSAGE")
 					for _, wk := range ws {
 						health := "healthy"
 						if !wk.Healthy {
-							health = "unhealthy: " + dash(wk.HealthMessage)
+							health = "unhealthy"
 						}
 						if wk.Draining || wk.DrainRequested {
 							health += " (draining)"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", wk.ID, wk.Name, strings.Join(wk.Pools, ","), wk.Version,
-							wk.Running, wk.Capacity, health, when(wk.LastHeartbeat), strings.Join(wk.Capabilities, ","))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", wk.ID, wk.Name, strings.Join(wk.Pools, ","), wk.Version,
+							wk.Running, wk.Capacity, health, when(wk.LastHeartbeat), dash(strings.Join(wk.Capabilities, ",")),
+							dash(oneLine(wk.HealthMessage)))
 					}
 				})
 			}},
