@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -61,4 +62,251 @@ func appendJSONString(dst []byte, s string) ([]byte, error) {
 func marshalString(dst []byte, s string) ([]byte, error) {
 	b, err := json.Marshal(s)
 	return append(dst, b...), err
+}
+
+// DecodeAppendLogs decodes data into req if data is an append request in the subset of JSON it reads without
+// reflection: the known fields, each at most once, integers in plain form, strings in valid UTF-8, RFC 3339
+// times, any white space. It reports false for anything else (unknown or repeated fields, nulls, exponents,
+// malformed JSON, ...); decode such a body with encoding/json, which reads it or says what is wrong. When it
+// reports true, req holds what encoding/json would decode. expect sizes the lines slice (the most lines a
+// batch may hold). The strings in req share one copy of data.
+func DecodeAppendLogs(data []byte, req *AppendLogsRequest, expect int) bool {
+	sc := jsonScanner{data: data, str: string(data)}
+	*req = AppendLogsRequest{}
+	var seenLease, seenLines bool
+	ok := sc.object(func(key string) bool {
+		switch {
+		case key == "lease_id" && !seenLease:
+			seenLease = true
+			var ok bool
+			req.LeaseID, ok = sc.string()
+			return ok
+		case key == "lines" && !seenLines:
+			seenLines = true
+			req.Lines = make([]LogLine, 0, min(len(data)/60, expect)) // an encoded line takes at least 60 bytes
+			return sc.array(func() bool {
+				var l LogLine
+				ok := sc.logLine(&l)
+				req.Lines = append(req.Lines, l)
+				return ok
+			})
+		}
+		return false
+	})
+	return ok && sc.end()
+}
+
+// DecodeLogEvent decodes one NDJSON record of a log stream into ev if it is a line record in the subset
+// DecodeAppendLogs reads, and reports false otherwise (end records included): decode those with
+// encoding/json. The strings in ev share one copy of data.
+func DecodeLogEvent(data []byte, ev *LogEvent) bool {
+	sc := jsonScanner{data: data, str: string(data)}
+	*ev = LogEvent{}
+	seen := false
+	ok := sc.object(func(key string) bool {
+		if key != "line" || seen {
+			return false
+		}
+		seen = true
+		ev.Line = &LogLine{}
+		return sc.logLine(ev.Line)
+	})
+	return ok && seen && sc.end()
+}
+
+// jsonScanner reads the subset of JSON the fast decoders accept. Every method reports false for anything
+// outside it; the caller then hands the whole input to encoding/json.
+type jsonScanner struct {
+	data []byte
+	str  string // the same bytes: values are cut from it without copying
+	i    int
+}
+
+// logLine reads a LogLine object.
+func (s *jsonScanner) logLine(l *LogLine) bool {
+	var seen [5]bool
+	return s.object(func(key string) bool {
+		i := -1
+		switch key {
+		case "pos":
+			i = 0
+		case "seq":
+			i = 1
+		case "time":
+			i = 2
+		case "stream":
+			i = 3
+		case "text":
+			i = 4
+		}
+		if i < 0 || seen[i] {
+			return false
+		}
+		seen[i] = true
+		var ok bool
+		switch i {
+		case 0:
+			l.Pos, ok = s.int()
+		case 1:
+			l.Seq, ok = s.int()
+		case 2:
+			ok = s.time(&l.Time)
+		case 3:
+			l.Stream, ok = s.string()
+			l.Stream = internStream(l.Stream)
+		case 4:
+			l.Text, ok = s.string()
+		}
+		return ok
+	})
+}
+
+// internStream returns the constant for a known stream name, so a line does not hold the input by it.
+func internStream(s string) string {
+	switch s {
+	case StreamStdout:
+		return StreamStdout
+	case StreamStderr:
+		return StreamStderr
+	case StreamSystem:
+		return StreamSystem
+	}
+	return s
+}
+
+func (s *jsonScanner) space() {
+	for s.i < len(s.data) {
+		switch s.data[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *jsonScanner) next(c byte) bool {
+	s.space()
+	if s.i < len(s.data) && s.data[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// end reports whether only white space is left.
+func (s *jsonScanner) end() bool {
+	s.space()
+	return s.i == len(s.data)
+}
+
+// object reads {"key": value, ...}, calling member with each key positioned at its value.
+func (s *jsonScanner) object(member func(key string) bool) bool {
+	if !s.next('{') {
+		return false
+	}
+	if s.next('}') {
+		return true
+	}
+	for {
+		key, ok := s.string()
+		if !ok || !s.next(':') || !member(key) {
+			return false
+		}
+		if s.next('}') {
+			return true
+		}
+		if !s.next(',') {
+			return false
+		}
+	}
+}
+
+// array reads [value, ...], calling elem positioned at each value.
+func (s *jsonScanner) array(elem func() bool) bool {
+	if !s.next('[') {
+		return false
+	}
+	if s.next(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if s.next(']') {
+			return true
+		}
+		if !s.next(',') {
+			return false
+		}
+	}
+}
+
+// string reads a string without escapes and in valid UTF-8, or one with escapes through encoding/json.
+func (s *jsonScanner) string() (string, bool) {
+	if !s.next('"') {
+		return "", false
+	}
+	start := s.i
+	ascii, escaped := true, false
+	for ; s.i < len(s.data); s.i++ {
+		switch c := s.data[s.i]; {
+		case c == '"':
+			raw := s.str[start:s.i]
+			s.i++
+			switch {
+			case escaped:
+				var v string
+				if json.Unmarshal(s.data[start-1:s.i], &v) != nil {
+					return "", false
+				}
+				return v, true
+			case !ascii && !utf8.ValidString(raw):
+				return "", false // encoding/json replaces invalid bytes; leave that to it
+			}
+			return raw, true
+		case c == '\\':
+			escaped = true
+			s.i++ // the escaped byte cannot end the string
+		case c < 0x20:
+			return "", false // not JSON
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return "", false
+}
+
+// int reads an integer in JSON's form (-?(0|[1-9][0-9]*)) that fits int64 and is not followed by a fraction or
+// an exponent.
+func (s *jsonScanner) int() (int64, bool) {
+	s.space()
+	start := s.i
+	if s.i < len(s.data) && s.data[s.i] == '-' {
+		s.i++
+	}
+	digits := s.i
+	for s.i < len(s.data) && s.data[s.i] >= '0' && s.data[s.i] <= '9' {
+		s.i++
+	}
+	if s.i == digits || (s.data[digits] == '0' && s.i > digits+1) {
+		return 0, false
+	}
+	if s.i < len(s.data) && (s.data[s.i] == '.' || s.data[s.i] == 'e' || s.data[s.i] == 'E') {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(s.str[start:s.i], 10, 64)
+	return v, err == nil
+}
+
+// time reads a time as time.Time's UnmarshalJSON does (RFC 3339; given the raw JSON string, as encoding/json
+// gives it).
+func (s *jsonScanner) time(t *time.Time) bool {
+	s.space()
+	start := s.i
+	if _, ok := s.string(); !ok {
+		return false
+	}
+	return t.UnmarshalJSON(s.data[start:s.i]) == nil
 }

@@ -46,3 +46,77 @@ func FuzzAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+// logRecords are NDJSON records of a log stream: the server's own and variants the fast path must read as
+// encoding/json does or leave to it.
+var logRecords = []string{
+	`{"line":{"pos":12,"seq":1,"time":"2026-11-27T10:31:06.123456789Z","stream":"stdout","text":"hello"}}`,
+	`{"line":{"pos":13,"seq":0,"time":"2026-11-27T10:31:06Z","stream":"system","text":"a \u003cb\u003e \"q\" \\ é\n"}}`,
+	` { "line" : { "text" : "wörld ✓" , "pos" : 1 } } `,
+	`{"line":{}}`,
+	`{"end":{"state":"succeeded","exit_code":0}}`,
+	`{"line":null}`,
+	`{"line":{"pos":1},"line":{"pos":2}}`,
+	`{"line":{"pos":1,"pos":2}}`,
+	`{"Line":{"pos":1}}`,
+	`{"line":{"pos":1,"extra":true}}`,
+	`{"line":{"pos":1.5}}`,
+	`{"line":{"seq":-0}}`,
+	`{"line":{"seq":007}}`,
+	`{"line":{"time":"2026-02-30T00:00:00Z"}}`,
+	`{"line":{"text":"bad \xff"}}`,
+	`{"line":{"text":"\ud83d\ude00 pair"}}`,
+	`{"line":{"pos":1}} trailing`,
+	`{"line":{"pos":1}`,
+	`{}`,
+	``,
+}
+
+func checkLogEvent(t *testing.T, data []byte) {
+	var fast, general LogEvent
+	ok := DecodeLogEvent(data, &fast)
+	err := json.Unmarshal(data, &general)
+	if !ok {
+		return // encoding/json decodes it
+	}
+	if err != nil {
+		t.Fatalf("%q: DecodeLogEvent took it, json.Unmarshal says %v", data, err)
+	}
+	if general.Line == nil || fast.Line == nil || *general.Line != *fast.Line || fast.End != nil {
+		t.Fatalf("%q: DecodeLogEvent = %+v, json.Unmarshal = %+v", data, fast.Line, general.Line)
+	}
+}
+
+func TestDecodeLogEventMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, r := range logRecords {
+		checkLogEvent(t, []byte(r))
+	}
+	var ev LogEvent
+	if !DecodeLogEvent([]byte(logRecords[0]), &ev) || ev.Line.Text != "hello" || ev.Line.Pos != 12 {
+		t.Errorf("the server's record missed the fast path: %+v", ev.Line)
+	}
+}
+
+func FuzzDecodeLogEvent(f *testing.F) {
+	for _, r := range logRecords {
+		f.Add([]byte(r))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkLogEvent(t, data) })
+}
+
+// TestAppendJSONRoundTrips: what AppendJSON writes, DecodeLogEvent reads back unchanged.
+func TestAppendJSONRoundTrips(t *testing.T) {
+	t.Parallel()
+	for _, text := range []string{"", "plain", "<a href=\"x\">&amp;</a>", "tab\t\x00", "ü ✓ \u2028"} {
+		l := LogLine{Pos: 5, Seq: 3, Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Stream: StreamStderr, Text: text}
+		b, err := l.AppendJSON([]byte(`{"line":`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev LogEvent
+		if !DecodeLogEvent(append(b, '}'), &ev) || *ev.Line != l {
+			t.Errorf("round trip of %q: got %+v", text, ev.Line)
+		}
+	}
+}

@@ -680,8 +680,10 @@ func (c *Client) logsOnce(ctx context.Context, id string, after int64, follow bo
 			continue
 		}
 		var ev api.LogEvent
-		if err := json.Unmarshal(line, &ev); err != nil {
-			return nil, after, fmt.Errorf("decoding a log record: %w", err)
+		if !api.DecodeLogEvent(line, &ev) { // the fast path takes line records
+			if err := json.Unmarshal(line, &ev); err != nil {
+				return nil, after, fmt.Errorf("decoding a log record: %w", err)
+			}
 		}
 		switch {
 		case ev.End != nil:

@@ -75,7 +75,7 @@ func TestDecodeAppendLogsMatchesTheGeneralDecoder(t *testing.T) {
 	}
 	// The fast path does take the worker's batches.
 	var req api.AppendLogsRequest
-	if !fastAppendLogs([]byte(appendBodies[0]), &req) || len(req.Lines) != 2 || req.Lines[1].Text != "wörld ✓" {
+	if !api.DecodeAppendLogs([]byte(appendBodies[0]), &req, 10) || len(req.Lines) != 2 || req.Lines[1].Text != "wörld ✓" {
 		t.Errorf("the worker's batch missed the fast path: %+v", req)
 	}
 }
