@@ -42,6 +42,7 @@ type follower struct {
 	offset    int64     // added to the runner's numbers: lines delivered from earlier pods of the Job
 	delivered int64     // highest seq passed to emit
 	lastTime  time.Time // kubelet timestamp of the last line read
+	buf       []byte    // scratch for opening records
 	rereading bool      // a gap was seen after gapAt and a full re-read is under way
 	gapAt     int64
 	eos       *logline.Line
@@ -96,12 +97,14 @@ func (f *follower) handle(raw []byte, emit func(api.LogLine) error) error {
 	if !ok {
 		rec, ts = raw, nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, string(ts)); err == nil {
+	if t, err := logline.ParseTime(ts); err == nil {
 		f.lastTime = t
 	} else {
 		rec = raw
 	}
-	l, err := f.sealer.Parse(rec)
+	var l logline.Line
+	var err error
+	l, f.buf, err = f.sealer.ParseTo(f.buf, rec)
 	l.Seq += f.offset
 	switch {
 	case errors.Is(err, logline.ErrNotRecord):
@@ -120,7 +123,9 @@ func (f *follower) handle(raw []byte, emit func(api.LogLine) error) error {
 				return err
 			}
 		}
-		f.eos = &l
+		eos := l
+		eos.Payload = bytes.Clone(l.Payload) // l's lies in f.buf
+		f.eos = &eos
 		return nil
 	}
 	if l.Seq <= f.delivered {

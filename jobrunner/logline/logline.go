@@ -8,6 +8,7 @@
 package logline
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -15,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -73,17 +73,26 @@ func NewSealer(key []byte, operationID string) (*Sealer, error) {
 	return &Sealer{aead: aead, operationID: operationID}, nil
 }
 
-func (s *Sealer) additionalData(seq int64, stream string) []byte {
-	return []byte(s.operationID + "|" + strconv.FormatInt(seq, 10) + "|" + stream)
+// appendAdditionalData appends the additional data a record of seq and stream is sealed with.
+func (s *Sealer) appendAdditionalData(dst []byte, seq int64, stream string) []byte {
+	dst = append(dst, s.operationID...)
+	dst = append(dst, '|')
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, '|')
+	return append(dst, stream...)
 }
 
 // Append appends the encoded record for l, without a trailing newline, to dst.
 func (s *Sealer) Append(dst []byte, l Line) ([]byte, error) {
-	nonce := make([]byte, s.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
+	// One scratch buffer: nonce, then ciphertext and tag (size bytes in all), then the additional data.
+	n := s.aead.NonceSize()
+	size := n + len(l.Payload) + s.aead.Overhead()
+	buf := make([]byte, n, size+len(s.operationID)+len(l.Stream)+24)
+	if _, err := rand.Read(buf); err != nil {
 		return dst, fmt.Errorf("reading nonce: %w", err)
 	}
-	sealed := s.aead.Seal(nonce, nonce, l.Payload, s.additionalData(l.Seq, l.Stream))
+	ad := s.appendAdditionalData(buf[size:size], l.Seq, l.Stream)
+	sealed := s.aead.Seal(buf, buf, l.Payload, ad) // appends after the nonce, before ad
 	dst = strconv.AppendInt(dst, l.Seq, 10)
 	dst = append(dst, '|')
 	dst = l.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
@@ -100,33 +109,116 @@ var ErrNotRecord = errors.New("not a runner record")
 // Parse decodes and opens one record (without its trailing newline). A malformed record gives ErrNotRecord;
 // a well-formed one that does not open under this key and operation gives another error.
 func (s *Sealer) Parse(rec []byte) (Line, error) {
+	l, _, err := s.ParseTo(nil, rec)
+	return l, err
+}
+
+// ParseTo is Parse using buf (grown as needed and returned) for its work: the line's Payload lies in it, valid
+// until buf is used again. A reader that keeps one buffer opens records without allocating.
+func (s *Sealer) ParseTo(buf, rec []byte) (Line, []byte, error) {
 	var l Line
-	parts := strings.SplitN(string(rec), "|", 4)
-	if len(parts) != 4 {
-		return l, ErrNotRecord
+	seqField, rest, ok1 := bytes.Cut(rec, []byte{'|'})
+	timeField, rest, ok2 := bytes.Cut(rest, []byte{'|'})
+	streamField, payload, ok3 := bytes.Cut(rest, []byte{'|'})
+	if !ok1 || !ok2 || !ok3 {
+		return l, buf, ErrNotRecord
 	}
-	seq, err := strconv.ParseInt(parts[0], 10, 64)
-	if err != nil || seq < 0 {
-		return l, ErrNotRecord
+	seq, ok := parseSeq(seqField)
+	if !ok || seq < 0 {
+		return l, buf, ErrNotRecord
 	}
-	t, err := time.Parse(time.RFC3339Nano, parts[1])
+	t, err := ParseTime(timeField)
 	if err != nil {
-		return l, ErrNotRecord
+		return l, buf, ErrNotRecord
 	}
-	stream := parts[2]
-	if stream != Stdout && stream != Stderr && stream != EOS {
-		return l, ErrNotRecord
+	var stream string
+	switch string(streamField) {
+	case Stdout:
+		stream = Stdout
+	case Stderr:
+		stream = Stderr
+	case EOS:
+		stream = EOS
+	default:
+		return l, buf, ErrNotRecord
 	}
-	sealed, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(parts[3], "\r"))
-	if err != nil || len(sealed) < s.aead.NonceSize()+s.aead.Overhead() {
-		return l, ErrNotRecord
-	}
+	buf, err = base64.RawStdEncoding.AppendDecode(buf[:0], bytes.TrimRight(payload, "\r"))
 	n := s.aead.NonceSize()
-	plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], s.additionalData(seq, stream))
-	if err != nil {
-		return l, fmt.Errorf("opening record %d (%s): wrong key, operation or a tampered line: %w", seq, stream, err)
+	if err != nil || len(buf) < n+s.aead.Overhead() {
+		return l, buf, ErrNotRecord
 	}
-	return Line{Seq: seq, Time: t, Stream: stream, Payload: plain}, nil
+	size := len(buf)
+	buf = s.appendAdditionalData(buf, seq, stream)
+	sealed, ad := buf[:size], buf[size:]
+	plain, err := s.aead.Open(sealed[n:n], sealed[:n], sealed[n:], ad) // in place
+	if err != nil {
+		return l, buf, fmt.Errorf("opening record %d (%s): wrong key, operation or a tampered line: %w", seq, stream, err)
+	}
+	return Line{Seq: seq, Time: t, Stream: stream, Payload: plain}, buf, nil
+}
+
+// parseSeq parses a sequence number as strconv.ParseInt(b, 10, 64) does, without allocating for plain digits.
+func parseSeq(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		v, err := strconv.ParseInt(string(b), 10, 64)
+		return v, err == nil
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			v, err := strconv.ParseInt(string(b), 10, 64) // signs, or not a number
+			return v, err == nil
+		}
+		v = 10*v + int64(c-'0')
+	}
+	return v, true
+}
+
+// ParseTime parses an RFC 3339 time as time.Parse(time.RFC3339Nano, string(b)) does. The UTC form the runner
+// and the kubelet write ("2006-01-02T15:04:05.999999999Z") is read without allocating; other forms go to
+// time.Parse.
+func ParseTime(b []byte) (time.Time, error) {
+	// 2006-01-02T15:04:05Z or 2006-01-02T15:04:05.1Z to .123456789Z
+	if len(b) < 20 || len(b) > 30 || b[4] != '-' || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' || b[len(b)-1] != 'Z' {
+		return time.Parse(time.RFC3339Nano, string(b))
+	}
+	num := func(s []byte) (int, bool) {
+		v := 0
+		for _, c := range s {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = 10*v + int(c-'0')
+		}
+		return v, true
+	}
+	year, ok1 := num(b[0:4])
+	month, ok2 := num(b[5:7])
+	day, ok3 := num(b[8:10])
+	hour, ok4 := num(b[11:13])
+	minute, ok5 := num(b[14:16])
+	sec, ok6 := num(b[17:19])
+	nsec, frac := 0, b[19:len(b)-1]
+	ok7 := true
+	if len(frac) > 0 {
+		if frac[0] != '.' || len(frac) < 2 {
+			ok7 = false
+		} else {
+			nsec, ok7 = num(frac[1:])
+			for i := len(frac) - 1; i < 9; i++ {
+				nsec *= 10
+			}
+		}
+	}
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(time.Month(month), year) || hour > 23 || minute > 59 || sec > 59 {
+		return time.Parse(time.RFC3339Nano, string(b)) // the error, or a form this does not read
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), nil
+}
+
+func daysIn(m time.Month, year int) int {
+	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
 // ExitCode decodes the exit code carried by an end-of-stream marker.

@@ -3,6 +3,7 @@ package logline
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +121,75 @@ func BenchmarkAppend(b *testing.B) {
 	for b.Loop() {
 		buf, _ = s.Append(buf[:0], l)
 	}
+}
+
+func BenchmarkParseTo(b *testing.B) {
+	key, _ := NewKey()
+	s, _ := NewSealer(key, "op")
+	rec, _ := s.Append(nil, Line{Seq: 123456, Time: time.Now(), Stream: Stdout, Payload: []byte("a typical line of deployment output, about eighty bytes long.....")})
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if _, buf, err = s.ParseTo(buf, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestParseToReusesItsBuffer: records opened one after another into one buffer come out right.
+func TestParseToReusesItsBuffer(t *testing.T) {
+	t.Parallel()
+	s, _ := newSealer(t, "op-1")
+	var buf []byte
+	for i, p := range []string{"short", strings.Repeat("long payload ", 100), "", "x|y|z"} {
+		rec, err := s.Append(nil, Line{Seq: int64(i + 1), Time: time.Unix(int64(i), 5).UTC(), Stream: Stderr, Payload: []byte(p)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l Line
+		l, buf, err = s.ParseTo(buf, append(rec, '\r'))
+		if err != nil || string(l.Payload) != p || l.Seq != int64(i+1) || l.Stream != Stderr || !l.Time.Equal(time.Unix(int64(i), 5)) {
+			t.Fatalf("record %d: %+v, %v", i, l, err)
+		}
+	}
+}
+
+// TestParseTimeMatchesTimeParse: the fast form and every other input give what time.Parse gives.
+func TestParseTimeMatchesTimeParse(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"2026-11-27T10:31:06.123456789Z", "2026-11-27T10:31:06Z", "2026-11-27T10:31:06.1Z", "2024-02-29T23:59:59.5Z",
+		"2025-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-01-32T00:00:00Z", "2026-01-01T24:00:00Z",
+		"2026-01-01T00:60:00Z", "2026-01-01T00:00:60Z", "2026-01-01T00:00:00.Z", "2026-01-01T00:00:00.1234567891Z",
+		"2026-01-01T00:00:00+02:00", "2026-01-01t00:00:00Z", "0000-01-01T00:00:00Z", "2026-1-01T00:00:00Z", "+026-01-01T00:00:00Z",
+		"2026-01-01T00:00:0aZ", "", "yesterday"} {
+		checkParseTime(t, s)
+	}
+}
+
+func checkParseTime(t *testing.T, s string) {
+	want, werr := time.Parse(time.RFC3339Nano, s)
+	got, gerr := ParseTime([]byte(s))
+	if (werr != nil) != (gerr != nil) || got != want {
+		t.Errorf("ParseTime(%q) = %v, %v; time.Parse = %v, %v", s, got, gerr, want, werr)
+	}
+}
+
+func FuzzParseTime(f *testing.F) {
+	f.Add("2026-11-27T10:31:06.123456789Z")
+	f.Add("2026-02-29T00:00:00Z")
+	f.Fuzz(checkParseTime)
+}
+
+func FuzzParseSeq(f *testing.F) {
+	for _, s := range []string{"1", "007", "+5", "-0", "-3", "", "x", "99999999999999999999", "123456789012345678"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, werr := strconv.ParseInt(s, 10, 64)
+		got, ok := parseSeq([]byte(s))
+		if ok != (werr == nil) || (ok && got != want) {
+			t.Errorf("parseSeq(%q) = %d, %v; strconv = %d, %v", s, got, ok, want, werr)
+		}
+	})
 }
