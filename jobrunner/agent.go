@@ -375,9 +375,13 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if s := a.heartbeat(ctx); s > 0 && s < a.cfg.HeartbeatInterval && s != interval {
+		s, again := a.heartbeat(ctx)
+		if s > 0 && s < a.cfg.HeartbeatInterval && s != interval {
 			interval = s
 			t.Reset(interval)
+		}
+		if again && ctx.Err() == nil {
+			continue
 		}
 		select {
 		case <-t.C:
@@ -387,8 +391,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// heartbeat sends one heartbeat and acts on the reply; it returns the server's preferred interval (0: none).
-func (a *Agent) heartbeat(ctx context.Context) time.Duration {
+// heartbeat sends one heartbeat and acts on the reply; it returns the server's preferred interval (0: none) and
+// whether to send the next one at once (a drain for a self-update began: the server hears of it before the
+// upgrade starts).
+func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 	a.mu.Lock()
 	running := make([]string, 0, len(a.ops))
 	for id := range a.ops {
@@ -409,7 +415,7 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 		if ctx.Err() == nil {
 			a.log.WithError(err).Warn("heartbeat failed")
 		}
-		return 0
+		return 0, false
 	}
 	a.mu.Lock()
 	a.lastBeatOK = time.Now()
@@ -433,8 +439,9 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 		op.log.Info("cancel requested by the dispatch server")
 		op.requestCancel()
 	}
+	again := false
 	if resp.DesiredVersion != "" && resp.DesiredVersion != a.cfg.Version {
-		a.selfUpdate(ctx, resp)
+		again = a.selfUpdate(ctx, resp)
 	} else {
 		a.mu.Lock()
 		if a.updateWaiting {
@@ -446,7 +453,7 @@ func (a *Agent) heartbeat(ctx context.Context) time.Duration {
 		a.health, a.updateFailed = api.Health{OK: true}, ""
 		a.mu.Unlock()
 	}
-	return time.Duration(resp.HeartbeatSeconds) * time.Second
+	return time.Duration(resp.HeartbeatSeconds) * time.Second, again
 }
 
 // updateRetryDelay is how long the agent works on after a failed self-update before it tries the same chart
@@ -482,12 +489,14 @@ type preflighter interface {
 	Preflight(ctx context.Context, version, chartSHA256 string) error
 }
 
-// selfUpdate drains and, at once, hands the new chart to the Updater. Running operations are not waited for:
-// their Jobs keep running, this worker keeps following them and shipping their logs until the upgrade
-// replaces its pod (Run returns on SIGTERM without reporting them), and the new worker, which has the same
-// identity, re-adopts them from the server's leases and reports their results. A failed upgrade brings this
-// version back, which re-adopts them the same way.
-func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
+// selfUpdate drains and, at once, hands the new chart to the Updater: the heartbeat that brings a new desired
+// version starts the drain (and asks for another heartbeat at once, which tells the server), the next one
+// starts the upgrade. Running operations are not waited for: their Jobs keep running, this worker keeps
+// following them and shipping their logs until the upgrade replaces its pod (Run returns on SIGTERM without
+// reporting them), and the new worker, which has the same identity, re-adopts them from the server's leases
+// and reports their results. A failed upgrade brings this version back, which re-adopts them the same way.
+// It returns true when it began draining.
+func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.updater == nil || resp.ChartURL == "" {
@@ -496,14 +505,14 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 			a.log.Warn(msg)
 		}
 		a.health = api.Health{OK: true, Message: msg}
-		return
+		return false
 	}
 	key := resp.DesiredVersion + "@" + resp.ChartSHA256
 	if key == a.updateFailed && time.Now().Before(a.updateRetryAt) {
-		return // keep working on this version; the health message says why the update failed
+		return false // keep working on this version; the health message says why the update failed
 	}
 	if a.updating {
-		return
+		return false
 	}
 	p, canPreflight := a.updater.(preflighter)
 	if !a.updateWaiting || a.updateKey != key {
@@ -513,12 +522,14 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 			a.mu.Lock()
 			if err != nil {
 				a.updateFailedLocked(key, resp.DesiredVersion, err)
-				return
+				return false
 			}
 		}
 		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("draining for self-update; running Jobs keep running")
 		a.updateWaiting, a.updateKey, a.updateStarted = true, key, time.Time{}
+		a.health = api.Health{OK: true, Message: "draining for a self-update to " + resp.DesiredVersion}
 		a.setDrainingLocked()
+		return true
 	}
 	if !a.updateStarted.IsZero() && time.Since(a.updateStarted) < updateRecheck {
 		// The upgrade runs. Should it fail without replacing this worker (e.g. the values pin the image), the
@@ -531,7 +542,7 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 				a.updateFailedLocked(key, resp.DesiredVersion, err)
 			}
 		}
-		return
+		return false
 	}
 	a.updating = true
 	a.mu.Unlock()
@@ -540,13 +551,14 @@ func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) {
 	a.updating = false
 	if err != nil {
 		a.updateFailedLocked(key, resp.DesiredVersion, err)
-		return
+		return false
 	}
 	if a.updateStarted.IsZero() {
 		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("self-update started; the new worker re-adopts the running Jobs")
 		a.health = api.Health{OK: true, Message: fmt.Sprintf("self-update to %s started: the new worker replaces this one and re-adopts its %d running operations", resp.DesiredVersion, len(a.ops))}
 	}
 	a.updateStarted = time.Now()
+	return false
 }
 
 // updateFailedLocked records a failed self-update: this version keeps running and takes operations again, the

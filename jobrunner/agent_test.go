@@ -92,8 +92,9 @@ func dispatchServer(t *testing.T) *client.Client {
 	return admin
 }
 
-// A desired version starts the self-update at once, while an operation runs: the agent drains and calls the
-// Updater in the same heartbeat, and not again on the next ones (it waits to be replaced). When the Updater
+// A desired version starts the self-update at once, while an operation runs: the heartbeat that brings it
+// drains the agent and asks for another heartbeat at once, which tells the server and calls the Updater; the
+// next heartbeats do not call it again (the agent waits to be replaced). When the Updater
 // then reports the upgrade failed, the agent takes operations again and reports why, its message capped to
 // what the server accepts.
 func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
@@ -157,14 +158,25 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 		return ws[0]
 	}
 
-	a.heartbeat(ctx)
+	if _, again := a.heartbeat(ctx); !again || !a.draining {
+		t.Fatalf("after the first heartbeat: again %v, draining %v; want the agent draining and heartbeating again at once", again, a.draining)
+	}
+	if wk := worker(); wk.Draining {
+		t.Fatalf("the server saw draining before the drain began: %+v", wk)
+	}
+	if _, again := a.heartbeat(ctx); again {
+		t.Fatal("the second heartbeat asks for another at once")
+	}
 	if updates, preflights := up.calls(); len(updates) != 1 || updates[0] != "0.2.0" || preflights != 1 {
-		t.Fatalf("after the first heartbeat: updates %v, preflights %d; want the update to 0.2.0 started at once, after one preflight", updates, preflights)
+		t.Fatalf("after the second heartbeat: updates %v, preflights %d; want the update to 0.2.0 started, after one preflight", updates, preflights)
+	}
+	if wk := worker(); !wk.Draining || wk.Running != 1 || wk.HealthMessage != "draining for a self-update to 0.2.0" {
+		t.Fatalf("the server sees %+v when the upgrade starts; want the worker draining, still running its operation", wk)
 	}
 	a.heartbeat(ctx)
 	a.heartbeat(ctx)
 	if updates, _ := up.calls(); len(updates) != 1 {
-		t.Fatalf("updates %v after three heartbeats; want one (the worker waits to be replaced)", updates)
+		t.Fatalf("updates %v after four heartbeats; want one (the worker waits to be replaced)", updates)
 	}
 	if wk := worker(); !wk.Draining || wk.Running != 1 || !strings.HasPrefix(wk.HealthMessage, "self-update to 0.2.0 started") {
 		t.Fatalf("the server sees %+v; want the worker draining, still running its operation, saying the self-update started", wk)
