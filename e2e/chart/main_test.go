@@ -17,6 +17,7 @@ var (
 	kube     *cluster.Cluster
 	binary   string
 	binaries = map[string]string{}
+	gatesDir string // bound into the tools image as /etc/octo-gates (see gate)
 )
 
 // Worker images the process nodes know: octo-worker:A (the embedded chart's appVersion) and octo-worker:B, each
@@ -30,6 +31,7 @@ const (
 	toolsTag      = "e2e"
 	toolsMarker   = "tools image"
 	missingSuffix = "-missing"
+	gatesMount    = "/etc/octo-gates"
 )
 
 func TestMain(m *testing.M) {
@@ -54,7 +56,15 @@ func TestMain(m *testing.M) {
 	if err := os.WriteFile(marker, []byte(toolsMarker+"\n"), 0o644); err != nil {
 		panic(err)
 	}
-	images[toolsRepo+":"+toolsTag] = cluster.Image{Files: map[string]string{"/etc/octo-image": marker}}
+	// Gates of an earlier run must not open this run's scripts.
+	gatesDir = filepath.Join(dir, "gates")
+	if err := os.RemoveAll(gatesDir); err != nil {
+		panic(err)
+	}
+	if err := os.MkdirAll(gatesDir, 0o755); err != nil {
+		panic(err)
+	}
+	images[toolsRepo+":"+toolsTag] = cluster.Image{Files: map[string]string{"/etc/octo-image": marker, gatesMount: gatesDir}}
 	cluster.RunTests(m, cluster.Options{
 		Node:                cluster.NodeOptions{CPU: "16", Memory: "32Gi"},
 		Images:              images,

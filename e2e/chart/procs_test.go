@@ -140,6 +140,12 @@ func freePort(t *testing.T) int {
 // waited for and the last state cond described.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
+	pollFor(t, within, 500*time.Millisecond, what, cond)
+}
+
+// pollFor is waitFor polling every period: for states that may last only a few seconds.
+func pollFor(t *testing.T, within, period time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		ok, state := cond()
@@ -149,6 +155,6 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() (bool,
 		if time.Now().After(deadline) {
 			t.Fatalf("waited %s for %s; last state: %s", within, what, state)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(period)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/release"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/octo-worker/octo-worker/chartgen/selfupdate"
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
 )
 
 // askForVersion uploads the chart for version (appVersion = version, so the worker image octo-worker:version)
@@ -31,9 +33,95 @@ func askForVersion(t *testing.T, d *dispatchServer, version string) {
 	}
 }
 
-// countingScript prints "<name> line 1" .. "<name> line n", one a second.
-func countingScript(name string, n int) string {
-	return fmt.Sprintf("i=1\nwhile [ $i -le %d ]; do echo \"%s line $i\"; sleep 1; i=$((i+1)); done", n, name)
+// gate lets gated scripts finish: a script in the tools image waits until the gate's file exists in
+// /etc/octo-gates (the host directory gatesDir, bound in), so the test decides when an operation may end.
+type gate struct{ name, path string }
+
+// newGate returns a closed gate, opened when the test ends so that no script outlives it.
+func newGate(t *testing.T) gate {
+	name := fmt.Sprintf("gate-%d", time.Now().UnixNano())
+	g := gate{name: name, path: filepath.Join(gatesDir, name)}
+	t.Cleanup(func() { _ = os.Remove(g.path) })
+	t.Cleanup(func() { g.open(t) })
+	return g
+}
+
+func (g gate) open(t *testing.T) {
+	if err := os.WriteFile(g.path, []byte("open\n"), 0o644); err != nil {
+		t.Fatalf("opening gate %s: %v", g.name, err)
+	}
+}
+
+// gatedScript prints the version of its runner (copied from the image of the worker that created its Job),
+// then "<name> line 1", "<name> line 2", ... one a second until g opens, then "<name> done".
+func gatedScript(name string, g gate) string {
+	return fmt.Sprintf(`echo "runner: $(/octo/bin/octo-worker --version)"
+n=1
+while [ ! -e %s/%s ]; do echo "%s line $n"; n=$((n+1)); sleep 1; done
+echo "%s done"`, gatesMount, g.name, name, name)
+}
+
+// checkGatedLog checks the stored log of a gatedScript operation: its script lines, numbered 1, 2, 3, ...,
+// are the runner's version line, "<name> line 1" ... "<name> line k" and "<name> done", each exactly once and
+// in order. It returns the runner's version line and the log for messages.
+func (d *dispatchServer) checkGatedLog(t *testing.T, id, name string) (string, string) {
+	t.Helper()
+	lines, log := d.scriptLines(t, id)
+	if len(lines) < 3 {
+		t.Errorf("operation %s stored %d script lines; log:\n%s", id, len(lines), log)
+		return "", log
+	}
+	want := []string{lines[0].Text}
+	for n := 1; n < len(lines)-1; n++ {
+		want = append(want, fmt.Sprintf("%s line %d", name, n))
+	}
+	want = append(want, name+" done")
+	for i, l := range lines {
+		if l.Seq != int64(i+1) || l.Text != want[i] {
+			t.Errorf("operation %s: script line #%d is seq %d %q, want seq %d %q (lines missing, repeated or out of order); log:\n%s",
+				id, i+1, l.Seq, l.Text, i+1, want[i], log)
+			break
+		}
+	}
+	return lines[0].Text, log
+}
+
+// readoption returns where, among the operation's stored lines in the server's order, the worker's note
+// "worker restarted (octo-worker <version>)" is, and how many script lines came before it (sent by the
+// worker that ran before); -1 when there is no such note.
+func (d *dispatchServer) readoption(t *testing.T, id, version string) (note string, before int) {
+	t.Helper()
+	_, err := d.admin.Logs(context.Background(), id, client.LogsOptions{}, func(l api.LogLine) error {
+		switch {
+		case note != "":
+		case l.Seq > 0:
+			before++
+		case strings.HasPrefix(l.Text, "worker restarted (octo-worker "+version+")"):
+			note = l.Text
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("reading the log of %s: %v", id, err)
+	}
+	if note == "" {
+		return "", -1
+	}
+	return note, before
+}
+
+// jobLog returns the log of the (first) pod of a Job.
+func jobLog(t *testing.T, ns, job string) string {
+	t.Helper()
+	pods, err := kube.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "job-name=" + job})
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("the pod of Job %s: %d pods, %v", job, len(pods.Items), err)
+	}
+	raw, err := kube.Client.CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(context.Background())
+	if err != nil {
+		t.Fatalf("the log of Job %s: %v", job, err)
+	}
+	return string(raw)
 }
 
 // runnerVersion waits for an operation of runnerVersionScript, checks that it succeeded with one script line,
@@ -48,10 +136,13 @@ func (d *dispatchServer) runnerVersion(t *testing.T, id string) string {
 	return lines[0].Text
 }
 
-// Self-update from A to B with operations in flight: the worker drains (it reports draining; Jobs keep
-// running), every operation in flight finishes with each of its lines exactly once, the worker upgrades its
-// own release through the self-update Job, comes back as B with the same identity, and runs new operations
-// with B's runner. An operation submitted during the drain waits for B.
+// Self-update from A to B with operations in flight: the worker drains (it reports draining) and starts the
+// upgrade at once, without waiting for its operations, whose Jobs keep running. Worker A is replaced by
+// worker B (same identity), which re-adopts the operations: each was started by A (its Job copies A's
+// runner), shipped lines through A, then through B, which reports its result; every line arrives exactly once,
+// in order. The operations are gated: they cannot end before the test opens their gate, which it does only
+// once the worker reports B and A's pod is gone. The release revision increases, new operations run with B's
+// runner, and an operation submitted during the drain waits for B.
 func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 	start := time.Now()
 	ns := kube.Namespace(t, restricted)
@@ -61,49 +152,36 @@ func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 		return w.Version == versionA && w.Healthy
 	})
 
-	const inFlight, lineCount = 3, 30
-	ids := make([]string, inFlight)
+	const inFlight = 3
+	g := newGate(t)
+	ids, names := make([]string, inFlight), make([]string, inFlight)
 	for i := range ids {
-		ids[i] = d.submit(t, fmt.Sprintf("in-flight-%d", i), countingScript(fmt.Sprintf("op %d", i), lineCount))
+		names[i] = fmt.Sprintf("op %d", i)
+		ids[i] = d.submit(t, fmt.Sprintf("in-flight-%d", i), gatedScript(names[i], g))
 	}
-	for _, id := range ids {
-		waitFor(t, 3*time.Minute, "operation "+id+" to print its first line", func() (bool, string) {
+	for i, id := range ids {
+		waitFor(t, 3*time.Minute, "operation "+id+" to print its first counted line", func() (bool, string) {
 			lines, _ := d.scriptLines(t, id)
-			return len(lines) > 0, fmt.Sprintf("%d lines", len(lines))
+			return len(lines) > 1, fmt.Sprintf("%d lines", len(lines))
 		})
+		if img := jobInitImage(t, ns, id); img != imageRepo+":"+versionA {
+			t.Errorf("the Job of in-flight operation %d copies its runner from %s, want worker A's image", i, img)
+		}
 	}
 	_, before := history(t, ns)
 	asked := time.Now()
 	askForVersion(t, d, versionB)
-	for _, id := range ids {
-		if op, err := d.admin.Operation(context.Background(), id); err != nil || op.State.Terminal() {
-			t.Fatalf("operation %s ended before the upgrade was asked for (%v %v): the test needs longer operations", id, op.State, err)
-		}
-	}
 
-	// The worker drains: it takes no new leases while its Jobs keep running.
-	d.waitWorker(t, 2*time.Minute, "draining for the upgrade", func(w api.Worker) bool { return w.Draining })
+	// The worker drains: it takes no new leases while its Jobs keep running. It says so in a heartbeat just
+	// before it starts the upgrade, which can replace it within seconds: look often.
+	pollFor(t, 2*time.Minute, 50*time.Millisecond, "the worker: draining for the upgrade", func() (bool, string) {
+		w, state := d.worker(t)
+		return w != nil && w.Draining, state
+	})
 	drained := time.Since(asked)
 	duringDrain := d.submit(t, "submitted-during-drain", runnerVersionScript)
 
-	for i, id := range ids {
-		op := d.waitOp(t, id, 5*time.Minute)
-		lines, log := d.scriptLines(t, id)
-		var want []string
-		for n := 1; n <= lineCount; n++ {
-			want = append(want, fmt.Sprintf("op %d line %d", i, n))
-		}
-		if op.State != api.StateSucceeded || !slices.Equal(texts(lines), want) {
-			t.Errorf("in-flight operation %s: %s (%s), want succeeded with %d lines, each once; log:\n%s", id, op.State, op.Message, lineCount, log)
-		}
-		for n, l := range lines {
-			if l.Seq != int64(n+1) {
-				t.Errorf("operation %s line %d has sequence %d", id, n, l.Seq)
-				break
-			}
-		}
-	}
-
+	// The upgrade does not wait for the operations: B runs while all of them still do.
 	wB := d.waitWorker(t, 8*time.Minute, "heartbeating as "+versionB+", healthy, not draining", func(w api.Worker) bool {
 		return w.Version == versionB && w.Healthy && !w.Draining
 	})
@@ -114,6 +192,35 @@ func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 	if wB.HealthMessage != "" {
 		t.Errorf("the upgraded worker reports %q", wB.HealthMessage)
 	}
+	if pod := runningWorkerPod(t, ns); pod.Spec.Containers[0].Image != imageRepo+":"+versionB {
+		t.Errorf("worker pod image %s after the upgrade", pod.Spec.Containers[0].Image)
+	}
+	for _, id := range ids {
+		if op, err := d.admin.Operation(context.Background(), id); err != nil || op.State != api.StateRunning {
+			t.Fatalf("in-flight operation %s is %s (%q, %v) when worker B runs; want running (its gate is closed)", id, op.State, op.Message, err)
+		}
+	}
+
+	// Worker B follows the operations to their end.
+	g.open(t)
+	for i, id := range ids {
+		op := d.waitOp(t, id, 5*time.Minute)
+		runner, log := d.checkGatedLog(t, id, names[i])
+		if op.State != api.StateSucceeded || op.ExitCode == nil || *op.ExitCode != 0 {
+			t.Errorf("in-flight operation %s: %s (%s), want succeeded; log:\n%s", id, op.State, op.Message, log)
+		}
+		if want := "runner: octo-worker version " + versionA; runner != want {
+			t.Errorf("in-flight operation %s printed %q first, want %q (its Job was created by worker A)", id, runner, want)
+		}
+		note, shippedByA := d.readoption(t, id, versionB)
+		if note == "" || shippedByA < 2 {
+			t.Errorf("in-flight operation %s: worker %s's re-adoption note %q after %d script lines, want one after at least 2 lines shipped by %s; log:\n%s",
+				id, versionB, note, shippedByA, versionA, log)
+		} else {
+			t.Logf("operation %s: %d script lines stored before %q", id, shippedByA, note)
+		}
+	}
+
 	// The new worker heartbeats as soon as it runs; the self-update Job ends when Helm has seen it ready.
 	o := waitOutcome(t, ns, 5*time.Minute)
 	if o.State != "succeeded" || o.Version != versionB || o.FromVersion != versionA {
@@ -123,9 +230,6 @@ func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 	if latest.Version <= before.Version || latest.Info.Status != release.StatusDeployed ||
 		latest.Chart.Metadata.Version != versionB || latest.Chart.Metadata.AppVersion != versionB {
 		t.Errorf("release history %v (revision %d before), want a newer deployed revision of chart %s", hist, before.Version, versionB)
-	}
-	if pod := runningWorkerPod(t, ns); pod.Spec.Containers[0].Image != imageRepo+":"+versionB {
-		t.Errorf("worker pod image %s after the upgrade", pod.Spec.Containers[0].Image)
 	}
 
 	// The operation submitted while the worker drained waited for the new worker (a drain also ends the lease
@@ -141,20 +245,30 @@ func TestSelfUpdateAToBWithOperationsInFlight(t *testing.T) {
 	if img := jobInitImage(t, ns, after); img != imageRepo+":"+versionB {
 		t.Errorf("the Job of an operation after the upgrade copies its runner from %s", img)
 	}
-	t.Logf("durations: test %s; upgrade asked → worker draining %s; → worker heartbeating as %s %s; history %v",
-		time.Since(start).Round(time.Millisecond), drained.Round(time.Millisecond), versionB, upgraded.Round(time.Millisecond), hist)
+	t.Logf("durations: test %s; upgrade asked → worker draining %s; → worker heartbeating as %s %s (%d operations running throughout); history %v",
+		time.Since(start).Round(time.Millisecond), drained.Round(time.Millisecond), versionB, upgraded.Round(time.Millisecond), inFlight, hist)
 }
 
 // A self-update whose new worker cannot start (its image cannot be pulled) is rolled back: worker A runs again,
-// reports in its heartbeat why the upgrade failed, takes operations again, and does not try the same chart
-// again.
+// re-adopts the operation that was running when the upgrade started, reports in its heartbeat (and in
+// `workers list`) why the upgrade failed, takes operations again, and does not try the same chart again.
+// No worker runs for longer than the server's lease TTL (40 s here: Helm waits a minute for the new worker,
+// then rolls back), so the operation survives only because the self-update Job renews the worker's leases
+// meanwhile.
 func TestSelfUpdateFailureLeavesARunning(t *testing.T) {
 	start := time.Now()
 	ns := kube.Namespace(t, restricted)
-	d := startDispatch(t)
+	d := startDispatch(t, "--lease-ttl", "40s")
 	installWorker(t, ns, d, "selfUpdate.timeout=1m")
 	wA := d.waitWorker(t, 3*time.Minute, "registered as "+versionA, func(w api.Worker) bool {
 		return w.Version == versionA && w.Healthy
+	})
+	g := newGate(t)
+	const name = "across the failed upgrade"
+	inFlight := d.submit(t, "in-flight", gatedScript(name, g))
+	waitFor(t, 3*time.Minute, "operation "+inFlight+" to print its first counted line", func() (bool, string) {
+		lines, _ := d.scriptLines(t, inFlight)
+		return len(lines) > 1, fmt.Sprintf("%d lines", len(lines))
 	})
 	broken := "0.3.0" + missingSuffix
 	asked := time.Now()
@@ -172,6 +286,26 @@ func TestSelfUpdateFailureLeavesARunning(t *testing.T) {
 		if !strings.Contains(w.HealthMessage, want) {
 			t.Errorf("the health message does not say %q", want)
 		}
+	}
+	// The table shows the reason too, not only -o json.
+	if table := octo(t, d.env, "workers", "list"); !strings.Contains(table, "self-update to "+broken+" failed") {
+		t.Errorf("workers list does not show the failed upgrade's reason:\n%s", table)
+	}
+
+	// The operation that ran when the upgrade started was not lost: worker A (its new pod) re-adopted it.
+	if op, err := d.admin.Operation(context.Background(), inFlight); err != nil || op.State != api.StateRunning {
+		t.Fatalf("the in-flight operation is %s (%q, %v) after the rollback; want running (its gate is closed)", op.State, op.Message, err)
+	}
+	g.open(t)
+	if op := d.waitOp(t, inFlight, 5*time.Minute); op.State != api.StateSucceeded {
+		t.Errorf("the in-flight operation: %s (%s), want succeeded", op.State, op.Message)
+	}
+	runner, log := d.checkGatedLog(t, inFlight, name)
+	if want := "runner: octo-worker version " + versionA; runner != want {
+		t.Errorf("the in-flight operation printed %q first, want %q", runner, want)
+	}
+	if note, shipped := d.readoption(t, inFlight, versionA); note == "" || shipped < 2 {
+		t.Errorf("the in-flight operation: re-adoption note %q after %d script lines; want one by the restarted %s; log:\n%s", note, shipped, versionA, log)
 	}
 	hist, latest := history(t, ns)
 	failed := slices.ContainsFunc(hist, func(h string) bool { return strings.HasSuffix(h, ":"+broken+":"+release.StatusFailed.String()) })
@@ -210,6 +344,10 @@ func TestSelfUpdateFailureLeavesARunning(t *testing.T) {
 	}
 	if _, err := kube.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), o.Job, metav1.GetOptions{}); err != nil {
 		t.Errorf("the chart ConfigMap of %s: %v", o.Job, err)
+	}
+	// The Job kept the worker's leases alive while no worker ran.
+	if jl := jobLog(t, ns, o.Job); !strings.Contains(jl, "renewed its leases") {
+		t.Errorf("the self-update Job never renewed the worker's leases; its log:\n%s", jl)
 	}
 	if w2, _ := d.worker(t); w2 == nil || w2.Version != versionA || w2.Draining {
 		t.Errorf("worker after the operation: %+v", w2)

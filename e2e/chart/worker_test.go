@@ -37,15 +37,16 @@ type dispatchServer struct {
 	regToken string
 }
 
-func startDispatch(t *testing.T) *dispatchServer {
+// startDispatch starts the server with a heartbeat interval of 2 s and the server flags in extra.
+func startDispatch(t *testing.T, extra ...string) *dispatchServer {
 	t.Helper()
 	port := freePort(t)
 	adminToken := fmt.Sprintf("e2e-chart-admin-%d", time.Now().UnixNano())
 	d := &dispatchServer{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	d.env = []string{"OCTO_SERVER=" + d.url, "OCTO_TOKEN=" + adminToken}
-	d.proc = startProc(t, "dispatch-server", nil, "--log-format", "text", "server",
+	d.proc = startProc(t, "dispatch-server", nil, append([]string{"--log-format", "text", "server",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--db", filepath.Join(t.TempDir(), "octo-worker.db"),
-		"--admin-token", adminToken, "--heartbeat-interval", "2s")
+		"--admin-token", adminToken, "--heartbeat-interval", "2s"}, extra...)...)
 	admin, err := client.New(client.Config{Server: d.url, Token: adminToken})
 	if err != nil {
 		t.Fatal(err)
