@@ -9,49 +9,58 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
 
 // Shipping bounds. While the server is unreachable an operation keeps at most maxPendingBytes (text plus a
 // fixed per-line overhead) or maxPendingLines of unacknowledged lines; beyond that the log reader waits, which
 // is safe because the pod's log still holds the lines. With the per-line cap of logline.MaxPayload this bounds
 // the agent's log memory to about 1 MiB per running operation. Batches stay within the server's limits
-// (5,000 lines, 4 MiB).
+// (5,000 lines, 4 MiB). A batch is sent when it is full, when the queue is full, when someone flushes, or
+// shipLinger after the sender became free with lines queued, whichever comes first: a busy log goes out in
+// full batches, a quiet one within shipLinger.
 const (
 	maxPendingBytes = 1 << 20
 	maxPendingLines = 20000
 	maxBatchLines   = 5000
 	maxBatchBytes   = 1 << 20
 	lineOverhead    = 64
-	shipLinger      = 50 * time.Millisecond // wait this long for more lines before sending a small batch
+	shipLinger      = 50 * time.Millisecond
 )
 
-// logAppender is the part of the Dispatcher the shipper uses.
+// logAppender is the part of the Dispatcher the shipper uses. AppendLogs must not keep lines after it returns
+// (the shipper reuses the slice).
 type logAppender interface {
 	AppendLogs(ctx context.Context, operationID, leaseID string, lines []api.LogLine) (api.AppendLogsResponse, error)
 }
 
 // shipper sends one operation's lines to the server in order, in batches, keeping every line until the server
-// has acknowledged it and retrying with back-off while the server fails.
+// has acknowledged it and retrying with back-off while the server fails. One batch is in flight at a time:
+// the server stores batches in the order they commit, and followers see lines in that order.
 type shipper struct {
 	d           logAppender
 	operationID string
 	leaseID     string
 	log         *logrus.Entry
+	lingerFor   time.Duration // shipLinger (tests set more)
 
 	mu       sync.Mutex
-	pending  []api.LogLine // unacknowledged lines, in order
+	queue    []api.LogLine // queue[first:] are the unacknowledged lines, in order; the first inFlight of them are being sent
+	first    int
 	bytes    int
-	inFlight bool
+	inFlight int
+	batch    []api.LogLine // the batch in flight (a copy: the queue moves)
+	flushing int           // Flush calls waiting: send without lingering
 	stored   int64         // highest contiguous seq the server said it holds
 	err      error         // permanent refusal: shipping stopped
-	changed  chan struct{} // closed and replaced whenever pending shrinks or err is set
+	changed  chan struct{} // closed and replaced whenever the queue shrinks or err is set
 	failed   chan struct{} // closed when shipping stopped for good (err set)
-	data     chan struct{} // signalled (buffer 1) when lines are added
+	data     chan struct{} // signalled (buffer 1) when lines are queued to an idle queue or a batch is ready
 }
 
 func newShipper(d logAppender, operationID, leaseID string, stored int64, log *logrus.Entry) *shipper {
 	return &shipper{
-		d: d, operationID: operationID, leaseID: leaseID, stored: stored, log: log,
+		d: d, operationID: operationID, leaseID: leaseID, stored: stored, log: log, lingerFor: shipLinger,
 		changed: make(chan struct{}), data: make(chan struct{}, 1), failed: make(chan struct{}),
 	}
 }
@@ -61,8 +70,9 @@ func lineSize(l api.LogLine) int { return len(l.Text) + lineOverhead }
 // Add queues a line, waiting while the queue is full.
 func (s *shipper) Add(ctx context.Context, l api.LogLine) error {
 	s.mu.Lock()
-	for s.err == nil && len(s.pending) > 0 && (s.bytes+lineSize(l) > maxPendingBytes || len(s.pending) >= maxPendingLines) {
+	for s.err == nil && s.queued() > 0 && s.full(lineSize(l)) {
 		ch := s.changed
+		s.signal() // the sender must not linger while a reader waits
 		s.mu.Unlock()
 		select {
 		case <-ch:
@@ -75,20 +85,68 @@ func (s *shipper) Add(ctx context.Context, l api.LogLine) error {
 	if s.err != nil {
 		return s.err
 	}
-	s.pending = append(s.pending, l)
+	s.push(l)
 	s.bytes += lineSize(l)
-	select {
-	case s.data <- struct{}{}:
-	default:
+	if unsent := s.queued() - s.inFlight; unsent == 1 || unsent == maxBatchLines {
+		s.signal()
 	}
 	return nil
 }
 
+// queued is the number of unacknowledged lines. s.mu is held.
+func (s *shipper) queued() int { return len(s.queue) - s.first }
+
+// push appends l to the queue. The queue's array grows to at most maxPendingLines (Add waits beyond) and is
+// kept while the operation runs; space freed at its front is reused by moving the queue back to the start
+// when the array is full, so each line is moved at most once on average and nothing is reallocated per batch.
+// s.mu is held.
+func (s *shipper) push(l api.LogLine) {
+	if len(s.queue) == cap(s.queue) {
+		if s.first > 0 {
+			n := copy(s.queue, s.queue[s.first:])
+			clear(s.queue[n:])
+			s.queue, s.first = s.queue[:n], 0
+		} else {
+			grown := make([]api.LogLine, len(s.queue), min(max(2*cap(s.queue), 64), maxPendingLines))
+			copy(grown, s.queue)
+			s.queue = grown
+		}
+	}
+	s.queue = append(s.queue, l)
+}
+
+// full reports whether a line of size more would overflow the queue. s.mu is held.
+func (s *shipper) full(size int) bool {
+	return s.bytes+size > maxPendingBytes || s.queued() >= maxPendingLines
+}
+
+// ready reports whether the sender should send now rather than wait for more lines. s.mu is held.
+func (s *shipper) ready() bool {
+	return s.queued()-s.inFlight >= maxBatchLines || s.flushing > 0 || s.full(lineOverhead+logline.MaxPayload)
+}
+
+// signal wakes the sender. s.mu is held.
+func (s *shipper) signal() {
+	select {
+	case s.data <- struct{}{}:
+	default:
+	}
+}
+
 // Flush waits until every queued line is acknowledged, and returns the highest contiguous seq the server holds.
 func (s *shipper) Flush(ctx context.Context) (int64, error) {
+	s.mu.Lock()
+	s.flushing++
+	s.signal()
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.flushing--
+		s.mu.Unlock()
+	}()
 	for {
 		s.mu.Lock()
-		if s.err != nil || (len(s.pending) == 0 && !s.inFlight) {
+		if s.err != nil || s.queued() == 0 {
 			defer s.mu.Unlock()
 			return s.stored, s.err
 		}
@@ -124,12 +182,7 @@ func (s *shipper) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		// Let a burst accumulate into one batch.
-		t := time.NewTimer(shipLinger)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !s.linger(ctx) {
 			return
 		}
 		backoff := 100 * time.Millisecond
@@ -161,31 +214,69 @@ func (s *shipper) Run(ctx context.Context) {
 			}
 			backoff = 100 * time.Millisecond
 			s.done(len(batch), resp, nil)
+			// Let the next batch fill up, unless it is ready.
+			if !s.linger(ctx) {
+				return
+			}
 		}
 	}
 }
 
-// head marks a batch from the front of the queue as in flight and returns a copy of it.
+// linger waits until a batch is ready or shipLinger has passed; false when ctx ended.
+func (s *shipper) linger(ctx context.Context) bool {
+	var t *time.Timer
+	for {
+		s.mu.Lock()
+		ready := s.ready() || s.queued() == 0
+		s.mu.Unlock()
+		if ready {
+			break
+		}
+		if t == nil {
+			t = time.NewTimer(s.lingerFor)
+			defer t.Stop()
+		}
+		select {
+		case <-s.data:
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// head marks a batch from the front of the queue as in flight and returns a copy of it, valid until the next
+// head.
 func (s *shipper) head() []api.LogLine {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	q := s.queue[s.first:]
 	n, size := 0, 0
-	for n < len(s.pending) && n < maxBatchLines && (n == 0 || size+lineSize(s.pending[n]) <= maxBatchBytes) {
-		size += lineSize(s.pending[n])
+	for n < len(q) && n < maxBatchLines && (n == 0 || size+lineSize(q[n]) <= maxBatchBytes) {
+		size += lineSize(q[n])
 		n++
 	}
-	s.inFlight = n > 0
-	return append([]api.LogLine(nil), s.pending[:n]...)
+	s.inFlight = n
+	s.batch = append(s.batch[:0], q[:n]...)
+	return s.batch
 }
 
 // done records the outcome of a batch: n lines acknowledged (0 on failure).
 func (s *shipper) done(n int, resp api.AppendLogsResponse, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, l := range s.pending[:n] {
+	acked := s.queue[s.first : s.first+n]
+	for _, l := range acked {
 		s.bytes -= lineSize(l)
 	}
-	s.pending = append(s.pending[:0:0], s.pending[n:]...)
+	clear(acked) // the texts are garbage now (unless failed, the next head copies them again)
+	clear(s.batch)
+	s.first += n
+	if s.first == len(s.queue) {
+		s.queue, s.first = s.queue[:0], 0
+	}
 	if n > 0 {
 		if resp.LastSeq > s.stored {
 			s.stored = resp.LastSeq
@@ -194,7 +285,7 @@ func (s *shipper) done(n int, resp api.AppendLogsResponse, err error) {
 			s.log.WithField("last_seq", resp.LastSeq).Warn("dispatch server reports a gap after the lines it holds")
 		}
 	}
-	s.inFlight = false
+	s.inFlight = 0
 	if err != nil && s.err == nil {
 		s.err = err
 		close(s.failed)

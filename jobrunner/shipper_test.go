@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ type recordingAppender struct {
 	gate    chan struct{} // when non-nil, each call waits for it
 	got     []api.LogLine
 	batches int
+	discard bool // keep no lines (benchmarks)
 }
 
 func (r *recordingAppender) AppendLogs(ctx context.Context, _, _ string, lines []api.LogLine) (api.AppendLogsResponse, error) {
@@ -42,7 +44,9 @@ func (r *recordingAppender) AppendLogs(ctx context.Context, _, _ string, lines [
 		return api.AppendLogsResponse{}, errors.New("503 service unavailable")
 	}
 	r.batches++
-	r.got = append(r.got, req.Lines...)
+	if !r.discard {
+		r.got = append(r.got, req.Lines...)
+	}
 	return api.AppendLogsResponse{LastSeq: req.Lines[len(req.Lines)-1].Seq}, nil
 }
 
@@ -230,4 +234,91 @@ func TestFollower(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShipperSendsWithoutLingering: with a linger of an hour, full batches, a full queue and Flush still send
+// at once, in order. (A quiet log waits for the linger; these must not.)
+func TestShipperSendsWithoutLingering(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		lines int
+		text  string
+		flush bool
+	}{
+		{name: "full batches", lines: 3 * maxBatchLines, text: "x"},
+		{name: "queue full of long lines", lines: 500, text: strings.Repeat("y", 8<<10)},
+		{name: "flush of a few lines", lines: 3, text: "z", flush: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			app := &recordingAppender{}
+			s := newShipper(app, "op", "lease", 0, quietLog())
+			s.lingerFor = time.Hour
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			done := make(chan struct{})
+			go func() { defer close(done); s.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			for i := 1; i <= tc.lines; i++ {
+				if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: tc.text}); err != nil {
+					t.Fatalf("line %d: %v", i, err)
+				}
+			}
+			want := tc.lines // 3 full batches, or flushed
+			if tc.text != "x" && !tc.flush {
+				want -= maxPendingBytes / (len(tc.text) + lineOverhead) // what did not fill the queue again waits
+			}
+			if tc.flush {
+				if stored, err := s.Flush(ctx); err != nil || stored != int64(tc.lines) {
+					t.Fatalf("Flush = %d, %v", stored, err)
+				}
+			}
+			for {
+				app.mu.Lock()
+				got := append([]api.LogLine(nil), app.got...)
+				app.mu.Unlock()
+				if len(got) >= want {
+					for i, l := range got {
+						if l.Seq != int64(i+1) {
+							t.Fatalf("line %d has seq %d", i+1, l.Seq)
+						}
+					}
+					break
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatalf("the server got %d lines, want at least %d without waiting for the linger", len(got), want)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkShipper: queueing n lines and flushing them to an appender that answers at once, per line.
+func BenchmarkShipper(b *testing.B) {
+	const n = 100000
+	lines := make([]api.LogLine, n)
+	for i := range lines {
+		lines[i] = api.LogLine{Seq: int64(i + 1), Stream: api.StreamStdout, Text: strconv.Itoa(i + 1)}
+	}
+	for b.Loop() {
+		app := &recordingAppender{discard: true}
+		s := newShipper(app, "op", "lease", 0, quietLog())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); s.Run(ctx) }()
+		for _, l := range lines {
+			if err := s.Add(ctx, l); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if stored, err := s.Flush(ctx); err != nil || stored != n {
+			b.Fatalf("Flush = %d, %v", stored, err)
+		}
+		cancel()
+		<-done
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/line")
 }
