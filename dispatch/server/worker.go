@@ -1,10 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -213,12 +213,15 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, c caller) error 
 }
 
 func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, c caller) error {
-	data, err := io.ReadAll(r.Body)
-	if err != nil {
+	var body bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= logsBodyLimit {
+		body.Grow(int(n) + bytes.MinRead) // one allocation for the whole batch
+	}
+	if _, err := body.ReadFrom(r.Body); err != nil {
 		return fmt.Errorf("reading the request body: %w", err) // a *http.MaxBytesError stays visible
 	}
 	var req api.AppendLogsRequest
-	if err := decodeAppendLogs(data, &req); err != nil {
+	if err := decodeAppendLogs(body.Bytes(), &req); err != nil {
 		return err
 	}
 	if err := validate.AppendLogs(&req); err != nil {
