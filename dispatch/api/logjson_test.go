@@ -120,3 +120,62 @@ func TestAppendJSONRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+func benchLines() []LogLine {
+	lines := make([]LogLine, 5000)
+	now := time.Date(2026, 11, 27, 10, 31, 6, 0, time.UTC)
+	for i := range lines {
+		lines[i] = LogLine{Pos: int64(1e6 + i), Seq: int64(i + 1), Time: now.Add(time.Duration(i) * 1234), Stream: StreamStdout, Text: "a line of deployment output " + time.Duration(i).String()}
+	}
+	return lines
+}
+
+// BenchmarkLogLineJSON: encoding and decoding a line, by hand and with encoding/json, per line.
+func BenchmarkLogLineJSON(b *testing.B) {
+	lines := benchLines()
+	var records [][]byte
+	for _, l := range lines {
+		r, _ := json.Marshal(LogEvent{Line: &l})
+		records = append(records, r)
+	}
+	perLine := func(b *testing.B) { b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line") }
+	b.Run("encode/AppendJSON", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			for _, l := range lines {
+				buf, _ = l.AppendJSON(buf[:0])
+			}
+		}
+		perLine(b)
+	})
+	b.Run("encode/json.Marshal", func(b *testing.B) {
+		for b.Loop() {
+			for _, l := range lines {
+				_, _ = json.Marshal(l)
+			}
+		}
+		perLine(b)
+	})
+	b.Run("decode/DecodeLogEvent", func(b *testing.B) {
+		for b.Loop() {
+			for _, r := range records {
+				var ev LogEvent
+				if !DecodeLogEvent(r, &ev) {
+					b.Fatal("missed the fast path")
+				}
+			}
+		}
+		perLine(b)
+	})
+	b.Run("decode/json.Unmarshal", func(b *testing.B) {
+		for b.Loop() {
+			for _, r := range records {
+				var ev LogEvent
+				if err := json.Unmarshal(r, &ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		perLine(b)
+	})
+}

@@ -3,12 +3,14 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/dispatch/decode"
 )
 
@@ -115,4 +117,47 @@ func BenchmarkDecodeAppendLogs(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*5000), "ns/line")
 		})
 	}
+}
+
+// BenchmarkAppendLogsHTTP: 5,000-line batches from the worker's client to a real server on SQLite (decode,
+// validate, store, reply), one batch at a time, beside the same client posting the same batches to a no-op
+// handler on the same loopback (HTTP and the client's encoding alone), alternated batch by batch.
+func BenchmarkAppendLogsHTTP(b *testing.B) {
+	bb := setupBench(b)
+	bb.pool("p")
+	w, _ := bb.worker("w", []string{"p"})
+	bb.submit(api.OperationSpec{Pool: "p", Script: "x"})
+	l, err := w.Lease(bb.ctx, time.Second)
+	if err != nil || l == nil {
+		b.Fatalf("lease: %v", err)
+	}
+	bare, err := client.New(client.Config{Server: bareServer(b), Token: "x"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lines := make([]api.LogLine, 5000)
+	now := time.Now().UTC()
+	var real, base time.Duration
+	seq := 0
+	for b.Loop() {
+		for i := range lines {
+			seq++
+			lines[i] = api.LogLine{Seq: int64(seq), Time: now, Stream: api.StreamStdout, Text: strconv.Itoa(seq)}
+		}
+		start := time.Now()
+		if _, err := w.AppendLogs(bb.ctx, l.Operation.ID, l.LeaseID, lines); err != nil {
+			b.Fatal(err)
+		}
+		real += time.Since(start)
+		start = time.Now()
+		if _, err := bare.AppendLogs(bb.ctx, l.Operation.ID, l.LeaseID, lines); err != nil {
+			b.Fatal(err)
+		}
+		base += time.Since(start)
+	}
+	n := float64(b.N * len(lines))
+	b.ReportMetric(float64(real.Nanoseconds())/n, "ns/line")
+	b.ReportMetric(float64(base.Nanoseconds())/n, "bare-ns/line")
+	b.ReportMetric(float64(real)/float64(base), "server/bare")
+	b.ReportMetric(0, "ns/op")
 }
