@@ -138,7 +138,9 @@ func BenchmarkLogLineJSON(b *testing.B) {
 		r, _ := json.Marshal(LogEvent{Line: &l})
 		records = append(records, r)
 	}
-	perLine := func(b *testing.B) { b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line") }
+	perLine := func(b *testing.B) {
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
+	}
 	b.Run("encode/AppendJSON", func(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
