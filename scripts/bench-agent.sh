@@ -2,7 +2,10 @@
 # bench-agent.sh: the worker agent's benchmarks (issue 4), against the local control plane, in one run so the
 # ratios compare figures measured side by side:
 #   BenchmarkOperationOverhead  submit→result of `exit 0` vs a bare client-go Job (worker/bare; goal ≤ 1.2)
-#   BenchmarkLogThroughput      lines/s stored by the server vs raw GetLogs of the same pod (worker/raw; ≥ 0.8)
+#   BenchmarkLogThroughput      lines/s stored by the server vs raw GetLogs of the same finished pod (goal ≥ 0.8):
+#                               worker/raw following the pod live (bounded by the pod's own output rate,
+#                               runner/raw), catchup/raw delivering a finished pod's log after a restart, and
+#                               server-append-lines/s, the server alone
 #   BenchmarkIdleWorker         RSS, CPU and Kubernetes API requests/min of an idle agent (OCTO_BENCH_IDLE, 5m)
 #   BenchmarkConcurrent200      200 operations at once: wall time vs one alone, peak RSS, API requests/op
 # Usage: scripts/bench-agent.sh [go test -bench regexp]. Needs root (the local node); builds what is missing.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,57 +101,129 @@ func bareJob(b *testing.B, cfg jobrunner.Config, id string) {
 
 // BenchmarkLogThroughput: lines per second the worker delivers to the server for a 200,000-line script (as a
 // follower of the server's log sees them: first line to last line), against raw GetLogs streaming of the same
-// pod's log (read once the pod has finished). Goal: at least 0.8. runner-lines/s is how fast the script's
-// lines were produced inside the pod (their own timestamps), which bounds what any reader can see live.
+// pod's log (read once the pod has finished; the best of three reads). Goal: at least 0.8. Two ways:
+//
+//   - live (worker/raw): the worker follows the pod while it runs, as it normally does. No reader can see
+//     lines faster than the pod writes them: runner-lines/s (the script's lines as the runner stamped them)
+//     bounds it, and runner/raw is that ceiling as a ratio.
+//   - catch-up (catchup/raw): the worker is stopped (SIGTERM) once the operation's Job exists and started
+//     again after the pod finished, so it delivers the finished log as a worker that restarts does; this
+//     reads the same finished log raw GetLogs reads.
+//
+// server-append-lines/s is the server alone storing the same number of lines from a plain client.
 func BenchmarkLogThroughput(b *testing.B) {
 	e := setup(b, agentOptions{})
 	const n = 200000
-	var workerRate, rawRate, runnerRate float64
+	var live, catchup, raw, rawCatchup, runner float64
 	for i := 0; i < b.N; i++ {
 		id := e.submit(api.OperationSpec{Script: fmt.Sprintf("seq 1 %d", n)})
+		r := <-e.followRate(id, n)
+		if b.Failed() {
+			b.FailNow()
+		}
+		live += r.rate
+		runner += r.runnerRate
+		raw += rawGetLogs(b, e.pod(id))
+
+		// Catch-up: the pod runs and finishes while no worker follows it.
+		id = e.submit(api.OperationSpec{Script: fmt.Sprintf("sleep 3; seq 1 %d", n)})
+		waitUntil(b, time.Minute, "the catch-up operation running", func() bool { return e.get(id).State == api.StateRunning })
+		e.agent.stop(syscall.SIGTERM, 20*time.Second)
+		for _, l := range e.logs(id) {
+			if l.Seq > 0 {
+				b.Fatalf("the pod printed line %d before the worker stopped: lengthen its sleep", l.Seq)
+			}
+		}
+		waitUntil(b, 2*time.Minute, "the catch-up pod finished", func() bool {
+			pods, err := kube.Client.CoreV1().Pods(e.ns).List(context.Background(), metav1.ListOptions{LabelSelector: jobrunner.LabelOperation + "=" + jobrunner.LabelValue(id)})
+			return err == nil && len(pods.Items) == 1 && pods.Items[0].Status.Phase == corev1.PodSucceeded
+		})
+		f := e.followRate(id, n) // following before the worker starts again, so its first line is seen when it arrives
+		e.restartAgent()
+		catchup += (<-f).rate
+		if b.Failed() {
+			b.FailNow()
+		}
+		rawCatchup += rawGetLogs(b, e.pod(id))
+	}
+	N := float64(b.N)
+	server := serverCeiling(b, e, n)
+	b.ReportMetric(runner/N, "runner-lines/s")
+	b.ReportMetric(server, "server-append-lines/s")
+	b.ReportMetric(live/N, "worker-lines/s")
+	b.ReportMetric(catchup/N, "catchup-lines/s")
+	b.ReportMetric(raw/N, "raw-getlogs-lines/s")
+	b.ReportMetric(runner/raw, "runner/raw")
+	b.ReportMetric(live/raw, "worker/raw")
+	b.ReportMetric(catchup/rawCatchup, "catchup/raw")
+	b.ReportMetric(live/N/server, "worker/server")
+}
+
+// followResult is what a follower of an operation's log saw.
+type followResult struct {
+	rate       float64 // lines per second, first line to last line as they arrived
+	runnerRate float64 // lines per second by the runner's own timestamps
+}
+
+// followRate follows an operation's log on the server from its start until its end and sends what it saw;
+// it fails the benchmark unless exactly n runner lines arrived.
+func (e *env) followRate(id string, n int) <-chan followResult {
+	out := make(chan followResult, 1)
+	go func() {
 		var first, last time.Time
 		var firstLine, lastLine api.LogLine
 		lines := 0
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
 		end, err := e.admin.Logs(ctx, id, client.LogsOptions{Follow: true}, func(l api.LogLine) error {
 			if l.Seq > 0 {
+				now := time.Now()
 				if lines == 0 {
-					first, firstLine = time.Now(), l
+					first, firstLine = now, l
 				}
 				lines++
-				last, lastLine = time.Now(), l
+				last, lastLine = now, l
 			}
 			return nil
 		})
-		cancel()
 		if err != nil || lines != n || end == nil {
-			b.Fatalf("followed %d lines (end seen: %v): %v", lines, end != nil, err)
+			e.t.Errorf("followed %d lines of %s (end seen: %v): %v", lines, id, end != nil, err)
+			out <- followResult{}
+			return
 		}
-		workerRate += float64(n-1) / last.Sub(first).Seconds()
-		runnerRate += float64(n-1) / lastLine.Time.Sub(firstLine.Time).Seconds()
+		out <- followResult{rate: float64(n-1) / last.Sub(first).Seconds(), runnerRate: float64(n-1) / lastLine.Time.Sub(firstLine.Time).Seconds()}
+	}()
+	return out
+}
 
-		pod := e.pod(id)
-		start := time.Now()
-		rc, err := kube.Client.CoreV1().Pods(e.ns).GetLogs(pod.Name, &corev1.PodLogOptions{Container: jobrunner.ScriptContainerName, Timestamps: true}).Stream(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		sc := bufio.NewScanner(rc)
-		sc.Buffer(nil, 1<<20)
-		raw := 0
-		for sc.Scan() {
-			raw++
-		}
-		rc.Close()
-		rawRate += float64(raw) / time.Since(start).Seconds()
+// rawGetLogs reads a finished pod's script container log with GetLogs (timestamps on, as the worker reads it)
+// three times and returns the best rate in lines per second: the machine is shared, and the best read is the
+// hardest baseline.
+func rawGetLogs(b *testing.B, pod *corev1.Pod) float64 {
+	best := 0.0
+	for range 3 {
+		best = max(best, rawGetLogsOnce(b, pod))
 	}
-	b.ReportMetric(runnerRate/float64(b.N), "runner-lines/s")
-	server := serverCeiling(b, e, n)
-	b.ReportMetric(server, "server-append-lines/s")
-	b.ReportMetric(workerRate/float64(b.N)/server, "worker/server")
-	b.ReportMetric(workerRate/float64(b.N), "worker-lines/s")
-	b.ReportMetric(rawRate/float64(b.N), "raw-getlogs-lines/s")
-	b.ReportMetric(workerRate/rawRate, "worker/raw")
+	return best
+}
+
+func rawGetLogsOnce(b *testing.B, pod *corev1.Pod) float64 {
+	start := time.Now()
+	rc, err := kube.Client.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: jobrunner.ScriptContainerName, Timestamps: true}).Stream(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rc.Close()
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(nil, 1<<20)
+	lines := 0
+	for sc.Scan() {
+		lines++
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return float64(lines) / time.Since(start).Seconds()
 }
 
 // serverCeiling measures how fast the same dispatch server stores n lines sent straight from a client in
