@@ -55,7 +55,7 @@ func TestAppendLogsAgainstModel(t *testing.T) {
 			}
 			ops := []*model{{ref: leasedOp(t, s, "a")}, {ref: leasedOp(t, s, "b")}}
 			base := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
-			for step := 0; step < 300; step++ {
+			for step := 0; step < 200; step++ {
 				m := ops[rng.IntN(len(ops))]
 				if m.held == nil {
 					m.held = map[int64]bool{}
