@@ -254,27 +254,61 @@ scriptPods:
 	}
 }
 
-func TestWorkerKilledAndRestarted(t *testing.T) {
+// The worker stops mid-operation and starts again with the same identity: killed (SIGKILL), or terminated
+// (SIGTERM, as when a self-update or a rollout replaces its pod), when it exits by itself after delivering
+// what it read. Either way it reports nothing and deletes nothing on the way out: the operation stays running
+// on the server, its Job and Secret stay, and the restarted worker re-adopts it and finishes it with every
+// line exactly once.
+func TestWorkerStoppedAndRestarted(t *testing.T) {
 	t.Parallel()
-	e := setup(t, agentOptions{})
-	const n = 3000
-	// About 15 s of output, so the worker dies in the middle.
-	id := e.submit(api.OperationSpec{Script: fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; if [ $((i %% 200)) = 0 ]; then sleep 1; fi; done", n)})
-	e.waitLog(id, "line 400")
-	e.agent.stop(syscall.SIGKILL, time.Second)
-	e.restartAgent()
-	op := e.waitFor(id, 5*time.Minute)
-	if op.State != api.StateSucceeded {
-		t.Fatalf("state %s: %s", op.State, op.Message)
-	}
-	lines := checkLines(t, e.logs(id), n)
-	for i, l := range lines {
-		if l.Text != fmt.Sprintf("line %d", i+1) {
-			t.Fatalf("line %d is %q", i+1, l.Text)
-		}
-	}
-	if !strings.Contains(systemText(e.logs(id)), "worker restarted") {
-		t.Errorf("the log does not say the worker restarted")
+	for _, c := range []struct {
+		name string
+		sig  syscall.Signal
+	}{
+		{"killed", syscall.SIGKILL},
+		{"terminated", syscall.SIGTERM},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, agentOptions{})
+			const n = 3000
+			// About 15 s of output, so the worker stops in the middle.
+			id := e.submit(api.OperationSpec{Script: fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; if [ $((i %% 200)) = 0 ]; then sleep 1; fi; done", n)})
+			e.waitLog(id, "line 400")
+			e.agent.stop(c.sig, 20*time.Second)
+			if c.sig == syscall.SIGTERM {
+				if e.agent.err != nil {
+					t.Fatalf("the agent did not exit cleanly on SIGTERM: %v\n%s", e.agent.err, tail(e.agent.logPath, 30))
+				}
+				if log := tail(e.agent.logPath, 200); !strings.Contains(log, "worker stopping: lines delivered") {
+					t.Errorf("the terminated agent did not deliver the lines it had read; its log ends:\n%s", tail(e.agent.logPath, 30))
+				}
+			}
+			if op := e.get(id); op.State != api.StateRunning {
+				t.Fatalf("after the worker stopped, the operation is %s (%s); want running", op.State, op.Message)
+			}
+			name := jobrunner.JobName(id)
+			if _, err := kube.Client.BatchV1().Jobs(e.ns).Get(context.Background(), name, metav1.GetOptions{}); err != nil {
+				t.Fatalf("the operation's Job after the worker stopped: %v", err)
+			}
+			if _, err := kube.Client.CoreV1().Secrets(e.ns).Get(context.Background(), name, metav1.GetOptions{}); err != nil {
+				t.Fatalf("the operation's Secret after the worker stopped: %v", err)
+			}
+			e.restartAgent()
+			op := e.waitFor(id, 5*time.Minute)
+			if op.State != api.StateSucceeded {
+				t.Fatalf("state %s: %s", op.State, op.Message)
+			}
+			lines := checkLines(t, e.logs(id), n)
+			for i, l := range lines {
+				if l.Text != fmt.Sprintf("line %d", i+1) {
+					t.Fatalf("line %d is %q", i+1, l.Text)
+				}
+			}
+			if !strings.Contains(systemText(e.logs(id)), "worker restarted") {
+				t.Errorf("the log does not say the worker restarted")
+			}
+		})
 	}
 }
 
