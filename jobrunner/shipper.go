@@ -96,10 +96,13 @@ func (s *shipper) Add(ctx context.Context, l api.LogLine) error {
 // queued is the number of unacknowledged lines. s.mu is held.
 func (s *shipper) queued() int { return len(s.queue) - s.first }
 
-// push appends l to the queue. The queue's array grows to at most maxPendingLines (Add waits beyond) and is
-// kept while the operation runs; space freed at its front is reused by moving the queue back to the start
-// when the array is full, so each line is moved at most once on average and nothing is reallocated per batch.
-// s.mu is held.
+// keepLines is the largest queue array kept once the queue is empty.
+const keepLines = 1024
+
+// push appends l to the queue. The queue's array grows to at most maxPendingLines (Add waits beyond); space
+// freed at its front is reused by moving the queue back to the start when the array is full, so each line is
+// moved at most once on average and a busy queue is not reallocated per batch. Once the queue is empty, a
+// large array is dropped. s.mu is held.
 func (s *shipper) push(l api.LogLine) {
 	if len(s.queue) == cap(s.queue) {
 		if s.first > 0 {
@@ -276,6 +279,9 @@ func (s *shipper) done(n int, resp api.AppendLogsResponse, err error) {
 	s.first += n
 	if s.first == len(s.queue) {
 		s.queue, s.first = s.queue[:0], 0
+		if cap(s.queue) > keepLines { // an idle operation does not keep a burst's arrays
+			s.queue, s.batch = nil, nil
+		}
 	}
 	if n > 0 {
 		if resp.LastSeq > s.stored {

@@ -322,3 +322,26 @@ func BenchmarkShipper(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/line")
 }
+
+// TestShipperDropsBurstArrays: once a burst is delivered, the operation keeps no large queue arrays.
+func TestShipperDropsBurstArrays(t *testing.T) {
+	t.Parallel()
+	s := newShipper(&recordingAppender{discard: true}, "op", "lease", 0, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for i := 1; i <= 3*maxBatchLines; i++ {
+		if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cap(s.queue) > keepLines || cap(s.batch) > keepLines {
+		t.Errorf("after the burst the shipper keeps arrays of %d and %d lines", cap(s.queue), cap(s.batch))
+	}
+}
