@@ -47,6 +47,8 @@ type Deps struct {
 	Updater    Updater        // nil: self-update disabled (a version mismatch is reported, nothing more)
 	// FetchChart downloads the chart a heartbeat names; nil uses a plain HTTP GET.
 	FetchChart func(ctx context.Context, url string) ([]byte, error)
+	// OnReady, if set, is called once, when the agent has synced its informers and re-adopted its Jobs.
+	OnReady func()
 }
 
 // Agent leases operations and runs each as a Job. Run it with Run; Ready and Health feed the probes.
@@ -57,6 +59,7 @@ type Agent struct {
 	d          Dispatcher
 	updater    Updater
 	fetchChart func(ctx context.Context, url string) ([]byte, error)
+	onReady    func()
 	log        *logrus.Entry
 	logs       podLogs
 
@@ -94,6 +97,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, workerID: deps.WorkerID, kube: deps.Kube, d: deps.Dispatcher, updater: deps.Updater,
 		fetchChart: deps.FetchChart,
+		onReady:    deps.OnReady,
 		log:        deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
 		logs:       kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
 		ops:        map[string]*operation{},
@@ -173,6 +177,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.ready.Store(true)
 	a.log.WithFields(logrus.Fields{"namespace": a.cfg.Namespace, "pools": a.cfg.Pools, "concurrency": a.cfg.Concurrency}).Info("worker agent running")
+	if a.onReady != nil {
+		a.onReady()
+	}
 
 	wg.Add(3)
 	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()

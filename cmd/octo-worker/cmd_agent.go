@@ -50,6 +50,8 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig file; empty: in-cluster configuration"},
 			&cli.StringFlag{Name: "health-listen", Value: ":8081", EnvVars: []string{"OCTO_HEALTH_LISTEN"}, Usage: "address of /healthz and /readyz"},
 			&cli.IntFlag{Name: "concurrency", Usage: "operations run at once (overrides worker.concurrency)"},
+			&cli.BoolFlag{Name: "release-startup-pages", Value: true, EnvVars: []string{"OCTO_RELEASE_STARTUP_PAGES"},
+				Usage: "once ready, give back the binary's pages that only start-up used (Linux MADV_PAGEOUT; about 40 MiB of RSS)"},
 			&cli.DurationFlag{Name: "sweep-interval", Hidden: true, Usage: "how often orphaned Jobs and Secrets are looked for (tests)"},
 		},
 		Action: runAgent,
@@ -228,6 +230,12 @@ func runAgent(c *cli.Context) error {
 	d := dc.WithToken(id.Token)
 	deps := jobrunner.Deps{Kube: kube, Dispatcher: d, WorkerID: id.WorkerID, Log: log,
 		FetchChart: func(ctx context.Context, url string) ([]byte, error) { return d.DownloadChart(ctx, url, "") }}
+	if c.Bool("release-startup-pages") {
+		deps.OnReady = func() {
+			n, err := releaseStartupPages()
+			log.WithFields(logrus.Fields{"component": "agent", "mapped_bytes": n}).WithError(err).Debug("released start-up pages of the binary")
+		}
+	}
 	if values.SelfUpdate.Enabled && c.String("release") != "" && c.String("kubeconfig") == "" {
 		// Only in the cluster, as a Helm release: the upgrade Job runs with the worker's own account and image.
 		var pullSecrets []corev1.LocalObjectReference
