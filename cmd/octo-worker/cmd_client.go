@@ -96,11 +96,27 @@ func exitText(code *int) string {
 	return fmt.Sprint(*code)
 }
 
-func oneArg(c *cli.Context, what string) (string, error) {
-	if c.NArg() != 1 {
-		return "", cli.Exit(fmt.Sprintf("%s: give exactly one %s (see --help)", c.Command.FullName(), what), 2)
+// clientAction is a command's action that talks to the server: it builds the client from the connection
+// flags, then runs act.
+func clientAction(act func(c *cli.Context, cl *client.Client) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
+		return act(c, cl)
 	}
-	return c.Args().First(), nil
+}
+
+// idAction is clientAction for a command on one object: it requires exactly one argument (what names it in
+// the usage error), checked before the client is built, and passes it to act.
+func idAction(what string, act func(c *cli.Context, cl *client.Client, id string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return cli.Exit(fmt.Sprintf("%s: give exactly one %s (see --help)", c.Command.FullName(), what), 2)
+		}
+		return clientAction(func(c *cli.Context, cl *client.Client) error { return act(c, cl, c.Args().First()) })(c)
+	}
 }
 
 // ---- pool ----
@@ -112,26 +128,14 @@ func poolCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{Name: "create", Usage: "create a pool", ArgsUsage: "NAME",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "description", Usage: "what the pool is for"}},
-				Action: func(c *cli.Context) error {
-					name, err := oneArg(c, "pool name")
-					if err != nil {
-						return err
-					}
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: idAction("pool name", func(c *cli.Context, cl *client.Client, name string) error {
 					p, err := cl.CreatePool(c.Context, name, c.String("description"))
 					if err != nil {
 						return err
 					}
 					return output(c, p, func(w io.Writer) { fmt.Fprintf(w, "created pool %s\n", p.Name) })
-				}},
-			{Name: "list", Usage: "list pools", Action: func(c *cli.Context) error {
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
+				})},
+			{Name: "list", Usage: "list pools", Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 				pools, err := cl.Pools(c.Context)
 				if err != nil {
 					return err
@@ -142,7 +146,7 @@ func poolCommand() *cli.Command {
 						fmt.Fprintf(w, "%s\t%s\t%s\n", p.Name, when(p.CreatedAt), p.Description)
 					}
 				})
-			}},
+			})},
 		},
 	})
 }
@@ -159,11 +163,7 @@ func tokenCommand() *cli.Command {
 					&cli.StringSliceFlag{Name: "pool", Usage: "pool the token may register workers into (repeatable)", Required: true},
 					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, Usage: "how long the token can be used to register"},
 				},
-				Action: func(c *cli.Context) error {
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 					t, err := cl.CreateToken(c.Context, c.StringSlice("pool"), c.Duration("ttl"))
 					if err != nil {
 						return err
@@ -173,12 +173,8 @@ func tokenCommand() *cli.Command {
 						fmt.Fprintf(c.App.ErrWriter, "registration token %s for pools %s, expires %s; the secret above is shown only once\n",
 							t.ID, strings.Join(t.Pools, ","), when(t.ExpiresAt))
 					})
-				}},
-			{Name: "list", Usage: "list registration tokens", Action: func(c *cli.Context) error {
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
+				})},
+			{Name: "list", Usage: "list registration tokens", Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 				tokens, err := cl.Tokens(c.Context)
 				if err != nil {
 					return err
@@ -189,23 +185,15 @@ func tokenCommand() *cli.Command {
 						fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.ID, strings.Join(t.Pools, ","), when(t.ExpiresAt), whenPtr(t.RevokedAt))
 					}
 				})
-			}},
+			})},
 			{Name: "revoke", Usage: "revoke a registration token (registered workers keep working)", ArgsUsage: "ID",
-				Action: func(c *cli.Context) error {
-					id, err := oneArg(c, "token id")
-					if err != nil {
-						return err
-					}
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: idAction("token id", func(c *cli.Context, cl *client.Client, id string) error {
 					t, err := cl.RevokeToken(c.Context, id)
 					if err != nil {
 						return err
 					}
 					return output(c, t, func(w io.Writer) { fmt.Fprintf(w, "revoked %s\n", t.ID) })
-				}},
+				})},
 		},
 	})
 }
@@ -225,63 +213,35 @@ func opsCommand() *cli.Command {
 					&cli.StringFlag{Name: "deployment", Usage: "only this deployment id"},
 					&cli.IntFlag{Name: "limit", Value: 50, Usage: "at most this many (1..1000)"},
 				},
-				Action: func(c *cli.Context) error {
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 					ops, err := cl.Operations(c.Context, client.ListOptions{State: api.State(c.String("state")), Pool: c.String("pool"),
 						WorkerID: c.String("worker"), DeploymentID: c.String("deployment"), Limit: c.Int("limit")})
 					if err != nil {
 						return err
 					}
 					return output(c, ops, func(w io.Writer) { opsTable(w, ops) })
-				}},
-			{Name: "show", Usage: "show one operation (sensitive values masked)", ArgsUsage: "ID", Action: func(c *cli.Context) error {
-				id, err := oneArg(c, "operation id")
-				if err != nil {
-					return err
-				}
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
+				})},
+			{Name: "show", Usage: "show one operation (sensitive values masked)", ArgsUsage: "ID", Action: idAction("operation id", func(c *cli.Context, cl *client.Client, id string) error {
 				op, err := cl.Operation(c.Context, id)
 				if err != nil {
 					return err
 				}
 				return output(c, op, func(w io.Writer) { showOperation(w, op) })
-			}},
+			})},
 			{Name: "logs", Usage: "print an operation's log; --follow waits until it ends and exits with its exit code", ArgsUsage: "ID",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "wait for more lines until the operation ends"},
 					&cli.Int64Flag{Name: "after", Usage: "start after this log position (pos)"},
 				},
-				Action: func(c *cli.Context) error {
-					id, err := oneArg(c, "operation id")
-					if err != nil {
-						return err
-					}
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: idAction("operation id", func(c *cli.Context, cl *client.Client, id string) error {
 					end, err := printLogs(c, cl, id, c.Int64("after"), c.Bool("follow"), "")
 					if err != nil || !c.Bool("follow") {
 						return err
 					}
 					return endExit(c, id, end)
-				}},
+				})},
 			{Name: "cancel", Usage: "cancel an operation (a running one stops at its worker's next heartbeat)", ArgsUsage: "ID",
-				Action: func(c *cli.Context) error {
-					id, err := oneArg(c, "operation id")
-					if err != nil {
-						return err
-					}
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: idAction("operation id", func(c *cli.Context, cl *client.Client, id string) error {
 					op, err := cl.Cancel(c.Context, id)
 					if err != nil {
 						return err
@@ -293,7 +253,7 @@ func opsCommand() *cli.Command {
 							fmt.Fprintf(w, "asked the worker running %s to stop; it becomes cancelled when the worker confirms\n", op.ID)
 						}
 					})
-				}},
+				})},
 		},
 	})
 }
@@ -354,11 +314,7 @@ func deploymentsCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{Name: "list", Usage: "list deployments, newest first",
 				Flags: []cli.Flag{&cli.IntFlag{Name: "limit", Value: 20, Usage: "at most this many (1..1000)"}},
-				Action: func(c *cli.Context) error {
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 					deps, err := cl.Deployments(c.Context, c.Int("limit"))
 					if err != nil {
 						return err
@@ -369,16 +325,8 @@ func deploymentsCommand() *cli.Command {
 							fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.State, len(d.Operations), d.Name, when(d.CreatedAt))
 						}
 					})
-				}},
-			{Name: "show", Usage: "show a deployment and its steps", ArgsUsage: "ID", Action: func(c *cli.Context) error {
-				id, err := oneArg(c, "deployment id")
-				if err != nil {
-					return err
-				}
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
+				})},
+			{Name: "show", Usage: "show a deployment and its steps", ArgsUsage: "ID", Action: idAction("deployment id", func(c *cli.Context, cl *client.Client, id string) error {
 				d, err := cl.Deployment(c.Context, id)
 				if err != nil {
 					return err
@@ -387,22 +335,14 @@ func deploymentsCommand() *cli.Command {
 					fmt.Fprintf(w, "%s %q: %s\n\n", d.ID, d.Name, d.State)
 					opsTable(w, d.Operations)
 				})
-			}},
-			{Name: "cancel", Usage: "cancel a deployment's remaining steps", ArgsUsage: "ID", Action: func(c *cli.Context) error {
-				id, err := oneArg(c, "deployment id")
-				if err != nil {
-					return err
-				}
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
+			})},
+			{Name: "cancel", Usage: "cancel a deployment's remaining steps", ArgsUsage: "ID", Action: idAction("deployment id", func(c *cli.Context, cl *client.Client, id string) error {
 				d, err := cl.CancelDeployment(c.Context, id)
 				if err != nil {
 					return err
 				}
 				return output(c, d, func(w io.Writer) { fmt.Fprintf(w, "deployment %s: %s\n", d.ID, d.State) })
-			}},
+			})},
 		},
 	})
 }
@@ -414,11 +354,7 @@ func workersCommand() *cli.Command {
 		Name:  "workers",
 		Usage: "list workers, drain them, set the version they should run",
 		Subcommands: []*cli.Command{
-			{Name: "list", Usage: "list registered workers", Action: func(c *cli.Context) error {
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
+			{Name: "list", Usage: "list registered workers", Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 				ws, err := cl.Workers(c.Context)
 				if err != nil {
 					return err
@@ -439,18 +375,10 @@ func workersCommand() *cli.Command {
 							dash(oneLine(wk.HealthMessage)))
 					}
 				})
-			}},
+			})},
 			{Name: "drain", Usage: "ask a worker to stop taking operations (--resume to undo)", ArgsUsage: "ID",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "resume", Usage: "let the worker take operations again"}},
-				Action: func(c *cli.Context) error {
-					id, err := oneArg(c, "worker id")
-					if err != nil {
-						return err
-					}
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: idAction("worker id", func(c *cli.Context, cl *client.Client, id string) error {
 					wk, err := cl.DrainWorker(c.Context, id, !c.Bool("resume"))
 					if err != nil {
 						return err
@@ -462,17 +390,13 @@ func workersCommand() *cli.Command {
 							fmt.Fprintf(w, "worker %s takes operations again\n", wk.ID)
 						}
 					})
-				}},
+				})},
 			{Name: "upgrade", Usage: "set the worker version every worker should run, uploading its chart archive",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "version", Usage: "worker version", Required: true},
 					&cli.StringFlag{Name: "chart", Usage: "chart archive (.tgz from `helm package`) for the version; omit if uploaded before"},
 				},
-				Action: func(c *cli.Context) error {
-					cl, err := newClient(c)
-					if err != nil {
-						return err
-					}
+				Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 					if path := c.String("chart"); path != "" {
 						data, err := os.ReadFile(path)
 						if err != nil {
@@ -489,7 +413,7 @@ func workersCommand() *cli.Command {
 					return output(c, dv, func(w io.Writer) {
 						fmt.Fprintf(w, "workers will upgrade to %s (chart sha256 %s) at their next heartbeat\n", dv.Version, dv.ChartSHA256)
 					})
-				}},
+				})},
 		},
 	})
 }
