@@ -203,18 +203,24 @@ func exitCodeOf(end *api.LogEnd) int {
 	return 1
 }
 
+// endText says how an operation ended: its state, exit code and message.
+func endText(end *api.LogEnd) string {
+	s := string(end.State)
+	if end.ExitCode != nil {
+		s += fmt.Sprintf(" (exit code %d)", *end.ExitCode)
+	}
+	if end.Message != "" {
+		s += ": " + end.Message
+	}
+	return s
+}
+
 // endExit reports how the operation ended and returns its exit code (nil for success).
 func endExit(c *cli.Context, id string, end *api.LogEnd) error {
 	if end == nil {
 		return fmt.Errorf("the log of %s ended before the operation did", id)
 	}
-	summary := fmt.Sprintf("operation %s %s", id, end.State)
-	if end.ExitCode != nil {
-		summary += fmt.Sprintf(" (exit code %d)", *end.ExitCode)
-	}
-	if end.Message != "" {
-		summary += ": " + end.Message
-	}
+	summary := fmt.Sprintf("operation %s %s", id, endText(end))
 	code := exitCodeOf(end)
 	if code == 0 {
 		fmt.Fprintln(c.App.ErrWriter, summary)
@@ -301,14 +307,7 @@ func followDeployment(c *cli.Context, cl *client.Client, d api.Deployment) error
 		if err != nil {
 			return err
 		}
-		summary := fmt.Sprintf("== step %d/%d %s: %s", i+1, n, label, end.State)
-		if end.ExitCode != nil {
-			summary += fmt.Sprintf(" (exit code %d)", *end.ExitCode)
-		}
-		if end.Message != "" {
-			summary += ": " + end.Message
-		}
-		fmt.Fprintln(c.App.ErrWriter, summary)
+		fmt.Fprintf(c.App.ErrWriter, "== step %d/%d %s: %s\n", i+1, n, label, endText(end))
 		if end.State != api.StateSucceeded && failed == nil {
 			failed = end
 		}
