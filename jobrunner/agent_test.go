@@ -6,12 +6,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
@@ -19,9 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/client"
-	"github.com/octo-worker/octo-worker/dispatch/server"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+	"github.com/octo-worker/octo-worker/dispatch/dispatchtest"
 )
 
 // recordingUpdater stands in for chartgen/selfupdate, the edge that needs a cluster and Helm (the e2e/chart
@@ -53,45 +48,6 @@ func (u *recordingUpdater) calls() ([]string, int) {
 	return append([]string(nil), u.updates...), u.preflights
 }
 
-// dispatchServer runs a real dispatch server on loopback over a SQLite file until the test ends, and returns
-// an admin client.
-func dispatchServer(t *testing.T) *client.Client {
-	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "d.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	srv, err := server.New(st, server.Config{PollInterval: time.Hour}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const adminToken = "jobrunner-test-admin-token"
-	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	admin, err := client.New(client.Config{Server: "http://" + ln.Addr().String(), Token: adminToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return admin
-}
-
 // A desired version starts the self-update at once, while an operation runs: the heartbeat that brings it
 // drains the agent and asks for another heartbeat at once, which tells the server and calls the Updater; the
 // next heartbeats do not call it again (the agent waits to be replaced). When the Updater
@@ -100,19 +56,11 @@ func dispatchServer(t *testing.T) *client.Client {
 func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	admin := dispatchServer(t)
+	admin := dispatchtest.Start(t, dispatchtest.Options{}).Admin
 	if _, err := admin.CreatePool(ctx, "p", ""); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := admin.CreateToken(ctx, []string{"p"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := admin.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "0.1.0", Capacity: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := admin.WithToken(reg.WorkerToken)
+	w, reg := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "0.1.0", Capacity: 2})
 	if _, err := admin.Submit(ctx, api.OperationSpec{Pool: "p", Syntax: "sh", Script: "sleep 600"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,7 @@
 package selfupdate
 
 import (
-	"context"
 	"io"
-	"net"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -17,9 +14,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/client"
-	"github.com/octo-worker/octo-worker/dispatch/server"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+	"github.com/octo-worker/octo-worker/dispatch/dispatchtest"
 )
 
 // No test may leave a goroutine behind (the dispatch server and its clients stop with the test).
@@ -73,20 +68,12 @@ func TestWorkerRunning(t *testing.T) {
 func TestKeeperRenewsEveryLease(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	admin := dispatchServer(t)
+	admin := dispatchtest.Start(t, dispatchtest.Options{}).Admin
 	if _, err := admin.CreatePool(ctx, "p", ""); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := admin.CreateToken(ctx, []string{"p"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	caps := []string{"custom-image", "kubernetes-job"}
-	reg, err := admin.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "0.1.0", Capacity: 5, Capabilities: caps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := admin.WithToken(reg.WorkerToken)
+	w, _ := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "0.1.0", Capacity: 5, Capabilities: caps})
 	var before []api.Lease
 	for range 2 {
 		if _, err := admin.Submit(ctx, api.OperationSpec{Pool: "p", Syntax: "sh", Script: "true"}); err != nil {
@@ -124,43 +111,4 @@ func TestKeeperRenewsEveryLease(t *testing.T) {
 		wk.HealthMessage != "upgrading from 0.1.0 to 0.2.0 (self-update Job ow-update-x): no worker pod runs; the Job keeps the leases of 2 operations alive, whose Jobs keep running" {
 		t.Errorf("the server sees %+v", wk)
 	}
-}
-
-// dispatchServer runs a real dispatch server on loopback over a SQLite file until the test ends, and returns
-// an admin client.
-func dispatchServer(t *testing.T) *client.Client {
-	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "d.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	srv, err := server.New(st, server.Config{PollInterval: time.Hour}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const adminToken = "selfupdate-test-admin-token"
-	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		_ = st.Close()
-	})
-	admin, err := client.New(client.Config{Server: "http://" + ln.Addr().String(), Token: adminToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return admin
 }

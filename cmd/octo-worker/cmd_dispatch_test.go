@@ -18,6 +18,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/dispatchtest"
 )
 
 // cliRun runs the octo-worker CLI in-process with args and returns stdout, stderr and its error.
@@ -90,16 +91,11 @@ func startServer(t *testing.T) (string, string) {
 // given lines and ending it with exit code exit (a script's stand-in: the real worker lives in jobrunner).
 func fakeWorker(t *testing.T, ctx context.Context, url, adminToken, pool string, run func(op api.Operation) ([]string, int)) {
 	t.Helper()
-	admin, _ := client.New(client.Config{Server: url, Token: adminToken})
-	tok, err := admin.CreateToken(ctx, []string{pool}, 0)
+	admin, err := client.New(client.Config{Server: url, Token: adminToken})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := admin.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "fake", Version: "test", Capacity: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := admin.WithToken(reg.WorkerToken)
+	w, _ := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "fake", Pools: []string{pool}, Version: "test", Capacity: 1})
 	go func() {
 		for ctx.Err() == nil {
 			l, err := w.Lease(ctx, 5*time.Second)

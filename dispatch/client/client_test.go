@@ -1,72 +1,24 @@
 package client_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
-	"github.com/octo-worker/octo-worker/dispatch/server"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+	"github.com/octo-worker/octo-worker/dispatch/dispatchtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const admin = "client-test-admin-token"
-
-// serve runs a dispatch server over the database at path on addr until the returned stop is called.
-func serve(t *testing.T, path, addr string) (stop func()) {
-	t.Helper()
-	st, err := sqlite.Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	srv, err := server.New(st, server.Config{PollInterval: time.Hour}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.InitAdminToken(t.Context(), admin); err != nil {
-		t.Fatal(err)
-	}
-	var ln net.Listener
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			_ = st.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -81,10 +33,8 @@ func freeAddr(t *testing.T) string {
 // last line it got, so it sees every line exactly once and then the end.
 func TestFollowResumesAcrossServerRestart(t *testing.T) {
 	t.Parallel()
-	path, addr := filepath.Join(t.TempDir(), "d.db"), freeAddr(t)
-	stop := serve(t, path, addr)
-	url := "http://" + addr
-	c, err := client.New(client.Config{Server: url, Token: admin, RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
+	srv := dispatchtest.Start(t, dispatchtest.Options{})
+	c, err := client.New(client.Config{Server: srv.URL, Token: dispatchtest.AdminToken, RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,15 +42,7 @@ func TestFollowResumesAcrossServerRestart(t *testing.T) {
 	if _, err := c.CreatePool(ctx, "p", ""); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := c.CreateToken(ctx, []string{"p"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := c.WithToken(tok.Token).Register(ctx, api.RegisterRequest{Name: "w", Version: "1", Capacity: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := c.WithToken(reg.WorkerToken)
+	w, _ := dispatchtest.Register(t, c, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "1", Capacity: 1})
 	op, err := c.Submit(ctx, api.OperationSpec{Pool: "p", Script: "x"})
 	if err != nil {
 		t.Fatal(err)
@@ -127,8 +69,8 @@ func TestFollowResumesAcrossServerRestart(t *testing.T) {
 	if first := <-got; first != "line 1" {
 		t.Fatalf("first line %q", first)
 	}
-	stop() // cuts the stream without an end record
-	serve(t, path, addr)
+	srv.Stop() // cuts the stream without an end record
+	dispatchtest.Start(t, dispatchtest.Options{DB: srv.DB, Addr: srv.Addr})
 	appendLine(2)
 	appendLine(3)
 	if _, err := w.Result(ctx, op.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: new(int), LastSeq: 3}); err != nil {
@@ -210,7 +152,7 @@ func TestRetryPolicy(t *testing.T) {
 // safe to repeat once sent) is retried; it succeeds once the server is up.
 func TestCreateRetriedWhenNotSent(t *testing.T) {
 	t.Parallel()
-	path, addr := filepath.Join(t.TempDir(), "d.db"), freeAddr(t)
+	addr := freeAddr(t)
 	refused := make(chan struct{})
 	var once sync.Once
 	tr := roundTripper(func(r *http.Request) (*http.Response, error) {
@@ -220,7 +162,7 @@ func TestCreateRetriedWhenNotSent(t *testing.T) {
 		}
 		return resp, err
 	})
-	c, err := client.New(client.Config{Server: "http://" + addr, Token: admin, HTTPClient: &http.Client{Transport: tr},
+	c, err := client.New(client.Config{Server: "http://" + addr, Token: dispatchtest.AdminToken, HTTPClient: &http.Client{Transport: tr},
 		RetryMax: 100, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -228,7 +170,7 @@ func TestCreateRetriedWhenNotSent(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { _, err := c.CreatePool(t.Context(), "p", ""); res <- err }()
 	<-refused
-	serve(t, path, addr)
+	dispatchtest.Start(t, dispatchtest.Options{Addr: addr})
 	if err := <-res; err != nil {
 		t.Fatalf("a create refused at first did not succeed once the server came up: %v", err)
 	}
