@@ -48,7 +48,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // the lease, beside a bare HTTP round trip (POST with a small JSON body to a no-op handler) on the same
 // loopback, alternated iteration by iteration. Goal: p50 within 3x of the bare round trip.
 func BenchmarkEnqueueToLease(b *testing.B) {
-	bb := setupBench(b)
+	bb := setup(b, testConfig())
 	bb.pool("p")
 	w, _ := bb.worker("w", []string{"p"})
 	bare := bareServer(b)
@@ -112,7 +112,7 @@ func BenchmarkEnqueueToLease(b *testing.B) {
 // one INSERT per transaction) measured in the same run. Goal: at least 1,000 operations/s on SQLite.
 func BenchmarkThroughput(b *testing.B) {
 	const workers, submitters = 16, 4
-	bb := setupBench(b)
+	bb := setup(b, testConfig())
 	bb.pool("p")
 	var done atomic.Int64
 	total := int64(b.N)
@@ -214,30 +214,4 @@ func rawSQLiteRate(b *testing.B, n int) float64 {
 		}
 	}
 	return float64(n) / time.Since(start).Seconds()
-}
-
-// setupBench is setup for benchmarks (a real server over a real SQLite file).
-func setupBench(b *testing.B) *bundle {
-	st, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "dispatch.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := New(st, testConfig(), logrusDiscard())
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.InitAdminToken(b.Context(), adminToken); err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	b.Cleanup(func() { cancel(); <-done; _ = st.Close() })
-	bb := &bundle{t: b, ctx: b.Context(), srv: srv, st: st, url: "http://" + ln.Addr().String()}
-	bb.admin = bb.client(adminToken)
-	return bb
 }

@@ -11,9 +11,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
+	"crypto/tls"
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+	"sync"
 )
 
 func TestMain(m *testing.M) {
@@ -30,6 +32,7 @@ type bundle struct {
 	st    *sqlite.Store
 	url   string
 	admin *client.Client
+	stop  func() error // stops the server (once) and returns what Serve returned
 }
 
 // testConfig makes the slow safety re-check effectively never fire, so tests prove the immediate wake-ups.
@@ -37,36 +40,50 @@ func testConfig() Config {
 	return Config{PollInterval: time.Hour}
 }
 
-func setup(t *testing.T, cfg Config) *bundle {
-	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "dispatch.db"))
+// setup starts a server with cfg on a loopback port over a new SQLite file, and stops it when the test ends.
+func setup(tb testing.TB, cfg Config) *bundle { return start(tb, cfg, nil) }
+
+// start is setup serving TLS with tlsConfig when it is set.
+func start(tb testing.TB, cfg Config, tlsConfig *tls.Config) *bundle {
+	tb.Helper()
+	st, err := sqlite.Open(tb.Context(), filepath.Join(tb.TempDir(), "dispatch.db"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	srv, err := New(st, cfg, log)
+	srv, err := New(st, cfg, logrusDiscard())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
-		t.Fatal(err)
+	if _, err := srv.InitAdminToken(tb.Context(), adminToken); err != nil {
+		tb.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
+	go func() { done <- srv.Serve(ctx, ln, tlsConfig) }()
+	scheme := "http://"
+	if tlsConfig != nil {
+		scheme = "https://"
+	}
+	b := &bundle{t: tb, ctx: tb.Context(), srv: srv, st: st, url: scheme + ln.Addr().String()}
+	var once sync.Once
+	var serveErr error
+	b.stop = func() error {
+		once.Do(func() {
+			cancel()
+			serveErr = <-done
+			_ = st.Close()
+		})
+		return serveErr
+	}
+	tb.Cleanup(func() {
+		if err := b.stop(); err != nil {
+			tb.Errorf("Serve: %v", err)
 		}
-		_ = st.Close()
 	})
-	b := &bundle{t: t, ctx: t.Context(), srv: srv, st: st, url: "http://" + ln.Addr().String()}
 	b.admin = b.client(adminToken)
 	return b
 }

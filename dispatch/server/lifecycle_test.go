@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -38,37 +37,15 @@ func TestTLS(t *testing.T) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "d.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv, err := New(st, Config{}, logrusDiscard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- srv.Serve(ctx, ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	}()
-	defer func() { cancel(); <-done }()
-	url := "https://" + ln.Addr().String()
-	c, err := client.New(client.Config{Server: url, Token: adminToken, CACertFile: caFile})
+	b := start(t, Config{}, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	c, err := client.New(client.Config{Server: b.url, Token: adminToken, CACertFile: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.CreatePool(t.Context(), "secure", ""); err != nil {
 		t.Fatalf("over TLS: %v", err)
 	}
-	untrusting, _ := client.New(client.Config{Server: url, Token: adminToken, RetryMax: -1})
+	untrusting, _ := client.New(client.Config{Server: b.url, Token: adminToken, RetryMax: -1})
 	if _, err := untrusting.Pools(t.Context()); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a client without the CA connected: %v", err)
 	}
@@ -78,37 +55,20 @@ func TestTLS(t *testing.T) {
 // of holding the shutdown for the poll's 30 s; goleak in TestMain checks nothing is left running.
 func TestShutdownEndsWaitingCalls(t *testing.T) {
 	t.Parallel()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "d.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv, err := New(st, testConfig(), logrusDiscard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	b := &bundle{t: t, ctx: t.Context(), srv: srv, st: st, url: "http://" + ln.Addr().String()}
-	b.admin = b.client(adminToken)
+	b := setup(t, testConfig())
 	b.pool("p")
 	w, _ := b.worker("w", []string{"p"})
 	// Stop the server once the worker waits in its long-poll.
 	go func() {
-		b.eventually("the worker to wait", func() bool { return srv.queue.Asleep() == 1 })
-		cancel()
+		b.eventually("the worker to wait", func() bool { return b.srv.queue.Asleep() == 1 })
+		_ = b.stop() // checked below
 	}()
 	l, err := w.Lease(t.Context(), 30*time.Second)
 	if l != nil {
 		t.Errorf("a shut-down server leased %+v", l)
 	}
 	_ = err // the retry after shutdown finds the port closed: an error is fine, a hang is not
-	if err := <-done; err != nil {
+	if err := b.stop(); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
 }

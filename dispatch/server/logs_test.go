@@ -123,7 +123,7 @@ func BenchmarkDecodeAppendLogs(b *testing.B) {
 // validate, store, reply), one batch at a time, beside the same client posting the same batches to a no-op
 // handler on the same loopback (HTTP and the client's encoding alone), alternated batch by batch.
 func BenchmarkAppendLogsHTTP(b *testing.B) {
-	bb := setupBench(b)
+	bb := setup(b, testConfig())
 	bb.pool("p")
 	w, _ := bb.worker("w", []string{"p"})
 	bb.submit(api.OperationSpec{Pool: "p", Script: "x"})
