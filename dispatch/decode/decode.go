@@ -132,21 +132,22 @@ func walk(g any, t reflect.Type, path string) *Error {
 		if !ok {
 			return mismatch()
 		}
-		fields := jsonFields(t)
+		fields := Fields(t)
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
+			name := k
 			f, ok := fields[k]
 			if !ok {
-				f, ok = foldLookup(fields, k)
+				name, f, ok = foldLookup(fields, k)
 			}
 			if !ok {
 				return &Error{Field: join(path, k), Message: "unknown field" + suggest(fields, k)}
 			}
-			if e := walk(m[k], f.Type, join(path, f.name)); e != nil {
+			if e := walk(m[k], f.Type, join(path, name)); e != nil {
 				return e
 			}
 		}
@@ -217,14 +218,11 @@ func walk(g any, t reflect.Type, path string) *Error {
 	return nil
 }
 
-type field struct {
-	reflect.StructField
-	name string
-}
-
-// jsonFields maps the JSON names of t's fields (embedded structs flattened, as encoding/json does).
-func jsonFields(t reflect.Type) map[string]field {
-	out := map[string]field{}
+// Fields maps the JSON names of a struct type's fields to the fields, as encoding/json sees them: embedded
+// structs flattened, fields tagged "-" and unexported ones left out. The decoder accepts exactly these names
+// (and their case-insensitive matches); the server's OpenAPI document lists them.
+func Fields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("json")
@@ -238,7 +236,7 @@ func jsonFields(t reflect.Type) map[string]field {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
+				for k, v := range Fields(ft) {
 					if _, taken := out[k]; !taken {
 						out[k] = v
 					}
@@ -252,23 +250,23 @@ func jsonFields(t reflect.Type) map[string]field {
 		if name == "" {
 			name = f.Name
 		}
-		out[name] = field{StructField: f, name: name}
+		out[name] = f
 	}
 	return out
 }
 
 // foldLookup matches a key case-insensitively, as encoding/json does.
-func foldLookup(fields map[string]field, key string) (field, bool) {
+func foldLookup(fields map[string]reflect.StructField, key string) (string, reflect.StructField, bool) {
 	for name, f := range fields {
 		if strings.EqualFold(name, key) {
-			return f, true
+			return name, f, true
 		}
 	}
-	return field{}, false
+	return "", reflect.StructField{}, false
 }
 
 // suggest names the known fields, so a typo is easy to fix.
-func suggest(fields map[string]field, key string) string {
+func suggest(fields map[string]reflect.StructField, key string) string {
 	names := make([]string, 0, len(fields))
 	for name := range fields {
 		names = append(names, name)

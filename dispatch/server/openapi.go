@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/decode"
 )
 
 func (s *Server) openapi(w http.ResponseWriter, _ *http.Request, _ caller) error {
@@ -175,32 +176,13 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 func (g *schemaGen) object(t reflect.Type) map[string]any {
 	props := map[string]any{}
 	var required []string
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			tag := f.Tag.Get("json")
-			if tag == "-" {
-				continue
-			}
-			name, opts, _ := strings.Cut(tag, ",")
-			if f.Anonymous && name == "" {
-				walk(f.Type)
-				continue
-			}
-			if !f.IsExported() {
-				continue
-			}
-			if name == "" {
-				name = f.Name
-			}
-			props[name] = g.schema(f.Type)
-			if !strings.Contains(opts, "omitempty") {
-				required = append(required, name)
-			}
+	// The fields the decoder accepts, so the document and the decoder cannot disagree.
+	for name, f := range decode.Fields(t) {
+		props[name] = g.schema(f.Type)
+		if _, opts, _ := strings.Cut(f.Tag.Get("json"), ","); !strings.Contains(opts, "omitempty") {
+			required = append(required, name)
 		}
 	}
-	walk(t)
 	sort.Strings(required)
 	obj := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
 	if len(required) > 0 {
