@@ -5,13 +5,13 @@ import (
 	"strings"
 )
 
-// field is one chart value as the Values type describes it: its path, Go type, tags and default.
+// field is one chart value as the Values type describes it: its path, Go type, tags and value.
 type field struct {
-	Path    string // dotted value path, e.g. "scriptPods.resources.requests.cpu"
-	Name    string // the last path element
-	Type    reflect.Type
-	Tag     reflect.StructTag
-	Default reflect.Value // the value in Defaults(); may be invalid for struct fields inside list items
+	Path  string // dotted value path, e.g. "scriptPods.resources.requests.cpu"
+	Name  string // the last path element
+	Type  reflect.Type
+	Tag   reflect.StructTag
+	Value reflect.Value // its value in the struct walked (Defaults() for docs and schema, loaded values when validating); may be invalid
 }
 
 var durationType = reflect.TypeOf(Duration(0))
@@ -25,7 +25,7 @@ func isStruct(t reflect.Type) bool {
 	return t.Kind() == reflect.Struct && t != durationType
 }
 
-// children lists the fields of a struct type in declaration order, with defaults taken from v when valid.
+// children lists the fields of a struct type in declaration order, with their values in v when v is valid.
 func children(prefix string, t reflect.Type, v reflect.Value) []field {
 	var out []field
 	for i := 0; i < t.NumField(); i++ {
@@ -40,7 +40,7 @@ func children(prefix string, t reflect.Type, v reflect.Value) []field {
 		}
 		f := field{Path: path, Name: name, Type: sf.Type, Tag: sf.Tag}
 		if v.IsValid() {
-			f.Default = v.Field(i)
+			f.Value = v.Field(i)
 		}
 		out = append(out, f)
 	}
@@ -69,7 +69,7 @@ func walkLeaves(prefix string, t reflect.Type, v reflect.Value, fn func(field)) 
 			fn(f)
 			continue
 		}
-		walkLeaves(f.Path, f.Type, f.Default, fn)
+		walkLeaves(f.Path, f.Type, f.Value, fn)
 	}
 }
 

@@ -39,7 +39,7 @@ func writeFields(b *bytes.Buffer, fields []field, depth int) {
 		}
 		if !f.isLeaf() {
 			fmt.Fprintf(b, "%s%s:\n", indent, f.Name)
-			writeFields(b, children(f.Path, f.Type, f.Default), depth+1)
+			writeFields(b, children(f.Path, f.Type, f.Value), depth+1)
 			continue
 		}
 		val := defaultJSON(f)

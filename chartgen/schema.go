@@ -69,11 +69,11 @@ func structSchema(t reflect.Type, v reflect.Value) map[string]any {
 }
 
 func fieldSchema(f field) map[string]any {
-	s := typeSchema(f.Type, f.Tag, f.Default, true)
+	s := typeSchema(f.Type, f.Tag, f.Value, true)
 	if doc := f.Tag.Get("doc"); doc != "" {
 		s["description"] = doc
 	}
-	if f.Default.IsValid() && !isStruct(f.Type) {
+	if f.Value.IsValid() && !isStruct(f.Type) {
 		if d := defaultJSON(f); d != nil {
 			s["default"] = d
 		}
@@ -172,7 +172,7 @@ func stringSchema(tag reflect.StructTag, top bool) map[string]any {
 
 // defaultJSON is a field's default as a JSON value, or nil when it is null.
 func defaultJSON(f field) any {
-	b, err := json.Marshal(f.Default.Interface())
+	b, err := json.Marshal(f.Value.Interface())
 	if err != nil {
 		panic(fmt.Sprintf("chartgen: encoding the default of %s: %v", f.Path, err))
 	}

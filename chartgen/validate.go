@@ -119,34 +119,23 @@ func patternMessage(tag reflect.StructTag) string {
 
 // checkLeaves applies the format, enum, pattern, min and max tags to every value under v.
 func checkLeaves(ps *problems, prefix string, v reflect.Value) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		name := jsonName(sf)
-		if name == "" {
-			continue
-		}
-		path := name
-		if prefix != "" {
-			path = prefix + "." + name
-		}
-		fv := v.Field(i)
+	for _, f := range children(prefix, v.Type(), v) {
 		switch {
-		case sf.Type == durationType:
-			checkDuration(ps, path, Duration(fv.Int()), sf.Tag)
-		case isStruct(sf.Type):
-			checkLeaves(ps, path, fv)
-		case sf.Type.Kind() == reflect.String:
-			checkString(ps, path, fv.String(), sf.Tag, false)
-		case sf.Type.Kind() == reflect.Int:
-			checkInt(ps, path, int(fv.Int()), sf.Tag)
-		case sf.Type.Kind() == reflect.Slice && sf.Type.Elem().Kind() == reflect.String:
-			for j := 0; j < fv.Len(); j++ {
-				checkString(ps, fmt.Sprintf("%s[%d]", path, j), fv.Index(j).String(), sf.Tag, true)
+		case f.Type == durationType:
+			checkDuration(ps, f.Path, Duration(f.Value.Int()), f.Tag)
+		case isStruct(f.Type):
+			checkLeaves(ps, f.Path, f.Value)
+		case f.Type.Kind() == reflect.String:
+			checkString(ps, f.Path, f.Value.String(), f.Tag, false)
+		case f.Type.Kind() == reflect.Int:
+			checkInt(ps, f.Path, int(f.Value.Int()), f.Tag)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
+			for j := 0; j < f.Value.Len(); j++ {
+				checkString(ps, fmt.Sprintf("%s[%d]", f.Path, j), f.Value.Index(j).String(), f.Tag, true)
 			}
-		case sf.Type.Kind() == reflect.Slice && isStruct(sf.Type.Elem()) && sf.Tag.Get("kind") == "":
-			for j := 0; j < fv.Len(); j++ {
-				checkLeaves(ps, fmt.Sprintf("%s[%d]", path, j), fv.Index(j))
+		case f.Type.Kind() == reflect.Slice && isStruct(f.Type.Elem()) && f.Tag.Get("kind") == "":
+			for j := 0; j < f.Value.Len(); j++ {
+				checkLeaves(ps, fmt.Sprintf("%s[%d]", f.Path, j), f.Value.Index(j))
 			}
 		}
 	}
