@@ -208,12 +208,9 @@ func (a *Agent) adopt(ctx context.Context, wg *sync.WaitGroup) error {
 			return nil
 		}
 		a.log.WithError(err).Warn("listing this worker's leases failed; retrying")
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if !backOff(ctx, &backoff, 10*time.Second) {
 			return nil
 		}
-		backoff = min(2*backoff, 10*time.Second)
 	}
 }
 
@@ -293,12 +290,9 @@ func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		if err != nil {
 			a.log.WithError(err).WithField("retry_in", backoff).Warn("leasing failed")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
+			if !backOff(ctx, &backoff, 30*time.Second) {
 				return
 			}
-			backoff = min(2*backoff, 30*time.Second)
 			continue
 		}
 		backoff = time.Second

@@ -44,3 +44,14 @@ func permanent(err error) bool {
 // leaseGone reports that the server no longer considers the operation leased to this worker: it expired (the
 // operation is lost) or was finished elsewhere. The worker stops the operation and forgets it.
 func leaseGone(err error) bool { return client.IsLeaseLost(err) || client.IsNotLeased(err) }
+
+// backOff waits *d before a retry, then doubles *d up to limit. It returns false, at once, when ctx ends.
+func backOff(ctx context.Context, d *time.Duration, limit time.Duration) bool {
+	select {
+	case <-time.After(*d):
+	case <-ctx.Done():
+		return false
+	}
+	*d = min(*d*2, limit)
+	return true
+}

@@ -542,12 +542,9 @@ func (o *operation) followLoop(ctx context.Context, f *follower, fromStart bool)
 		if err != nil {
 			o.log.WithError(err).Debug("pod log stream ended; resuming")
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if !backOff(ctx, &backoff, 5*time.Second) {
 			return nil
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -611,12 +608,9 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 			return
 		}
 		o.log.WithError(err).Warn("reporting result failed; retrying")
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if !backOff(ctx, &backoff, 10*time.Second) {
 			return
 		}
-		backoff = min(2*backoff, 10*time.Second)
 	}
 }
 

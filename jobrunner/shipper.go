@@ -207,12 +207,9 @@ func (s *shipper) Run(ctx context.Context) {
 				}
 				s.log.WithError(err).WithField("retry_in", backoff).Warn("appending log lines failed; keeping them and retrying")
 				s.done(0, resp, nil)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
+				if !backOff(ctx, &backoff, 10*time.Second) {
 					return
 				}
-				backoff = min(2*backoff, 10*time.Second)
 				continue
 			}
 			backoff = 100 * time.Millisecond
