@@ -16,59 +16,35 @@ import (
 // go test ./dispatch/decode -run '^$' -fuzz FuzzDecodeOperationSpec -fuzztime 1m
 
 func FuzzDecodeOperationSpec(f *testing.F) {
-	for _, s := range []string{
+	fuzzDecode(f, func(spec *api.OperationSpec) error { return validate.OperationSpec("", spec, false) },
 		`{"pool":"p","script":"echo hi"}`,
-		`{"name":"n","pool":"p","script":"x","syntax":"bash","files":[{"path":"a","content":"aGk=","mode":420}],` +
-			`"variables":[{"name":"A","value":"v","sensitive":true}],"image":"alpine:3","requests":{"cpu":"1","memory":"1Gi"},` +
+		`{"name":"n","pool":"p","script":"x","syntax":"bash","files":[{"path":"a","content":"aGk=","mode":420}],`+
+			`"variables":[{"name":"A","value":"v","sensitive":true}],"image":"alpine:3","requests":{"cpu":"1","memory":"1Gi"},`+
 			`"timeout_seconds":10,"capabilities":["docker"]}`,
 		`{"pool":"p","script":"x","imag":"a"}`,
 		`{"pool":"p","script":"x","timeout_seconds":"1"}`,
 		`{"files":[{"path":"../x","content":"!!"}]}`,
 		`{"requests":{"cpu":"-1"}}`,
 		`[]`, `{`, `null`, ``,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		var spec api.OperationSpec
-		if check(t, body, &spec) {
-			_ = validate.OperationSpec("", &spec, false)
-		}
-	})
+	)
 }
 
 func FuzzDecodeDeploymentSpec(f *testing.F) {
-	for _, s := range []string{
+	fuzzDecode(f, validate.DeploymentSpec,
 		`{"name":"d","pool":"p","steps":[{"script":"a"},{"script":"b","pool":"q"}]}`,
 		`{"name":"d","steps":[{"script":"a","bogus":1}]}`,
 		`{"name":"d","steps":{}}`,
 		`{"name":1}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		var d api.DeploymentSpec
-		if check(t, body, &d) {
-			_ = validate.DeploymentSpec(&d)
-		}
-	})
+	)
 }
 
 func FuzzDecodeAppendLogs(f *testing.F) {
-	for _, s := range []string{
+	fuzzDecode(f, validate.AppendLogs,
 		`{"lease_id":"l","lines":[{"seq":1,"time":"2030-01-01T00:00:00Z","stream":"stdout","text":"hi"}]}`,
 		`{"lease_id":"l","lines":[{"seq":0,"stream":"system","text":"waiting for capacity"}]}`,
 		`{"lease_id":"l","lines":[{"seq":-1,"time":"bad"}]}`,
 		`{"lease_id":"l","lines":[{"seq":1e3}]}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		var r api.AppendLogsRequest
-		if check(t, body, &r) {
-			_ = validate.AppendLogs(&r)
-		}
-	})
+	)
 }
 
 func FuzzDecodeWorkerRequests(f *testing.F) {
@@ -97,6 +73,20 @@ func FuzzDecodeWorkerRequests(f *testing.F) {
 		var lease api.LeaseRequest
 		if check(t, body, &lease) {
 			_ = validate.Lease(&lease)
+		}
+	})
+}
+
+// fuzzDecode fuzzes decoding into a T from the seeds, checking the properties above, then validating what
+// decoded (validation must not panic; its verdict is free).
+func fuzzDecode[T any](f *testing.F, validate func(*T) error, seeds ...string) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var v T
+		if check(t, body, &v) {
+			_ = validate(&v)
 		}
 	})
 }
