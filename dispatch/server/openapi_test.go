@@ -85,16 +85,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	if err := json.Unmarshal(docBytes, &docAny); err != nil {
 		t.Fatal(err)
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(docBytes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	const base = "https://octo-worker.invalid/openapi.json"
-	if err := c.AddResource(base, doc); err != nil {
-		t.Fatal(err)
-	}
+	compile := docSchemas(t, docBytes)
 	cases := []struct {
 		method, path, pattern, token, body string
 	}{
@@ -143,7 +134,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 			t.Errorf("%s: status %d is not documented for the route", name, resp.StatusCode)
 			continue
 		}
-		sch, err := c.Compile(base + ptr)
+		sch, err := compile(ptr)
 		if err != nil {
 			t.Errorf("%s: compiling %s: %v", name, ptr, err)
 			continue
@@ -167,17 +158,7 @@ func TestOpenAPISchemasRefuseWrongReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(srv.openAPIJSON()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	const base = "https://octo-worker.invalid/openapi.json"
-	if err := c.AddResource(base, doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile(base + "#/components/schemas/AppendLogsResponse")
+	sch, err := docSchemas(t, srv.openAPIJSON())("#/components/schemas/AppendLogsResponse")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +172,23 @@ func TestOpenAPISchemasRefuseWrongReplies(t *testing.T) {
 	if err := sch.Validate(inst); err != nil {
 		t.Errorf("schema refused a good reply: %v", err)
 	}
+}
+
+// docSchemas loads an OpenAPI document into a JSON Schema compiler and returns a function that compiles the
+// schema at a JSON pointer into the document ("#/components/schemas/Operation").
+func docSchemas(t *testing.T, doc []byte) func(ptr string) (*jsonschema.Schema, error) {
+	t.Helper()
+	d, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	const base = "https://octo-worker.invalid/openapi.json"
+	if err := c.AddResource(base, d); err != nil {
+		t.Fatal(err)
+	}
+	return func(ptr string) (*jsonschema.Schema, error) { return c.Compile(base + ptr) }
 }
 
 func documented(doc any, pattern, method string, status int) bool {

@@ -82,20 +82,12 @@ func BenchmarkClaim(b *testing.B) {
 
 func BenchmarkAppendLogs10(b *testing.B) {
 	s := benchStore(b)
-	if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: "op", Spec: api.OperationSpec{Pool: "p", Script: "x"}, CreatedAt: time.Now()}); err != nil {
-		b.Fatal(err)
-	}
-	now := time.Now()
-	l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, LeaseID: "l", Now: now, ExpiresAt: now.Add(time.Hour)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ref := store.LeaseRef{OperationID: "op", LeaseID: l.LeaseID, WorkerID: "w", Now: now}
+	ref := leasedBench(b, s)
 	lines := make([]api.LogLine, 10)
 	b.ResetTimer()
 	for i := range b.N {
 		for j := range lines {
-			lines[j] = api.LogLine{Seq: int64(i*10 + j + 1), Time: now, Stream: "stdout", Text: "a line of deployment output"}
+			lines[j] = api.LogLine{Seq: int64(i*10 + j + 1), Time: ref.Now, Stream: "stdout", Text: "a line of deployment output"}
 		}
 		if _, err := s.AppendLogs(b.Context(), ref, lines); err != nil {
 			b.Fatal(err)

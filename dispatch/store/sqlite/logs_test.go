@@ -194,21 +194,7 @@ func TestLogQueriesUseIndexes(t *testing.T) {
 		{`SELECT first_seq, last_seq FROM log_chunks WHERE op_seq = 1 AND first_seq > 5 AND first_seq <= 9 AND first_seq > 0 ORDER BY first_seq`, "log_chunks_seq"},
 		{`SELECT pos, n, lines FROM log_chunks WHERE op_seq = (SELECT seq FROM operations WHERE id = 'x') AND pos > 5 ORDER BY pos`, "log_chunks_op"},
 	} {
-		rows, err := s.w.Query(`EXPLAIN QUERY PLAN ` + tc.query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		joined := strings.Join(plan, "\n")
+		joined := queryPlan(t, s, tc.query)
 		if !strings.Contains(joined, "USING INDEX "+tc.index) && !strings.Contains(joined, "USING COVERING INDEX "+tc.index) || strings.Contains(joined, "TEMP B-TREE") {
 			t.Errorf("%s\ndoes not search %s:\n%s", tc.query, tc.index, joined)
 		}

@@ -109,8 +109,17 @@ func TestOpenRefusesBadPaths(t *testing.T) {
 func TestClaimUsesQueueIndex(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
-	rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+claimSQL, sql.Named("worker", "w"), sql.Named("lease", "l"), sql.Named("request", nil),
+	joined := queryPlan(t, s, claimSQL, sql.Named("worker", "w"), sql.Named("lease", "l"), sql.Named("request", nil),
 		sql.Named("expires", 0), sql.Named("now", 0), sql.Named("pools", `["p", "q"]`), sql.Named("caps", `[]`))
+	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || strings.Contains(joined, "TEMP B-TREE") {
+		t.Errorf("claim plan does not use the queue index:\n%s", joined)
+	}
+}
+
+// queryPlan returns SQLite's plan for query, one step a line (EXPLAIN QUERY PLAN's detail column).
+func queryPlan(t *testing.T, s *Store, query string, args ...any) string {
+	t.Helper()
+	rows, err := s.w.Query(`EXPLAIN QUERY PLAN `+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +133,10 @@ func TestClaimUsesQueueIndex(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	joined := strings.Join(plan, "\n")
-	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || strings.Contains(joined, "TEMP B-TREE") {
-		t.Errorf("claim plan does not use the queue index:\n%s", joined)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return strings.Join(plan, "\n")
 }
 
 // TestGroupCommitIsolatesFailures: writes committed together keep their own outcomes: a write that fails
