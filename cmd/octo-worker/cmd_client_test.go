@@ -6,8 +6,9 @@ import (
 )
 
 // A command on one object wants exactly one argument, and says so before it looks for a token or a server.
+// Not parallel: urfave/cli applies its package-level HelpFlag in every run, so two apps running at once in
+// one process race inside the library (go test -race reports it).
 func TestOneArgumentRequired(t *testing.T) {
-	t.Parallel()
 	tests := []struct {
 		args []string
 		want string
@@ -21,7 +22,6 @@ func TestOneArgumentRequired(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			t.Parallel()
 			_, _, err := cliRun(t.Context(), append(tt.args, "--server", "http://127.0.0.1:1")...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || exitCode(err) != 2 {
 				t.Fatalf("error %v (exit code %d), want %q with exit code 2", err, exitCode(err), tt.want)
