@@ -6,7 +6,8 @@
 #                               worker/raw following the pod live (bounded by the pod's own output rate,
 #                               runner/raw), catchup/raw delivering a finished pod's log after a restart, and
 #                               server-append-lines/s, the server alone
-#   BenchmarkIdleWorker         RSS, CPU and Kubernetes API requests/min of an idle agent (OCTO_BENCH_IDLE, 5m)
+#   BenchmarkIdleWorker         RSS, CPU and Kubernetes API requests/min of an idle agent (OCTO_BENCH_IDLE, 5m),
+#                               with the start-up pages released (the default) and kept (the baseline)
 #   BenchmarkConcurrent200      200 operations at once: wall time vs one alone, peak RSS, API requests/op
 # Usage: scripts/bench-agent.sh [go test -bench regexp]. Needs root (the local node); builds what is missing.
 set -euo pipefail

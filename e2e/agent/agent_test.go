@@ -275,13 +275,13 @@ func TestWorkerStoppedAndRestarted(t *testing.T) {
 			// About 15 s of output, so the worker stops in the middle.
 			id := e.submit(api.OperationSpec{Script: fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; if [ $((i %% 200)) = 0 ]; then sleep 1; fi; done", n)})
 			e.waitLog(id, "line 400")
-			e.agent.stop(c.sig, 20*time.Second)
+			err := e.agent.Stop(c.sig, 20*time.Second)
 			if c.sig == syscall.SIGTERM {
-				if e.agent.err != nil {
-					t.Fatalf("the agent did not exit cleanly on SIGTERM: %v\n%s", e.agent.err, tail(e.agent.logPath, 30))
+				if err != nil {
+					t.Fatalf("the agent did not exit cleanly on SIGTERM: %v\n%s", err, e.agent.Tail(30))
 				}
-				if log := tail(e.agent.logPath, 200); !strings.Contains(log, "worker stopping: lines delivered") {
-					t.Errorf("the terminated agent did not deliver the lines it had read; its log ends:\n%s", tail(e.agent.logPath, 30))
+				if log := e.agent.Tail(200); !strings.Contains(log, "worker stopping: lines delivered") {
+					t.Errorf("the terminated agent did not deliver the lines it had read; its log ends:\n%s", e.agent.Tail(30))
 				}
 			}
 			if op := e.get(id); op.State != api.StateRunning {
@@ -318,7 +318,7 @@ func TestServerRestarted(t *testing.T) {
 	const n = 3000
 	id := e.submit(api.OperationSpec{Script: fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; if [ $((i %% 200)) = 0 ]; then sleep 1; fi; done", n)})
 	e.waitLog(id, "line 400")
-	e.server.stop(syscall.SIGKILL, time.Second)
+	e.server.Stop(syscall.SIGKILL, time.Second)
 	time.Sleep(3 * time.Second) // the server is down for a while: the worker keeps lines and retries
 	e.restartServer()
 	op := e.waitFor(id, 5*time.Minute)
@@ -410,17 +410,10 @@ func TestDockerStepsRefused(t *testing.T) {
 
 func TestTwoHundredConcurrentOperations(t *testing.T) {
 	// Not parallel: it loads the machine.
-	e := setup(t, agentOptions{values: `
-worker:
-  concurrency: 200
-scriptPods:
-  ttlSecondsAfterFinished: 5
-  resources:
-    requests: {cpu: 10m, memory: 16Mi}
-`})
+	e := setup(t, agentOptions{values: manyOpsValues})
 	const n = 200
 	stop := make(chan struct{})
-	peak := peakRSS(e.agent.cmd.Process.Pid, stop)
+	peak := peakRSS(e.agent.Pid(), stop)
 	before := metric(t, e.metricsURL(), "octo_worker_kube_requests_total")
 	start := time.Now()
 	ids := make([]string, n)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/e2e/proc"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
 
@@ -27,17 +28,21 @@ type env struct {
 	dir        string
 	serverPort int
 	adminToken string
-	server     *proc
+	server     *proc.Proc
 	admin      *client.Client
 	regToken   string
 	agentOpts  agentOptions
-	agent      *proc
+	agent      *proc.Proc
 	healthPort int
 }
 
 type agentOptions struct {
 	values string        // extra values YAML, merged over the test defaults
 	sweep  time.Duration // sweep interval (default: the agent's)
+	flags  []string      // extra agent flags
+	// ownBinary runs the agent from a private copy of the binary, as in its pod, where no other process maps
+	// the same file (the dispatch server here runs from the shared one).
+	ownBinary bool
 }
 
 const pool = "e2e"
@@ -46,7 +51,7 @@ func setup(t testing.TB, o agentOptions) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), agentOpts: o, adminToken: fmt.Sprintf("admin-token-%d", time.Now().UnixNano())}
 	e.ns = kube.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
-	e.serverPort = freePort(t)
+	e.serverPort = proc.FreePort(t)
 	e.startServer()
 	admin, err := client.New(client.Config{Server: e.serverURL(), Token: e.adminToken})
 	if err != nil {
@@ -62,7 +67,7 @@ func setup(t testing.TB, o agentOptions) *env {
 		t.Fatalf("creating registration token: %v", err)
 	}
 	e.regToken = tok.Token
-	e.healthPort = freePort(t)
+	e.healthPort = proc.FreePort(t)
 	e.startAgent()
 	return e
 }
@@ -72,11 +77,11 @@ func (e *env) serverURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.s
 func (e *env) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", e.healthPort) }
 
 func (e *env) startServer() {
-	e.server = startProc(e.t, "server", nil, "server",
+	e.server = proc.Start(e.t, binary, "server", nil, "server",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", e.serverPort),
 		"--db", filepath.Join(e.dir, "octo-worker.db"),
 		"--admin-token", e.adminToken)
-	waitHTTP(e.t, e.server, e.serverURL()+"/healthz", time.Minute)
+	e.server.WaitHTTP(e.t, e.serverURL()+"/healthz", time.Minute)
 }
 
 // restartServer starts the server again on the same database and port.
@@ -116,8 +121,16 @@ scriptPods:
 	if e.agentOpts.sweep > 0 {
 		args = append(args, "--sweep-interval", e.agentOpts.sweep.String())
 	}
-	e.agent = startProc(e.t, "agent", []string{"OCTO_REGISTRATION_TOKEN=" + e.regToken}, args...)
-	waitHTTP(e.t, e.agent, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
+	args = append(args, e.agentOpts.flags...)
+	exe := binary
+	if e.agentOpts.ownBinary {
+		exe = filepath.Join(e.dir, "octo-worker-agent")
+		if _, err := os.Stat(exe); err != nil {
+			copyFile(e.t, binary, exe)
+		}
+	}
+	e.agent = proc.Start(e.t, exe, "agent", []string{"OCTO_REGISTRATION_TOKEN=" + e.regToken}, args...)
+	e.agent.WaitHTTP(e.t, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
 }
 
 // restartAgent starts the agent again (same namespace, so the same identity Secret).
@@ -272,5 +285,25 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func copyFile(t testing.TB, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	// Written back, like a file of an image layer: the kernel cannot reclaim dirty pages of a mapped file.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
 	}
 }

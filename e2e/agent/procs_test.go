@@ -3,16 +3,13 @@ package agent
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -32,136 +29,6 @@ func buildBinary(dir string) (string, error) {
 		return "", fmt.Errorf("building octo-worker: %v\n%s", err, b)
 	}
 	return out, nil
-}
-
-// spawnReqs feeds the one goroutine, locked to its own OS thread for the life of the test binary, that starts
-// every child process. Children get Pdeathsig, which the kernel sends when the *thread* that forked them ends,
-// and Go ends threads that the process node (running in this binary) locks for containers: forking from an
-// ordinary goroutine could tie a server or agent to such a thread and kill it in the middle of a test.
-var spawnReqs = func() chan func() {
-	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
-	return ch
-}()
-
-func spawn(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	spawnReqs <- func() { errc <- cmd.Start() }
-	return <-errc
-}
-
-// proc is a child process of a test whose output goes to a file under the test's temp dir.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
-func startProc(t testing.TB, name string, env []string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := spawn(cmd); err != nil {
-		f.Close()
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(syscall.SIGTERM, 20*time.Second)
-		if t.Failed() {
-			t.Logf("--- %s output (last 60 lines of %s):\n%s", name, logPath, tail(logPath, 60))
-		}
-	})
-	return p
-}
-
-// stop signals the process and waits for it, killing it after grace.
-func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// waitHTTP polls url until it answers 200 or the deadline passes (or the process exits).
-func waitHTTP(t testing.TB, p *proc, url string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if p.exited() {
-			t.Fatalf("%s exited before %s answered: %v\n%s", p.name, url, p.err, tail(p.logPath, 40))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer %s within %s (last: %v)\n%s", p.name, url, timeout, err, tail(p.logPath, 40))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // metric reads one value from a /metrics endpoint.

@@ -18,6 +18,7 @@ import (
 	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/e2e/proc"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
 
@@ -33,18 +34,18 @@ type dispatchServer struct {
 	url      string
 	env      []string // OCTO_SERVER and OCTO_TOKEN for the CLI
 	admin    *client.Client
-	proc     *proc
+	proc     *proc.Proc
 	regToken string
 }
 
 // startDispatch starts the server with a heartbeat interval of 2 s and the server flags in extra.
 func startDispatch(t *testing.T, extra ...string) *dispatchServer {
 	t.Helper()
-	port := freePort(t)
+	port := proc.FreePort(t)
 	adminToken := fmt.Sprintf("e2e-chart-admin-%d", time.Now().UnixNano())
 	d := &dispatchServer{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	d.env = []string{"OCTO_SERVER=" + d.url, "OCTO_TOKEN=" + adminToken}
-	d.proc = startProc(t, "dispatch-server", nil, append([]string{"--log-format", "text", "server",
+	d.proc = proc.Start(t, binary, "dispatch-server", nil, append([]string{"--log-format", "text", "server",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--db", filepath.Join(t.TempDir(), "octo-worker.db"),
 		"--admin-token", adminToken, "--heartbeat-interval", "2s"}, extra...)...)
 	admin, err := client.New(client.Config{Server: d.url, Token: adminToken})
@@ -52,13 +53,7 @@ func startDispatch(t *testing.T, extra ...string) *dispatchServer {
 		t.Fatal(err)
 	}
 	d.admin = admin
-	waitFor(t, time.Minute, "the dispatch server to answer", func() (bool, string) {
-		if d.proc.exited() {
-			t.Fatalf("the dispatch server exited: %v\n%s", d.proc.err, tail(d.proc.logPath, 40))
-		}
-		_, err := admin.Pools(context.Background())
-		return err == nil, fmt.Sprint(err)
-	})
+	d.proc.WaitHTTP(t, d.url+"/healthz", time.Minute)
 	octo(t, d.env, "pool", "create", "--description", "end-to-end tests of the chart", pool)
 	var tok api.RegistrationToken
 	if err := json.Unmarshal([]byte(octo(t, d.env, "token", "create", "--pool", pool, "--ttl", "1h", "-o", "json")), &tok); err != nil || tok.Token == "" {
@@ -79,7 +74,7 @@ func installWorker(t *testing.T, ns string, d *dispatchServer, sets ...string) s
 		"--set", "scriptPods.worker.image.repository=" + toolsRepo,
 		"--set", "scriptPods.worker.image.tag=" + toolsTag,
 		"--set", "worker.heartbeatInterval=2s",
-		"--set", fmt.Sprintf("worker.healthPort=%d", freePort(t)),
+		"--set", fmt.Sprintf("worker.healthPort=%d", proc.FreePort(t)),
 	}
 	for _, s := range sets {
 		args = append(args, "--set", s)
