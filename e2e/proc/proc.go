@@ -101,14 +101,6 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-// Err is how the process ended (nil while it runs, or when it exited with 0).
-func (p *Proc) Err() error {
-	if !p.Exited() {
-		return nil
-	}
-	return p.err
-}
-
 // Tail returns the last n lines of the process's output.
 func (p *Proc) Tail(n int) string {
 	b, err := os.ReadFile(p.LogPath)
