@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -40,7 +41,7 @@ type rendered struct {
 
 func render(t *testing.T, files []string, sets ...string) rendered {
 	t.Helper()
-	v, err := LoadAndValidate(files, sets)
+	l, err := LoadAndValidate(files, sets)
 	if err != nil {
 		t.Fatalf("values: %v", err)
 	}
@@ -48,7 +49,7 @@ func render(t *testing.T, files []string, sets ...string) rendered {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := Render(context.Background(), ch, RenderOptions{Release: "ow", Namespace: "deploy"}, v)
+	r, err := Render(context.Background(), ch, RenderOptions{Release: "ow", Namespace: "deploy"}, l.User)
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}
@@ -87,6 +88,8 @@ func typeString(o runtime.Object) string {
 	switch o.(type) {
 	case *appsv1.Deployment:
 		return "Deployment"
+	case *batchv1.Job:
+		return "Job"
 	case *corev1.ConfigMap:
 		return "ConfigMap"
 	case *corev1.Secret:
@@ -173,10 +176,11 @@ func TestExamplesRender(t *testing.T) {
 			if err := os.WriteFile(p, []byte(cm.Data["values.yaml"]), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			eff, err := LoadAndValidate([]string{p}, nil)
+			l, err := LoadAndValidate([]string{p}, nil)
 			if err != nil {
 				t.Fatalf("the agent could not load its ConfigMap: %v", err)
 			}
+			eff := l.Values
 			if eff.Worker.RegistrationToken != "" || strings.Contains(cm.Data["values.yaml"], "REPLACE-WITH") {
 				t.Errorf("the ConfigMap holds the registration token")
 			}
@@ -206,6 +210,7 @@ func TestScriptPermissions(t *testing.T) {
 	base := []string{
 		"ConfigMap /ow-octo-worker", "Deployment /ow-octo-worker", "Role /ow-octo-worker", "RoleBinding /ow-octo-worker",
 		"Secret /ow-octo-worker-registration", "ServiceAccount /ow-octo-worker", "ServiceAccount deploy/ow-octo-worker-scripts",
+		"Job /ow-octo-worker-values-check", // the pre-install/pre-upgrade hook
 	}
 	cases := []struct {
 		name      string
@@ -259,10 +264,8 @@ func TestHelmEnforcesSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := Defaults()
-	v.Worker.Pools = []string{"a"}
-	v.Worker.RegistrationToken = "t"
-	_, err = Render(context.Background(), ch, RenderOptions{Release: "ow", Namespace: "deploy"}, v)
+	user := map[string]any{"worker": map[string]any{"pools": []any{"a"}, "registrationToken": "t"}}
+	_, err = Render(context.Background(), ch, RenderOptions{Release: "ow", Namespace: "deploy"}, user)
 	if err == nil || !strings.Contains(err.Error(), "serverUrl") {
 		t.Fatalf("rendering without worker.serverUrl: %v, want a schema error naming serverUrl", err)
 	}

@@ -15,9 +15,13 @@ import (
 // formatMessages say what a value of each format looks like; a schema pattern failure uses them.
 var formatMessages = map[string]string{
 	"duration":         `is not a duration: write a number with a unit, such as "15m", "90s" or "1h30m"`,
-	"quantity":         `is not a Kubernetes quantity: write e.g. "250m" or "2" for CPU, "512Mi" or "2Gi" for memory`,
+	"cpu":              `is not a CPU quantity: write a positive number of cores, e.g. "250m", "0.5" or "2"`,
+	"memory":           `is not a memory quantity: write a positive number of bytes with a unit, e.g. "512Mi" or "2Gi" (m means thousandths: "512m" is half a byte)`,
+	"label-key":        `is not a valid key: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (e.g. "example.com/tier")`,
+	"label-value":      `is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit`,
 	"uri":              `is not an absolute http(s) URL: write e.g. "https://deploy.example.com"`,
 	"image-repository": `is not an image repository: write e.g. "ghcr.io/org/name" (lowercase path, no tag; put the tag in .tag)`,
+	"image-reference":  `is not an image reference with a tag or digest: write e.g. "debian:bookworm" or "ghcr.io/org/tools@sha256:<64 hex>", or set repository and tag separately`,
 	"image-tag":        `is not an image tag: letters, digits, '_', '.', '-' (at most 128, not starting with '.' or '-'), or a digest "sha256:<64 hex>"`,
 	"dns-label":        `is not a valid name: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters`,
 	"dns-subdomain":    `is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters`,
@@ -67,14 +71,33 @@ func asJSON(v any) (any, error) {
 }
 
 func collect(e *jsonschema.ValidationError, schema map[string]any, out *[]Problem) {
+	path := joinPath(e.InstanceLocation)
+	node := schemaAt(schema, e.InstanceLocation)
+	// Rules the generator wrote with a message of their own (see schemaRule) report that message, not the
+	// failures of their sub-schemas.
+	if r, ok := node[ruleKey(e.ErrorKind)].(map[string]any); ok {
+		p, _ := r["path"].(string)
+		m, _ := r["message"].(string)
+		if p != "" {
+			path = joinPath(append(append([]string{}, e.InstanceLocation...), strings.Split(p, ".")...))
+		}
+		*out = append(*out, Problem{Path: path, Message: m})
+		return
+	}
+	if k, ok := e.ErrorKind.(*kind.PropertyNames); ok {
+		msg := "is not a valid key"
+		if f, ok := node["x-keys"].(string); ok {
+			msg = formatMessages[f]
+		}
+		*out = append(*out, Problem{Path: joinPath(append(append([]string{}, e.InstanceLocation...), k.Property)), Message: msg})
+		return
+	}
 	if len(e.Causes) > 0 {
 		for _, c := range e.Causes {
 			collect(c, schema, out)
 		}
 		return
 	}
-	path := joinPath(e.InstanceLocation)
-	node := schemaAt(schema, e.InstanceLocation)
 	switch k := e.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
 		for _, p := range k.Properties {
@@ -108,6 +131,10 @@ func collect(e *jsonschema.ValidationError, schema map[string]any, out *[]Proble
 		}
 	case *kind.Minimum:
 		*out = append(*out, Problem{Path: path, Message: fmt.Sprintf("%s is too small: the minimum is %s", k.Got.RatString(), k.Want.RatString())})
+	case *kind.ExclusiveMinimum:
+		*out = append(*out, Problem{Path: path, Message: fmt.Sprintf("%s is too small: it must be more than %s", k.Got.RatString(), k.Want.RatString())})
+	case *kind.UniqueItems:
+		*out = append(*out, Problem{Path: fmt.Sprintf("%s[%d]", path, k.Duplicates[1]), Message: fmt.Sprintf("repeats item %d: remove the duplicate", k.Duplicates[0])})
 	case *kind.Maximum:
 		*out = append(*out, Problem{Path: path, Message: fmt.Sprintf("%s is too large: the maximum is %s", k.Got.RatString(), k.Want.RatString())})
 	case *kind.MaxLength:
@@ -115,6 +142,20 @@ func collect(e *jsonschema.ValidationError, schema map[string]any, out *[]Proble
 	default:
 		*out = append(*out, Problem{Path: path, Message: e.ErrorKind.LocalizedString(nil)})
 	}
+}
+
+// ruleKey is the schema extension that carries the message of a rule of the given kind ("x-not", "x-anyOf",
+// "x-const", ...), written by schemaRule.
+func ruleKey(k jsonschema.ErrorKind) string {
+	switch k.(type) {
+	case *kind.Not:
+		return "x-not"
+	case *kind.AnyOf:
+		return "x-anyOf"
+	case *kind.Const, *kind.Enum, *kind.Minimum, *kind.Maximum:
+		return "x-value"
+	}
+	return ""
 }
 
 func dedupe(ps []Problem) []Problem {

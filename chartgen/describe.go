@@ -14,7 +14,10 @@ type field struct {
 	Value reflect.Value // its value in the struct walked (Defaults() for docs and schema, loaded values when validating); may be invalid
 }
 
-var durationType = reflect.TypeOf(Duration(0))
+var (
+	durationType = reflect.TypeOf(Duration(0))
+	quantityType = reflect.TypeOf(Quantity(""))
+)
 
 // isLeaf reports whether a field is documented and rendered as one value rather than recursed into.
 func (f field) isLeaf() bool {

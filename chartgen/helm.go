@@ -78,19 +78,16 @@ type ApplyOptions struct {
 	Timeout         time.Duration // for Wait; default 5 minutes
 }
 
-// Apply installs the release, or upgrades it when it exists (helm upgrade --install), with exactly values v
-// (not merged with the release's previous values).
-func Apply(ctx context.Context, hc *action.Configuration, ch *chart.Chart, v Values, o ApplyOptions) (*release.Release, error) {
-	vals, err := ValuesMap(v)
-	if err != nil {
-		return nil, err
-	}
+// Apply installs the release, or upgrades it when it exists (helm upgrade --install), with the user's values
+// (Loaded.User): helm stores exactly these as the release's values, the chart's values.yaml supplies the rest,
+// and the release's previous values are not reused.
+func Apply(ctx context.Context, hc *action.Configuration, ch *chart.Chart, vals map[string]any, o ApplyOptions) (*release.Release, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 5 * time.Minute
 	}
 	hist := action.NewHistory(hc)
 	hist.Max = 1
-	_, err = hist.Run(o.Release)
+	_, err := hist.Run(o.Release)
 	switch {
 	case errors.Is(err, driver.ErrReleaseNotFound):
 		inst := action.NewInstall(hc)

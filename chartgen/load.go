@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
-	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"helm.sh/helm/v3/pkg/strvals"
 	"sigs.k8s.io/yaml"
@@ -58,64 +59,147 @@ type Source struct {
 	Data []byte
 }
 
-// SetSource is the name problems give to values that came from --set.
-const SetSource = "--set"
+// The names problems give to values that came from helm's value flags.
+const (
+	SetSource        = "--set"
+	SetStringSource  = "--set-string"
+	SetFileSource    = "--set-file"
+	SetJSONSource    = "--set-json"
+	SetLiteralSource = "--set-literal"
+)
 
-// Load reads values the way Helm does: Defaults, then each file in order (maps merge, lists and scalars
-// replace, null removes), then each --set expression (Helm's key=value syntax). The result is checked against
-// the values schema and decoded; schema problems come back as a *ProblemsError. Load does not run the
-// semantic checks: call Validate, or use LoadAndValidate.
-func Load(files []string, sets []string) (Values, error) {
-	srcs, err := readSources(files)
-	if err != nil {
-		return Values{}, err
-	}
-	v, _, err := LoadSources(srcs, sets)
-	return v, err
+// MaxValuesFileSize is the largest values file (and --set-file file) chartgen reads. Helm keeps a release's
+// values in a Secret, and Kubernetes caps a Secret at 1 MiB: values anywhere near that are a mistake.
+const MaxValuesFileSize = 256 << 10
+
+// Input is a set of values as a user hands them to helm: values files and helm's value flags. Load applies
+// them in helm's order: the files in turn (maps merge, anything else replaces), then --set-json, --set,
+// --set-string, --set-file and --set-literal, each parsed by Helm's own strvals into the same map.
+type Input struct {
+	Files      []Source
+	Set        []string // key=value; numbers and booleans stay numbers and booleans, as in helm
+	SetString  []string // key=value, the value always a string
+	SetFile    []string // key=path, the value the file's content
+	SetJSON    []string // key=<JSON>
+	SetLiteral []string // key=value taken literally (no commas, braces or escapes)
 }
 
-// LoadAndValidate is Load followed by Validate; every problem names the file that set the value.
-func LoadAndValidate(files []string, sets []string) (Values, error) {
-	srcs, err := readSources(files)
-	if err != nil {
-		return Values{}, err
-	}
-	return CheckSources(srcs, sets)
+// Loaded is an Input resolved the way helm resolves it.
+type Loaded struct {
+	// Values are the chart's defaults with the user's values over them (null removes a default), decoded.
+	Values Values
+	// User holds only the values the user supplied, as helm keeps them for the release (`helm get values`):
+	// render and install with these, so the chart's own defaults (values.yaml) fill in the rest and a later
+	// chart's new defaults take effect.
+	User map[string]any
+	// Origins says which file or flag set each value.
+	Origins Origins
 }
 
-// CheckSources loads values from in-memory sources and runs the schema and semantic checks, attributing each
-// problem to the source that set the value.
-func CheckSources(srcs []Source, sets []string) (Values, error) {
-	v, origins, err := LoadSources(srcs, sets)
-	if err != nil {
-		return v, err
-	}
-	if ps := v.Validate(); len(ps) > 0 {
-		for i := range ps {
-			ps[i].File = origins.Of(ps[i].Path)
-		}
-		return v, &ProblemsError{Problems: ps}
-	}
-	return v, nil
-}
-
-func readSources(files []string) ([]Source, error) {
-	srcs := make([]Source, 0, len(files))
+// ReadFiles reads values files into an Input (refusing files over MaxValuesFileSize).
+func ReadFiles(files []string) (Input, error) {
+	var in Input
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := readLimited(f)
 		if err != nil {
-			return nil, fmt.Errorf("reading values file: %w", err)
+			return Input{}, fmt.Errorf("reading values file: %w", err)
 		}
-		srcs = append(srcs, Source{Name: f, Data: data})
+		in.Files = append(in.Files, Source{Name: f, Data: data})
 	}
-	return srcs, nil
+	return in, nil
+}
+
+// readLimited reads a file of at most MaxValuesFileSize bytes.
+func readLimited(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxValuesFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxValuesFileSize {
+		size := int64(len(data))
+		if st, err := f.Stat(); err == nil {
+			size = st.Size()
+		}
+		return nil, fmt.Errorf("%s is %s: values files may be at most %s (Helm keeps a release's values in a Secret of at most 1 MiB)", name, byteSize(size), byteSize(MaxValuesFileSize))
+	}
+	return data, nil
+}
+
+func byteSize(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", (n+1023)/1024)
+}
+
+// Load reads values files and --set expressions the way helm does (see Input) and checks them against the
+// values schema; schema problems come back as a *ProblemsError. It does not run the semantic checks: use
+// LoadAndValidate for those.
+func Load(files []string, sets []string) (Values, error) {
+	in, err := ReadFiles(files)
+	if err != nil {
+		return Values{}, err
+	}
+	in.Set = sets
+	l, err := in.Load()
+	return l.Values, err
+}
+
+// LoadAndValidate is Load followed by Validate; every problem names the file or flag that set the value.
+func LoadAndValidate(files []string, sets []string) (Loaded, error) {
+	in, err := ReadFiles(files)
+	if err != nil {
+		return Loaded{}, err
+	}
+	in.Set = sets
+	return in.Check()
+}
+
+// CheckSources loads values from in-memory sources and --set expressions and runs the schema and semantic
+// checks.
+func CheckSources(srcs []Source, sets []string) (Values, error) {
+	l, err := Input{Files: srcs, Set: sets}.Check()
+	return l.Values, err
+}
+
+// Check is Load followed by Validate, attributing each problem to the file or flag that set the value.
+func (in Input) Check() (Loaded, error) {
+	l, err := in.Load()
+	if err != nil {
+		return l, err
+	}
+	if ps := l.Values.Validate(); len(ps) > 0 {
+		for i := range ps {
+			ps[i].File = l.Origins.Of(ps[i].Path)
+		}
+		return l, &ProblemsError{Problems: ps}
+	}
+	return l, nil
 }
 
 // Origins records which source last set each value path.
 type Origins map[string]string
 
-// Of returns the source that set path or the nearest value containing it, or "" for defaults.
+// Of returns the source that set path, a value inside it (a map the user wrote into), or the nearest value
+// containing it; "" for defaults.
 func (o Origins) Of(path string) string {
+	if src, ok := o[path]; ok {
+		return src
+	}
+	inside := ""
+	for p := range o {
+		if (strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[")) && (inside == "" || p < inside) {
+			inside = p
+		}
+	}
+	if inside != "" {
+		return o[inside]
+	}
 	for p := path; p != ""; p = parentPath(p) {
 		if src, ok := o[p]; ok {
 			return src
@@ -132,52 +216,173 @@ func parentPath(p string) string {
 	return p[:i]
 }
 
-// LoadSources is Load over in-memory sources. It also returns where each value came from.
-func LoadSources(srcs []Source, sets []string) (Values, Origins, error) {
-	merged, err := toMap(Defaults())
-	if err != nil {
-		return Values{}, nil, err
-	}
-	origins := Origins{}
-	var problems []Problem
-	for _, src := range srcs {
-		doc := map[string]any{}
-		if err := yaml.Unmarshal(src.Data, &doc); err != nil {
-			problems = append(problems, Problem{File: src.Name, Message: "not a valid YAML map of values: " + yamlError(err)})
+// record notes src as the origin of every value doc sets.
+func (o Origins) record(doc map[string]any, prefix, src string) {
+	for k, v := range doc {
+		path := k
+		if prefix != "" {
+			path = prefix + "." + k
+		}
+		if m, ok := v.(map[string]any); ok && len(m) > 0 {
+			o.record(m, path, src)
 			continue
 		}
-		mergeInto(merged, doc, "", src.Name, origins)
+		o[path] = src
 	}
-	// Like Helm, all --set expressions parse into one map first, so "rules[0].verbs=..." and
-	// "rules[0].resources=..." build one list item.
-	setDoc := map[string]any{}
-	for _, s := range sets {
-		if err := strvals.ParseInto(s, setDoc); err != nil {
-			problems = append(problems, Problem{File: SetSource, Message: fmt.Sprintf("cannot parse %q: %v (write key=value, e.g. worker.pools={a,b} or image.tag=1.2.3)", s, err)})
+}
+
+// valueFlag is one of helm's value flags: its name, its expressions, and the strvals function that parses one.
+type valueFlag struct {
+	name  string
+	exprs []string
+	parse func(expr string, dest map[string]any) error
+}
+
+// flags lists the value flags in the order helm applies them.
+func (in Input) flags() []valueFlag {
+	readFile := func(rs []rune) (any, error) {
+		data, err := readLimited(string(rs))
+		if err != nil {
+			return nil, err
+		}
+		return string(data), nil
+	}
+	return []valueFlag{
+		{SetJSONSource, in.SetJSON, strvals.ParseJSON},
+		{SetSource, in.Set, strvals.ParseInto},
+		{SetStringSource, in.SetString, strvals.ParseIntoString},
+		{SetFileSource, in.SetFile, func(s string, dest map[string]any) error { return strvals.ParseIntoFile(s, dest, readFile) }},
+		{SetLiteralSource, in.SetLiteral, strvals.ParseLiteralInto},
+	}
+}
+
+// Load resolves the input as helm does and checks the result against the values schema.
+func (in Input) Load() (Loaded, error) {
+	l := Loaded{User: map[string]any{}, Origins: Origins{}}
+	var problems []Problem
+	for _, src := range in.Files {
+		doc, err := parseValuesFile(src.Data)
+		if err != nil {
+			problems = append(problems, Problem{File: src.Name, Message: err.Error()})
+			continue
+		}
+		l.Origins.record(doc, "", src.Name)
+		l.User = mergeMaps(l.User, doc)
+	}
+	for _, f := range in.flags() {
+		for _, expr := range f.exprs {
+			// Parsed alone first, to learn which values it sets; then into the user's values, as helm does.
+			alone := map[string]any{}
+			err := f.parse(expr, alone)
+			if err == nil {
+				err = f.parse(expr, l.User)
+			}
+			if err != nil {
+				problems = append(problems, Problem{File: f.name, Message: fmt.Sprintf("cannot parse %q: %v (write key=value, e.g. worker.pools={a,b} or image.tag=1.2.3; see helm's --set syntax)", expr, err)})
+				continue
+			}
+			l.Origins.record(alone, "", f.name)
 		}
 	}
-	coerce(setDoc, reflect.TypeOf(Values{}))
-	mergeInto(merged, setDoc, "", SetSource, origins)
 	if len(problems) > 0 {
-		return Values{}, origins, &ProblemsError{Problems: problems}
+		return l, &ProblemsError{Problems: problems}
 	}
+	merged, err := toMap(Defaults())
+	if err != nil {
+		return l, err
+	}
+	user, err := deepCopy(l.User)
+	if err != nil {
+		return l, err
+	}
+	coalesce(merged, user)
 	if ps := checkSchema(merged); len(ps) > 0 {
 		for i := range ps {
-			ps[i].File = origins.Of(ps[i].Path)
+			ps[i].File = l.Origins.Of(ps[i].Path)
 		}
-		return Values{}, origins, &ProblemsError{Problems: ps}
+		return l, &ProblemsError{Problems: ps}
 	}
 	v, err := decode(merged)
 	if err != nil {
 		var pe *ProblemsError
 		if errors.As(err, &pe) {
 			for i := range pe.Problems {
-				pe.Problems[i].File = origins.Of(pe.Problems[i].Path)
+				pe.Problems[i].File = l.Origins.Of(pe.Problems[i].Path)
 			}
 		}
-		return Values{}, origins, err
+		return l, err
 	}
-	return v, origins, nil
+	l.Values = v
+	return l, nil
+}
+
+// parseValuesFile decodes one values file strictly: valid UTF-8, a YAML map at the top, no key twice (helm
+// keeps the last of duplicate keys without a word).
+func parseValuesFile(data []byte) (map[string]any, error) {
+	if !utf8.Valid(data) {
+		line := 1 + bytes.Count(data[:invalidUTF8At(data)], []byte("\n"))
+		return nil, fmt.Errorf("line %d is not valid UTF-8: save the file as UTF-8", line)
+	}
+	doc := map[string]any{}
+	if err := yaml.UnmarshalStrict(data, &doc); err != nil {
+		return nil, fmt.Errorf("not a valid YAML map of values: %s", yamlError(err))
+	}
+	return doc, nil
+}
+
+// invalidUTF8At returns the offset of the first byte of data that is not valid UTF-8.
+func invalidUTF8At(data []byte) int {
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(data)
+}
+
+// mergeMaps merges b over a as helm merges values files: maps merge key by key, anything else replaces.
+func mergeMaps(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if bm, ok := v.(map[string]any); ok {
+			if am, ok := out[k].(map[string]any); ok {
+				out[k] = mergeMaps(am, bm)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// coalesce puts the user's values over the chart's defaults as helm does: maps merge key by key, anything
+// else replaces, and null removes the default.
+func coalesce(dst, user map[string]any) {
+	for k, v := range user {
+		switch uv := v.(type) {
+		case nil:
+			delete(dst, k)
+		case map[string]any:
+			if dm, ok := dst[k].(map[string]any); ok {
+				coalesce(dm, uv)
+				continue
+			}
+			dm := map[string]any{}
+			coalesce(dm, uv)
+			dst[k] = dm
+		default:
+			dst[k] = v
+		}
+	}
+}
+
+func deepCopy(m map[string]any) (map[string]any, error) {
+	return toMap(m)
 }
 
 // yamlError trims the converter's prefix from a YAML error so the line number leads.
@@ -246,86 +451,3 @@ func opaqueProblem(m map[string]any, err error) Problem {
 	return found
 }
 
-// mergeInto merges src into dst with Helm's rules: maps merge key by key, anything else replaces, and null
-// removes the key. It records the source of every value it sets.
-func mergeInto(dst, src map[string]any, prefix, source string, origins Origins) {
-	keys := make([]string, 0, len(src))
-	for k := range src {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		sv := src[k]
-		path := k
-		if prefix != "" {
-			path = prefix + "." + k
-		}
-		if sv == nil {
-			delete(dst, k)
-			origins[path] = source
-			continue
-		}
-		if sm, ok := sv.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				mergeInto(dm, sm, path, source, origins)
-				continue
-			}
-			dm := map[string]any{}
-			mergeInto(dm, sm, path, source, origins)
-			dst[k] = dm
-			origins[path] = source
-			continue
-		}
-		dst[k] = sv
-		origins[path] = source
-	}
-}
-
-// coerce turns the numbers and booleans that --set produces into strings where the Values type wants a
-// string (image.tag=1.2 or a pool named 42), as a user writing --set means.
-func coerce(m map[string]any, t reflect.Type) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			if n := jsonName(t.Field(i)); n != "" {
-				fields[n] = t.Field(i).Type
-			}
-		}
-		for k, v := range m {
-			if ft, ok := fields[k]; ok {
-				m[k] = coerceValue(v, ft)
-			}
-		}
-	case reflect.Map:
-		for k, v := range m {
-			m[k] = coerceValue(v, t.Elem())
-		}
-	}
-}
-
-func coerceValue(v any, t reflect.Type) any {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch x := v.(type) {
-	case map[string]any:
-		coerce(x, t)
-		return x
-	case []any:
-		if t.Kind() == reflect.Slice {
-			for i := range x {
-				x[i] = coerceValue(x[i], t.Elem())
-			}
-		}
-		return x
-	case int64, int, float64, bool:
-		if t.Kind() == reflect.String || t == durationType {
-			return fmt.Sprint(x)
-		}
-	}
-	return v
-}

@@ -178,7 +178,7 @@ func TestDefaultsNeedOnlyConnection(t *testing.T) {
 	for _, p := range problemsOf(t, err) {
 		paths = append(paths, p.Path)
 	}
-	want := []string{"worker.pools", "worker.serverUrl"}
+	want := []string{"worker.pools", "worker.registrationToken", "worker.serverUrl"}
 	if diff := cmp.Diff(want, paths); diff != "" {
 		t.Fatalf("defaults alone (-want +got):\n%s", diff)
 	}

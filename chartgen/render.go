@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -65,29 +64,6 @@ func LoadChartArchive(archive []byte) (*chart.Chart, error) {
 	return ch, nil
 }
 
-// ValuesMap turns Values into the map Helm renders with.
-func ValuesMap(v Values) (map[string]any, error) {
-	m, err := toMap(v)
-	if err != nil {
-		return nil, err
-	}
-	dropNulls(m)
-	return m, nil
-}
-
-// dropNulls removes null entries (nil pointers such as an unset affinity): Helm would treat null as "delete
-// the chart's default", and the chart's defaults are the same values anyway.
-func dropNulls(m map[string]any) {
-	for k, v := range m {
-		switch x := v.(type) {
-		case nil:
-			delete(m, k)
-		case map[string]any:
-			dropNulls(x)
-		}
-	}
-}
-
 // RenderOptions name the release a chart is rendered for.
 type RenderOptions struct {
 	Release   string
@@ -100,13 +76,10 @@ type Rendered struct {
 	Notes    string // the rendered NOTES.txt
 }
 
-// Render renders the chart with values through the Helm SDK (as `helm template` does, without a cluster). Helm
-// also checks the values against the chart's values.schema.json.
-func Render(ctx context.Context, ch *chart.Chart, opts RenderOptions, v Values) (Rendered, error) {
-	vals, err := ValuesMap(v)
-	if err != nil {
-		return Rendered{}, err
-	}
+// Render renders the chart with the user's values (Loaded.User) through the Helm SDK, as `helm template`
+// does, without a cluster: the chart's values.yaml supplies the defaults, and Helm checks the result against
+// the chart's values.schema.json.
+func Render(ctx context.Context, ch *chart.Chart, opts RenderOptions, user map[string]any) (Rendered, error) {
 	cfg := &action.Configuration{
 		Releases:     storage.Init(driver.NewMemory()),
 		Capabilities: chartutil.DefaultCapabilities,
@@ -119,7 +92,7 @@ func Render(ctx context.Context, ch *chart.Chart, opts RenderOptions, v Values) 
 	inst.IncludeCRDs = true
 	inst.ReleaseName = opts.Release
 	inst.Namespace = opts.Namespace
-	rel, err := inst.RunWithContext(ctx, ch, vals)
+	rel, err := inst.RunWithContext(ctx, ch, user)
 	if err != nil {
 		return Rendered{}, fmt.Errorf("rendering chart %s: %w", ch.Name(), err)
 	}
@@ -151,28 +124,4 @@ func Package(ch *chart.Chart, version, appVersion, dir string) (string, error) {
 		return "", fmt.Errorf("packaging chart: %w", err)
 	}
 	return p, nil
-}
-
-// WriteChartDir copies the embedded chart into dir/octo-worker (for `helm` users and the install command's
-// printed invocation) and returns that directory.
-func WriteChartDir(dir string) (string, error) {
-	out := filepath.Join(dir, charts.ChartDir)
-	err := fs.WalkDir(charts.FS(), charts.ChartDir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dir, filepath.FromSlash(p))
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		data, err := fs.ReadFile(charts.FS(), p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
-	})
-	if err != nil {
-		return "", fmt.Errorf("writing chart to %s: %w", dir, err)
-	}
-	return out, nil
 }

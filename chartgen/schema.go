@@ -13,15 +13,24 @@ import (
 // messages (and checks what a pattern cannot, such as quantities parsing and URLs being absolute).
 var formatPatterns = map[string]string{
 	"duration":         `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`,
-	"quantity":         `^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?[0-9]+)?$`,
+	// Quantities are positive: a number part with at least one non-zero digit. Memory has no sub-byte suffixes
+	// (n, u, m) or negative exponents.
+	"cpu":              `^\+?` + positiveNumber + `([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]+)?$`,
+	"memory":           `^\+?` + positiveNumber + `([kMGTPE]|[KMGTPE]i|[eE]\+?[0-9]+)?$`,
+	"label-key":        `^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`,
+	"label-value":      `^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$`,
 	"uri":              `^https?://[^\s/$.?#][^\s]*$`,
 	"image-repository": `^([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*$`,
 	"image-tag":        `^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64})$`,
+	"image-reference":  `^([a-zA-Z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$`,
 	"dns-label":        `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`,
 	"dns-subdomain":    `^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`,
 }
 
-var formatMaxLength = map[string]int{"dns-label": 63, "dns-subdomain": 253, "image-tag": 128}
+// positiveNumber is a decimal number with a non-zero digit: "1", "0.5", ".25", "10." but not "0" or "0.0".
+const positiveNumber = `([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)`
+
+var formatMaxLength = map[string]int{"dns-label": 63, "dns-subdomain": 253, "image-tag": 128, "label-key": 253 + 1 + 63, "label-value": 63}
 
 // SchemaID is the $id of the generated schema.
 const SchemaID = "https://octo-worker.dev/charts/octo-worker/values.schema.json"
@@ -65,6 +74,9 @@ func structSchema(t reflect.Type, v reflect.Value) map[string]any {
 	if len(required) > 0 {
 		s["required"] = required
 	}
+	if rule, ok := structRules[t]; ok {
+		rule(s)
+	}
 	return s
 }
 
@@ -85,18 +97,31 @@ func fieldSchema(f field) map[string]any {
 func typeSchema(t reflect.Type, tag reflect.StructTag, v reflect.Value, top bool) map[string]any {
 	switch kind := tag.Get("kind"); kind {
 	case "object":
-		return map[string]any{"type": []any{"object", "null"}}
+		s := objectRules(t)
+		s["type"] = []any{"object", "null"}
+		return s
 	case "objects":
-		return map[string]any{"type": "array", "items": map[string]any{"type": "object"}}
+		items := objectRules(t.Elem())
+		items["type"] = "object"
+		return map[string]any{"type": "array", "items": items}
 	}
 	if t == durationType {
 		return map[string]any{"type": "string", "pattern": formatPatterns["duration"]}
+	}
+	if t == quantityType {
+		return quantitySchema(tag)
 	}
 	switch t.Kind() {
 	case reflect.Pointer:
 		return typeSchema(t.Elem(), tag, reflect.Value{}, top)
 	case reflect.Struct:
-		return structSchema(t, v)
+		s := structSchema(t, v)
+		if tag.Get("form") == "reference" {
+			// Also one image reference string: properties apply to objects only, the pattern to strings only.
+			s["type"] = []any{"object", "string"}
+			s["pattern"] = formatPatterns["image-reference"]
+		}
+		return s
 	case reflect.String:
 		return stringSchema(tag, top)
 	case reflect.Int, reflect.Int32, reflect.Int64:
@@ -111,15 +136,53 @@ func typeSchema(t reflect.Type, tag reflect.StructTag, v reflect.Value, top bool
 	case reflect.Bool:
 		return map[string]any{"type": "boolean"}
 	case reflect.Map:
-		return map[string]any{"type": "object", "additionalProperties": typeSchema(t.Elem(), "", reflect.Value{}, false)}
+		s := map[string]any{"type": "object", "additionalProperties": typeSchema(t.Elem(), mapValueTag(tag), reflect.Value{}, true)}
+		if k := tag.Get("keys"); k != "" {
+			s["propertyNames"] = map[string]any{"pattern": formatPatterns[k], "maxLength": formatMaxLength[k]}
+			s["x-keys"] = k
+		}
+		return s
 	case reflect.Slice:
 		s := map[string]any{"type": "array", "items": typeSchema(t.Elem(), itemTag(tag), reflect.Value{}, false)}
 		if n, err := strconv.Atoi(tag.Get("minItems")); err == nil {
 			s["minItems"] = n
 		}
+		if tag.Get("unique") == "true" {
+			s["uniqueItems"] = true
+		}
 		return s
 	}
 	panic(fmt.Sprintf("chartgen: no schema for Go type %s", t))
+}
+
+// quantitySchema accepts a quantity as a string (its format's pattern) or, as Kubernetes does, as a number:
+// any positive number of CPUs, a whole number of bytes of memory.
+func quantitySchema(tag reflect.StructTag) map[string]any {
+	s := stringSchema(tag, true)
+	if tag.Get("format") == "memory" {
+		s["type"] = []any{"string", "integer"}
+		s["minimum"] = 1
+	} else {
+		s["type"] = []any{"string", "number"}
+		s["exclusiveMinimum"] = 0
+	}
+	return s
+}
+
+// mapValueTag turns a map's `values` tag into the format of its values.
+func mapValueTag(tag reflect.StructTag) reflect.StructTag {
+	if v := tag.Get("values"); v != "" {
+		return reflect.StructTag(fmt.Sprintf("format:%q", v))
+	}
+	return ""
+}
+
+func anyList(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // itemTag keeps the tags that describe a list's items (format, pattern, enum) and drops the list's own.
@@ -137,11 +200,7 @@ func stringSchema(tag reflect.StructTag, top bool) map[string]any {
 	s := map[string]any{"type": "string"}
 	required := tag.Get("required") == "true"
 	if enum := tag.Get("enum"); enum != "" {
-		var vals []any
-		for _, e := range strings.Split(enum, ",") {
-			vals = append(vals, e)
-		}
-		s["enum"] = vals
+		s["enum"] = anyList(strings.Split(enum, ","))
 		return s
 	}
 	pattern := tag.Get("pattern")

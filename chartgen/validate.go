@@ -1,14 +1,19 @@
 package chartgen
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Validate runs the checks a JSON schema cannot express: quantities parse and requests fit their caps and
@@ -35,22 +40,20 @@ func (v Values) Validate() []Problem {
 	if len(w.Pools) == 0 {
 		ps.add("worker.pools", "needs at least one worker pool: e.g. worker.pools={default}")
 	}
-	duplicates(&ps, "worker.pools", w.Pools)
 	hasToken, hasSecret := w.RegistrationToken != "", w.RegistrationTokenSecret.Name != ""
 	switch {
 	case hasToken && hasSecret:
-		ps.add("worker.registrationToken", "set either worker.registrationToken or worker.registrationTokenSecret.name, not both")
+		ps.add("worker.registrationToken", msgBothTokens)
 	case !hasToken && !hasSecret:
-		ps.add("worker.registrationToken", "must be set: a registration token from the dispatch server, or an existing Secret in worker.registrationTokenSecret.name")
+		ps.add("worker.registrationToken", msgNoToken)
 	case hasSecret && w.RegistrationTokenSecret.Key == "":
 		ps.add("worker.registrationTokenSecret.key", "must name the key of the Secret that holds the token")
 	}
 	for i, c := range w.Capabilities {
 		if c == "docker" {
-			ps.add(fmt.Sprintf("worker.capabilities[%d]", i), "\"docker\" cannot be advertised: script pods have no Docker daemon; remove it")
+			ps.add(fmt.Sprintf("worker.capabilities[%d]", i), msgDocker)
 		}
 	}
-	duplicates(&ps, "worker.capabilities", w.Capabilities)
 	for k := range w.ExtraEnv {
 		if !envName.MatchString(k) {
 			ps.add("worker.extraEnv."+k, "is not an environment variable name: letters, digits and '_', not starting with a digit")
@@ -59,8 +62,9 @@ func (v Values) Validate() []Problem {
 		}
 	}
 
-	checkNotAbove(&ps, "resources.requests", v.Resources.Requests, "resources.limits", v.Resources.Limits, "lower the request or raise the limit")
-	checkNotAbove(&ps, "scriptPods.resources.requests", v.ScriptPods.Resources.Requests, "scriptPods.resources.maxRequests", v.ScriptPods.Resources.MaxRequests, "lower the request or raise maxRequests")
+	def := Defaults()
+	checkNotAbove(&ps, "resources.requests", v.Resources.Requests, def.Resources.Requests, "resources.limits", v.Resources.Limits, "limit")
+	checkNotAbove(&ps, "scriptPods.resources.requests", v.ScriptPods.Resources.Requests, def.ScriptPods.Resources.Requests, "scriptPods.resources.maxRequests", v.ScriptPods.Resources.MaxRequests, "maxRequests")
 	checkRef(&ps, "image", v.Image)
 	checkRef(&ps, "scriptPods.worker.image", v.ScriptPods.Worker.Image)
 
@@ -77,16 +81,15 @@ func (v Values) Validate() []Problem {
 	if len(sa.TargetNamespaces) > 0 && len(sa.Rules) == 0 && sa.ClusterRole == "" {
 		ps.add("scriptPods.serviceAccount.targetNamespaces", "grants nothing without rules or clusterRole: add rules, or remove targetNamespaces")
 	}
-	duplicates(&ps, "scriptPods.serviceAccount.targetNamespaces", sa.TargetNamespaces)
 	for i, r := range sa.Rules {
 		checkRule(&ps, fmt.Sprintf("scriptPods.serviceAccount.rules[%d]", i), r)
 	}
 
 	checkTolerations(&ps, "tolerations", v.Tolerations)
 	checkTolerations(&ps, "scriptPods.tolerations", v.ScriptPods.Tolerations)
-	checkPodSecurity(&ps, "podSecurityContext", v.PodSecurityContext, true)
-	checkPodSecurity(&ps, "scriptPods.podSecurityContext", v.ScriptPods.PodSecurityContext, true)
-	checkContainerSecurity(&ps, "securityContext", v.SecurityContext, v.PodSecurityContext)
+	checkPodSecurity(&ps, "podSecurityContext", v.PodSecurityContext)
+	checkPodSecurity(&ps, "scriptPods.podSecurityContext", v.ScriptPods.PodSecurityContext)
+	checkContainerSecurity(&ps, "securityContext", v.SecurityContext)
 	return ps
 }
 
@@ -117,7 +120,8 @@ func patternMessage(tag reflect.StructTag) string {
 	return "does not match " + tag.Get("pattern")
 }
 
-// checkLeaves applies the format, enum, pattern, min and max tags to every value under v.
+// checkLeaves applies the format, enum, pattern, min, max, unique, not, keys and values tags to every value
+// under v.
 func checkLeaves(ps *problems, prefix string, v reflect.Value) {
 	for _, f := range children(prefix, v.Type(), v) {
 		switch {
@@ -129,13 +133,42 @@ func checkLeaves(ps *problems, prefix string, v reflect.Value) {
 			checkString(ps, f.Path, f.Value.String(), f.Tag, false)
 		case f.Type.Kind() == reflect.Int:
 			checkInt(ps, f.Path, int(f.Value.Int()), f.Tag)
+		case f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.String:
+			checkMap(ps, f.Path, f.Value, f.Tag)
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
+			seen := map[string]int{}
 			for j := 0; j < f.Value.Len(); j++ {
-				checkString(ps, fmt.Sprintf("%s[%d]", f.Path, j), f.Value.Index(j).String(), f.Tag, true)
+				item := f.Value.Index(j).String()
+				checkString(ps, fmt.Sprintf("%s[%d]", f.Path, j), item, f.Tag, true)
+				if first, dup := seen[item]; dup && f.Tag.Get("unique") == "true" {
+					ps.add(fmt.Sprintf("%s[%d]", f.Path, j), "repeats item %d (%q): remove the duplicate", first, item)
+				}
+				seen[item] = j
 			}
 		case f.Type.Kind() == reflect.Slice && isStruct(f.Type.Elem()) && f.Tag.Get("kind") == "":
 			for j := 0; j < f.Value.Len(); j++ {
 				checkLeaves(ps, fmt.Sprintf("%s[%d]", f.Path, j), f.Value.Index(j))
+			}
+		}
+	}
+}
+
+// checkMap applies a map's `keys` and `values` formats (label keys and values, annotation keys) with the
+// rules Kubernetes applies to them.
+func checkMap(ps *problems, path string, m reflect.Value, tag reflect.StructTag) {
+	keys := m.MapKeys()
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	for _, k := range keys {
+		key, val := k.String(), m.MapIndex(k).String()
+		if tag.Get("keys") == "label-key" {
+			if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+				ps.add(path+"."+key, "the key %s: %s", formatMessages["label-key"], strings.Join(errs, "; "))
+				continue
+			}
+		}
+		if tag.Get("values") == "label-value" {
+			if errs := validation.IsValidLabelValue(val); len(errs) > 0 {
+				ps.add(path+"."+key, "%q %s", val, formatMessages["label-value"])
 			}
 		}
 	}
@@ -166,9 +199,13 @@ func checkString(ps *problems, path, s string, tag reflect.StructTag, item bool)
 		if n, ok := formatMaxLength[f]; ok && len(s) > n {
 			ps.add(path, "is too long: at most %d characters", n)
 		}
-		if f == "quantity" {
-			if _, err := resource.ParseQuantity(s); err != nil {
+		if f == "cpu" || f == "memory" {
+			q, err := resource.ParseQuantity(s)
+			switch {
+			case err != nil:
 				ps.add(path, "%q %s", s, formatMessages[f])
+			case f == "memory" && q.Cmp(resource.MustParse("1")) < 0:
+				ps.add(path, "%q is less than one byte: %s", s, formatMessages[f])
 			}
 		}
 	}
@@ -196,33 +233,26 @@ func checkDuration(ps *problems, path string, d Duration, tag reflect.StructTag)
 	}
 }
 
-func duplicates(ps *problems, path string, items []string) {
-	seen := map[string]bool{}
-	for i, s := range items {
-		if seen[s] {
-			ps.add(fmt.Sprintf("%s[%d]", path, i), "%q is listed twice: remove the duplicate", s)
-		}
-		seen[s] = true
-	}
-}
-
-// checkNotAbove reports each resource whose request exceeds its cap (a limit or maxRequests).
-func checkNotAbove(ps *problems, reqPath string, req Quantities, capPath string, limit Quantities, fix string) {
+// checkNotAbove reports each resource whose request exceeds its cap (a limit or maxRequests). The problem is
+// reported at the value the user changed: the cap when the request is still its default, else the request.
+func checkNotAbove(ps *problems, reqPath string, req, reqDefault Quantities, capPath string, limit Quantities, capName string) {
 	for _, r := range []struct {
-		name     string
-		req, cap string
-	}{{"cpu", req.CPU, limit.CPU}, {"memory", req.Memory, limit.Memory}} {
+		name          string
+		req, def, cap Quantity
+	}{{"cpu", req.CPU, reqDefault.CPU, limit.CPU}, {"memory", req.Memory, reqDefault.Memory, limit.Memory}} {
 		if r.req == "" || r.cap == "" {
 			continue
 		}
-		q, err1 := resource.ParseQuantity(r.req)
-		c, err2 := resource.ParseQuantity(r.cap)
-		if err1 != nil || err2 != nil {
-			continue // reported by checkLeaves
+		q, err1 := resource.ParseQuantity(string(r.req))
+		c, err2 := resource.ParseQuantity(string(r.cap))
+		if err1 != nil || err2 != nil || q.Cmp(c) <= 0 {
+			continue // parse errors are reported by checkLeaves
 		}
-		if q.Cmp(c) > 0 {
-			ps.add(reqPath+"."+r.name, "%s is more than %s.%s (%s): %s", r.req, capPath, r.name, r.cap, fix)
+		if r.req == r.def {
+			ps.add(capPath+"."+r.name, "%s is less than %s.%s (%s): raise the %s or lower the request", r.cap, reqPath, r.name, r.req, capName)
+			continue
 		}
+		ps.add(reqPath+"."+r.name, "%s is more than %s.%s (%s): lower the request or raise the %s", r.req, capPath, r.name, r.cap, capName)
 	}
 }
 
@@ -236,6 +266,29 @@ func checkRef(ps *problems, path string, img Image) {
 	if strings.Contains(img.Repository, "@") || strings.HasSuffix(img.Repository, ":") {
 		ps.add(path+".repository", "must not include a tag or digest: put it in %s.tag", path)
 	}
+}
+
+// UnmarshalJSON reads an image as an object (repository, tag, pullPolicy) or, where the schema allows it, as
+// one reference string "repository:tag" or "repository@sha256:...".
+func (i *Image) UnmarshalJSON(b []byte) error {
+	var ref string
+	if err := json.Unmarshal(b, &ref); err == nil {
+		repo, digest, isDigest := strings.Cut(ref, "@")
+		if isDigest {
+			*i = Image{Repository: repo, Tag: digest}
+			return nil
+		}
+		if c := strings.LastIndex(ref, ":"); c > strings.LastIndex(ref, "/") {
+			*i = Image{Repository: ref[:c], Tag: ref[c+1:]}
+			return nil
+		}
+		*i = Image{Repository: ref}
+		return nil
+	}
+	type plain Image // without this method
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode((*plain)(i))
 }
 
 // Ref returns the image reference: repository:tag, or repository@sha256:... when tag is a digest. An empty
@@ -283,15 +336,21 @@ func checkTolerations(ps *problems, path string, ts []corev1.Toleration) {
 				ps.add(p+".value", "must be empty when operator is Exists")
 			}
 		default:
-			ps.add(p+".operator", "%q is not an operator: use Equal or Exists", t.Operator)
+			ps.add(p+".operator", "%q %s", t.Operator, msgTolOperator)
 		}
 		switch t.Effect {
 		case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
 		default:
-			ps.add(p+".effect", "%q is not a taint effect: use NoSchedule, PreferNoSchedule or NoExecute (or leave it empty for all)", t.Effect)
+			ps.add(p+".effect", "%q %s", t.Effect, msgTolEffect)
 		}
 		if t.Key == "" && t.Operator != corev1.TolerationOpExists {
 			ps.add(p+".key", "must be set unless operator is Exists")
+		}
+		if t.Key != "" && len(validation.IsQualifiedName(t.Key)) > 0 {
+			ps.add(p+".key", "%q %s", t.Key, formatMessages["label-key"])
+		}
+		if t.Value != "" && len(validation.IsValidLabelValue(t.Value)) > 0 {
+			ps.add(p+".value", "%q %s", t.Value, formatMessages["label-value"])
 		}
 		if t.TolerationSeconds != nil && t.Effect != corev1.TaintEffectNoExecute {
 			ps.add(p+".tolerationSeconds", "applies only to effect NoExecute")
@@ -300,56 +359,85 @@ func checkTolerations(ps *problems, path string, ts []corev1.Toleration) {
 }
 
 // checkPodSecurity keeps a pod security context within Pod Security "restricted".
-func checkPodSecurity(ps *problems, path string, sc *corev1.PodSecurityContext, needSeccomp bool) {
-	const why = "Pod Security 'restricted' (the chart's baseline) requires it"
+func checkPodSecurity(ps *problems, path string, sc *corev1.PodSecurityContext) {
 	if sc == nil {
-		ps.add(path, "must be set: runAsNonRoot: true and seccompProfile.type: RuntimeDefault; %s", why)
+		ps.add(path, "must be set: runAsNonRoot: true and seccompProfile.type: RuntimeDefault; %s", whyRestricted)
 		return
 	}
 	if sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
-		ps.add(path+".runAsNonRoot", "must be true: %s", why)
+		ps.add(path+".runAsNonRoot", msgNonRoot)
 	}
 	if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-		ps.add(path+".runAsUser", "must not be 0 (root): %s", why)
+		ps.add(path+".runAsUser", msgRootUser)
 	}
-	if needSeccomp {
-		if sc.SeccompProfile == nil || (sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault && sc.SeccompProfile.Type != corev1.SeccompProfileTypeLocalhost) {
-			ps.add(path+".seccompProfile.type", "must be RuntimeDefault or Localhost: %s", why)
+	if sc.SeccompProfile == nil || !slices.Contains(confinedProfiles, string(sc.SeccompProfile.Type)) {
+		ps.add(path+".seccompProfile.type", msgSeccomp)
+	}
+	checkConfinement(ps, path, sc.SELinuxOptions, sc.WindowsOptions, sc.AppArmorProfile)
+	for i, s := range sc.Sysctls {
+		if !slices.Contains(safeSysctls, s.Name) {
+			ps.add(fmt.Sprintf("%s.sysctls[%d].name", path, i), "%q %s", s.Name, msgSysctl)
 		}
 	}
 }
 
+// checkConfinement checks the SELinux, Windows and AppArmor settings that pod and container security
+// contexts share.
+func checkConfinement(ps *problems, path string, se *corev1.SELinuxOptions, win *corev1.WindowsSecurityContextOptions, aa *corev1.AppArmorProfile) {
+	if se != nil {
+		if !slices.Contains(safeSELinuxTypes, se.Type) {
+			ps.add(path+".seLinuxOptions.type", "%q %s", se.Type, msgSELinuxType)
+		}
+		if se.User != "" {
+			ps.add(path+".seLinuxOptions.user", msgSELinuxUser)
+		}
+		if se.Role != "" {
+			ps.add(path+".seLinuxOptions.role", msgSELinuxUser)
+		}
+	}
+	if win != nil && win.HostProcess != nil && *win.HostProcess {
+		ps.add(path+".windowsOptions.hostProcess", msgHostProcess)
+	}
+	if aa != nil && !slices.Contains(confinedProfiles, string(aa.Type)) {
+		ps.add(path+".appArmorProfile.type", msgAppArmor)
+	}
+}
+
 // checkContainerSecurity keeps the worker container's security context within Pod Security "restricted".
-func checkContainerSecurity(ps *problems, path string, sc *corev1.SecurityContext, pod *corev1.PodSecurityContext) {
-	const why = "Pod Security 'restricted' (the chart's baseline) requires it"
+func checkContainerSecurity(ps *problems, path string, sc *corev1.SecurityContext) {
 	if sc == nil {
-		ps.add(path, "must be set: allowPrivilegeEscalation: false and capabilities.drop: [ALL]; %s", why)
+		ps.add(path, "must be set: allowPrivilegeEscalation: false and capabilities.drop: [ALL]; %s", whyRestricted)
 		return
 	}
 	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-		ps.add(path+".allowPrivilegeEscalation", "must be false: %s", why)
+		ps.add(path+".allowPrivilegeEscalation", msgEscalation)
 	}
 	if sc.Privileged != nil && *sc.Privileged {
-		ps.add(path+".privileged", "must not be true: %s", why)
+		ps.add(path+".privileged", msgPrivileged)
 	}
 	dropsAll := false
 	if sc.Capabilities != nil {
-		for _, c := range sc.Capabilities.Drop {
-			dropsAll = dropsAll || c == "ALL"
-		}
+		dropsAll = slices.Contains(sc.Capabilities.Drop, "ALL")
 		for i, c := range sc.Capabilities.Add {
 			if c != "NET_BIND_SERVICE" {
-				ps.add(fmt.Sprintf("%s.capabilities.add[%d]", path, i), "%q cannot be added: %s (only NET_BIND_SERVICE)", c, why)
+				ps.add(fmt.Sprintf("%s.capabilities.add[%d]", path, i), "%q %s", c, msgCapAdd)
 			}
 		}
 	}
 	if !dropsAll {
-		ps.add(path+".capabilities.drop", "must include ALL: %s", why)
+		ps.add(path+".capabilities.drop", "must include ALL: %s", whyRestricted)
 	}
 	if sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot {
-		ps.add(path+".runAsNonRoot", "must not be false: %s", why)
+		ps.add(path+".runAsNonRoot", msgNonRoot)
 	}
 	if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
-		ps.add(path+".runAsUser", "must not be 0 (root): %s", why)
+		ps.add(path+".runAsUser", msgRootUser)
 	}
+	if sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount {
+		ps.add(path+".procMount", msgProcMount)
+	}
+	if sc.SeccompProfile != nil && !slices.Contains(confinedProfiles, string(sc.SeccompProfile.Type)) {
+		ps.add(path+".seccompProfile.type", msgSeccomp)
+	}
+	checkConfinement(ps, path, sc.SELinuxOptions, sc.WindowsOptions, sc.AppArmorProfile)
 }

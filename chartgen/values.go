@@ -4,11 +4,14 @@
 // renders and installs the embedded chart with the Helm SDK.
 //
 // How a field is described: its JSON tag is the value's name; `doc` is its documentation; constraints are
-// the tags `enum` (comma-separated), `min`/`max` (numbers), `minItems`, `pattern` (a regular expression the
-// string must match when it is not empty), `format` (duration, quantity, uri, image-repository, image-tag,
-// dns-label, dns-subdomain), `required` ("true": the value must be set, it has no usable default), `kind`
-// ("object" or "objects": a Kubernetes type the schema leaves open and Validate decodes strictly) and
-// `hint` (what a value matching `pattern` looks like, for messages) and `sensitive` ("true": kept out of the worker's ConfigMap and printed masked). Defaults come from Defaults.
+// the tags `enum` (comma-separated), `min`/`max` (numbers), `minItems`, `unique` ("true": no repeated items),
+// `pattern` (a regular expression the string must match when it is not empty) with `hint` (what a matching
+// value looks like, for messages), `format` (duration, uri, image-repository, image-tag, dns-label,
+// dns-subdomain, cpu, memory, label-key, label-value), `keys` and `values` (the formats of a map's keys and
+// values), `required` ("true": the value must be set, it has no usable default), `kind` ("object" or
+// "objects": a Kubernetes type the schema leaves open but for the fields rules.go constrains, and Validate
+// decodes strictly) and `sensitive` ("true": kept out of the worker's ConfigMap and printed masked). Defaults
+// come from Defaults; rules that span fields are in Validate, and those a schema can say too in rules.go.
 package chartgen
 
 import (
@@ -24,13 +27,13 @@ type Values struct {
 	ServiceAccount     ServiceAccount             `json:"serviceAccount" doc:"The worker's own ServiceAccount. Its Role is confined to the release namespace."`
 	SelfUpdate         SelfUpdate                 `json:"selfUpdate" doc:"Self-update: when the dispatch server asks for another version, the worker drains and upgrades its own Helm release."`
 	Resources          ResourceRequirements       `json:"resources" doc:"Requests and limits of the worker container (the agent only; operations run in their own pods)."`
-	NodeSelector       map[string]string          `json:"nodeSelector" doc:"Node labels the worker pod must match."`
+	NodeSelector       map[string]string          `json:"nodeSelector" keys:"label-key" values:"label-value" doc:"Node labels the worker pod must match."`
 	Tolerations        []corev1.Toleration        `json:"tolerations" kind:"objects" doc:"Tolerations of the worker pod (Kubernetes Toleration objects)."`
 	Affinity           *corev1.Affinity           `json:"affinity" kind:"object" doc:"Affinity of the worker pod (a Kubernetes Affinity object)."`
 	PodSecurityContext *corev1.PodSecurityContext `json:"podSecurityContext" kind:"object" doc:"Security context of the worker pod. The default passes Pod Security 'restricted'."`
 	SecurityContext    *corev1.SecurityContext    `json:"securityContext" kind:"object" doc:"Security context of the worker container. The default passes Pod Security 'restricted'."`
-	PodLabels          map[string]string          `json:"podLabels" doc:"Extra labels on the worker pod."`
-	PodAnnotations     map[string]string          `json:"podAnnotations" doc:"Extra annotations on the worker pod."`
+	PodLabels          map[string]string          `json:"podLabels" keys:"label-key" values:"label-value" doc:"Extra labels on the worker pod."`
+	PodAnnotations     map[string]string          `json:"podAnnotations" keys:"label-key" doc:"Extra annotations on the worker pod."`
 	ScriptPods         ScriptPods                 `json:"scriptPods" doc:"The pods that run operations: one batch/v1 Job per deployment step."`
 }
 
@@ -38,12 +41,12 @@ type Values struct {
 type Worker struct {
 	ServerURL               string            `json:"serverUrl" required:"true" format:"uri" doc:"Absolute http(s) URL of the dispatch server, e.g. https://deploy.example.com."`
 	Name                    string            `json:"name" format:"dns-subdomain" doc:"Name the worker registers under. Empty: the Helm release name."`
-	Pools                   []string          `json:"pools" required:"true" minItems:"1" format:"dns-label" doc:"Worker pools this worker takes operations from (one or more)."`
+	Pools                   []string          `json:"pools" unique:"true" required:"true" minItems:"1" format:"dns-label" doc:"Worker pools this worker takes operations from (one or more)."`
 	RegistrationToken       string            `json:"registrationToken" sensitive:"true" doc:"Pool-scoped registration token from the dispatch server. Stored in a Secret the chart creates. Leave empty when registrationTokenSecret.name is set."`
 	RegistrationTokenSecret SecretKeyRef      `json:"registrationTokenSecret" doc:"An existing Secret holding the registration token (instead of registrationToken)."`
 	Concurrency             int               `json:"concurrency" min:"1" max:"1000" doc:"Operations this worker runs at once (its capacity). Each runs as its own Job, so this bounds the pods it creates, not its own CPU."`
 	HeartbeatInterval       Duration          `json:"heartbeatInterval" format:"duration" min:"1s" max:"5m" doc:"How often the worker reports health and renews its leases."`
-	Capabilities            []string          `json:"capabilities" format:"dns-label" doc:"Extra capabilities the worker advertises (operations may require them). Never 'docker': script pods have no Docker daemon."`
+	Capabilities            []string          `json:"capabilities" unique:"true" format:"dns-label" doc:"Extra capabilities the worker advertises (operations may require them). Never 'docker': script pods have no Docker daemon."`
 	HealthPort              int               `json:"healthPort" min:"1024" max:"65535" doc:"Port of the agent's /healthz and /readyz endpoints (probes)."`
 	LogLevel                string            `json:"logLevel" enum:"debug,info,warn,error" doc:"The agent's log level."`
 	Probes                  WorkerProbes      `json:"probes" doc:"Liveness and readiness probe timing of the worker container."`
@@ -78,7 +81,7 @@ type Image struct {
 type ServiceAccount struct {
 	Create      bool              `json:"create" doc:"Create the ServiceAccount, its Role and RoleBinding. When false, name must be an existing ServiceAccount with the same permissions."`
 	Name        string            `json:"name" format:"dns-subdomain" doc:"Name of the ServiceAccount. Empty: the release's full name."`
-	Annotations map[string]string `json:"annotations" doc:"Annotations on the ServiceAccount."`
+	Annotations map[string]string `json:"annotations" keys:"label-key" doc:"Annotations on the ServiceAccount."`
 }
 
 // SelfUpdate configures upgrades of the worker's own release.
@@ -93,10 +96,11 @@ type ResourceRequirements struct {
 	Limits   Quantities `json:"limits" doc:"Resources the container may not exceed. Empty: no limit."`
 }
 
-// Quantities are Kubernetes resource quantities ("250m", "512Mi"). Empty means unset.
+// Quantities are Kubernetes resource quantities ("250m", "512Mi"; numbers too, as in Kubernetes). Empty means
+// unset.
 type Quantities struct {
-	CPU    string `json:"cpu" format:"quantity" doc:"CPU, e.g. 250m or 2."`
-	Memory string `json:"memory" format:"quantity" doc:"Memory, e.g. 512Mi or 2Gi."`
+	CPU    Quantity `json:"cpu" format:"cpu" doc:"CPU, e.g. 250m, 0.5 or 2."`
+	Memory Quantity `json:"memory" format:"memory" doc:"Memory, e.g. 512Mi or 2Gi (in bytes: m means thousandths, so 512m is half a byte)."`
 }
 
 // ScriptPods configures the Jobs and pods that run operations.
@@ -107,19 +111,19 @@ type ScriptPods struct {
 	ImagePullGrace          Duration                   `json:"imagePullGrace" format:"duration" min:"0s" max:"30m" doc:"How long image pull errors are tolerated before the operation fails naming the image and the reason. Invalid image names fail at once."`
 	TTLSecondsAfterFinished int                        `json:"ttlSecondsAfterFinished" min:"0" max:"604800" doc:"Seconds a finished Job (and its pod) is kept before Kubernetes deletes it."`
 	BackoffLimit            int                        `json:"backoffLimit" min:"0" max:"10" doc:"Retries of a failed script pod. 0: a deployment step runs at most once; scripts are rarely safe to re-run."`
-	NodeSelector            map[string]string          `json:"nodeSelector" doc:"Node labels script pods must match."`
+	NodeSelector            map[string]string          `json:"nodeSelector" keys:"label-key" values:"label-value" doc:"Node labels script pods must match."`
 	Tolerations             []corev1.Toleration        `json:"tolerations" kind:"objects" doc:"Tolerations of script pods (Kubernetes Toleration objects)."`
 	Affinity                *corev1.Affinity           `json:"affinity" kind:"object" doc:"Affinity of script pods (a Kubernetes Affinity object)."`
 	ImagePullSecrets        []LocalObjectReference     `json:"imagePullSecrets" doc:"Secrets for pulling script images (the worker-tools image and step images)."`
-	Labels                  map[string]string          `json:"labels" doc:"Extra labels on script Jobs and pods."`
-	Annotations             map[string]string          `json:"annotations" doc:"Extra annotations on script Jobs and pods."`
+	Labels                  map[string]string          `json:"labels" keys:"label-key" values:"label-value" doc:"Extra labels on script Jobs and pods."`
+	Annotations             map[string]string          `json:"annotations" keys:"label-key" doc:"Extra annotations on script Jobs and pods."`
 	PodSecurityContext      *corev1.PodSecurityContext `json:"podSecurityContext" kind:"object" doc:"Security context of script pods. The default passes Pod Security 'restricted' (non-root user 1000); containers always drop all capabilities and disallow privilege escalation."`
 	ServiceAccount          ScriptServiceAccount       `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
 }
 
 // ScriptContainer is the image that runs scripts.
 type ScriptContainer struct {
-	Image Image `json:"image" doc:"The worker-tools image: the tools deployment scripts use (shells, kubectl, helm, cloud CLIs)."`
+	Image Image `json:"image" form:"reference" doc:"The worker-tools image: the tools deployment scripts use (shells, kubectl, helm, cloud CLIs). Either repository, tag and pullPolicy, or one image reference with a tag or digest (debian:bookworm)."`
 }
 
 // ScriptResources are the requests of script pods and the cap on a step's own requests.
@@ -132,9 +136,9 @@ type ScriptResources struct {
 type ScriptServiceAccount struct {
 	Create           bool              `json:"create" doc:"Create the script ServiceAccount and the Roles/bindings below. When false, name must be an existing ServiceAccount."`
 	Name             string            `json:"name" format:"dns-subdomain" doc:"Name of the ServiceAccount. Empty: the release's full name plus -scripts."`
-	Annotations      map[string]string `json:"annotations" doc:"Annotations on the ServiceAccount (e.g. cloud workload identity)."`
+	Annotations      map[string]string `json:"annotations" keys:"label-key" doc:"Annotations on the ServiceAccount (e.g. cloud workload identity)."`
 	Rules            []PolicyRule      `json:"rules" doc:"RBAC rules granted to scripts: in the release namespace, or in each of targetNamespaces when set. Empty: no Kubernetes API access (the token is not mounted unless clusterRole is set)."`
-	TargetNamespaces []string          `json:"targetNamespaces" format:"dns-label" doc:"Namespaces where rules (and clusterRole, if set) are granted instead of the release namespace. Each gets a Role and RoleBinding; the namespaces must exist."`
+	TargetNamespaces []string          `json:"targetNamespaces" unique:"true" format:"dns-label" doc:"Namespaces where rules (and clusterRole, if set) are granted instead of the release namespace. Each gets a Role and RoleBinding; the namespaces must exist."`
 	ClusterRole      string            `json:"clusterRole" format:"dns-subdomain" doc:"An existing ClusterRole to grant scripts: cluster-wide (ClusterRoleBinding) when targetNamespaces is empty, otherwise in each target namespace."`
 }
 

@@ -17,6 +17,9 @@ func newApp(version string) *cli.App {
 		Usage:                "a Kubernetes worker that runs each deployment step as its own batch/v1 Job",
 		Version:              version,
 		EnableBashCompletion: true,
+		// A flag given twice is two values; a comma inside a value (--set 'worker.pools={a,b}', --var X=a,b)
+		// is part of it.
+		DisableSliceFlagSeparator: true,
 		// main prints errors and picks the exit code; commands never call os.Exit themselves.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Flags: []cli.Flag{

@@ -62,10 +62,18 @@ func agentCommand() *cli.Command {
 // token is not required there: the agent gets it from OCTO_REGISTRATION_TOKEN (the chart maps the Secret to
 // it), and needs none once its identity Secret exists.
 func loadAgentValues(files, sets []string) (chartgen.Values, error) {
-	v, err := chartgen.Load(files, sets)
+	in, err := chartgen.ReadFiles(files)
 	if err != nil {
-		return v, err
+		return chartgen.Values{}, err
 	}
+	// A stand-in satisfies the schema's "a token or its Secret"; the token rules' problems are dropped below.
+	in.Set = sets
+	in.SetLiteral = []string{"worker.registrationToken=from-the-environment"}
+	l, err := in.Load()
+	if err != nil {
+		return l.Values, err
+	}
+	v := l.Values
 	var problems []chartgen.Problem
 	for _, p := range v.Validate() {
 		if p.Path == "worker.registrationToken" || strings.HasPrefix(p.Path, "worker.registrationTokenSecret") {
@@ -141,7 +149,7 @@ func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
 
 func quantities(field string, q chartgen.Quantities) (corev1.ResourceList, error) {
 	out := corev1.ResourceList{}
-	for name, s := range map[corev1.ResourceName]string{corev1.ResourceCPU: q.CPU, corev1.ResourceMemory: q.Memory} {
+	for name, s := range map[corev1.ResourceName]string{corev1.ResourceCPU: string(q.CPU), corev1.ResourceMemory: string(q.Memory)} {
 		if s == "" {
 			continue
 		}

@@ -19,10 +19,6 @@ import (
 
 // chartgenCommand is `octo-worker chartgen`: the chart's generator and guard.
 func chartgenCommand() *cli.Command {
-	valuesFlags := []cli.Flag{
-		&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "values file (repeatable; later files win)"},
-		&cli.StringSliceFlag{Name: "set", Usage: "set a value: key=value, Helm syntax (repeatable; wins over files)"},
-	}
 	return &cli.Command{
 		Name:  "chartgen",
 		Usage: "render, validate and generate the octo-worker Helm chart",
@@ -31,30 +27,34 @@ func chartgenCommand() *cli.Command {
 				Name:      "validate",
 				Usage:     "check values files against the schema and the semantic rules (exit 1 and one line per problem)",
 				ArgsUsage: " ",
-				Flags: append(valuesFlags,
-					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"}),
-				Action: func(c *cli.Context) error {
-					return runValidate(c, c.StringSlice("values"), c.StringSlice("set"), c.String("output"))
-				},
+				Flags: append(valueFlags(),
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"},
+					// The chart's pre-install/pre-upgrade hook passes the release's values in an environment variable.
+					&cli.StringFlag{Name: "values-from-env", Hidden: true, Usage: "also read a values document from this environment variable"}),
+				Action: runValidate,
 			},
 			{
 				Name:  "render",
-				Usage: "print the chart's manifests for the given values (Helm SDK, no cluster needed)",
-				Flags: append(valuesFlags,
+				Usage: "print the chart's manifests for the given values (Helm SDK, no cluster needed; what helm template prints)",
+				Flags: append(valueFlags(),
 					&cli.StringFlag{Name: "release", Value: "octo-worker", Usage: "release name"},
 					&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "octo-worker", Usage: "release namespace"},
 					&cli.StringFlag{Name: "chart", Usage: "chart directory or .tgz (default: the chart embedded in this binary)"},
 					&cli.BoolFlag{Name: "notes", Usage: "print NOTES.txt after the manifests"}),
 				Action: func(c *cli.Context) error {
-					v, err := checkedValues(c.StringSlice("values"), c.StringSlice("set"))
+					in, err := valueInput(c)
 					if err != nil {
 						return err
+					}
+					l, err := in.Check()
+					if err != nil {
+						return printProblems(c, err, ": nothing rendered")
 					}
 					ch, err := chartgen.LoadChart(c.String("chart"))
 					if err != nil {
 						return err
 					}
-					r, err := chartgen.Render(c.Context, ch, chartgen.RenderOptions{Release: c.String("release"), Namespace: c.String("namespace")}, v)
+					r, err := chartgen.Render(c.Context, ch, chartgen.RenderOptions{Release: c.String("release"), Namespace: c.String("namespace")}, l.User)
 					if err != nil {
 						return err
 					}
@@ -136,22 +136,27 @@ func chartgenCommand() *cli.Command {
 	}
 }
 
-// checkedValues loads and validates values, turning problems into one error that lists them (exit 1).
-func checkedValues(files, sets []string) (chartgen.Values, error) {
-	v, err := chartgen.LoadAndValidate(files, sets)
-	var pe *chartgen.ProblemsError
-	if errors.As(err, &pe) {
-		return v, cli.Exit(pe.Error(), 1)
-	}
-	return v, err
-}
+// ReleaseValuesSource names the values the chart's hook passes in --values-from-env, in problems.
+const releaseValuesSource = "release values"
 
 // runValidate prints one line per problem (or a JSON report) and exits 1 when there are any.
-func runValidate(c *cli.Context, files, sets []string, output string) error {
+func runValidate(c *cli.Context) error {
+	output := c.String("output")
 	if output != "text" && output != "json" {
 		return cli.Exit("--output: use text or json", 2)
 	}
-	_, err := chartgen.LoadAndValidate(files, sets)
+	in, err := valueInput(c)
+	if err != nil {
+		return err
+	}
+	if env := c.String("values-from-env"); env != "" {
+		data, ok := os.LookupEnv(env)
+		if !ok {
+			return cli.Exit("--values-from-env: "+env+" is not set", 2)
+		}
+		in.Files = append(in.Files, chartgen.Source{Name: releaseValuesSource, Data: []byte(data)})
+	}
+	_, err = in.Check()
 	var pe *chartgen.ProblemsError
 	if err != nil && !errors.As(err, &pe) {
 		return err
@@ -170,7 +175,7 @@ func runValidate(c *cli.Context, files, sets []string, output string) error {
 			Valid    bool               `json:"valid"`
 			Files    []string           `json:"files"`
 			Problems []chartgen.Problem `json:"problems"`
-		}{len(problems) == 0, nonNil(files), problems}); err != nil {
+		}{len(problems) == 0, nonNil(c.StringSlice("values")), problems}); err != nil {
 			return err
 		}
 	} else {

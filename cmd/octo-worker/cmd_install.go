@@ -1,12 +1,16 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/octo-worker/octo-worker/chartgen"
@@ -17,26 +21,29 @@ func installCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "install",
 		Usage: "print the helm command that installs a worker in a cluster (or, with --apply, install it)",
-		Description: "Validates the values first (the same checks as chartgen validate). Without --apply it prints one\n" +
-			"`helm upgrade --install` command line, shell-quoted, to paste. With --apply it installs or upgrades the\n" +
-			"release itself through the Helm SDK with the chart embedded in this binary.",
-		Flags: []cli.Flag{
+		Description: "Validates the values first (the same checks as chartgen validate). Without --apply it writes the\n" +
+			"embedded chart as octo-worker-<version>.tgz and a values file with the server, pools and registration\n" +
+			"token (mode 0600) into --output-dir, and prints one `helm upgrade --install` command line that uses them,\n" +
+			"shell-quoted, to run as printed. --chart names a chart reference (repo/name, oci://) to use instead of the\n" +
+			"archive. With --apply it installs or upgrades the release itself through the Helm SDK.",
+		Flags: append(valueFlags(),
 			&cli.StringFlag{Name: "server-url", Usage: "dispatch server URL (worker.serverUrl)"},
-			&cli.StringFlag{Name: "registration-token", EnvVars: []string{"OCTO_REGISTRATION_TOKEN"}, Usage: "registration token (worker.registrationToken)"},
+			&cli.StringFlag{Name: "registration-token", EnvVars: []string{"OCTO_REGISTRATION_TOKEN"}, Usage: "registration token, written into the values file (worker.registrationToken)"},
+			&cli.StringFlag{Name: "registration-token-secret", Usage: "instead: an existing Secret in the namespace whose key \"token\" holds the registration token"},
 			&cli.StringSliceFlag{Name: "pool", Usage: "worker pool (repeatable; worker.pools)"},
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "octo-worker", Usage: "release namespace"},
 			&cli.StringFlag{Name: "release", Value: "octo-worker", Usage: "Helm release name"},
-			&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "values file (repeatable)"},
-			&cli.StringSliceFlag{Name: "set", Usage: "set a value, key=value (repeatable)"},
-			&cli.StringFlag{Name: "chart", Value: chartgen.DefaultChartLocation, Usage: "chart reference in the printed command (repo/name, oci:// URL, directory or .tgz); with --apply, a local directory or .tgz replaces the embedded chart"},
-			&cli.StringFlag{Name: "chart-version", Usage: "chart version in the printed command (default: the embedded chart's version)"},
+			&cli.StringFlag{Name: "output-dir", Value: ".", Usage: "where the chart archive and the values file are written"},
+			&cli.StringFlag{Name: "chart", Usage: "a chart reference for the printed command (repo/name or oci:// URL) instead of the written archive; with --apply, a local directory or .tgz replaces the embedded chart"},
+			&cli.StringFlag{Name: "chart-version", Usage: "--version for --chart"},
 			&cli.BoolFlag{Name: "wait", Usage: "wait until the worker is ready"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "how long --wait waits"},
 			&cli.BoolFlag{Name: "apply", Usage: "install through the Helm SDK instead of printing the command"},
 			&cli.BoolFlag{Name: "atomic", Usage: "with --apply: roll back a failed upgrade (implies --wait)"},
+			&cli.StringFlag{Name: "pod-security", Value: "restricted", Usage: "with --apply: the Pod Security level enforced in a namespace it creates (restricted, baseline, privileged, or none)"},
 			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig for --apply (default: the usual locations)"},
 			&cli.StringFlag{Name: "context", Usage: "kubeconfig context for --apply"},
-		},
+		),
 		Action: runInstall,
 	}
 }
@@ -46,43 +53,40 @@ func runInstall(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	user, err := valueInput(c)
+	if err != nil {
+		return err
+	}
 	cmd := chartgen.InstallCommand{
 		Release:           c.String("release"),
 		Namespace:         c.String("namespace"),
 		Chart:             c.String("chart"),
 		ChartVersion:      c.String("chart-version"),
+		Dir:               c.String("output-dir"),
 		ServerURL:         c.String("server-url"),
 		RegistrationToken: c.String("registration-token"),
+		TokenSecret:       c.String("registration-token-secret"),
 		Pools:             c.StringSlice("pool"),
-		Files:             c.StringSlice("values"),
-		Sets:              c.StringSlice("set"),
+		User:              user,
 		Wait:              c.Bool("wait"),
 		Timeout:           c.Duration("timeout"),
 	}
-	if cmd.ChartVersion == "" && cmd.Chart == chartgen.DefaultChartLocation {
-		cmd.ChartVersion = embedded.Metadata.Version
+	level := c.String("pod-security")
+	switch level {
+	case "restricted", "baseline", "privileged", "none":
+	default:
+		return cli.Exit("--pod-security: use restricted, baseline, privileged or none", 2)
 	}
-	v, err := cmd.Validate()
-	var pe *chartgen.ProblemsError
-	if errors.As(err, &pe) {
-		for _, p := range pe.Problems {
-			if p.File == "" {
-				p.File = "(defaults)"
-			}
-			fmt.Fprintln(c.App.ErrWriter, p.String())
-		}
-		return cli.Exit(fmt.Sprintf("%d problem(s) in the values: nothing installed", len(pe.Problems)), 1)
-	}
+	loaded, err := cmd.Check()
 	if err != nil {
-		return err
+		return printProblems(c, err, ": nothing installed")
 	}
 	if !c.Bool("apply") {
-		fmt.Fprintln(c.App.Writer, cmd.String())
-		return nil
+		return printInstall(c, cmd, embedded.Metadata.Version)
 	}
 
 	ch := embedded
-	if _, err := os.Stat(cmd.Chart); err == nil {
+	if cmd.Chart != "" {
 		if ch, err = chartgen.LoadChart(cmd.Chart); err != nil {
 			return err
 		}
@@ -93,6 +97,9 @@ func runInstall(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	if err := ensureNamespace(c.Context, restCfg, cmd.Namespace, level); err != nil {
+		return err
+	}
 	log, err := newLogger(c)
 	if err != nil {
 		return err
@@ -101,8 +108,8 @@ func runInstall(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	rel, err := chartgen.Apply(c.Context, hc, ch, v, chartgen.ApplyOptions{
-		Release: cmd.Release, Namespace: cmd.Namespace, CreateNamespace: true,
+	rel, err := chartgen.Apply(c.Context, hc, ch, loaded.User, chartgen.ApplyOptions{
+		Release: cmd.Release, Namespace: cmd.Namespace,
 		Wait: cmd.Wait, Atomic: c.Bool("atomic"), Timeout: cmd.Timeout,
 	})
 	if err != nil {
@@ -110,5 +117,45 @@ func runInstall(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "release %s in namespace %s: revision %d, %s (chart %s)\n\n%s\n",
 		rel.Name, rel.Namespace, rel.Version, rel.Info.Status, rel.Chart.Metadata.Version, rel.Info.Notes)
+	return nil
+}
+
+// printInstall writes the chart archive and the values file, prints the helm command on stdout (alone, so
+// `$(octo-worker install ...)` or a copy and paste runs it) and what it wrote on stderr.
+func printInstall(c *cli.Context, cmd chartgen.InstallCommand, version string) error {
+	embedded, err := chartgen.EmbeddedChart()
+	if err != nil {
+		return err
+	}
+	wrote, err := cmd.Write(func(dir string) (string, error) { return chartgen.Package(embedded, "", "", dir) })
+	if err != nil {
+		return err
+	}
+	for _, p := range wrote {
+		fmt.Fprintln(c.App.ErrWriter, "wrote", p)
+	}
+	if cmd.RegistrationToken != "" {
+		fmt.Fprintf(c.App.ErrWriter, "the registration token is in %s (mode 0600): delete it once the worker is installed; upgrades keep it with --reuse-values\n", cmd.ValuesFile())
+	}
+	fmt.Fprintf(c.App.ErrWriter, "to enforce Pod Security 'restricted' (the worker and its script pods pass it): kubectl label namespace %s pod-security.kubernetes.io/enforce=restricted (after the install creates it)\n", cmd.Namespace)
+	fmt.Fprintln(c.App.Writer, cmd.String(version))
+	return nil
+}
+
+// ensureNamespace creates the release namespace when it is missing, labelled to enforce a Pod Security level
+// ("none": no label). An existing namespace is left as it is.
+func ensureNamespace(ctx context.Context, cfg *rest.Config, name, level string) error {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if level != "none" {
+		ns.Labels = map[string]string{"pod-security.kubernetes.io/enforce": level}
+	}
+	_, err = kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
 	return nil
 }

@@ -44,7 +44,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // renderFor loads values (files, then sets) and renders the embedded chart for release ow in namespace ns.
 func renderFor(t *testing.T, ns string, files []string, sets ...string) (chartgen.Values, []*unstructured.Unstructured) {
 	t.Helper()
-	v, err := chartgen.LoadAndValidate(files, sets)
+	l, err := chartgen.LoadAndValidate(files, sets)
 	if err != nil {
 		t.Fatalf("values: %v", err)
 	}
@@ -52,7 +52,7 @@ func renderFor(t *testing.T, ns string, files []string, sets ...string) (chartge
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := chartgen.Render(context.Background(), ch, chartgen.RenderOptions{Release: "ow", Namespace: ns}, v)
+	r, err := chartgen.Render(context.Background(), ch, chartgen.RenderOptions{Release: "ow", Namespace: ns}, l.User)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func renderFor(t *testing.T, ns string, files []string, sets ...string) (chartge
 		}
 		objs = append(objs, u)
 	}
-	return v, objs
+	return l.Values, objs
 }
 
 // applier applies objects with server-side apply through the dynamic client.

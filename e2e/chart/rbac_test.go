@@ -17,7 +17,7 @@ type access struct {
 // install installs the embedded chart as release ow in ns (no wait: RBAC needs no running pods).
 func install(t *testing.T, ns string, files []string, sets ...string) chartgen.Values {
 	t.Helper()
-	v, err := chartgen.LoadAndValidate(files, append([]string{"image.repository=" + imageRepo}, sets...))
+	l, err := chartgen.LoadAndValidate(files, append([]string{"image.repository=" + imageRepo}, sets...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,10 +31,10 @@ func install(t *testing.T, ns string, files []string, sets ...string) chartgen.V
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := chartgen.Apply(ctx, hc, ch, v, chartgen.ApplyOptions{Release: "ow", Namespace: ns}); err != nil {
+	if _, err := chartgen.Apply(ctx, hc, ch, l.User, chartgen.ApplyOptions{Release: "ow", Namespace: ns}); err != nil {
 		t.Fatalf("installing the chart: %v", err)
 	}
-	return v
+	return l.Values
 }
 
 func checkAccess(t *testing.T, saNS string, cases []access) {

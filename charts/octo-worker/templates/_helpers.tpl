@@ -89,8 +89,62 @@ the token itself from OCTO_REGISTRATION_TOKEN).
 {{- $_ := set $v.worker "registrationToken" "" -}}
 {{- $_ := set $v.worker "registrationTokenSecret" (dict "name" (include "octo-worker.tokenSecretName" .) "key" (include "octo-worker.tokenSecretKey" .)) -}}
 {{- $_ := set $v.image "tag" (default .Chart.AppVersion .Values.image.tag | toString) -}}
+{{- if kindIs "map" .Values.scriptPods.worker.image -}}
 {{- $_ := set $v.scriptPods.worker.image "tag" (default .Chart.AppVersion .Values.scriptPods.worker.image.tag | toString) -}}
+{{- end -}}
 {{- $_ := set $v.serviceAccount "name" (include "octo-worker.serviceAccountName" .) -}}
 {{- $_ := set $v.scriptPods.serviceAccount "name" (include "octo-worker.scriptServiceAccountName" .) -}}
 {{- toYaml $v -}}
+{{- end -}}
+
+{{/*
+Rules values.schema.json cannot say at the right path. Everything else is in the schema, and the
+values-check hook runs `octo-worker chartgen validate` on the release's values before an install or upgrade
+changes anything. Each message is chartgen's, with the value's path first.
+*/}}
+{{- define "octo-worker.validate" -}}
+{{- if and .Values.worker.registrationToken .Values.worker.registrationTokenSecret.name -}}
+{{- fail "worker.registrationToken: set either worker.registrationToken or worker.registrationTokenSecret.name, not both" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The security context of the chart's hook pods: fixed, so that a hook runs even when the values it checks are wrong. */}}
+{{- define "octo-worker.hookPodSpec" -}}
+restartPolicy: Never
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65534
+  runAsGroup: 65534
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "octo-worker.hookContainer" -}}
+image: {{ include "octo-worker.image" (list .Values.image .) | quote }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+terminationMessagePolicy: FallbackToLogsOnError
+command: ["/usr/local/bin/octo-worker"]
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+resources:
+  requests:
+    cpu: 10m
+    memory: 32Mi
+  limits:
+    memory: 128Mi
 {{- end -}}
