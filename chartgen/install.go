@@ -194,7 +194,7 @@ func (c InstallCommand) String(version string) string {
 }
 
 // ShellQuote quotes s for a POSIX shell: unchanged when it holds only safe characters, otherwise in single
-// quotes with each ' written as '\''.
+// quotes with each ' written as '\”.
 func ShellQuote(s string) string {
 	if s == "" {
 		return "''"

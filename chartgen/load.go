@@ -450,4 +450,3 @@ func opaqueProblem(m map[string]any, err error) Problem {
 	})
 	return found
 }
-

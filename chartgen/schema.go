@@ -12,7 +12,7 @@ import (
 // Patterns behind the `format` tag. The schema uses them; Validate re-checks the same formats with better
 // messages (and checks what a pattern cannot, such as quantities parsing and URLs being absolute).
 var formatPatterns = map[string]string{
-	"duration":         `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`,
+	"duration": `^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$`,
 	// Quantities are positive: a number part with at least one non-zero digit. Memory has no sub-byte suffixes
 	// (n, u, m) or negative exponents.
 	"cpu":              `^\+?` + positiveNumber + `([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]+)?$`,
