@@ -318,3 +318,18 @@ func wantPaths(t *testing.T, file string) []string {
 	sort.Strings(want)
 	return want
 }
+
+// The tools image given as one reference reaches the worker's ConfigMap as that reference, and the agent reads
+// it back as repository and tag.
+func TestToolsImageAsOneReference(t *testing.T) {
+	t.Parallel()
+	r := render(t, []string{"../values/defaults.yaml"}, "scriptPods.worker.image=debian:bookworm")
+	cm := find[*corev1.ConfigMap](t, r, "ow-octo-worker")
+	l, err := Input{Files: []Source{{Name: "configmap", Data: []byte(cm.Data["values.yaml"])}}}.Check()
+	if err != nil {
+		t.Fatalf("the agent could not load its ConfigMap: %v", err)
+	}
+	if ref := l.Values.ScriptPods.Worker.Image.Ref("0.1.0"); ref != "debian:bookworm" {
+		t.Errorf("tools image %s, want debian:bookworm", ref)
+	}
+}

@@ -84,14 +84,6 @@ func collect(e *jsonschema.ValidationError, schema map[string]any, out *[]Proble
 		*out = append(*out, Problem{Path: path, Message: m})
 		return
 	}
-	if k, ok := e.ErrorKind.(*kind.PropertyNames); ok {
-		msg := "is not a valid key"
-		if f, ok := node["x-keys"].(string); ok {
-			msg = formatMessages[f]
-		}
-		*out = append(*out, Problem{Path: joinPath(append(append([]string{}, e.InstanceLocation...), k.Property)), Message: msg})
-		return
-	}
 	if len(e.Causes) > 0 {
 		for _, c := range e.Causes {
 			collect(c, schema, out)
@@ -101,7 +93,11 @@ func collect(e *jsonschema.ValidationError, schema map[string]any, out *[]Proble
 	switch k := e.ErrorKind.(type) {
 	case *kind.AdditionalProperties:
 		for _, p := range k.Properties {
-			*out = append(*out, Problem{Path: joinPath(append(append([]string{}, e.InstanceLocation...), p)), Message: unknownMessage(p, node)})
+			msg := unknownMessage(p, node)
+			if f, ok := node["x-keys"].(string); ok {
+				msg = formatMessages[f]
+			}
+			*out = append(*out, Problem{Path: joinPath(append(append([]string{}, e.InstanceLocation...), p)), Message: msg})
 		}
 	case *kind.Type:
 		*out = append(*out, Problem{Path: path, Message: typeMessage(k)})
@@ -203,6 +199,12 @@ func schemaAt(s map[string]any, loc []string) map[string]any {
 			s = ap
 			continue
 		}
+		if pp, ok := s["patternProperties"].(map[string]any); ok && len(pp) == 1 {
+			for _, v := range pp {
+				s, _ = v.(map[string]any)
+			}
+			continue
+		}
 		return nil
 	}
 	return s
@@ -248,7 +250,7 @@ func typeMessage(k *kind.Type) string {
 	want := strings.Join(k.Want, " or ")
 	msg := fmt.Sprintf("must be %s, not %s", article(want), article(k.Got))
 	if want == "string" && (k.Got == "number" || k.Got == "integer" || k.Got == "boolean") {
-		msg += ": quote it (e.g. \"1.0\")"
+		msg += ": quote it in YAML (\"2025\"), or give it with --set-string instead of --set"
 	}
 	if want == "array" && k.Got == "string" {
 		msg += ": write a YAML list (e.g. [a, b]) or, with --set, key={a,b}"

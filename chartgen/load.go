@@ -390,6 +390,11 @@ func yamlError(err error) string {
 	s := err.Error()
 	s = strings.TrimPrefix(s, "error converting YAML to JSON: ")
 	s = strings.TrimPrefix(s, "error unmarshaling JSON: ")
+	s = strings.TrimPrefix(s, "yaml: unmarshal errors:\n")
+	s = strings.Join(strings.Fields(s), " ")
+	if strings.Contains(s, "already set in map") {
+		s += " (helm would keep the last one without a word: remove the duplicate)"
+	}
 	return s
 }
 

@@ -203,3 +203,141 @@ func TestDurationRoundTrip(t *testing.T) {
 		t.Errorf("negative duration: %v", err)
 	}
 }
+
+// The value flags mean what they mean to helm (pkg/strvals, applied in helm's order), so chartgen refuses what
+// helm refuses (a number where a string belongs) and accepts what helm accepts (a number of CPUs, a list with
+// commas, an image as one reference).
+func TestHelmValueFlags(t *testing.T) {
+	t.Parallel()
+	tokenFile := writeFile(t, "token", "from-a-file")
+	base := Source{Name: "v.yaml", Data: []byte(minimal)}
+	cases := []struct {
+		name  string
+		in    Input
+		check func(t *testing.T, v Values)
+		want  []Problem // paths and files only
+	}{
+		{name: "a number of CPUs", in: Input{Set: []string{"scriptPods.resources.requests.cpu=1", "scriptPods.resources.maxRequests.cpu=4"}},
+			check: func(t *testing.T, v Values) {
+				if r := v.ScriptPods.Resources; r.Requests.CPU != "1" || r.MaxRequests.CPU != "4" {
+					t.Errorf("cpu %q max %q", r.Requests.CPU, r.MaxRequests.CPU)
+				}
+			}},
+		{name: "a list with commas", in: Input{Set: []string{"worker.pools={a,b}"}},
+			check: func(t *testing.T, v Values) {
+				if !cmp.Equal(v.Worker.Pools, []string{"a", "b"}) {
+					t.Errorf("pools %q", v.Worker.Pools)
+				}
+			}},
+		{name: "a number for a tag", in: Input{Set: []string{"scriptPods.worker.image.tag=2025"}},
+			want: []Problem{{File: SetSource, Path: "scriptPods.worker.image.tag"}}},
+		{name: "a number for a pool", in: Input{Set: []string{"worker.pools={42}"}},
+			want: []Problem{{File: SetSource, Path: "worker.pools[0]"}}},
+		{name: "--set-string keeps strings", in: Input{SetString: []string{"scriptPods.worker.image.tag=2025", "worker.pools={42,true}"}},
+			check: func(t *testing.T, v Values) {
+				if v.ScriptPods.Worker.Image.Tag != "2025" || !cmp.Equal(v.Worker.Pools, []string{"42", "true"}) {
+					t.Errorf("tag %q pools %q", v.ScriptPods.Worker.Image.Tag, v.Worker.Pools)
+				}
+			}},
+		{name: "--set-string after --set", in: Input{Set: []string{"image.tag=a"}, SetString: []string{"image.tag=b"}},
+			check: func(t *testing.T, v Values) {
+				if v.Image.Tag != "b" {
+					t.Errorf("tag %q", v.Image.Tag)
+				}
+			}},
+		{name: "--set-json", in: Input{SetJSON: []string{`worker.pools=["x","y"]`, `scriptPods.nodeSelector={"pool":"deploy"}`}},
+			check: func(t *testing.T, v Values) {
+				if !cmp.Equal(v.Worker.Pools, []string{"x", "y"}) || v.ScriptPods.NodeSelector["pool"] != "deploy" {
+					t.Errorf("pools %q nodeSelector %v", v.Worker.Pools, v.ScriptPods.NodeSelector)
+				}
+			}},
+		{name: "--set-file", in: Input{SetFile: []string{"worker.registrationToken=" + tokenFile}},
+			check: func(t *testing.T, v Values) {
+				if v.Worker.RegistrationToken != "from-a-file" {
+					t.Errorf("token %q", v.Worker.RegistrationToken)
+				}
+			}},
+		{name: "--set-literal", in: Input{SetLiteral: []string{"worker.registrationToken=a,b={c}"}},
+			check: func(t *testing.T, v Values) {
+				if v.Worker.RegistrationToken != "a,b={c}" {
+					t.Errorf("token %q", v.Worker.RegistrationToken)
+				}
+			}},
+		{name: "the tools image as one reference", in: Input{Set: []string{"scriptPods.worker.image=debian:bookworm"}},
+			check: func(t *testing.T, v Values) {
+				if img := v.ScriptPods.Worker.Image; img.Repository != "debian" || img.Tag != "bookworm" || img.Ref("x") != "debian:bookworm" {
+					t.Errorf("image %+v", img)
+				}
+			}},
+		{name: "the tools image by digest", in: Input{Set: []string{"scriptPods.worker.image=ghcr.io/o/t@sha256:" + strings.Repeat("a", 64)}},
+			check: func(t *testing.T, v Values) {
+				if ref := v.ScriptPods.Worker.Image.Ref("x"); ref != "ghcr.io/o/t@sha256:"+strings.Repeat("a", 64) {
+					t.Errorf("image %s", ref)
+				}
+			}},
+		{name: "the worker image is not one reference", in: Input{Set: []string{"image=ghcr.io/o/w:1"}},
+			want: []Problem{{File: SetSource, Path: "image"}}},
+		{name: "a request above maxRequests", in: Input{Set: []string{"scriptPods.resources.requests.cpu=5000m"}},
+			want: []Problem{{File: SetSource, Path: "scriptPods.resources.requests.cpu"}}},
+		{name: "docker", in: Input{Set: []string{"worker.capabilities={docker}"}},
+			want: []Problem{{File: SetSource, Path: "worker.capabilities[0]"}}},
+		{name: "root", in: Input{Set: []string{"podSecurityContext.runAsUser=0"}},
+			want: []Problem{{File: SetSource, Path: "podSecurityContext.runAsUser"}}},
+		{name: "zero and negative quantities", in: Input{Set: []string{"resources.requests.cpu=0", "scriptPods.resources.requests.memory=-5Gi"}},
+			want: []Problem{{File: SetSource, Path: "resources.requests.cpu"}, {File: SetSource, Path: "scriptPods.resources.requests.memory"}}},
+		{name: "unparsable", in: Input{Set: []string{"worker.pools={a"}},
+			want: []Problem{{File: SetSource}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := tc.in
+			in.Files = []Source{base}
+			l, err := in.Check()
+			if tc.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, l.Values)
+				return
+			}
+			got := problemsOf(t, err)
+			for i := range got {
+				if got[i].Message == "" {
+					t.Errorf("problem %d has no message", i)
+				}
+				got[i].Message = ""
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("problems (-want +got):\n%s\n%v", diff, err)
+			}
+		})
+	}
+}
+
+// Loaded.User holds what the user supplied and nothing of the defaults: helm stores it as the release's
+// values, so a later chart's new defaults take effect.
+func TestUserValuesAreOnlyWhatWasSupplied(t *testing.T) {
+	t.Parallel()
+	l, err := Input{Files: []Source{{Name: "v.yaml", Data: []byte(minimal)}}, Set: []string{"worker.concurrency=3"}}.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"worker": map[string]any{
+		"serverUrl": "https://deploy.example.com", "pools": []any{"default"}, "registrationToken": "tok", "concurrency": int64(3)}}
+	if diff := cmp.Diff(want, l.User); diff != "" {
+		t.Fatalf("user values (-want +got):\n%s", diff)
+	}
+}
+
+func TestValuesFileLimits(t *testing.T) {
+	t.Parallel()
+	big := writeFile(t, "big.yaml", minimal+"# "+strings.Repeat("x", MaxValuesFileSize)+"\n")
+	if _, err := ReadFiles([]string{big}); err == nil || !strings.Contains(err.Error(), "256 KiB") || !strings.Contains(err.Error(), "at most") {
+		t.Errorf("a values file over the limit: %v, want its size and the limit", err)
+	}
+	_, err := Input{SetFile: []string{"worker.registrationToken=" + big}}.Load()
+	if ps := problemsOf(t, err); len(ps) != 1 || ps[0].File != SetFileSource || !strings.Contains(ps[0].Message, "at most") {
+		t.Errorf("--set-file over the limit: %v", err)
+	}
+}

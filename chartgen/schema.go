@@ -136,12 +136,13 @@ func typeSchema(t reflect.Type, tag reflect.StructTag, v reflect.Value, top bool
 	case reflect.Bool:
 		return map[string]any{"type": "boolean"}
 	case reflect.Map:
-		s := map[string]any{"type": "object", "additionalProperties": typeSchema(t.Elem(), mapValueTag(tag), reflect.Value{}, true)}
+		values := typeSchema(t.Elem(), mapValueTag(tag), reflect.Value{}, true)
 		if k := tag.Get("keys"); k != "" {
-			s["propertyNames"] = map[string]any{"pattern": formatPatterns[k], "maxLength": formatMaxLength[k]}
-			s["x-keys"] = k
+			// Not propertyNames: the validator helm uses reports those at a wrong path.
+			return map[string]any{"type": "object", "patternProperties": map[string]any{formatPatterns[k]: values},
+				"additionalProperties": false, "x-keys": k}
 		}
-		return s
+		return map[string]any{"type": "object", "additionalProperties": values}
 	case reflect.Slice:
 		s := map[string]any{"type": "array", "items": typeSchema(t.Elem(), itemTag(tag), reflect.Value{}, false)}
 		if n, err := strconv.Atoi(tag.Get("minItems")); err == nil {

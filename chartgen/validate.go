@@ -162,7 +162,7 @@ func checkMap(ps *problems, path string, m reflect.Value, tag reflect.StructTag)
 		key, val := k.String(), m.MapIndex(k).String()
 		if tag.Get("keys") == "label-key" {
 			if errs := validation.IsQualifiedName(key); len(errs) > 0 {
-				ps.add(path+"."+key, "the key %s: %s", formatMessages["label-key"], strings.Join(errs, "; "))
+				ps.add(path+"."+key, "%s (%s)", formatMessages["label-key"], strings.Join(errs, "; "))
 				continue
 			}
 		}
