@@ -396,6 +396,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 // whether to send the next one at once (a drain for a self-update began: the server hears of it before the
 // upgrade starts).
 func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
+	refused := refusedUpgrade(ctx, a.kube, a.cfg.Namespace, a.cfg.Release)
 	a.mu.Lock()
 	running := make([]string, 0, len(a.ops))
 	for id := range a.ops {
@@ -405,6 +406,9 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 	// Every health message the worker sends passes here, capped to the server's limit (it refuses the whole
 	// heartbeat otherwise, and with it the renewal of every lease).
 	health := a.health
+	if refused != "" {
+		health.Message = strings.TrimPrefix(health.Message+"; "+refused, "; ")
+	}
 	health.Message = capMessage(health.Message, maxHealthMessage)
 	req := api.HeartbeatRequest{
 		Version: a.cfg.Version, Capacity: a.cfg.Concurrency, Capabilities: a.cfg.Capabilities,

@@ -26,6 +26,7 @@ type Config struct {
 	LeaseWait         time.Duration // long-poll wait of one lease call (at most 30 s)
 	SweepInterval     time.Duration // how often orphaned Jobs and Secrets are looked for
 	IdentitySecret    string        // Secret holding the worker id and token across restarts
+	Release           string        // the worker's own Helm release ("" outside one): its values check is reported
 
 	WorkerImage      string // the worker's own image: the init container copies the runner out of it
 	WorkerPullPolicy corev1.PullPolicy

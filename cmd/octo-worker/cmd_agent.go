@@ -114,6 +114,7 @@ func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
 		release = cfg.WorkerName
 	}
 	cfg.IdentitySecret = release + "-identity"
+	cfg.Release = c.String("release")
 
 	cfg.WorkerImage = v.Image.Ref(version)
 	cfg.WorkerPullPolicy = corev1.PullPolicy(v.Image.PullPolicy)
