@@ -211,6 +211,7 @@ func TestScriptPermissions(t *testing.T) {
 		"ConfigMap /ow-octo-worker", "Deployment /ow-octo-worker", "Role /ow-octo-worker", "RoleBinding /ow-octo-worker",
 		"Secret /ow-octo-worker-registration", "ServiceAccount /ow-octo-worker", "ServiceAccount deploy/ow-octo-worker-scripts",
 		"Job /ow-octo-worker-values-check", // the pre-install/pre-upgrade hook
+		"Job /ow-octo-worker-deregister",   // the pre-delete hook
 	}
 	cases := []struct {
 		name      string

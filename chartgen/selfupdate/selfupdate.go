@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/octo-worker/octo-worker/chartgen"
+	"github.com/octo-worker/octo-worker/jobrunner"
 )
 
 // Labels and annotations on the self-update ConfigMap and Job.
@@ -342,15 +343,20 @@ func rollback(hc *action.Configuration, releaseName string, timeout time.Duratio
 	return target, nil
 }
 
-// notReady describes the release's worker pods that are not ready: the waiting or terminated state of their
-// containers, or why they are not scheduled. "" when it finds none.
+// notReady describes the release's worker pods, and its values-check hook pod, that are not ready: the waiting
+// or terminated state of their containers, or why they are not scheduled. "" when it finds none.
 func notReady(ctx context.Context, kube kubernetes.Interface, namespace, releaseName string) string {
-	pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: workerPodSelector(releaseName)})
-	if err != nil {
-		return "listing the worker pods: " + err.Error()
+	var items []corev1.Pod
+	// The new worker pods, and the values-check hook's pod (it runs the new image first: a pull failure shows there).
+	for _, sel := range []string{workerPodSelector(releaseName), "app.kubernetes.io/instance=" + releaseName + ",app.kubernetes.io/component=" + jobrunner.ValuesCheckComponent} {
+		pods, err := kube.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			return "listing the worker pods: " + err.Error()
+		}
+		items = append(items, pods.Items...)
 	}
 	var out []string
-	for _, p := range pods.Items {
+	for _, p := range items {
 		if podReady(&p) || p.DeletionTimestamp != nil {
 			continue
 		}
