@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/e2e')
 E2E_TIMEOUT ?= 60m
 
-.PHONY: all build kube test e2e bench lint generate demo cluster-up cluster-down clean
+.PHONY: all build kube clis test e2e bench lint generate demo cluster-up cluster-down clean
 
 all: build
 
@@ -20,18 +20,25 @@ build:
 kube:
 	@scripts/build-kube.sh >/dev/null
 
+## clis: build (or reuse from the cache) the upstream helm and kubectl that the e2e tests run, at go.mod's versions
+clis:
+	@scripts/build-clis.sh >/dev/null
+
 ## test: unit and integration tests that need no cluster, with the race detector
 test:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 ## e2e: end-to-end tests against the local control plane (builds what is missing first)
-e2e: build kube
-	OCTO_KUBE_BIN=$$(scripts/build-kube.sh) OCTO_BINARY=$(CURDIR)/$(BIN) \
+e2e: build kube clis
+	clis=$$(scripts/build-clis.sh) && \
+	OCTO_KUBE_BIN=$$(scripts/build-kube.sh) OCTO_BINARY=$(CURDIR)/$(BIN) OCTO_HELM=$$clis/helm OCTO_KUBECTL=$$clis/kubectl \
 	  $(GO) test -count=1 -p 1 -timeout $(E2E_TIMEOUT) ./e2e/...
 
 ## bench: Go benchmarks and scripted measurements; figures are ratios against a baseline of the same run
-bench: build kube
-	OCTO_KUBE_BIN=$$(scripts/build-kube.sh) OCTO_BINARY=$(CURDIR)/$(BIN) scripts/bench.sh
+bench: build kube clis
+	clis=$$(scripts/build-clis.sh) && \
+	OCTO_KUBE_BIN=$$(scripts/build-kube.sh) OCTO_BINARY=$(CURDIR)/$(BIN) OCTO_HELM=$$clis/helm OCTO_KUBECTL=$$clis/kubectl \
+	  scripts/bench.sh
 
 ## lint: go vet and gofmt (make test checks that the generated chart files are in sync)
 lint:

@@ -2,6 +2,9 @@ package chart
 
 import (
 	"context"
+	"errors"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +134,96 @@ func TestRBACScriptOptions(t *testing.T) {
 			{"ow-octo-worker-scripts", "create", "apps", "deployments", ns, "", false},
 		})
 	})
+}
+
+// The chart's RBAC as a user checks it, with the upstream kubectl: `kubectl auth can-i ... --as
+// system:serviceaccount:NS:SA`, the admin impersonating the service account (so the API server adds the
+// account's groups) and asking through a SelfSubjectAccessReview. Representative questions of the tests
+// above, allowed and denied, for the worker and the script pods; each must give the expected answer both
+// through kubectl and through a SubjectAccessReview.
+func TestKubectlAuthCanI(t *testing.T) {
+	t.Parallel()
+	const worker, scripts = "ow-octo-worker", "ow-octo-worker-scripts"
+	t.Run("namespace rules", func(t *testing.T) {
+		t.Parallel()
+		ns := kube.Namespace(t, restricted)
+		target, other := kube.Namespace(t, nil), kube.Namespace(t, nil)
+		install(t, ns, []string{"../../values/restricted-permissions.yaml"}, "scriptPods.serviceAccount.targetNamespaces={"+target+"}")
+		checkKubectlAccess(t, ns, []access{
+			{worker, "create", "batch", "jobs", ns, "", true},
+			{worker, "get", "", "pods/log", ns, "", true},
+			{worker, "escalate", "rbac.authorization.k8s.io", "roles", ns, "ow-octo-worker", true},
+			{worker, "escalate", "rbac.authorization.k8s.io", "roles", ns, "someone-else", false},
+			{worker, "create", "batch", "jobs", other, "", false},
+			{worker, "list", "", "pods", "", "", false},
+			{worker, "list", "", "nodes", "", "", false},
+			{scripts, "patch", "apps", "deployments", target, "", true},
+			{scripts, "get", "", "pods/log", target, "", true},
+			{scripts, "delete", "apps", "deployments", target, "", false},
+			{scripts, "get", "", "secrets", target, "", false},
+			{scripts, "get", "", "secrets", ns, "", false},
+			{scripts, "create", "batch", "jobs", ns, "", false},
+		})
+	})
+	t.Run("cluster role cluster-wide", func(t *testing.T) {
+		t.Parallel()
+		ns := kube.Namespace(t, restricted)
+		other := kube.Namespace(t, nil)
+		install(t, ns, []string{"../../values/defaults.yaml"}, "scriptPods.serviceAccount.clusterRole=view")
+		crb := ns + "-ow-octo-worker-scripts"
+		checkKubectlAccess(t, ns, []access{
+			{scripts, "list", "", "pods", "", "", true},
+			{scripts, "list", "apps", "deployments", other, "", true},
+			{scripts, "get", "", "secrets", other, "", false},
+			{worker, "get", "rbac.authorization.k8s.io", "clusterrolebindings", "", crb, true},
+			{worker, "update", "rbac.authorization.k8s.io", "clusterrolebindings", "", crb, false},
+		})
+	})
+}
+
+// checkKubectlAccess asks every question through `kubectl auth can-i` and through a SubjectAccessReview.
+func checkKubectlAccess(t *testing.T, saNS string, cases []access) {
+	t.Helper()
+	for _, c := range cases {
+		if got := canI(t, saNS, c); got != c.want {
+			t.Errorf("kubectl auth can-i: %s may %s %s.%s in %q (name %q): %v, want %v", c.sa, c.verb, c.resource, c.group, c.ns, c.name, got, c.want)
+		}
+		if got := can(t, saNS, c.sa, c.verb, c.group, c.resource, c.ns, c.name); got != c.want {
+			t.Errorf("SubjectAccessReview: %s may %s %s.%s in %q (name %q): %v, want %v", c.sa, c.verb, c.resource, c.group, c.ns, c.name, got, c.want)
+		}
+	}
+}
+
+// canI runs `kubectl auth can-i VERB RESOURCE[.GROUP][/NAME] [--subresource S] (-n NS | --all-namespaces)
+// --as system:serviceaccount:SANS:SA` against the cluster and returns its answer. An access with ns "" asks
+// across all namespaces (or, for a cluster-scoped resource, at cluster scope).
+func canI(t *testing.T, saNS string, a access) bool {
+	t.Helper()
+	res, sub, _ := strings.Cut(a.resource, "/")
+	if a.group != "" {
+		res += "." + a.group
+	}
+	if a.name != "" {
+		res += "/" + a.name
+	}
+	args := []string{"auth", "can-i", a.verb, res, "--as", "system:serviceaccount:" + saNS + ":" + a.sa}
+	if sub != "" {
+		args = append(args, "--subresource", sub)
+	}
+	if a.ns == "" {
+		args = append(args, "--all-namespaces")
+	} else {
+		args = append(args, "--namespace", a.ns)
+	}
+	out, errOut, err := kube.RunTool(t, "kubectl", args...)
+	answer := strings.TrimSpace(out)
+	var exit *exec.ExitError
+	switch {
+	case err == nil && answer == "yes":
+		return true
+	case errors.As(err, &exit) && exit.ExitCode() == 1 && strings.HasPrefix(answer, "no"):
+		return false
+	}
+	t.Fatalf("kubectl %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+	return false
 }

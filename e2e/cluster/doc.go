@@ -27,6 +27,9 @@
 //		kube.Client.CoreV1().Pods(ns).Create(...)
 //	}
 //
+// Tests run the upstream helm and kubectl (built by scripts/build-clis.sh, found through $OCTO_HELM and
+// $OCTO_KUBECTL) with Tool, RunTool and Cluster.RunTool.
+//
 // Run e2e packages one at a time (go test -p 1): each starts its own cluster. Start needs root (the nodes
 // create mount namespaces). Stop kills every process the cluster started; if the test binary dies instead,
 // the kernel kills them (Pdeathsig), but the cluster's temporary directory stays behind.
