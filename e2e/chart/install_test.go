@@ -26,6 +26,19 @@ func TestInstallApplyRunsAnOperation(t *testing.T) {
 		t.Errorf("install --apply printed:\n%s\nwant a line with %q", out, want)
 	}
 	installed := time.Since(start)
+	// helm stores only what the user supplied, so a later chart's new defaults take effect.
+	stored, errOut, err := kube.RunTool(t, "helm", "get", "values", releaseName, "-n", ns, "-o", "json")
+	if err != nil {
+		t.Fatalf("helm get values: %v\n%s", err, errOut)
+	}
+	for _, absent := range []string{"concurrency", "pendingTimeout", "seccompProfile", "maxRequests"} {
+		if strings.Contains(stored, absent) {
+			t.Errorf("helm get values shows the default %s, want only the user's values:\n%s", absent, stored)
+		}
+	}
+	if !strings.Contains(stored, `"pools":["`+pool+`"]`) {
+		t.Errorf("helm get values lacks the user's pools:\n%s", stored)
+	}
 
 	pod := runningWorkerPod(t, ns)
 	if img := pod.Spec.Containers[0].Image; img != imageRepo+":"+versionA {
