@@ -301,6 +301,9 @@ type LeaseLostError struct {
 }
 
 func (e *LeaseLostError) Error() string {
+	if e.Expired && e.State == api.StateLost {
+		return fmt.Sprintf("operation %s is lost (its lease expired, or its worker was removed) and will not run again", e.OperationID)
+	}
 	if e.Expired {
 		return fmt.Sprintf("the lease on operation %s expired; the operation is lost and will not run again", e.OperationID)
 	}
