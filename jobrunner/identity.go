@@ -107,3 +107,50 @@ func ForgetIdentity(ctx context.Context, kube kubernetes.Interface, ns, name str
 		}
 	}
 }
+
+// DeleteWorkerObjects deletes what worker workerID created in namespace ns for its operations, when it is
+// uninstalled: their Jobs (in the foreground: their pods go first, and the Secrets the Jobs own with them)
+// and operation Secrets left without a Job. Running scripts are stopped; call it after the worker was
+// deregistered, when the operations it held are lost already. It returns how many Jobs and Secrets it
+// deleted; objects already being deleted, or gone meanwhile, are not counted.
+//
+// Permissions: list and delete on jobs and secrets.
+func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, workerID string) (jobs, secrets int, err error) {
+	sel := metav1.ListOptions{LabelSelector: WorkerSelector(workerID).String()}
+	jl, err := kube.BatchV1().Jobs(ns).List(ctx, sel)
+	if err != nil {
+		return 0, 0, fmt.Errorf("listing the Jobs of worker %s in %s: %w (the account running this needs list and delete on jobs)", workerID, ns, err)
+	}
+	fg := metav1.DeletePropagationForeground
+	for _, j := range jl.Items {
+		if j.DeletionTimestamp != nil {
+			continue
+		}
+		err := kube.BatchV1().Jobs(ns).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return jobs, secrets, fmt.Errorf("deleting Job %s/%s of worker %s: %w", ns, j.Name, workerID, err)
+		default:
+			jobs++
+		}
+	}
+	sl, err := kube.CoreV1().Secrets(ns).List(ctx, sel)
+	if err != nil {
+		return jobs, 0, fmt.Errorf("listing the Secrets of worker %s in %s: %w (the account running this needs list and delete on secrets)", workerID, ns, err)
+	}
+	for _, s := range sl.Items {
+		if len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil {
+			continue // its Job's deletion takes it
+		}
+		err := kube.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return jobs, secrets, fmt.Errorf("deleting Secret %s/%s of worker %s: %w", ns, s.Name, workerID, err)
+		default:
+			secrets++
+		}
+	}
+	return jobs, secrets, nil
+}

@@ -16,19 +16,21 @@ import (
 )
 
 // agentDeregisterCommand is the chart's pre-delete hook: it deregisters the release's worker from the
-// dispatch server with the worker's own token, then deletes the identity Secret, so that `helm uninstall`
-// leaves neither a registered worker nor the Secret (which is the agent's, not the release's).
+// dispatch server with the worker's own token, deletes the Jobs (and Secrets) of its operations, then deletes
+// the identity Secret, so that `helm uninstall` leaves neither a registered worker nor what the agent created
+// (which is the agent's, not the release's, so helm would leave it).
 func agentDeregisterCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "deregister",
-		Usage:  "deregister the release's worker from the dispatch server and delete its identity Secret (the chart's pre-delete hook)",
+		Usage:  "deregister the release's worker from the dispatch server, delete its operations' Jobs and its identity Secret (the chart's pre-delete hook)",
 		Hidden: true,
 		Description: "Reads the worker's identity Secret, removes the worker from the dispatch server with its own token\n" +
-			"(POST /api/v1/worker/deregister: its token stops working, the operations it held become lost), then deletes\n" +
-			"the Secret. Safe to run again: no Secret is nothing to do, and a server that no longer knows the token\n" +
-			"(401) or the worker (404) means it was removed already. While the server is unreachable it retries for\n" +
-			"--timeout, then fails and keeps the Secret (or, with --allow-unreachable, deletes it anyway).\n" +
-			"Needs get and delete on the Secret.",
+			"(POST /api/v1/worker/deregister: its token stops working, the operations it held become lost), deletes the\n" +
+			"Jobs and Secrets of its operations (running scripts stop; --keep-jobs leaves them to finish and to their\n" +
+			"TTL), then deletes the identity Secret. Safe to run again: no Secret is nothing to do, and a server that no\n" +
+			"longer knows the token (401) or the worker (404) means it was removed already. While the server is\n" +
+			"unreachable it retries for --timeout, then fails and keeps the Secret (or, with --allow-unreachable, goes\n" +
+			"on without deregistering). Needs get, list and delete on secrets, and list and delete on jobs.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "namespace", EnvVars: []string{"OCTO_NAMESPACE"}, Usage: "namespace of the identity Secret (the release namespace)"},
 			&cli.StringFlag{Name: "release", EnvVars: []string{"OCTO_RELEASE_NAME"}, Usage: "the worker's Helm release: the identity Secret is <release>-identity"},
@@ -39,6 +41,8 @@ func agentDeregisterCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to keep trying while the dispatch server is unreachable or failing"},
 			&cli.BoolFlag{Name: "allow-unreachable", EnvVars: []string{"OCTO_DEREGISTER_ALLOW_UNREACHABLE"},
 				Usage: "when the server stays unreachable, delete the identity Secret anyway and succeed (the worker stays registered until `octo-worker workers remove ID`)"},
+			&cli.BoolFlag{Name: "keep-jobs", EnvVars: []string{"OCTO_DEREGISTER_KEEP_JOBS"},
+				Usage: "leave the Jobs of the worker's operations (their scripts run on unsupervised, their results unknown, until ttlSecondsAfterFinished deletes them)"},
 		},
 		Action: runDeregister,
 	}
@@ -79,7 +83,23 @@ func runDeregister(c *cli.Context) error {
 	entry := log.WithFields(logrus.Fields{"component": "deregister", "namespace": ns, "secret": name})
 	d := deregistration{client: dc, server: c.String("server"), timeout: c.Duration("timeout"),
 		allowUnreachable: c.Bool("allow-unreachable"), log: entry}
-	id, found, err := jobrunner.ForgetIdentity(c.Context, kube, ns, name, d.run)
+	forget := func(ctx context.Context, id jobrunner.Identity) error {
+		if err := d.run(ctx, id); err != nil {
+			return err
+		}
+		if c.Bool("keep-jobs") || id.WorkerID == "" {
+			return nil
+		}
+		// After the deregistration: the operations are lost already, so no result is cut short, and the
+		// agent, still running, can lease nothing more to start a Job for.
+		jobs, secrets, err := jobrunner.DeleteWorkerObjects(ctx, kube, ns, id.WorkerID)
+		if err != nil {
+			return err
+		}
+		entry.WithFields(logrus.Fields{"worker": id.WorkerID, "jobs": jobs, "secrets": secrets}).Info("deleted the Jobs and Secrets of the worker's operations")
+		return nil
+	}
+	id, found, err := jobrunner.ForgetIdentity(c.Context, kube, ns, name, forget)
 	if err != nil {
 		return err
 	}
