@@ -112,9 +112,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 }
 
 // Selector is the label selector of everything this worker creates.
-func (a *Agent) Selector() labels.Selector {
-	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelWorker: LabelValue(a.workerID)})
-}
+func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 
 // Ready reports whether the agent has synced its informer and re-adopted its Jobs.
 func (a *Agent) Ready() bool { return a.ready.Load() }

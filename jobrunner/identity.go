@@ -24,6 +24,14 @@ const (
 	identityTokenKey = "worker-token"
 )
 
+// IdentitySecretName names the Secret that keeps the identity of the worker of Helm release release. The
+// agent creates it (EnsureIdentity); the chart's pre-delete hook deletes it (ForgetIdentity).
+func IdentitySecretName(release string) string { return release + "-identity" }
+
+func identityOf(s *corev1.Secret) Identity {
+	return Identity{WorkerID: string(s.Data[identityIDKey]), Token: string(s.Data[identityTokenKey])}
+}
+
 // EnsureIdentity returns the identity kept in the Secret name of namespace ns, or registers (with register)
 // and keeps the new identity there, so a restarted worker stays the same worker and can re-adopt its Jobs.
 // created says whether it registered.
@@ -32,7 +40,7 @@ func EnsureIdentity(ctx context.Context, kube kubernetes.Interface, ns, name str
 	s, err := secrets.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case err == nil:
-		id := Identity{WorkerID: string(s.Data[identityIDKey]), Token: string(s.Data[identityTokenKey])}
+		id := identityOf(s)
 		if id.WorkerID == "" || id.Token == "" {
 			return Identity{}, false, fmt.Errorf("identity Secret %s/%s lacks %s or %s: delete it to register again", ns, name, identityIDKey, identityTokenKey)
 		}
@@ -57,4 +65,92 @@ func EnsureIdentity(ctx context.Context, kube kubernetes.Interface, ns, name str
 		return Identity{}, false, fmt.Errorf("keeping the new identity (worker %s) in Secret %s/%s: %w; the worker's Role must allow creating Secrets", id.WorkerID, ns, name, err)
 	}
 	return id, true, nil
+}
+
+// forgetAttempts bounds how often ForgetIdentity starts over when the Secret changed under it.
+const forgetAttempts = 3
+
+// ForgetIdentity ends the worker identity kept in the Secret name of namespace ns, when the worker is
+// uninstalled: it reads the identity, hands it to deregister (which removes the worker from the dispatch
+// server with the worker's own token), then deletes the Secret. found is false when there is no Secret:
+// nothing to do. The Secret may lack the worker id or token (deregister decides what that means).
+//
+// The Secret is deleted only after deregister succeeds: otherwise it is kept, so that a re-run can still
+// deregister with its token. It is deleted only if it is still the Secret that was read (same UID and
+// resource version): one re-created meanwhile (a worker that registered again) holds another identity, so
+// ForgetIdentity starts over with it, up to three times.
+//
+// Permissions: get and delete on the Secret.
+func ForgetIdentity(ctx context.Context, kube kubernetes.Interface, ns, name string, deregister func(context.Context, Identity) error) (id Identity, found bool, err error) {
+	secrets := kube.CoreV1().Secrets(ns)
+	for attempt := 1; ; attempt++ {
+		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return id, found, nil
+		}
+		if err != nil {
+			return id, found, fmt.Errorf("reading identity Secret %s/%s: %w (the account running this needs get and delete on it)", ns, name, err)
+		}
+		id, found = identityOf(s), true
+		if err := deregister(ctx, id); err != nil {
+			return id, found, fmt.Errorf("%w; the identity Secret %s/%s is kept, so that a re-run can still deregister with its token", err, ns, name)
+		}
+		uid, version := s.UID, s.ResourceVersion
+		err = secrets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &version}})
+		switch {
+		case err == nil, apierrors.IsNotFound(err):
+			return id, found, nil
+		case apierrors.IsConflict(err) && attempt < forgetAttempts:
+			continue // changed or re-created since it was read: forget what it holds now
+		default:
+			return id, found, fmt.Errorf("deleting identity Secret %s/%s (worker %s is deregistered): %w", ns, name, id.WorkerID, err)
+		}
+	}
+}
+
+// DeleteWorkerObjects deletes what worker workerID created in namespace ns for its operations, when it is
+// uninstalled: their Jobs (in the foreground: their pods go first, and the Secrets the Jobs own with them)
+// and operation Secrets left without a Job. Running scripts are stopped; call it after the worker was
+// deregistered, when the operations it held are lost already. It returns how many Jobs and Secrets it
+// deleted; objects already being deleted, or gone meanwhile, are not counted.
+//
+// Permissions: list and delete on jobs and secrets.
+func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, workerID string) (jobs, secrets int, err error) {
+	sel := metav1.ListOptions{LabelSelector: WorkerSelector(workerID).String()}
+	jl, err := kube.BatchV1().Jobs(ns).List(ctx, sel)
+	if err != nil {
+		return 0, 0, fmt.Errorf("listing the Jobs of worker %s in %s: %w (the account running this needs list and delete on jobs)", workerID, ns, err)
+	}
+	fg := metav1.DeletePropagationForeground
+	for _, j := range jl.Items {
+		if j.DeletionTimestamp != nil {
+			continue
+		}
+		err := kube.BatchV1().Jobs(ns).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return jobs, secrets, fmt.Errorf("deleting Job %s/%s of worker %s: %w", ns, j.Name, workerID, err)
+		default:
+			jobs++
+		}
+	}
+	sl, err := kube.CoreV1().Secrets(ns).List(ctx, sel)
+	if err != nil {
+		return jobs, 0, fmt.Errorf("listing the Secrets of worker %s in %s: %w (the account running this needs list and delete on secrets)", workerID, ns, err)
+	}
+	for _, s := range sl.Items {
+		if len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil {
+			continue // its Job's deletion takes it
+		}
+		err := kube.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return jobs, secrets, fmt.Errorf("deleting Secret %s/%s of worker %s: %w", ns, s.Name, workerID, err)
+		default:
+			secrets++
+		}
+	}
+	return jobs, secrets, nil
 }

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/jobrunner/runner"
@@ -60,6 +61,11 @@ func JobName(operationID string) string {
 		return "octo-" + s + "-" + hex.EncodeToString(sum[:4])
 	}
 	return "octo-" + hex.EncodeToString(sum[:4])
+}
+
+// WorkerSelector selects everything worker workerID creates for its operations: Jobs, their pods, Secrets.
+func WorkerSelector(workerID string) labels.Selector {
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue, LabelWorker: LabelValue(workerID)})
 }
 
 // LabelValue turns an id into a valid label value.

@@ -54,7 +54,8 @@ func agentCommand() *cli.Command {
 				Usage: "once ready, give back the binary's pages that only start-up used (Linux MADV_PAGEOUT; about 40 MiB of RSS)"},
 			&cli.DurationFlag{Name: "sweep-interval", Hidden: true, Usage: "how often orphaned Jobs and Secrets are looked for (tests)"},
 		},
-		Action: runAgent,
+		Action:      runAgent,
+		Subcommands: []*cli.Command{agentDeregisterCommand()},
 	}
 }
 
@@ -113,7 +114,7 @@ func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
 	if release == "" {
 		release = cfg.WorkerName
 	}
-	cfg.IdentitySecret = release + "-identity"
+	cfg.IdentitySecret = jobrunner.IdentitySecretName(release)
 	cfg.Release = c.String("release")
 
 	cfg.WorkerImage = v.Image.Ref(version)

@@ -352,7 +352,7 @@ func deploymentsCommand() *cli.Command {
 func workersCommand() *cli.Command {
 	return withClientFlags(&cli.Command{
 		Name:  "workers",
-		Usage: "list workers, drain them, set the version they should run",
+		Usage: "list workers, drain and remove them, set the version they should run",
 		Subcommands: []*cli.Command{
 			{Name: "list", Usage: "list registered workers", Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 				ws, err := cl.Workers(c.Context)
@@ -391,6 +391,17 @@ func workersCommand() *cli.Command {
 						}
 					})
 				})},
+			{Name: "remove", Usage: "remove a worker: its token stops working at once, the operations it holds become lost (never re-run)", ArgsUsage: "ID",
+				Description: "Use it for a worker whose cluster is gone, or one that could not deregister itself when its Helm release was\n" +
+					"uninstalled. The operations the worker held end as lost: their result is unknown, because its Jobs may still be\n" +
+					"running; a deployment with a lost step stops. Queued operations stay queued for the pool's other workers.",
+				Action: idAction("worker id", func(c *cli.Context, cl *client.Client, id string) error {
+					rm, err := cl.RemoveWorker(c.Context, id)
+					if err != nil {
+						return err
+					}
+					return output(c, rm, func(w io.Writer) { printRemoval(w, rm) })
+				})},
 			{Name: "upgrade", Usage: "set the worker version every worker should run, uploading its chart archive",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "version", Usage: "worker version", Required: true},
@@ -416,4 +427,26 @@ func workersCommand() *cli.Command {
 				})},
 		},
 	})
+}
+
+// printRemoval says what removing a worker did.
+func printRemoval(w io.Writer, rm api.WorkerRemoval) {
+	fmt.Fprintf(w, "removed worker %s (%s): its token no longer works\n", rm.Worker.Name, rm.Worker.ID)
+	if len(rm.Lost) == 0 {
+		fmt.Fprintln(w, "it held no operations")
+		return
+	}
+	fmt.Fprintf(w, "%s it held ended as lost (result unknown; its Jobs may still be running): %s\n",
+		plural(len(rm.Lost), "operation", "operations"), strings.Join(rm.Lost, ", "))
+	if len(rm.Cancelled) > 0 {
+		fmt.Fprintf(w, "%s after a lost one cancelled: %s\n", plural(len(rm.Cancelled), "deployment step", "deployment steps"),
+			strings.Join(rm.Cancelled, ", "))
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -19,6 +19,8 @@ func TestOneArgumentRequired(t *testing.T) {
 		{[]string{"token", "revoke"}, "give exactly one token id (see --help)"},
 		{[]string{"deployments", "cancel", "a", "b"}, "give exactly one deployment id (see --help)"},
 		{[]string{"workers", "drain"}, "give exactly one worker id (see --help)"},
+		{[]string{"workers", "remove"}, "give exactly one worker id (see --help)"},
+		{[]string{"workers", "remove", "a", "b"}, "give exactly one worker id (see --help)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

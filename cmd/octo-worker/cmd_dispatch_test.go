@@ -253,3 +253,59 @@ func TestExitCodeOf(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkersRemove: `workers remove ID` says which worker it removed and what became of the operations it
+// held; the worker leaves the list, and removing it again says it does not exist.
+func TestWorkersRemove(t *testing.T) {
+	// Not parallel: see TestOneArgumentRequired.
+	srv := dispatchtest.Start(t, dispatchtest.Options{})
+	ctx := t.Context()
+	if _, err := srv.Admin.CreatePool(ctx, "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	w, reg := dispatchtest.Register(t, srv.Admin, api.RegisterRequest{Name: "web-1", Pools: []string{"web"}, Version: "test", Capacity: 2})
+	_, idle := dispatchtest.Register(t, srv.Admin, api.RegisterRequest{Name: "idle", Pools: []string{"web"}, Version: "test", Capacity: 1})
+	op, err := srv.Admin.Submit(ctx, api.OperationSpec{Pool: "web", Script: "echo one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep, err := srv.Admin.Deploy(ctx, api.DeploymentSpec{Name: "release", Pool: "web", Steps: []api.OperationSpec{{Script: "a"}, {Script: "b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if l, err := w.Lease(ctx, 0); err != nil || l == nil {
+			t.Fatalf("Lease = %+v, %v", l, err)
+		}
+	}
+	conn := []string{"--server", srv.URL, "--token", dispatchtest.AdminToken}
+	run := func(args ...string) (string, error) {
+		out, _, err := cliRun(ctx, append(append([]string{"workers", "remove"}, conn...), args...)...)
+		return out, err
+	}
+
+	out, err := run(reg.WorkerID)
+	want := "removed worker web-1 (" + reg.WorkerID + "): its token no longer works\n" +
+		"2 operations it held ended as lost (result unknown; its Jobs may still be running): " + op.ID + ", " + dep.Operations[0].ID + "\n" +
+		"1 deployment step after a lost one cancelled: " + dep.Operations[1].ID + "\n"
+	if err != nil || out != want {
+		t.Errorf("workers remove printed %q, %v\nwant %q", out, err, want)
+	}
+	if got, err := srv.Admin.Operation(ctx, op.ID); err != nil || got.State != api.StateLost {
+		t.Errorf("the removed worker's operation: %+v, %v; want lost", got, err)
+	}
+	if list, _, err := cliRun(ctx, append([]string{"workers", "list"}, conn...)...); err != nil || strings.Contains(list, reg.WorkerID) || !strings.Contains(list, idle.WorkerID) {
+		t.Errorf("workers list after the removal:\n%s %v", list, err)
+	}
+	if _, err := run(reg.WorkerID); err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "workers list") {
+		t.Errorf("removing twice: %v, want a 404 that points at workers list", err)
+	}
+	out, err = run("-o", "json", idle.WorkerID)
+	var rm api.WorkerRemoval
+	if err != nil || json.Unmarshal([]byte(out), &rm) != nil || rm.Worker.ID != idle.WorkerID || rm.Lost == nil || len(rm.Lost) != 0 {
+		t.Errorf("workers remove -o json of a worker holding nothing: %q, %v", out, err)
+	}
+	if _, err := run("wkr bad"); err == nil || !strings.Contains(err.Error(), "not a worker id") {
+		t.Errorf("a malformed id: %v", err)
+	}
+}

@@ -188,6 +188,18 @@ type DrainRequest struct {
 	Drain bool `json:"drain"`
 }
 
+// WorkerRemoval is the reply to removing a worker, by an admin (DELETE /api/v1/workers/{id}) or by the worker
+// itself (POST /api/v1/worker/deregister). The worker's token stopped working with the removal; the
+// operations it held became lost (their result is unknown: its Jobs may still be running), never re-run.
+type WorkerRemoval struct {
+	// Worker is the worker as it was when it was removed.
+	Worker Worker `json:"worker"`
+	// Lost lists the operations the worker held (leased or running), now lost, oldest first.
+	Lost []string `json:"lost"`
+	// Cancelled lists the deployment steps that will not run because a step before them was lost.
+	Cancelled []string `json:"cancelled"`
+}
+
 // DesiredVersion is the worker version the server wants every worker to run, and the chart archive that
 // installs it. PUT /api/v1/version sets Version (the chart for it must have been uploaded first with
 // PUT /api/v1/charts/{version}); ChartURL and ChartSHA256 are filled in by the server.

@@ -6,8 +6,8 @@
 //   - a lease: a lost reply would otherwise strand an operation that the server leased to nobody who knows,
 //     so every Lease call carries a fresh request id and its retries reuse it; the server answers a retry
 //     with the lease it already granted for that id instead of leasing a second operation;
-//   - everything else (register, submit, deploy, create): only when the connection was refused, i.e. the
-//     request cannot have reached the server.
+//   - everything else (register, submit, deploy, create, removing a worker, deregistering): only when the
+//     connection was refused, i.e. the request cannot have reached the server.
 //
 // 4xx replies are never retried; they come back as *Error carrying the server's api.Error.
 package client
@@ -158,6 +158,12 @@ func asError(err error) (*Error, bool) {
 
 // IsNotFound reports a 404.
 func IsNotFound(err error) bool { e, ok := asError(err); return ok && e.Status == http.StatusNotFound }
+
+// IsUnauthorized reports a 401: the token is missing, unknown or no longer works (a removed worker's).
+func IsUnauthorized(err error) bool {
+	e, ok := asError(err)
+	return ok && e.Status == http.StatusUnauthorized
+}
 
 // IsLeaseLost reports that the worker's lease has ended: stop the operation and forget it.
 func IsLeaseLost(err error) bool {
@@ -417,6 +423,15 @@ func (c *Client) Result(ctx context.Context, opID string, req api.ResultRequest)
 	return out, err
 }
 
+// Deregister removes this worker from the server (on uninstall): its token stops working at once and the
+// operations it held become lost. Retried only when the connection was refused: a repeat that reached the
+// server after the first succeeded gets 401, because the token it carries no longer works (IsUnauthorized).
+func (c *Client) Deregister(ctx context.Context) (api.WorkerRemoval, error) {
+	var out api.WorkerRemoval
+	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/worker/deregister", nil, &out)
+	return out, err
+}
+
 // DownloadChart fetches a chart archive (chartURL as the heartbeat reply gives it, relative to the server)
 // and verifies its SHA-256 against wantSHA256 (hex) when given.
 func (c *Client) DownloadChart(ctx context.Context, chartURL, wantSHA256 string) ([]byte, error) {
@@ -577,6 +592,15 @@ func (c *Client) Workers(ctx context.Context) ([]api.Worker, error) {
 func (c *Client) DrainWorker(ctx context.Context, id string, drain bool) (api.Worker, error) {
 	var out api.Worker
 	_, err := c.call(ctx, retrySafe, "POST", "/api/v1/workers/"+url.PathEscape(id)+"/drain", api.DrainRequest{Drain: drain}, &out)
+	return out, err
+}
+
+// RemoveWorker removes a worker: its token stops working at once, the operations it held become lost, and it
+// leaves the list. Retried only when the connection was refused: a repeat after a removal that succeeded
+// would get 404.
+func (c *Client) RemoveWorker(ctx context.Context, id string) (api.WorkerRemoval, error) {
+	var out api.WorkerRemoval
+	_, err := c.call(ctx, retryIfNotSent, "DELETE", "/api/v1/workers/"+url.PathEscape(id), nil, &out)
 	return out, err
 }
 

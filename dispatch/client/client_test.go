@@ -134,6 +134,9 @@ func TestRetryPolicy(t *testing.T) {
 		{"list", func() error { _, err := c.Operations(ctx, client.ListOptions{}); return err }, "GET /api/v1/operations", true},
 		{"submit", func() error { _, err := c.Submit(ctx, api.OperationSpec{}); return err }, "POST /api/v1/operations", false},
 		{"register", func() error { _, err := c.Register(ctx, api.RegisterRequest{}); return err }, "POST /api/v1/worker/register", false},
+		// A repeat after a removal that went through would be refused (404, 401): the caller decides.
+		{"remove worker", func() error { _, err := c.RemoveWorker(ctx, "wkr-1"); return err }, "DELETE /api/v1/workers/wkr-1", false},
+		{"deregister", func() error { _, err := c.Deregister(ctx); return err }, "POST /api/v1/worker/deregister", false},
 	}
 	for _, tt := range tests {
 		err := tt.call()

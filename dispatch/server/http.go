@@ -337,7 +337,7 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (caller, error) {
 		}
 		w, err := s.workerByHash(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {
-			return caller{}, errf(http.StatusUnauthorized, "", "", "invalid worker token: register again with a registration token")
+			return caller{}, errf(http.StatusUnauthorized, "", "", "invalid worker token: it is unknown, or its worker was removed; register again with a registration token")
 		}
 		if err != nil {
 			return caller{}, err

@@ -69,6 +69,8 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	b.pool("p")
 	wToken, _ := b.register("w", []string{"p"}, "kubernetes-job")
 	w := b.client(wToken)
+	goneToken, _ := b.register("deregisters-itself", []string{"p"})
+	_, removedID := b.register("removed-by-admin", []string{"p"})
 	op := b.submit(api.OperationSpec{Pool: "p", Variables: []api.Variable{{Name: "S", Value: "v", Sensitive: true}},
 		Requests: &api.Resources{CPU: "100m"}})
 	b.submit(api.OperationSpec{Pool: "p"})
@@ -111,6 +113,11 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		{"POST", "/api/v1/worker/operations/" + op.ID + "/result", "/api/v1/worker/operations/{id}/result", wToken, `{"lease_id":"` + l.LeaseID + `","state":"succeeded","exit_code":0,"last_seq":3}`}, // 409
 		{"POST", "/api/v1/worker/operations/" + op.ID + "/result", "/api/v1/worker/operations/{id}/result", wToken, `{"lease_id":"` + l.LeaseID + `","state":"failed","exit_code":2,"last_seq":1}`},
 		{"POST", "/api/v1/worker/operations/" + op.ID + "/result", "/api/v1/worker/operations/{id}/result", wToken, `{"lease_id":"` + l.LeaseID + `","state":"succeeded","exit_code":0}`}, // 410
+		{"DELETE", "/api/v1/workers/" + removedID, "/api/v1/workers/{id}", adminToken, ""},
+		{"DELETE", "/api/v1/workers/" + removedID, "/api/v1/workers/{id}", adminToken, ""}, // 404
+		{"DELETE", "/api/v1/workers/bad%20id", "/api/v1/workers/{id}", adminToken, ""},     // 400
+		{"POST", "/api/v1/worker/deregister", "/api/v1/worker/deregister", goneToken, ""},
+		{"POST", "/api/v1/worker/deregister", "/api/v1/worker/deregister", goneToken, ""}, // 401
 		{"GET", "/healthz", "/healthz", "", ""},
 	}
 	for _, tc := range cases {

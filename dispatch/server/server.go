@@ -84,11 +84,16 @@ type Server struct {
 
 	authMu sync.Mutex
 	authed map[string]authedWorker // worker token hash -> the worker, read at most authCacheTTL ago
+
+	pollMu sync.Mutex
+	polls  map[string]map[*poll]struct{} // worker id -> its lease long-polls in flight
 }
 
 // authCacheTTL bounds how stale a worker's record may be when it authenticates (every worker call does):
-// pools and capabilities change only by heartbeat (which refreshes the entry), drain by an admin (which
-// clears the cache), so this only matters across server replicas.
+// pools and capabilities change only by heartbeat (which refreshes the entry), drain and removal by an admin
+// or the worker itself (which clear the entry), so this only matters across server replicas: a worker removed
+// through another replica keeps authenticating here for up to this long (and can lease nothing: the store
+// leases only to existing workers).
 const authCacheTTL = 2 * time.Second
 
 type authedWorker struct {
@@ -102,7 +107,8 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
-		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{}}
+		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
+		polls: map[string]map[*poll]struct{}{}}
 	s.routes = s.routeTable()
 	return s, nil
 }

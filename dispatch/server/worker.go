@@ -63,8 +63,9 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	if err := body(r, &req, validate.Lease); err != nil {
 		return err
 	}
-	ctx := r.Context()
 	wk := c.worker
+	ctx, endPoll := s.trackPoll(r.Context(), wk.ID)
+	defer endPoll()
 	deadline := time.NewTimer(time.Duration(req.WaitSeconds) * time.Second)
 	defer deadline.Stop()
 	if wk.DrainRequested {
@@ -72,6 +73,9 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		select {
 		case <-deadline.C:
 		case <-ctx.Done():
+		}
+		if removedWhileWaiting(ctx) {
+			return errRemovedWhileWaiting
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -83,6 +87,10 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		waiter = s.queue.Wait(wk.Pools, wk.Capabilities, handoff{workerID: wk.ID, requestID: req.RequestID, leaseID: params.LeaseID}, ctx.Done())
 	}
 	l, err := s.waitForLease(ctx, waiter, params, deadline.C)
+	if removedWhileWaiting(ctx) {
+		// A lease granted before the removal was ended by it (the operation is lost): not handed out.
+		return errRemovedWhileWaiting
+	}
 	if err != nil {
 		return err
 	}
@@ -93,6 +101,65 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	// Remember the masker (empty or not): every log append and result of the operation needs it.
 	s.rememberMasker(l.Operation.ID, mask.New(sensitive(l.Operation.Variables)))
 	writeJSON(w, http.StatusOK, l)
+	return nil
+}
+
+// errWorkerRemoved is the cause that ends the lease long-polls of a worker being removed.
+var errWorkerRemoved = errors.New("worker removed")
+
+// errRemovedWhileWaiting answers a long-poll whose worker was removed while it waited.
+var errRemovedWhileWaiting = errf(http.StatusUnauthorized, "", "",
+	"this worker was removed while it waited for an operation: its token no longer works; register again with a registration token to take operations")
+
+func removedWhileWaiting(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errWorkerRemoved)
+}
+
+// poll is one lease long-poll in flight.
+type poll struct{ cancel context.CancelCauseFunc }
+
+// trackPoll registers a lease long-poll of worker id, so that removing the worker ends it at once rather than
+// leaving it waiting (and taking wake-ups meant for other workers) until its deadline. The returned context
+// ends with the request, or with cause errWorkerRemoved; call done when the poll ends.
+func (s *Server) trackPoll(ctx context.Context, workerID string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	p := &poll{cancel: cancel}
+	s.pollMu.Lock()
+	if s.polls[workerID] == nil {
+		s.polls[workerID] = map[*poll]struct{}{}
+	}
+	s.polls[workerID][p] = struct{}{}
+	s.pollMu.Unlock()
+	return ctx, func() {
+		s.pollMu.Lock()
+		delete(s.polls[workerID], p)
+		if len(s.polls[workerID]) == 0 {
+			delete(s.polls, workerID)
+		}
+		s.pollMu.Unlock()
+		cancel(nil)
+	}
+}
+
+// endPolls ends the lease long-polls in flight of a removed worker.
+func (s *Server) endPolls(workerID string) {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	for p := range s.polls[workerID] {
+		p.cancel(errWorkerRemoved)
+	}
+}
+
+// deregister is a worker removing itself (POST /api/v1/worker/deregister), when it is uninstalled.
+func (s *Server) deregister(w http.ResponseWriter, r *http.Request, c caller) error {
+	out, err := s.remove(r.Context(), c.worker.ID, "itself")
+	if errors.Is(err, store.ErrNotFound) { // removed by an admin since this request authenticated
+		return errf(http.StatusUnauthorized, "", "", "invalid worker token: worker %s was removed already", c.worker.ID)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -168,6 +235,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c caller) err
 	now := time.Now().UTC()
 	reply, err := s.st.Heartbeat(r.Context(), store.Heartbeat{WorkerID: c.worker.ID, HeartbeatRequest: req, Now: now,
 		LeaseExpiresAt: now.Add(s.cfg.LeaseTTL)})
+	if errors.Is(err, store.ErrNotFound) { // removed since this request authenticated
+		return errf(http.StatusUnauthorized, "", "", "invalid worker token: worker %s was removed; register again with a registration token", c.worker.ID)
+	}
 	if err != nil {
 		return err
 	}

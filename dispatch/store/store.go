@@ -18,6 +18,17 @@
 //     steps after it.
 //   - Sensitive variable values are kept apart from the operation's spec, returned in clear only in a Lease,
 //     and erased when the operation ends.
+//   - Removing a worker deletes its row; there is no tombstone. Its token stops authenticating with the commit
+//     and it leaves every list, and a second removal is ErrNotFound. A tombstone would have to be filtered by
+//     every query that authenticates, lists or leases, and one forgotten filter is a removed worker's token
+//     that still works. The history stays with the operations: they keep the worker's id, and the message of
+//     those it held names it.
+//   - Removing a worker ends its leases in the same transaction: the operations it held (leased or running)
+//     become lost, like on lease expiry and for the same reason: its Jobs may still be running the script, so
+//     running it again elsewhere could run it twice. Its queued operations are untouched (they belong to a
+//     pool, not to a worker), and a deployment whose step is lost stops as on expiry.
+//   - Claim and CreateLeasedOperation lease only to a worker that exists when they commit, so a removed
+//     worker's long-poll still in flight is handed nothing.
 //
 // Times are passed in by the caller (now), so drivers hold no clock and tests control expiry.
 package store
@@ -115,6 +126,20 @@ type Workers interface {
 	Heartbeat(ctx context.Context, h Heartbeat) (HeartbeatReply, error)
 	// SetDrain records an admin's drain request for a worker.
 	SetDrain(ctx context.Context, workerID string, drain bool) (Worker, error)
+	// RemoveWorker deletes a worker (its token stops authenticating) and, in the same transaction, makes the
+	// operations it holds lost (see the rules above). ErrNotFound when no worker has the id, which includes a
+	// worker removed before.
+	RemoveWorker(ctx context.Context, id string, now time.Time) (RemovedWorker, error)
+}
+
+// RemovedWorker is what removing a worker did.
+type RemovedWorker struct {
+	// Worker is the worker as it was stored.
+	Worker Worker
+	// Lost lists the operations it held (leased or running), now lost, oldest first.
+	Lost []string
+	// Changes has Lost and the deployment steps cancelled after a lost step in Ended.
+	Changes Changes
 }
 
 // NewOperation is an operation to enqueue. Spec carries sensitive values in clear; the store keeps them
@@ -192,12 +217,13 @@ type Queue interface {
 	CreateOperation(ctx context.Context, op NewOperation) (api.Operation, error)
 	// CreateLeasedOperation enqueues an operation already leased to a worker waiting for one (a direct
 	// hand-off: one transaction instead of an enqueue and a claim). p.Pools and p.Capabilities are not
-	// checked: the caller matched them.
+	// checked: the caller matched them. It returns nil, and stores nothing, when the worker no longer exists
+	// (it was removed while it waited): the caller enqueues the operation instead.
 	CreateLeasedOperation(ctx context.Context, op NewOperation, p ClaimParams) (*api.Lease, error)
 	// CreateDeployment enqueues a deployment; only its first step is claimable.
 	CreateDeployment(ctx context.Context, d NewDeployment) (api.Deployment, error)
 	// Claim leases the oldest claimable operation of the worker's pools whose required capabilities the
-	// worker has, or returns nil when there is none.
+	// worker has, or returns nil when there is none (or the worker no longer exists).
 	Claim(ctx context.Context, p ClaimParams) (*api.Lease, error)
 	// Leases returns the live leases a worker holds, oldest first.
 	Leases(ctx context.Context, workerID string, now time.Time) ([]api.Lease, error)
@@ -275,6 +301,9 @@ type LeaseLostError struct {
 }
 
 func (e *LeaseLostError) Error() string {
+	if e.Expired && e.State == api.StateLost {
+		return fmt.Sprintf("operation %s is lost (its lease expired, or its worker was removed) and will not run again", e.OperationID)
+	}
 	if e.Expired {
 		return fmt.Sprintf("the lease on operation %s expired; the operation is lost and will not run again", e.OperationID)
 	}

@@ -78,7 +78,18 @@ var (
 	capability = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 	envName    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	version    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
+	objectID   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 )
+
+// WorkerID checks a worker id given in a request path. The server makes ids as a prefix and hex digits
+// (wkr-0123456789abcdef); anything else cannot name a worker and is refused before it reaches the store or
+// the log.
+func WorkerID(field, id string) error {
+	if !objectID.MatchString(id) {
+		return fail(field, "not a worker id: a worker id is at most 128 letters, digits, '.', '_' and '-', such as wkr-0123456789abcdef; `octo-worker workers list` shows them")
+	}
+	return nil
+}
 
 // PoolName checks a pool name: a DNS label, because it ends up in Kubernetes labels.
 func PoolName(field, name string) error {

@@ -233,7 +233,7 @@ func TestHelmCLIInstallUpgradeRollbackUninstall(t *testing.T) {
 	}
 
 	// Uninstall: nothing of the release stays, and the worker's token stops working.
-	identity, err := kube.Client.CoreV1().Secrets(ns).Get(context.Background(), releaseName+"-identity", metav1.GetOptions{})
+	identity, err := kube.Client.CoreV1().Secrets(ns).Get(context.Background(), jobrunner.IdentitySecretName(releaseName), metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("the worker's identity Secret: %v", err)
 	}

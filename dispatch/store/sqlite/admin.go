@@ -1,11 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -246,6 +248,59 @@ func (s *Store) SetDrain(ctx context.Context, workerID string, drain bool) (stor
 		return w, fmt.Errorf("setting drain of worker %s: %w", workerID, err)
 	}
 	return w, nil
+}
+
+// RemoveWorker deletes a worker and, in the same transaction, makes the operations it holds lost.
+func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (store.RemovedWorker, error) {
+	var out store.RemovedWorker
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		w, err := scanWorker(s.txRow(ctx, tx, `DELETE FROM workers WHERE id = ? RETURNING `+workerCols, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("worker %s: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("deleting the worker: %w", err)
+		}
+		out.Worker = w
+		msg := fmt.Sprintf("lost: worker %s (%s) was removed while it held this operation; its result is unknown and it is not run again",
+			w.Name, w.ID)
+		rows, err := s.txQuery(ctx, tx, `UPDATE operations SET state = 'lost',
+			message = ? || CASE WHEN cancel_requested = 1 THEN ' (a cancel had been requested)' ELSE '' END,
+			finished_at = ?, secrets = NULL
+			WHERE worker_id = ? AND state IN ('leased', 'running') RETURNING `+opCols, msg, nanos(now), id)
+		if err != nil {
+			return fmt.Errorf("ending the worker's leases: %w", err)
+		}
+		var lost []opRow
+		for rows.Next() {
+			o, err := scanOp(rows, false)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("ending the worker's leases: %w", err)
+			}
+			lost = append(lost, o)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("ending the worker's leases: %w", err)
+		}
+		// RETURNING gives no order; the caller reports them oldest first.
+		slices.SortFunc(lost, func(a, b opRow) int { return cmp.Compare(a.seq, b.seq) })
+		for _, o := range lost {
+			out.Lost = append(out.Lost, o.ID)
+			out.Changes.Ended = append(out.Changes.Ended, o.ID)
+			if o.DeploymentID != "" {
+				if err := s.advance(ctx, tx, o, now, &out.Changes); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("removing worker %s: %w", id, err)
+	}
+	return out, nil
 }
 
 // Heartbeat records a heartbeat, renews the listed leases the worker still holds and says what to cancel.

@@ -22,6 +22,11 @@ func benchStore(b *testing.B) *Store {
 	if err := s.CreatePool(b.Context(), api.Pool{Name: "p", CreatedAt: time.Now()}); err != nil {
 		b.Fatal(err)
 	}
+	// Leases go to existing workers only: "w", and "w0".."w15" for the hand-offs.
+	ensureWorker(b, s, "w")
+	for i := range 16 {
+		ensureWorker(b, s, fmt.Sprintf("w%d", i))
+	}
 	return s
 }
 

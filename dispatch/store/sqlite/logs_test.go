@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -26,11 +27,22 @@ func leasedOp(t *testing.T, s *Store, id string) store.LeaseRef {
 		t.Fatal(err)
 	}
 	now := time.Now()
+	ensureWorker(t, s, "w")
 	l, err := s.Claim(ctx, store.ClaimParams{WorkerID: "w", Pools: []string{"p-" + id}, LeaseID: "l-" + id, Now: now, ExpiresAt: now.Add(time.Hour)})
 	if err != nil || l == nil || l.Operation.ID != id {
 		t.Fatalf("claiming %s: %+v, %v", id, l, err)
 	}
 	return store.LeaseRef{OperationID: id, LeaseID: l.LeaseID, WorkerID: "w", Now: now}
+}
+
+// ensureWorker registers worker id in s unless it exists: only an existing worker can lease.
+func ensureWorker(tb testing.TB, s *Store, id string) {
+	tb.Helper()
+	err := s.CreateWorker(tb.Context(), store.Worker{Worker: api.Worker{ID: id, Name: id, Pools: []string{}, Version: "1", Capacity: 1,
+		RegisteredAt: time.Now(), LastHeartbeat: time.Now()}, TokenHash: []byte("hash-" + id), TokenID: "t"})
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		tb.Fatalf("registering worker %s: %v", id, err)
+	}
 }
 
 func textOf(seq int64) string { return fmt.Sprintf("line %d: \"quoted\" \\ tab\t né \x00 end", seq) }

@@ -189,16 +189,28 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 	return out, nil
 }
 
-// CreateLeasedOperation enqueues an operation already leased to a waiting worker.
+// CreateLeasedOperation enqueues an operation already leased to a waiting worker; nil when the worker no
+// longer exists.
 func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation, p store.ClaimParams) (*api.Lease, error) {
 	var out api.Operation
+	gone := false
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var n int
+		if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM workers WHERE id = ?`, p.WorkerID).Scan(&n); err != nil {
+			return fmt.Errorf("checking worker %s: %w", p.WorkerID, err)
+		}
+		if gone = n == 0; gone {
+			return nil
+		}
 		var err error
 		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", &p)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)
+	}
+	if gone {
+		return nil, nil
 	}
 	out.Variables = op.Spec.Variables // the worker gets the values in clear
 	return &api.Lease{LeaseID: p.LeaseID, ExpiresAt: p.ExpiresAt.UTC(), Operation: out}, nil
@@ -251,10 +263,11 @@ const claimPick = `SELECT MIN(first) FROM (
 			ORDER BY o.seq LIMIT 1) AS first
 		FROM json_each(@pools) p)`
 
-// claimSQL picks and leases in one statement.
+// claimSQL picks and leases in one statement, to a worker that exists (a removed worker's long-poll still in
+// flight gets nothing).
 const claimSQL = `UPDATE operations SET state = 'leased', worker_id = @worker, lease_id = @lease,
 	lease_request_id = @request, lease_expires_at = @expires, leased_at = @now
-	WHERE seq = (` + claimPick + `)
+	WHERE seq = (` + claimPick + `) AND EXISTS (SELECT 1 FROM workers WHERE id = @worker)
 	RETURNING ` + opCols + `, body, secrets`
 
 // claimableSQL answers, on a reader, whether a claim would find anything: an operation to pick, or a live

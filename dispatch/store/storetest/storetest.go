@@ -31,6 +31,9 @@ func Run(t *testing.T, open Open) {
 		{"Pools", testPools},
 		{"Tokens", testTokens},
 		{"Workers", testWorkers},
+		{"RemoveWorker", testRemoveWorker},
+		{"RemoveWorkerStopsItsDeployment", testRemoveWorkerDeployment},
+		{"RemovedWorkerLeasesNothing", testRemovedWorkerLeasesNothing},
 		{"ClaimOrderAndPools", testClaimOrderAndPools},
 		{"ClaimCapabilities", testClaimCapabilities},
 		{"ClaimRequestIDReplay", testClaimRequestID},
@@ -67,11 +70,13 @@ type bundle struct {
 	ctx context.Context
 	now time.Time
 	n   int
+	// registered holds the workers registerWorker created: a claim needs its worker to exist.
+	registered map[string]bool
 }
 
 func setup(t *testing.T, open Open) *bundle {
 	t.Helper()
-	b := &bundle{s: open(t), ctx: t.Context(), now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	b := &bundle{s: open(t), ctx: t.Context(), now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), registered: map[string]bool{}}
 	b.pool(t, "p")
 	return b
 }
@@ -103,8 +108,10 @@ func (b *bundle) enqueue(t *testing.T, spec api.OperationSpec) api.Operation {
 	return op
 }
 
+// claim claims for worker, registering it first if this bundle has not.
 func (b *bundle) claim(t *testing.T, worker string, pools []string, caps ...string) *api.Lease {
 	t.Helper()
+	b.registerWorker(t, worker)
 	l, err := b.s.Claim(b.ctx, store.ClaimParams{WorkerID: worker, Pools: pools, Capabilities: caps,
 		LeaseID: b.id("lease"), Now: b.now, ExpiresAt: b.now.Add(time.Minute)})
 	if err != nil {
@@ -305,6 +312,8 @@ func testClaimCapabilities(t *testing.T, b *bundle) {
 }
 
 func testClaimRequestID(t *testing.T, b *bundle) {
+	b.registerWorker(t, "w")
+	b.registerWorker(t, "w2")
 	a := b.enqueue(t, api.OperationSpec{})
 	b.enqueue(t, api.OperationSpec{})
 	p := store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: "req-1", LeaseID: "lease-a",
@@ -338,6 +347,9 @@ func testClaimConcurrent(t *testing.T, b *bundle) {
 	const ops, workers = 200, 8
 	for range ops {
 		b.enqueue(t, api.OperationSpec{})
+	}
+	for w := range workers {
+		b.registerWorker(t, fmt.Sprintf("w%d", w))
 	}
 	var mu sync.Mutex
 	seen := map[string]string{}
@@ -376,6 +388,7 @@ func testClaimConcurrent(t *testing.T, b *bundle) {
 }
 
 func testCreateLeased(t *testing.T, b *bundle) {
+	b.registerWorker(t, "w")
 	older := b.enqueue(t, api.OperationSpec{Name: "older", Pool: "p"})
 	vars := []api.Variable{{Name: "S", Value: "clear", Sensitive: true}}
 	p := store.ClaimParams{WorkerID: "w", RequestID: "req-9", LeaseID: "lease-h", Now: b.now, ExpiresAt: b.now.Add(time.Minute)}
@@ -648,8 +661,13 @@ func testCancel(t *testing.T, b *bundle) {
 	}
 }
 
+// registerWorker creates worker id (named id, in pool p, token hash "hash-"+id) unless this bundle did before.
 func (b *bundle) registerWorker(t *testing.T, id string) {
 	t.Helper()
+	if b.registered[id] {
+		return
+	}
+	b.registered[id] = true
 	if err := b.s.CreateWorker(b.ctx, store.Worker{Worker: api.Worker{ID: id, Name: id, Pools: []string{"p"}, Version: "1",
 		Capacity: 1, Healthy: true, RegisteredAt: b.now, LastHeartbeat: b.now}, TokenHash: []byte("hash-" + id), TokenID: "t"}); err != nil {
 		t.Fatalf("CreateWorker(%s): %v", id, err)
@@ -955,4 +973,161 @@ func testSettingsAndCharts(t *testing.T, b *bundle) {
 	}
 	_, _, err = b.s.Chart(b.ctx, "9.9.9")
 	wantErr(t, err, store.ErrNotFound)
+}
+
+// ---- removing workers ----
+
+func testRemoveWorker(t *testing.T, b *bundle) {
+	b.registerWorker(t, "w")
+	b.registerWorker(t, "other")
+	leased := b.enqueue(t, api.OperationSpec{Name: "leased", Variables: []api.Variable{{Name: "S", Value: "v", Sensitive: true}}})
+	running := b.enqueue(t, api.OperationSpec{Name: "running"})
+	done := b.enqueue(t, api.OperationSpec{Name: "done"})
+	theirs := b.enqueue(t, api.OperationSpec{Name: "theirs"})
+	lLeased, lRunning, lDone := b.mustClaim(t, "w"), b.mustClaim(t, "w"), b.mustClaim(t, "w")
+	lTheirs := b.mustClaim(t, "other")
+	if lLeased.Operation.ID != leased.ID || lRunning.Operation.ID != running.ID || lDone.Operation.ID != done.ID || lTheirs.Operation.ID != theirs.ID {
+		t.Fatal("claims out of order")
+	}
+	if _, err := b.s.SetRunning(b.ctx, ref(lRunning, "w", b.now), "job created"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.s.Cancel(b.ctx, running.ID, b.now); err != nil {
+		t.Fatal(err)
+	}
+	b.finish(t, lDone, "w", api.StateSucceeded, 0)
+	queued := b.enqueue(t, api.OperationSpec{Name: "queued"})
+
+	at := b.now.Add(time.Second)
+	got, err := b.s.RemoveWorker(b.ctx, "w", at)
+	if err != nil {
+		t.Fatalf("RemoveWorker: %v", err)
+	}
+	if got.Worker.ID != "w" || got.Worker.Name != "w" || !bytes.Equal(got.Worker.TokenHash, []byte("hash-w")) {
+		t.Errorf("RemoveWorker returned worker %+v, want w as stored", got.Worker)
+	}
+	if diff := cmp.Diff([]string{leased.ID, running.ID}, got.Lost); diff != "" {
+		t.Errorf("Lost (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{leased.ID, running.ID}, got.Changes.Ended); diff != "" || len(got.Changes.Ready) != 0 {
+		t.Errorf("Changes = %+v, want the two lost operations ended and nothing ready (%s)", got.Changes, diff)
+	}
+
+	// The token no longer authenticates, and the worker is in no list.
+	_, err = b.s.WorkerByTokenHash(b.ctx, []byte("hash-w"))
+	wantErr(t, err, store.ErrNotFound)
+	all, err := b.s.ListWorkers(b.ctx)
+	if err != nil || len(all) != 1 || all[0].ID != "other" {
+		t.Errorf("ListWorkers after removing w = %+v, %v; want only other", all, err)
+	}
+	if inP, err := b.s.PoolWorkers(b.ctx, "p"); err != nil || len(inP) != 1 || inP[0].ID != "other" {
+		t.Errorf("PoolWorkers(p) after removing w = %+v, %v; want only other", inP, err)
+	}
+
+	// Its operations ended as lost, saying whose and why; the rest are untouched.
+	for _, tc := range []struct {
+		id, suffix string
+	}{{leased.ID, "not run again"}, {running.ID, "not run again (a cancel had been requested)"}} {
+		op := b.get(t, tc.id)
+		want := "lost: worker w (w) was removed while it held this operation; its result is unknown and it is " + tc.suffix
+		if op.State != api.StateLost || op.Message != want || op.FinishedAt == nil || !op.FinishedAt.Equal(at) || op.WorkerID != "w" {
+			t.Errorf("operation %s after its worker was removed = %s %q finished %v worker %q; want lost %q at %s, worker w",
+				tc.id, op.State, op.Message, op.FinishedAt, op.WorkerID, want, at)
+		}
+	}
+	if v, err := b.s.SensitiveValues(b.ctx, leased.ID); err != nil || len(v) != 0 {
+		t.Errorf("sensitive values of a lost operation = %q, %v; want erased", v, err)
+	}
+	if st := b.get(t, done.ID).State; st != api.StateSucceeded {
+		t.Errorf("a finished operation of the removed worker became %s", st)
+	}
+	if op := b.get(t, theirs.ID); op.State != api.StateLeased || op.WorkerID != "other" {
+		t.Errorf("another worker's operation became %s (worker %q)", op.State, op.WorkerID)
+	}
+	if st := b.get(t, queued.ID).State; st != api.StateQueued {
+		t.Errorf("a queued operation became %s", st)
+	}
+	if l := b.claim(t, "other", []string{"p"}); l == nil || l.Operation.ID != queued.ID {
+		t.Errorf("the queued operation is not claimable by another worker: %+v", l)
+	}
+
+	// The removed worker's old leases are gone, and it can do nothing more.
+	if leases, err := b.s.Leases(b.ctx, "w", at); err != nil || len(leases) != 0 {
+		t.Errorf("Leases of a removed worker = %+v, %v", leases, err)
+	}
+	_, _, err = b.s.Finish(b.ctx, ref(lRunning, "w", at), store.Result{State: api.StateSucceeded, ExitCode: intp(0)})
+	var lost *store.LeaseLostError
+	if !errors.As(err, &lost) {
+		t.Errorf("a result on a lease ended by the removal: %v, want a LeaseLostError", err)
+	}
+	_, err = b.s.Heartbeat(b.ctx, store.Heartbeat{WorkerID: "w", Now: at, LeaseExpiresAt: at.Add(time.Minute)})
+	wantErr(t, err, store.ErrNotFound)
+	_, err = b.s.SetDrain(b.ctx, "w", true)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Removing twice, or a worker that never was, is not found; nothing changes.
+	_, err = b.s.RemoveWorker(b.ctx, "w", at)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = b.s.RemoveWorker(b.ctx, "nope", at)
+	wantErr(t, err, store.ErrNotFound)
+	if op := b.get(t, theirs.ID); op.State != api.StateLeased {
+		t.Errorf("a failed removal changed another worker's operation to %s", op.State)
+	}
+}
+
+// A removed worker's deployment step is lost and the deployment stops, as when a lease expires.
+func testRemoveWorkerDeployment(t *testing.T, b *bundle) {
+	b.registerWorker(t, "w")
+	d := b.deploy(t, "one", "two", "three")
+	b.finish(t, b.mustClaim(t, "w"), "w", api.StateSucceeded, 0)
+	b.mustClaim(t, "w")
+	got, err := b.s.RemoveWorker(b.ctx, "w", b.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{d.Operations[1].ID}, got.Lost); diff != "" {
+		t.Errorf("Lost (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{d.Operations[1].ID, d.Operations[2].ID}, got.Changes.Ended); diff != "" {
+		t.Errorf("Changes.Ended (-want +got):\n%s", diff)
+	}
+	st, steps := b.dep(t, d.ID)
+	if st != api.StateFailed || !cmp.Equal(steps, []api.State{api.StateSucceeded, api.StateLost, api.StateCancelled}) {
+		t.Errorf("deployment %s %v, want failed [succeeded lost cancelled]", st, steps)
+	}
+	if msg := b.get(t, d.Operations[2].ID).Message; msg != "not run: step 2 (two) ended lost" {
+		t.Errorf("step 3 message = %q", msg)
+	}
+}
+
+// Nothing is leased to a worker that does not exist: not by a claim (a removed worker's long-poll still in
+// flight), not by a hand-off, not by a request id replay.
+func testRemovedWorkerLeasesNothing(t *testing.T, b *bundle) {
+	b.registerWorker(t, "w")
+	b.enqueue(t, api.OperationSpec{})
+	p := store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: "req-1", LeaseID: "lease-1", Now: b.now, ExpiresAt: b.now.Add(time.Minute)}
+	first, err := b.s.Claim(b.ctx, p)
+	if err != nil || first == nil {
+		t.Fatalf("Claim = %+v, %v", first, err)
+	}
+	queued := b.enqueue(t, api.OperationSpec{})
+	if _, err := b.s.RemoveWorker(b.ctx, "w", b.now); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []store.ClaimParams{p, {WorkerID: "w", Pools: []string{"p"}, LeaseID: "lease-2", Now: b.now, ExpiresAt: b.now.Add(time.Minute)},
+		{WorkerID: "never-registered", Pools: []string{"p"}, LeaseID: "lease-3", Now: b.now, ExpiresAt: b.now.Add(time.Minute)}} {
+		if l, err := b.s.Claim(b.ctx, p); err != nil || l != nil {
+			t.Errorf("Claim for %s (request %q) = %+v, %v; want nothing", p.WorkerID, p.RequestID, l, err)
+		}
+	}
+	l, err := b.s.CreateLeasedOperation(b.ctx, store.NewOperation{ID: "op-handed", Spec: api.OperationSpec{Pool: "p", Script: "x"}, CreatedAt: b.now},
+		store.ClaimParams{WorkerID: "w", LeaseID: "lease-4", Now: b.now, ExpiresAt: b.now.Add(time.Minute)})
+	if err != nil || l != nil {
+		t.Errorf("CreateLeasedOperation to a removed worker = %+v, %v; want nil and nothing stored", l, err)
+	}
+	_, err = b.s.Operation(b.ctx, "op-handed")
+	wantErr(t, err, store.ErrNotFound)
+	if op := b.get(t, queued.ID); op.State != api.StateQueued {
+		t.Errorf("the queued operation became %s", op.State)
+	}
 }
