@@ -9,8 +9,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/octo-worker/octo-worker/chartgen/selfupdate"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
@@ -105,10 +108,48 @@ func runDeregister(c *cli.Context) error {
 	}
 	if !found {
 		entry.Info("no identity Secret: nothing to deregister")
-		return nil
+	} else {
+		entry.WithField("worker", id.WorkerID).Info("identity Secret deleted")
 	}
-	entry.WithField("worker", id.WorkerID).Info("identity Secret deleted")
+	if release := c.String("release"); release != "" && !c.Bool("keep-jobs") {
+		n, err := deleteReleaseRecords(c.Context, kube, ns, release)
+		if err != nil {
+			return err
+		}
+		entry.WithField("objects", n).Info("deleted the release's failed values checks and self-update records")
+	}
 	return nil
+}
+
+// deleteReleaseRecords deletes what the release's hooks and self-updates keep for the record and helm does not
+// own: failed values-check Jobs and self-update Jobs with their chart ConfigMaps. It returns how many it deleted.
+func deleteReleaseRecords(ctx context.Context, kube kubernetes.Interface, ns, release string) (int, error) {
+	fg := metav1.DeletePropagationForeground
+	n := 0
+	selfUpdate := selfupdate.LabelComponent + "=" + selfupdate.ComponentValue + "," + selfupdate.LabelRelease + "=" + release
+	for _, sel := range []string{selfUpdate, "app.kubernetes.io/instance=" + release + ",app.kubernetes.io/component=" + jobrunner.ValuesCheckComponent} {
+		jobs, err := kube.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			return n, fmt.Errorf("listing Jobs (%s) in %s: %w", sel, ns, err)
+		}
+		for _, j := range jobs.Items {
+			if err := kube.BatchV1().Jobs(ns).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil && !apierrors.IsNotFound(err) {
+				return n, fmt.Errorf("deleting Job %s/%s: %w", ns, j.Name, err)
+			}
+			n++
+		}
+	}
+	cms, err := kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: selfUpdate})
+	if err != nil {
+		return n, fmt.Errorf("listing self-update ConfigMaps in %s: %w", ns, err)
+	}
+	for _, cm := range cms.Items {
+		if err := kube.CoreV1().ConfigMaps(ns).Delete(ctx, cm.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return n, fmt.Errorf("deleting ConfigMap %s/%s: %w", ns, cm.Name, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // deregistration removes a worker from the dispatch server with the worker's own token, for the pre-delete
