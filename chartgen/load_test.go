@@ -104,17 +104,23 @@ func TestLoadSchemaProblems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := CheckSources([]Source{{Name: "v.yaml", Data: []byte(tc.yaml)}}, tc.sets)
-			got := problemsOf(t, err)
-			for i := range got {
-				if got[i].Message == "" {
-					t.Errorf("problem %d has no message", i)
-				}
-				got[i].Message = ""
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Fatalf("problems (-want +got):\n%s\nerror: %v", diff, err)
-			}
+			wantProblems(t, tc.want, err)
 		})
+	}
+}
+
+// wantProblems checks that err lists exactly the want problems (file and path), each with a message.
+func wantProblems(t *testing.T, want []Problem, err error) {
+	t.Helper()
+	got := problemsOf(t, err)
+	for i := range got {
+		if got[i].Message == "" {
+			t.Errorf("problem %d has no message", i)
+		}
+		got[i].Message = ""
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("problems (-want +got):\n%s\nerror: %v", diff, err)
 	}
 }
 
@@ -301,16 +307,7 @@ func TestHelmValueFlags(t *testing.T) {
 				tc.check(t, l.Values)
 				return
 			}
-			got := problemsOf(t, err)
-			for i := range got {
-				if got[i].Message == "" {
-					t.Errorf("problem %d has no message", i)
-				}
-				got[i].Message = ""
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Fatalf("problems (-want +got):\n%s\n%v", diff, err)
-			}
+			wantProblems(t, tc.want, err)
 		})
 	}
 }

@@ -184,6 +184,19 @@ func kubeConfig(path string) (*rest.Config, error) {
 	return rc, nil
 }
 
+// kubeClient is kubeConfig and a clientset for it; errors are exit errors that name the flag.
+func kubeClient(path string) (*rest.Config, *kubernetes.Clientset, error) {
+	rc, err := kubeConfig(path)
+	if err != nil {
+		return nil, nil, cli.Exit(err.Error(), 2)
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	return rc, kube, nil
+}
+
 func runAgent(c *cli.Context) error {
 	log, err := newLogger(c)
 	if err != nil {
@@ -202,13 +215,9 @@ func runAgent(c *cli.Context) error {
 		server = c.String("server")
 	}
 	jobrunner.RegisterKubeMetrics()
-	rc, err := kubeConfig(c.String("kubeconfig"))
+	_, kube, err := kubeClient(c.String("kubeconfig"))
 	if err != nil {
-		return cli.Exit(err.Error(), 2)
-	}
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("creating Kubernetes client: %w", err)
+		return err
 	}
 	ln, err := net.Listen("tcp", c.String("health-listen"))
 	if err != nil {

@@ -75,13 +75,9 @@ func runDeregister(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit("--server: "+err.Error(), 2)
 	}
-	rc, err := kubeConfig(c.String("kubeconfig"))
+	_, kube, err := kubeClient(c.String("kubeconfig"))
 	if err != nil {
-		return cli.Exit(err.Error(), 2)
-	}
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return fmt.Errorf("creating Kubernetes client: %w", err)
+		return err
 	}
 	entry := log.WithFields(logrus.Fields{"component": "deregister", "namespace": ns, "secret": name})
 	d := deregistration{client: dc, server: c.String("server"), timeout: c.Duration("timeout"),
