@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/e2e/proc"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
 
@@ -93,4 +95,26 @@ func TestInstallApplyRunsAnOperation(t *testing.T) {
 	}
 	t.Logf("durations from the start: installed %s, worker registered %s, operation succeeded %s",
 		installed.Round(time.Millisecond), registered.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+}
+
+// `install --apply` creates a missing namespace with Pod Security "restricted" enforced (the worker and its
+// script pods pass it), where helm's --create-namespace would leave it unlabelled.
+func TestInstallApplyLabelsTheNamespaceItCreates(t *testing.T) {
+	t.Parallel()
+	ns := fmt.Sprintf("install-apply-%d", time.Now().UnixNano()%1_000_000)
+	t.Cleanup(func() {
+		if err := kube.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}); err != nil {
+			t.Logf("deleting namespace %s: %v", ns, err)
+		}
+	})
+	octo(t, nil, "install", "--apply", "--kubeconfig", kube.Kubeconfig, "--namespace", ns, "--release", releaseName,
+		"--server-url", "https://deploy.example.com", "--registration-token", "unused", "--pool", pool,
+		"--set", "image.repository="+imageRepo, "--set", fmt.Sprintf("worker.healthPort=%d", proc.FreePort(t)))
+	got, err := kube.Client.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if level := got.Labels["pod-security.kubernetes.io/enforce"]; level != "restricted" {
+		t.Errorf("namespace %s created by install --apply enforces Pod Security %q, want restricted (labels %v)", ns, level, got.Labels)
+	}
 }
