@@ -110,6 +110,7 @@ type ScriptPods struct {
 	PendingTimeout          Duration                   `json:"pendingTimeout" format:"duration" min:"10s" max:"24h" doc:"How long an operation may wait for capacity (pod unschedulable; cluster autoscalers take minutes to add a node) before it fails. Meanwhile it is reported as waiting for capacity with the scheduler's message."`
 	ImagePullGrace          Duration                   `json:"imagePullGrace" format:"duration" min:"0s" max:"30m" doc:"How long image pull errors are tolerated before the operation fails naming the image and the reason. Invalid image names fail at once."`
 	TTLSecondsAfterFinished int                        `json:"ttlSecondsAfterFinished" min:"0" max:"604800" doc:"Seconds a finished Job (and its pod) is kept before Kubernetes deletes it."`
+	DefaultTimeout          Duration                   `json:"defaultTimeout" format:"duration" min:"0s" max:"168h" doc:"How long an operation that names no timeout may run (its Job's activeDeadlineSeconds). 0: no limit."`
 	BackoffLimit            int                        `json:"backoffLimit" min:"0" max:"10" doc:"Retries of a failed script pod. 0: a deployment step runs at most once; scripts are rarely safe to re-run."`
 	NodeSelector            map[string]string          `json:"nodeSelector" keys:"label-key" values:"label-value" doc:"Node labels script pods must match."`
 	Tolerations             []corev1.Toleration        `json:"tolerations" kind:"objects" doc:"Tolerations of script pods (Kubernetes Toleration objects)."`

@@ -274,7 +274,7 @@ func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 				return
 			}
 		}
-		lease, err := a.d.Lease(pollCtx, a.cfg.LeaseWait)
+		lease, err := a.d.Lease(pollCtx, api.MaxLeaseWait)
 		a.mu.Lock()
 		a.cancelPoll = nil
 		a.mu.Unlock()

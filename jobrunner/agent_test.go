@@ -79,7 +79,7 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := Defaults()
+	cfg := testConfig()
 	cfg.Namespace, cfg.WorkerName, cfg.Pools, cfg.Version = "ns", "w", []string{"p"}, "0.1.0"
 	cfg.WorkerImage, cfg.ToolsImage = "octo-worker:0.1.0", "tools"
 	// The heartbeat path never calls the API server; New requires a client.

@@ -3,17 +3,20 @@ package jobrunner
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/octo-worker/octo-worker/chartgen"
 )
 
-// Config is what the agent needs to run operations as Jobs. The command that starts the agent builds it from
-// the chart's values (chartgen.Values), the environment and flags; Validate checks it once before anything
-// starts.
+// Config is what the agent needs to run operations as Jobs. ConfigFrom builds it from the chart's values
+// (chartgen.Values: the one home of its defaults and rules, validated there) and where the agent runs (Env);
+// Validate checks only what a caller building a Config by hand could get wrong.
 type Config struct {
 	Namespace  string   // where Jobs, Secrets and the identity Secret live (the release namespace)
 	WorkerName string   // the name the worker registers under
@@ -21,9 +24,8 @@ type Config struct {
 	Version    string   // the worker's version, reported in heartbeats
 
 	Concurrency       int           // operations run at once (capacity); the agent leases no more
-	Capabilities      []string      // what it advertises; never "docker"
+	Capabilities      []string      // what it advertises: BaseCapabilities and the chart's worker.capabilities
 	HeartbeatInterval time.Duration // how often it heartbeats (and renews leases)
-	LeaseWait         time.Duration // long-poll wait of one lease call (at most 30 s)
 	SweepInterval     time.Duration // how often orphaned Jobs and Secrets are looked for
 	IdentitySecret    string        // Secret holding the worker id and token across restarts
 	Release           string        // the worker's own Helm release ("" outside one): its values check is reported
@@ -53,92 +55,114 @@ type Config struct {
 	Annotations     map[string]string
 }
 
-// Defaults returns the agent's defaults (the chart's defaults say the same; see chartgen.Defaults).
-func Defaults() Config {
-	yes := true
-	uid := int64(1000)
-	return Config{
-		Version:           "dev",
-		Concurrency:       10,
-		HeartbeatInterval: 15 * time.Second,
-		LeaseWait:         30 * time.Second,
-		SweepInterval:     time.Minute,
-		IdentitySecret:    "octo-worker-identity",
-		WorkerPullPolicy:  corev1.PullIfNotPresent,
-		RunnerPath:        "/usr/local/bin/octo-worker",
-		ToolsPullPolicy:   corev1.PullIfNotPresent,
-		Requests:          corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
-		MaxRequests:       corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi")},
-		PendingTimeout:    15 * time.Minute,
-		ImagePullGrace:    time.Minute,
-		TTLAfterFinish:    10 * time.Minute,
-		PodSecurity: &corev1.PodSecurityContext{
-			RunAsNonRoot:   &yes,
-			RunAsUser:      &uid,
-			RunAsGroup:     &uid,
-			FSGroup:        &uid,
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		},
-	}
+// BaseCapabilities are what every octo-worker offers: it runs steps as Kubernetes Jobs, in a step's own image
+// when it names one. Never "docker" (chartgen refuses it in worker.capabilities).
+var BaseCapabilities = []string{"kubernetes-job", "custom-image"}
+
+// RunnerPath is where the worker image holds the octo-worker binary that script pods copy.
+const RunnerPath = "/usr/local/bin/octo-worker"
+
+// sweepInterval is how often the agent looks for orphaned Jobs and Secrets.
+const sweepInterval = time.Minute
+
+// Env is what the agent learns from where it runs rather than from the chart's values.
+type Env struct {
+	Namespace string // the release namespace (OCTO_NAMESPACE)
+	Release   string // the worker's Helm release (OCTO_RELEASE_NAME): names the identity Secret
+	PodName   string // the worker's own pod: its name when neither the values nor a release give one
+	Version   string // the worker's version: reported in heartbeats, and the image tag the values leave empty
 }
 
-// Validate reports every problem of c, each naming its field.
+// ConfigFrom is the one conversion of the chart's values (validated by chartgen) into the agent's
+// configuration. Its error names the environment variable or value at fault.
+func ConfigFrom(v chartgen.Values, env Env) (Config, error) {
+	c := Config{
+		Namespace: env.Namespace, Version: env.Version, Release: env.Release,
+		WorkerName:        firstNonEmpty(v.Worker.Name, env.Release, env.PodName),
+		Pools:             v.Worker.Pools,
+		Concurrency:       v.Worker.Concurrency,
+		Capabilities:      append(slices.Clone(BaseCapabilities), v.Worker.Capabilities...),
+		HeartbeatInterval: v.Worker.HeartbeatInterval.D(),
+		SweepInterval:     sweepInterval,
+		IdentitySecret:    IdentitySecretName(firstNonEmpty(env.Release, v.Worker.Name, env.PodName)),
+		WorkerImage:       v.Image.Ref(env.Version),
+		WorkerPullPolicy:  corev1.PullPolicy(v.Image.PullPolicy),
+		RunnerPath:        RunnerPath,
+		ToolsImage:        v.ScriptPods.Worker.Image.Ref(env.Version),
+		ToolsPullPolicy:   corev1.PullPolicy(v.ScriptPods.Worker.Image.PullPolicy),
+		Requests:          resourceList(v.ScriptPods.Resources.Requests),
+		MaxRequests:       resourceList(v.ScriptPods.Resources.MaxRequests),
+		PendingTimeout:    v.ScriptPods.PendingTimeout.D(),
+		ImagePullGrace:    v.ScriptPods.ImagePullGrace.D(),
+		TTLAfterFinish:    time.Duration(v.ScriptPods.TTLSecondsAfterFinished) * time.Second,
+		BackoffLimit:      int32(v.ScriptPods.BackoffLimit),
+		DefaultTimeout:    v.ScriptPods.DefaultTimeout.D(),
+		ServiceAccount:    v.ScriptPods.ServiceAccount.Name,
+		PodSecurity:       v.ScriptPods.PodSecurityContext,
+		NodeSelector:      v.ScriptPods.NodeSelector,
+		Tolerations:       v.ScriptPods.Tolerations,
+		Affinity:          v.ScriptPods.Affinity,
+		Labels:            v.ScriptPods.Labels,
+		Annotations:       v.ScriptPods.Annotations,
+	}
+	grants := len(v.ScriptPods.ServiceAccount.Rules) > 0 || v.ScriptPods.ServiceAccount.ClusterRole != ""
+	c.AutomountToken = &grants
+	for _, s := range v.ScriptPods.ImagePullSecrets {
+		c.ImagePullSecret = append(c.ImagePullSecret, s.Name)
+	}
+	if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
+		return c, fmt.Errorf("namespace: %q is not a namespace name (%s): set OCTO_NAMESPACE or --namespace", c.Namespace, strings.Join(msgs, "; "))
+	}
+	return c, c.Validate()
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// resourceList turns validated chart quantities into a ResourceList (unset ones left out).
+func resourceList(q chartgen.Quantities) corev1.ResourceList {
+	out := corev1.ResourceList{}
+	for name, s := range map[corev1.ResourceName]chartgen.Quantity{corev1.ResourceCPU: q.CPU, corev1.ResourceMemory: q.Memory} {
+		if v, err := resource.ParseQuantity(string(s)); s != "" && err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// Validate reports what a Config built by hand could lack: the chart's rules (quantities, caps, capabilities)
+// are chartgen's and were checked there.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if msgs := validation.IsDNS1123Label(c.Namespace); len(msgs) > 0 {
-		bad("namespace", "%q is not a namespace name (%s): set OCTO_NAMESPACE or --namespace", c.Namespace, strings.Join(msgs, "; "))
+	if c.Namespace == "" {
+		bad("Namespace", "is empty")
 	}
 	if c.WorkerName == "" {
-		bad("worker.name", "is empty: give the worker a name")
+		bad("WorkerName", "is empty: give the worker a name")
 	}
 	if len(c.Pools) == 0 {
-		bad("worker.pools", "is empty: name at least one worker pool")
+		bad("Pools", "is empty")
 	}
 	if c.Concurrency < 1 {
-		bad("worker.concurrency", "is %d: must be at least 1", c.Concurrency)
+		bad("Concurrency", "is %d: must be at least 1", c.Concurrency)
 	}
-	for _, cap := range c.Capabilities {
-		if cap == "docker" {
-			bad("worker.capabilities", "\"docker\" cannot be advertised: script pods have no Docker daemon")
-		}
+	if c.HeartbeatInterval <= 0 || c.SweepInterval <= 0 || c.PendingTimeout <= 0 {
+		bad("HeartbeatInterval, SweepInterval, PendingTimeout", "must be positive")
 	}
-	if c.HeartbeatInterval <= 0 {
-		bad("worker.heartbeatInterval", "must be positive")
+	if c.ImagePullGrace < 0 || c.TTLAfterFinish < 0 || c.BackoffLimit < 0 || c.DefaultTimeout < 0 {
+		bad("ImagePullGrace, TTLAfterFinish, BackoffLimit, DefaultTimeout", "must not be negative")
 	}
-	if c.LeaseWait <= 0 || c.LeaseWait > 30*time.Second {
-		bad("leaseWait", "is %v: must be between 1s and 30s", c.LeaseWait)
-	}
-	if c.SweepInterval <= 0 {
-		bad("sweepInterval", "must be positive")
-	}
-	if msgs := validation.IsDNS1123Subdomain(c.IdentitySecret); len(msgs) > 0 {
-		bad("identitySecret", "%q is not a Secret name: %s", c.IdentitySecret, strings.Join(msgs, "; "))
-	}
-	if c.WorkerImage == "" {
-		bad("image.repository", "is empty: script pods copy the runner out of the worker image")
-	}
-	if c.ToolsImage == "" {
-		bad("scriptPods.worker.image.repository", "is empty: name the worker-tools image that runs scripts")
-	}
-	if c.PendingTimeout <= 0 {
-		bad("scriptPods.pendingTimeout", "must be positive")
-	}
-	if c.ImagePullGrace < 0 {
-		bad("scriptPods.imagePullGrace", "must not be negative")
-	}
-	if c.TTLAfterFinish < 0 {
-		bad("scriptPods.ttlSecondsAfterFinished", "must not be negative")
-	}
-	if c.BackoffLimit < 0 {
-		bad("scriptPods.backoffLimit", "must not be negative")
-	}
-	for name, q := range c.MaxRequests {
-		if r, ok := c.Requests[name]; ok && r.Cmp(q) > 0 {
-			bad("scriptPods.resources.maxRequests."+string(name), "%s is below resources.requests.%s (%s): raise it or lower the request", q.String(), name, r.String())
-		}
+	if c.IdentitySecret == "" || c.WorkerImage == "" || c.ToolsImage == "" || c.RunnerPath == "" {
+		bad("IdentitySecret, WorkerImage, ToolsImage, RunnerPath", "must be set")
 	}
 	return errors.Join(errs...)
 }

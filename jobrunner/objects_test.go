@@ -10,15 +10,20 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/jobrunner/runner"
 )
 
+// testConfig is the agent's configuration from the chart's defaults, as ConfigFrom makes it, with the
+// images the tests name.
 func testConfig() Config {
-	c := Defaults()
-	c.Namespace = "octo"
-	c.WorkerName = "w"
-	c.Pools = []string{"default"}
+	v := chartgen.Defaults()
+	v.Worker.Name, v.Worker.Pools = "w", []string{"default"}
+	c, err := ConfigFrom(v, Env{Namespace: "octo", Version: "e2e"})
+	if err != nil {
+		panic(err)
+	}
 	c.WorkerImage = "octo-worker:e2e"
 	c.ToolsImage = "tools:1"
 	return c
@@ -151,6 +156,8 @@ func TestBuildSecretRefuses(t *testing.T) {
 	}
 }
 
+// Validate holds a Config built by hand to what the agent cannot run without; the chart's rules are
+// chartgen's (ConfigFrom takes validated values).
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	good := testConfig()
@@ -158,20 +165,28 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("valid config: %v", err)
 	}
 	bad := testConfig()
-	bad.Namespace = "Not_A_Namespace"
 	bad.Pools = nil
 	bad.Concurrency = 0
-	bad.Capabilities = []string{"docker"}
 	bad.ToolsImage = ""
-	bad.MaxRequests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("invalid config passed")
 	}
-	for _, field := range []string{"namespace", "worker.pools", "worker.concurrency", "worker.capabilities", "scriptPods.worker.image.repository", "scriptPods.resources.maxRequests.cpu"} {
-		if !strings.Contains(err.Error(), field+":") {
+	for _, field := range []string{"Pools", "Concurrency", "ToolsImage"} {
+		if !strings.Contains(err.Error(), field) {
 			t.Errorf("error does not name %s:\n%v", field, err)
 		}
+	}
+}
+
+// ConfigFrom names the environment at fault: the values were validated by chartgen.
+func TestConfigFromRefusesABadNamespace(t *testing.T) {
+	t.Parallel()
+	v := chartgen.Defaults()
+	v.Worker.Pools = []string{"a"}
+	_, err := ConfigFrom(v, Env{Namespace: "Not_A_Namespace", Release: "r"})
+	if err == nil || !strings.Contains(err.Error(), "OCTO_NAMESPACE") {
+		t.Fatalf("a bad namespace: %v, want an error naming OCTO_NAMESPACE", err)
 	}
 }
 

@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,10 +23,6 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
-
-// baseCapabilities are what every octo-worker offers: it runs steps as Kubernetes Jobs, in a step's own image
-// when it names one. Never "docker".
-var baseCapabilities = []string{"kubernetes-job", "custom-image"}
 
 // agentCommand runs the worker agent: octo-worker agent --values /etc/octo-worker/values.yaml.
 func agentCommand() *cli.Command {
@@ -88,80 +81,22 @@ func loadAgentValues(files, sets []string) (chartgen.Values, error) {
 	return v, nil
 }
 
-// agentConfig builds the jobrunner configuration from the chart's values and the command line.
+// agentConfig builds the jobrunner configuration from the chart's values, where the agent runs, and the flags
+// that override values (--concurrency; --sweep-interval for tests).
 func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
-	cfg := jobrunner.Defaults()
-	cfg.Namespace = c.String("namespace")
-	cfg.Version = version
-	cfg.WorkerName = v.Worker.Name
-	if cfg.WorkerName == "" {
-		cfg.WorkerName = c.String("release")
+	cfg, err := jobrunner.ConfigFrom(v, jobrunner.Env{
+		Namespace: c.String("namespace"), Release: c.String("release"), PodName: c.String("pod-name"), Version: version,
+	})
+	if err != nil {
+		return cfg, err
 	}
-	if cfg.WorkerName == "" {
-		cfg.WorkerName = c.String("pod-name")
-	}
-	cfg.Pools = v.Worker.Pools
-	cfg.Concurrency = v.Worker.Concurrency
 	if c.IsSet("concurrency") {
 		cfg.Concurrency = c.Int("concurrency")
 	}
-	cfg.Capabilities = append(slices.Clone(baseCapabilities), v.Worker.Capabilities...)
-	cfg.HeartbeatInterval = v.Worker.HeartbeatInterval.D()
 	if c.IsSet("sweep-interval") {
 		cfg.SweepInterval = c.Duration("sweep-interval")
 	}
-	release := c.String("release")
-	if release == "" {
-		release = cfg.WorkerName
-	}
-	cfg.IdentitySecret = jobrunner.IdentitySecretName(release)
-	cfg.Release = c.String("release")
-
-	cfg.WorkerImage = v.Image.Ref(version)
-	cfg.WorkerPullPolicy = corev1.PullPolicy(v.Image.PullPolicy)
-	cfg.ToolsImage = v.ScriptPods.Worker.Image.Ref(version)
-	cfg.ToolsPullPolicy = corev1.PullPolicy(v.ScriptPods.Worker.Image.PullPolicy)
-	var err error
-	if cfg.Requests, err = quantities("scriptPods.resources.requests", v.ScriptPods.Resources.Requests); err != nil {
-		return cfg, err
-	}
-	if cfg.MaxRequests, err = quantities("scriptPods.resources.maxRequests", v.ScriptPods.Resources.MaxRequests); err != nil {
-		return cfg, err
-	}
-	cfg.PendingTimeout = v.ScriptPods.PendingTimeout.D()
-	cfg.ImagePullGrace = v.ScriptPods.ImagePullGrace.D()
-	cfg.TTLAfterFinish = time.Duration(v.ScriptPods.TTLSecondsAfterFinished) * time.Second
-	cfg.BackoffLimit = int32(v.ScriptPods.BackoffLimit)
-	cfg.ServiceAccount = v.ScriptPods.ServiceAccount.Name
-	grants := len(v.ScriptPods.ServiceAccount.Rules) > 0 || v.ScriptPods.ServiceAccount.ClusterRole != ""
-	cfg.AutomountToken = &grants
-	if v.ScriptPods.PodSecurityContext != nil {
-		cfg.PodSecurity = v.ScriptPods.PodSecurityContext
-	}
-	cfg.NodeSelector = v.ScriptPods.NodeSelector
-	cfg.Tolerations = v.ScriptPods.Tolerations
-	cfg.Affinity = v.ScriptPods.Affinity
-	for _, s := range v.ScriptPods.ImagePullSecrets {
-		cfg.ImagePullSecret = append(cfg.ImagePullSecret, s.Name)
-	}
-	cfg.Labels = v.ScriptPods.Labels
-	cfg.Annotations = v.ScriptPods.Annotations
 	return cfg, cfg.Validate()
-}
-
-func quantities(field string, q chartgen.Quantities) (corev1.ResourceList, error) {
-	out := corev1.ResourceList{}
-	for name, s := range map[corev1.ResourceName]string{corev1.ResourceCPU: string(q.CPU), corev1.ResourceMemory: string(q.Memory)} {
-		if s == "" {
-			continue
-		}
-		v, err := resource.ParseQuantity(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s.%s: %q is not a quantity (e.g. 500m, 1Gi)", field, name, s)
-		}
-		out[name] = v
-	}
-	return out, nil
 }
 
 func kubeConfig(path string) (*rest.Config, error) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
@@ -61,6 +59,7 @@ scriptPods:
     requests: {cpu: 100m, memory: 128Mi}
     maxRequests: {cpu: "1", memory: 1Gi}
   pendingTimeout: 3m
+  defaultTimeout: 2h
   ttlSecondsAfterFinished: 30
 `)
 	t.Setenv("OCTO_NAMESPACE", "from-env")
@@ -84,6 +83,7 @@ scriptPods:
 		{"max memory", cfg.MaxRequests.Memory().String(), "1Gi"},
 		{"pending timeout", cfg.PendingTimeout, 3 * time.Minute},
 		{"TTL", cfg.TTLAfterFinish, 30 * time.Second},
+		{"default timeout", cfg.DefaultTimeout, 2 * time.Hour},
 		{"capabilities", strings.Join(cfg.Capabilities, ","), "kubernetes-job,custom-image"},
 		{"no token mounted without grants", *cfg.AutomountToken, false},
 	}
@@ -112,51 +112,5 @@ func TestAgentConfigErrorsNameTheField(t *testing.T) {
 				t.Fatalf("err = %v, want one naming %s", err, tc.want)
 			}
 		})
-	}
-}
-
-// The chart's defaults and jobrunner.Defaults say the same thing twice (the agent starts from the second and
-// overwrites it with the first); an agent given only what it must have runs with both.
-func TestChartDefaultsAreAgentDefaults(t *testing.T) {
-	values := writeValues(t, "worker: {serverUrl: 'http://dispatch.example:8080', pools: [a]}")
-	cfg, err := agentConfigFrom(t, "--values", values, "--namespace", "ns", "--release", "w")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := jobrunner.Defaults()
-	checks := []struct {
-		name      string
-		got, want any
-	}{
-		{"worker.concurrency", cfg.Concurrency, want.Concurrency},
-		{"worker.heartbeatInterval", cfg.HeartbeatInterval, want.HeartbeatInterval},
-		{"image.pullPolicy", cfg.WorkerPullPolicy, want.WorkerPullPolicy},
-		{"scriptPods.worker.image.pullPolicy", cfg.ToolsPullPolicy, want.ToolsPullPolicy},
-		{"scriptPods.pendingTimeout", cfg.PendingTimeout, want.PendingTimeout},
-		{"scriptPods.imagePullGrace", cfg.ImagePullGrace, want.ImagePullGrace},
-		{"scriptPods.ttlSecondsAfterFinished", cfg.TTLAfterFinish, want.TTLAfterFinish},
-		{"scriptPods.backoffLimit", cfg.BackoffLimit, want.BackoffLimit},
-		{"scriptPods.podSecurityContext", fmt.Sprint(cfg.PodSecurity), fmt.Sprint(want.PodSecurity)},
-	}
-	for _, c := range checks {
-		if c.got != c.want {
-			t.Errorf("%s: chart default %v, jobrunner.Defaults %v", c.name, c.got, c.want)
-		}
-	}
-	for _, q := range []struct {
-		name      string
-		got, want corev1.ResourceList
-	}{
-		{"scriptPods.resources.requests", cfg.Requests, want.Requests},
-		{"scriptPods.resources.maxRequests", cfg.MaxRequests, want.MaxRequests},
-	} {
-		if len(q.got) != len(q.want) {
-			t.Errorf("%s: chart default %v, jobrunner.Defaults %v", q.name, q.got, q.want)
-		}
-		for r, w := range q.want {
-			if g, ok := q.got[r]; !ok || g.Cmp(w) != 0 {
-				t.Errorf("%s.%s: chart default %s, jobrunner.Defaults %s", q.name, r, g.String(), w.String())
-			}
-		}
 	}
 }

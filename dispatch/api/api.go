@@ -6,6 +6,10 @@ package api
 
 import "time"
 
+// MaxLeaseWait is the longest a lease long-poll waits for an operation (LeaseRequest.WaitSeconds); workers
+// poll with it.
+const MaxLeaseWait = 30 * time.Second
+
 // State is an operation's lifecycle state.
 type State string
 

@@ -8,6 +8,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/distribution/reference"
@@ -28,7 +29,7 @@ const (
 	MaxLogBatchBytes = 4 << 20
 	MaxLineBytes     = 64 << 10
 	// MaxWaitSeconds bounds a lease long-poll.
-	MaxWaitSeconds = 30
+	MaxWaitSeconds = int(api.MaxLeaseWait / time.Second)
 	// MaxTimeoutSeconds bounds an operation's timeout (7 days).
 	MaxTimeoutSeconds = 7 * 24 * 3600
 	// MaxTokenTTLSeconds bounds a registration token's life (1 year); the default is DefaultTokenTTLSeconds.

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner"
@@ -28,8 +29,12 @@ import (
 // program that creates the same Secret and Job and waits for the Job to complete. Goal: within 1.2x.
 func BenchmarkOperationOverhead(b *testing.B) {
 	e := setup(b, agentOptions{})
-	cfg := jobrunner.Defaults()
-	cfg.Namespace, cfg.WorkerName, cfg.Pools = e.ns, "bare", []string{pool}
+	v := chartgen.Defaults()
+	v.Worker.Name, v.Worker.Pools = "bare", []string{pool}
+	cfg, err := jobrunner.ConfigFrom(v, jobrunner.Env{Namespace: e.ns, Version: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	cfg.WorkerImage, cfg.ToolsImage = workerImage, toolsImage
 	const rounds = 10
 	var bare, worker time.Duration

@@ -96,16 +96,10 @@ func TestRestrictedNamespaceRefusesRootPod(t *testing.T) {
 // agent is.
 func scriptJob(t *testing.T, ns string, v chartgen.Values) *batchv1.Job {
 	t.Helper()
-	cfg := jobrunner.Defaults()
-	cfg.Namespace = ns
-	cfg.WorkerImage = v.Image.Ref(versionA)
-	cfg.ToolsImage = v.ScriptPods.Worker.Image.Ref(versionA)
-	cfg.PodSecurity = v.ScriptPods.PodSecurityContext
-	cfg.NodeSelector = v.ScriptPods.NodeSelector
-	cfg.Tolerations = v.ScriptPods.Tolerations
-	cfg.Affinity = v.ScriptPods.Affinity
-	cfg.Labels = v.ScriptPods.Labels
-	cfg.Annotations = v.ScriptPods.Annotations
+	cfg, err := jobrunner.ConfigFrom(v, jobrunner.Env{Namespace: ns, Release: "ow", Version: versionA})
+	if err != nil {
+		t.Fatal(err)
+	}
 	lease := &api.Lease{LeaseID: "l1", Operation: api.Operation{ID: "op-1", OperationSpec: api.OperationSpec{Pool: "default", Script: "echo hi"}}}
 	return cfg.BuildJob("worker-1", lease, cfg.Requests)
 }
