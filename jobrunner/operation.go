@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,9 +19,6 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
-
-// capacityReportEvery is how often a pod that keeps waiting for capacity is reported again in its log.
-const capacityReportEvery = time.Minute
 
 // shutdownFlush bounds how long a stopping agent (SIGTERM: its pod is being replaced, e.g. by a self-update)
 // keeps trying to deliver the lines it has read but the server has not acknowledged. Lines it cannot deliver
@@ -57,29 +52,22 @@ type operation struct {
 	folRunning bool
 	base       int64 // lines delivered by earlier pods
 
-	cancelling   bool
-	waitingMsg   string
-	waitingSaid  time.Time
-	pendingSince time.Time
-	problemSince map[string]time.Time // container → when its current waiting problem started
-	problemSaid  map[string]string    // container → the problem last written to the log
-	events       map[types.UID]int32
-	startedAt    time.Time // events from before this are not written (they were, or are stale)
-	jobSeen      bool      // the informer has shown the Job at least once
-	finished     bool
+	cancelling bool
+	memory     memory // the judge's, between two looks
+	events     map[types.UID]int32
+	startedAt  time.Time // events from before this are not written (they were, or are stale)
+	finished   bool
 }
 
 func newOperation(a *Agent, lease api.Lease, adopt bool) *operation {
 	return &operation{
 		a: a, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
-		log:          a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
-		kick:         make(chan struct{}, 1),
-		evCh:         make(chan *corev1.Event, 64),
-		cancelCh:     make(chan struct{}),
-		problemSince: map[string]time.Time{},
-		problemSaid:  map[string]string{},
-		events:       map[types.UID]int32{},
-		startedAt:    time.Now().Add(-time.Second),
+		log:       a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
+		kick:      make(chan struct{}, 1),
+		evCh:      make(chan *corev1.Event, 64),
+		cancelCh:  make(chan struct{}),
+		events:    map[types.UID]int32{},
+		startedAt: time.Now().Add(-time.Second),
 	}
 }
 
@@ -99,13 +87,6 @@ func (o *operation) say(ctx context.Context, format string, args ...any) {
 	}
 }
 
-type outcome struct {
-	state    api.State
-	exitCode *int
-	message  string
-	deleteIt bool // the worker ends the Job itself (cancel, no capacity, bad image)
-}
-
 func (o *operation) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -119,7 +100,7 @@ func (o *operation) run(ctx context.Context) {
 	go func() { defer wg.Done(); o.ship.Run(shipCtx) }()
 
 	if msg := o.a.refusal(&o.lease.Operation); msg != "" {
-		o.finish(ctx, &outcome{state: api.StateFailed, message: msg})
+		o.finish(ctx, &outcome{State: api.StateFailed, Message: msg})
 		return
 	}
 	if err := o.ensureObjects(ctx); err != nil {
@@ -127,7 +108,7 @@ func (o *operation) run(ctx context.Context) {
 			o.detach(ctx)
 			return
 		}
-		o.finish(ctx, &outcome{state: api.StateFailed, message: err.Error()})
+		o.finish(ctx, &outcome{State: api.StateFailed, Message: err.Error()})
 		return
 	}
 
@@ -314,193 +295,59 @@ func formatResources(rl corev1.ResourceList) string {
 	return strings.Join(parts, ", ")
 }
 
-// evaluate looks at the Job and its pods as the informer holds them and decides whether the operation has
-// ended. next is when to look again without a change (pending and image-pull deadlines).
+// evaluate judges the operation from the Job and pods the informer holds, and performs what the verdict asks
+// on the way: follow a pod, write lines, ask the API server whether the Job exists. It returns the outcome
+// (nil: not ended) and when to look again without a change.
 func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 	now := time.Now()
-	next := time.Hour
+	obs := o.observe()
+	v := judge(obs, now, o.limits())
+	o.perform(ctx, v)
+	if v.CheckJob {
+		_, err := o.a.kube.BatchV1().Jobs(o.a.cfg.Namespace).Get(ctx, o.name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			obs.JobGone = true
+			obs.Following, obs.FollowedPod = o.folRunning, o.folPod
+			v = judge(obs, now, o.limits())
+			o.perform(ctx, v)
+		}
+	}
+	return v.Outcome, v.Next
+}
+
+// observe gathers what the judge looks at.
+func (o *operation) observe() observation {
 	ns := o.a.cfg.Namespace
 	job, err := o.a.jobs.Jobs(ns).Get(o.name)
 	if err != nil || job.Annotations[AnnotationOperation] != o.id {
 		job = nil
 	}
-	pod := o.currentPod()
-	if pod != nil && (o.folPod != pod.Name || o.fol == nil) && !o.folRunning {
-		if st := containerStatus(pod.Status.ContainerStatuses, ScriptContainerName); st != nil && (st.State.Running != nil || st.State.Terminated != nil) {
-			if o.fol != nil {
-				o.base = o.fol.delivered
-			}
-			o.startFollower(ctx, pod.Name, false)
-		}
+	obs := observation{
+		Job: ns + "/" + o.name, JobObject: job, Pods: o.pods(), StartedAt: o.startedAt,
+		Cancelling: o.cancelling, Following: o.folRunning, FollowedPod: o.folPod, Memory: o.memory,
 	}
-
-	if o.cancelling {
-		if o.folRunning && job != nil {
-			return nil, next // the stream ends when the pod stops
-		}
-		return &outcome{state: api.StateCancelled, message: "cancelled"}, 0
-	}
-	if job == nil && !o.jobSeen {
-		// Just created: the informer has not delivered it yet. Ask the API server directly if that takes long.
-		if now.Sub(o.startedAt) < 30*time.Second {
-			return nil, 5 * time.Second
-		}
-		if _, err := o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{}); err == nil || !apierrors.IsNotFound(err) {
-			return nil, 5 * time.Second
-		}
-	}
-	if job == nil {
-		if o.folRunning {
-			return nil, next
-		}
-		return o.withLogResult(pod, &outcome{state: api.StateFailed, message: fmt.Sprintf("Job %s/%s was deleted by something other than this worker", ns, o.name)}), 0
-	}
-	o.jobSeen = true
-	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil && c.Reason == batchv1.JobReasonDeadlineExceeded {
-		if o.folRunning && !podFinished(pod) {
-			return nil, next
-		}
-		return o.withLogResult(pod, &outcome{state: api.StateTimedOut, message: fmt.Sprintf("ran longer than its timeout (activeDeadlineSeconds %d); Kubernetes stopped it", deref(job.Spec.ActiveDeadlineSeconds))}), 0
-	}
-	jobDone := jobCondition(job, batchv1.JobComplete, batchv1.JobSuccessCriteriaMet) != nil || jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget) != nil
-	if jobDone {
-		if o.folRunning {
-			return nil, next
-		}
-		if pod == nil {
-			return &outcome{state: api.StateFailed, message: "the Job ended without a pod: " + jobMessage(job)}, 0
-		}
-		return o.scriptOutcome(pod, job), 0
-	}
-	if pod == nil {
-		return nil, next
-	}
-
-	// Waiting for capacity.
-	if c := podCondition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-		if o.pendingSince.IsZero() {
-			o.pendingSince = now
-		}
-		waited := now.Sub(o.pendingSince)
-		if waited >= o.a.cfg.PendingTimeout {
-			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("no capacity to run the script pod for %s (scriptPods.pendingTimeout): %s", o.a.cfg.PendingTimeout, c.Message)}, 0
-		}
-		if c.Message != o.waitingMsg || now.Sub(o.waitingSaid) >= capacityReportEvery {
-			o.say(ctx, "waiting for capacity (%s so far): %s", waited.Round(time.Second), c.Message)
-			o.waitingMsg, o.waitingSaid = c.Message, now
-		}
-		next = min(next, o.pendingSince.Add(o.a.cfg.PendingTimeout).Sub(now), o.waitingSaid.Add(capacityReportEvery).Sub(now))
-	} else if !o.pendingSince.IsZero() {
-		o.say(ctx, "capacity found after %s: pod scheduled", now.Sub(o.pendingSince).Round(time.Second))
-		o.pendingSince, o.waitingMsg = time.Time{}, ""
-	}
-
-	// Image and container start problems.
-	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
-		w := st.State.Waiting
-		if w == nil || !startProblem(w.Reason) {
-			delete(o.problemSince, st.Name)
-			continue
-		}
-		what := fmt.Sprintf("image %s (container %s): %s: %s", st.Image, st.Name, w.Reason, w.Message)
-		if w.Reason == "InvalidImageName" {
-			return &outcome{state: api.StateFailed, deleteIt: true, message: "invalid " + what}, 0
-		}
-		since, ok := o.problemSince[st.Name]
-		if !ok {
-			since = now
-			o.problemSince[st.Name] = now
-		}
-		if o.problemSaid[st.Name] != w.Reason {
-			o.say(ctx, "%s", what)
-			o.problemSaid[st.Name] = w.Reason
-		}
-		if now.Sub(since) >= o.a.cfg.ImagePullGrace {
-			verb := "could not be pulled"
-			if !strings.Contains(w.Reason, "Image") {
-				verb = "could not be started"
-			}
-			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("image %s (container %s) %s; gave up after %s (scriptPods.imagePullGrace): %s: %s", st.Image, st.Name, verb, o.a.cfg.ImagePullGrace, w.Reason, w.Message)}, 0
-		}
-		next = min(next, since.Add(o.a.cfg.ImagePullGrace).Sub(now))
-	}
-	if st := containerStatus(pod.Status.InitContainerStatuses, InitContainerName); st != nil && st.State.Terminated != nil && st.State.Terminated.ExitCode != 0 {
-		t := st.State.Terminated
-		return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("installing the runner from the worker image %s failed: exit code %d (%s) %s", st.Image, t.ExitCode, t.Reason, t.Message)}, 0
-	}
-	return nil, max(next, time.Millisecond)
-}
-
-// startProblem reports whether a container waiting reason means it cannot start (rather than "starting").
-func startProblem(reason string) bool {
-	switch reason {
-	case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "RegistryUnavailable",
-		"CreateContainerConfigError", "CreateContainerError", "RunContainerError":
-		return true
-	}
-	return false
-}
-
-// scriptOutcome derives the result of a finished Job from the runner's end-of-stream marker and the
-// container's terminated state.
-func (o *operation) scriptOutcome(pod *corev1.Pod, job *batchv1.Job) *outcome {
-	if jobCondition(job, batchv1.JobComplete, batchv1.JobSuccessCriteriaMet) != nil {
-		return o.withLogResult(pod, &outcome{state: api.StateSucceeded, exitCode: ptr(0), message: "the script exited with code 0"})
-	}
-	return o.withLogResult(pod, &outcome{state: api.StateFailed, message: "the Job failed: " + jobMessage(job)})
-}
-
-// withLogResult fills in the exit code and message from the marker and the container state; fallback is the
-// outcome when neither says anything.
-func (o *operation) withLogResult(pod *corev1.Pod, fallback *outcome) *outcome {
-	var term *corev1.ContainerStateTerminated
-	if pod != nil {
-		if st := containerStatus(pod.Status.ContainerStatuses, ScriptContainerName); st != nil {
-			term = st.State.Terminated
-		}
-	}
-	var eos *logline.Line
 	if o.fol != nil {
-		eos = o.fol.eos
+		obs.EOS = o.fol.eos
 	}
-	out := *fallback
-	switch {
-	case eos != nil:
-		code, err := eos.ExitCode()
-		if err != nil {
-			out.message = err.Error()
-			break
+	return obs
+}
+
+func (o *operation) limits() limits {
+	return limits{PendingTimeout: o.a.cfg.PendingTimeout, ImagePullGrace: o.a.cfg.ImagePullGrace}
+}
+
+// perform carries out a verdict's effects, except its outcome (run finishes the operation with it).
+func (o *operation) perform(ctx context.Context, v verdict) {
+	o.memory = v.Memory
+	if v.Follow != "" {
+		if o.fol != nil {
+			o.base = o.fol.delivered
 		}
-		if term != nil && int(term.ExitCode) != code {
-			out.exitCode = ptr(int(term.ExitCode))
-			out.message = fmt.Sprintf("the runner reported exit code %d but the container ended with %d (%s)", code, term.ExitCode, term.Reason)
-			if out.state == api.StateSucceeded {
-				out.state = api.StateFailed
-			}
-			break
-		}
-		out.exitCode = ptr(code)
-		if fallback.state == api.StateTimedOut || fallback.state == api.StateCancelled {
-			break
-		}
-		if code == 0 {
-			out.state, out.message = api.StateSucceeded, "the script exited with code 0"
-		} else {
-			out.state, out.message = api.StateFailed, fmt.Sprintf("the script exited with code %d", code)
-		}
-	case term != nil:
-		out.exitCode = ptr(int(term.ExitCode))
-		if fallback.state == api.StateTimedOut || fallback.state == api.StateCancelled {
-			break
-		}
-		reason := term.Reason
-		if reason == "OOMKilled" {
-			reason = "OOMKilled: the script used more memory than the pod's limit"
-		}
-		out.state = api.StateFailed
-		out.message = strings.TrimSpace(fmt.Sprintf("the script container ended with exit code %d without the runner's end-of-stream marker (%s) %s", term.ExitCode, reason, term.Message))
+		o.startFollower(ctx, v.Follow, false)
 	}
-	return &out
+	for _, line := range v.Say {
+		o.say(ctx, "%s", line)
+	}
 }
 
 func (o *operation) startFollower(ctx context.Context, pod string, fromStart bool) {
@@ -554,10 +401,10 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 		return
 	}
 	o.finished = true
-	if out.state != api.StateSucceeded && out.state != api.StateCancelled && out.message != "" {
-		o.say(ctx, "%s", out.message)
+	if out.State != api.StateSucceeded && out.State != api.StateCancelled && out.Message != "" {
+		o.say(ctx, "%s", out.Message)
 	}
-	if out.deleteIt {
+	if out.DeleteJob {
 		o.deleteJob(ctx)
 	}
 	stored, err := o.ship.Flush(ctx)
@@ -577,7 +424,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	if o.fol != nil {
 		lastSeq = max(lastSeq, o.fol.delivered)
 	}
-	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.state, ExitCode: out.exitCode, Message: out.message, LastSeq: lastSeq}
+	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.State, ExitCode: out.ExitCode, Message: out.Message, LastSeq: lastSeq}
 	backoff := 200 * time.Millisecond
 	rereads := 0
 	for {
@@ -597,7 +444,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 		}
 		if err == nil {
 			operationsFinished.Add(1)
-			o.log.WithFields(logrus.Fields{"state": out.state, "exit_code": deref(out.exitCode), "lines": lastSeq}).Info("operation finished")
+			o.log.WithFields(logrus.Fields{"state": out.State, "exit_code": deref(out.ExitCode), "lines": lastSeq}).Info("operation finished")
 			return
 		}
 		if ctx.Err() != nil {
@@ -623,8 +470,8 @@ func (o *operation) deleteJob(ctx context.Context) {
 	}
 }
 
-// currentPod returns the operation's newest pod.
-func (o *operation) currentPod() *corev1.Pod {
+// pods returns the operation's pods as the informer holds them.
+func (o *operation) pods() []*corev1.Pod {
 	sel := labels.SelectorFromSet(labels.Set{LabelOperation: LabelValue(o.id)})
 	pods, err := o.a.pods.Pods(o.a.cfg.Namespace).List(sel)
 	if err != nil {
@@ -636,11 +483,7 @@ func (o *operation) currentPod() *corev1.Pod {
 			mine = append(mine, p)
 		}
 	}
-	if len(mine) == 0 {
-		return nil
-	}
-	sort.Slice(mine, func(i, j int) bool { return mine[i].CreationTimestamp.Before(&mine[j].CreationTimestamp) })
-	return mine[len(mine)-1]
+	return mine
 }
 
 // onEventAsync hands an event to the run goroutine; a burst beyond the buffer is dropped (events are advisory:
@@ -683,47 +526,6 @@ func relevantEvent(ev *corev1.Event) bool {
 		return true
 	}
 	return ev.Type == corev1.EventTypeWarning
-}
-
-func containerStatus(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
-	for i := range sts {
-		if sts[i].Name == name {
-			return &sts[i]
-		}
-	}
-	return nil
-}
-
-func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
-	for i := range pod.Status.Conditions {
-		if pod.Status.Conditions[i].Type == t {
-			return &pod.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
-func jobCondition(job *batchv1.Job, types ...batchv1.JobConditionType) *batchv1.JobCondition {
-	for i := range job.Status.Conditions {
-		c := &job.Status.Conditions[i]
-		for _, t := range types {
-			if c.Type == t && c.Status == corev1.ConditionTrue {
-				return c
-			}
-		}
-	}
-	return nil
-}
-
-func jobMessage(job *batchv1.Job) string {
-	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil {
-		return strings.TrimSpace(c.Reason + ": " + c.Message)
-	}
-	return "no reason given"
-}
-
-func podFinished(pod *corev1.Pod) bool {
-	return pod == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 func deref[T any](p *T) T {
