@@ -25,7 +25,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -332,37 +331,6 @@ func (a *Agent) kickFor(obj any) {
 	a.mu.Unlock()
 	if op != nil {
 		op.notify()
-	}
-}
-
-// onEvent routes a pod or Job event to the operation it is about.
-func (a *Agent) onEvent(obj any) {
-	ev, ok := obj.(*corev1.Event)
-	if !ok {
-		return
-	}
-	var annotations map[string]string
-	switch ev.InvolvedObject.Kind {
-	case "Pod":
-		p, err := a.pods.Pods(a.cfg.Namespace).Get(ev.InvolvedObject.Name)
-		if err != nil {
-			return
-		}
-		annotations = p.Annotations
-	case "Job":
-		j, err := a.jobs.Jobs(a.cfg.Namespace).Get(ev.InvolvedObject.Name)
-		if err != nil {
-			return
-		}
-		annotations = j.Annotations
-	default:
-		return
-	}
-	a.mu.Lock()
-	op := a.ops[annotations[AnnotationOperation]]
-	a.mu.Unlock()
-	if op != nil {
-		op.onEventAsync(ev.DeepCopy())
 	}
 }
 

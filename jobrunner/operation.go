@@ -486,48 +486,6 @@ func (o *operation) pods() []*corev1.Pod {
 	return mine
 }
 
-// onEventAsync hands an event to the run goroutine; a burst beyond the buffer is dropped (events are advisory:
-// outcomes come from Job and pod status).
-func (o *operation) onEventAsync(ev *corev1.Event) {
-	select {
-	case o.evCh <- ev:
-	default:
-		o.log.WithField("reason", ev.Reason).Debug("event buffer full; event not written to the log")
-	}
-}
-
-// onEvent writes a relevant Kubernetes event about the operation's Job or pod into its log.
-func (o *operation) onEvent(ctx context.Context, ev *corev1.Event) {
-	when := ev.LastTimestamp.Time
-	if when.IsZero() {
-		when = ev.EventTime.Time
-	}
-	if !when.IsZero() && when.Before(o.startedAt) {
-		return
-	}
-	count := max(ev.Count, 1)
-	if o.events[ev.UID] >= count {
-		return
-	}
-	o.events[ev.UID] = count
-	if !relevantEvent(ev) {
-		return
-	}
-	o.say(ctx, "%s %s: %s (%s)", strings.ToLower(ev.InvolvedObject.Kind), ev.Reason, strings.TrimSpace(ev.Message), ev.Type)
-}
-
-// relevantEvent filters events worth a line in an operation's log. FailedScheduling is left out: the pending
-// report carries the scheduler's message already.
-func relevantEvent(ev *corev1.Event) bool {
-	switch ev.Reason {
-	case "FailedScheduling", "BackOff", "Failed":
-		return false // reported from the pod's own status, with the image and the outcome
-	case "Scheduled", "TriggeredScaleUp", "NotTriggerScaleUp", "Preempted", "Evicted", "Killing", "OOMKilling", "FailedCreate", "FailedMount":
-		return true
-	}
-	return ev.Type == corev1.EventTypeWarning
-}
-
 func deref[T any](p *T) T {
 	var zero T
 	if p == nil {
