@@ -110,6 +110,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	return a, nil
 }
 
+// objects reads, creates and deletes the Jobs and Secrets of operations in the agent's namespace.
+func (a *Agent) objects() kubeObjects { return kubeObjects{kube: a.kube, ns: a.cfg.Namespace} }
+
 // Selector is the label selector of everything this worker creates.
 func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 
@@ -633,7 +636,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 	if err != nil {
 		return fmt.Errorf("listing Jobs: %w", err)
 	}
-	fg := metav1.DeletePropagationForeground
+	objs := a.objects()
 	for _, j := range jobs {
 		id := j.Annotations[AnnotationOperation]
 		if keep[id] || j.DeletionTimestamp != nil || j.CreationTimestamp.Time.After(young) ||
@@ -641,7 +644,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 			continue
 		}
 		a.log.WithFields(logrus.Fields{"operation": id, "job": j.Name}).Warn("deleting Job of an operation no longer leased to this worker")
-		if err := a.kube.BatchV1().Jobs(a.cfg.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil && !apierrors.IsNotFound(err) {
+		if err := objs.deleteJob(ctx, j.Name); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting Job %s: %w", j.Name, err)
 		}
 	}
@@ -655,7 +658,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 			continue
 		}
 		a.log.WithFields(logrus.Fields{"operation": id, "secret": s.Name}).Warn("deleting Secret of an operation no longer leased to this worker")
-		if err := a.kube.CoreV1().Secrets(a.cfg.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if err := objs.deleteSecret(ctx, s.Name); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting Secret %s: %w", s.Name, err)
 		}
 	}

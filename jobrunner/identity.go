@@ -121,12 +121,12 @@ func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, wor
 	if err != nil {
 		return 0, 0, fmt.Errorf("listing the Jobs of worker %s in %s: %w (the account running this needs list and delete on jobs)", workerID, ns, err)
 	}
-	fg := metav1.DeletePropagationForeground
+	objs := kubeObjects{kube: kube, ns: ns}
 	for _, j := range jl.Items {
 		if j.DeletionTimestamp != nil {
 			continue
 		}
-		err := kube.BatchV1().Jobs(ns).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
+		err := objs.deleteJob(ctx, j.Name)
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:
@@ -143,7 +143,7 @@ func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, wor
 		if len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil {
 			continue // its Job's deletion takes it
 		}
-		err := kube.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
+		err := objs.deleteSecret(ctx, s.Name)
 		switch {
 		case apierrors.IsNotFound(err):
 		case err != nil:

@@ -11,7 +11,6 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -201,7 +200,7 @@ func (o *operation) detach(ctx context.Context) {
 func (o *operation) ensureObjects(ctx context.Context) error {
 	cfg, ns := &o.a.cfg, o.a.cfg.Namespace
 	if job, err := o.a.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
-		sec, err := o.a.kube.CoreV1().Secrets(ns).Get(ctx, o.name, metav1.GetOptions{})
+		sec, err := o.a.objects().getSecret(ctx, o.name)
 		if err != nil {
 			o.deleteJob(ctx)
 			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
@@ -239,33 +238,20 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	}
 	job := cfg.BuildJob(o.a.workerID, &o.lease, requests)
 
-	secrets := o.a.kube.CoreV1().Secrets(ns)
-	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+	objs := o.a.objects()
+	if sec, existed, err := objs.createSecret(ctx, secret); err != nil {
+		return err
+	} else if existed {
 		// A previous attempt of this agent got this far: reuse its key.
-		old, err := secrets.Get(ctx, o.name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("reading existing Secret %s: %w", o.name, err)
-		}
-		if o.sealer, err = logline.NewSealer(old.Data[secretKeyKey], o.id); err != nil {
+		if o.sealer, err = logline.NewSealer(sec.Data[secretKeyKey], o.id); err != nil {
 			return fmt.Errorf("existing Secret %s: %w", o.name, err)
 		}
-	} else if err != nil {
-		return fmt.Errorf("creating Secret %s/%s: %w", ns, o.name, err)
 	}
-	created, err := o.a.kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		created, err = o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{})
-	}
+	created, err := objs.createJob(ctx, job)
 	if err != nil {
-		if ctx.Err() == nil {
-			// The Job was refused: its Secret is of no use. (When the agent is stopping, the Job may have been
-			// created all the same; the next worker adopts both, or the sweeper removes the Secret.)
-			_ = secrets.Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{})
-		}
-		return fmt.Errorf("creating Job %s/%s: %w", ns, o.name, err)
+		return err
 	}
-	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":%q,"uid":%q,"blockOwnerDeletion":true}]}}`, created.Name, created.UID)
-	if _, err := secrets.Patch(ctx, o.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if err := objs.ownSecret(ctx, created); err != nil {
 		// Not fatal: the sweeper removes the Secret once the operation is no longer leased.
 		o.log.WithError(err).Warn("setting the Job as owner of the operation's Secret")
 	}
@@ -304,8 +290,7 @@ func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 	v := judge(obs, now, o.limits())
 	o.perform(ctx, v)
 	if v.CheckJob {
-		_, err := o.a.kube.BatchV1().Jobs(o.a.cfg.Namespace).Get(ctx, o.name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
+		if o.a.objects().jobGone(ctx, o.name) {
 			obs.JobGone = true
 			obs.Following, obs.FollowedPod = o.folRunning, o.folPod
 			v = judge(obs, now, o.limits())
@@ -463,9 +448,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 
 // deleteJob deletes the Job in the foreground: its pods go first, and its Secret with it.
 func (o *operation) deleteJob(ctx context.Context) {
-	fg := metav1.DeletePropagationForeground
-	err := o.a.kube.BatchV1().Jobs(o.a.cfg.Namespace).Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{PropagationPolicy: &fg})
-	if err != nil && !apierrors.IsNotFound(err) {
+	if err := o.a.objects().deleteJob(context.WithoutCancel(ctx), o.name); err != nil && !apierrors.IsNotFound(err) {
 		o.log.WithError(err).Warn("deleting Job")
 	}
 }
