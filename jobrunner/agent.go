@@ -25,7 +25,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	batchv1 "k8s.io/api/batch/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -644,7 +643,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 			continue
 		}
 		a.log.WithFields(logrus.Fields{"operation": id, "job": j.Name}).Warn("deleting Job of an operation no longer leased to this worker")
-		if err := objs.deleteJob(ctx, j.Name); err != nil && !apierrors.IsNotFound(err) {
+		if _, err := objs.deleteJob(ctx, j.Name); err != nil {
 			return fmt.Errorf("deleting Job %s: %w", j.Name, err)
 		}
 	}
@@ -658,7 +657,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 			continue
 		}
 		a.log.WithFields(logrus.Fields{"operation": id, "secret": s.Name}).Warn("deleting Secret of an operation no longer leased to this worker")
-		if err := objs.deleteSecret(ctx, s.Name); err != nil && !apierrors.IsNotFound(err) {
+		if _, err := objs.deleteSecret(ctx, s.Name); err != nil {
 			return fmt.Errorf("deleting Secret %s: %w", s.Name, err)
 		}
 	}

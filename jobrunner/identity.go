@@ -126,12 +126,11 @@ func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, wor
 		if j.DeletionTimestamp != nil {
 			continue
 		}
-		err := objs.deleteJob(ctx, j.Name)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
+		deleted, err := objs.deleteJob(ctx, j.Name)
+		if err != nil {
 			return jobs, secrets, fmt.Errorf("deleting Job %s/%s of worker %s: %w", ns, j.Name, workerID, err)
-		default:
+		}
+		if deleted {
 			jobs++
 		}
 	}
@@ -143,12 +142,11 @@ func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, wor
 		if len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil {
 			continue // its Job's deletion takes it
 		}
-		err := objs.deleteSecret(ctx, s.Name)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
+		deleted, err := objs.deleteSecret(ctx, s.Name)
+		if err != nil {
 			return jobs, secrets, fmt.Errorf("deleting Secret %s/%s of worker %s: %w", ns, s.Name, workerID, err)
-		default:
+		}
+		if deleted {
 			secrets++
 		}
 	}

@@ -329,7 +329,7 @@ func (k kubeObjects) createJob(ctx context.Context, job *batchv1.Job) (*batchv1.
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			_ = k.deleteSecret(context.WithoutCancel(ctx), job.Name)
+			_, _ = k.deleteSecret(context.WithoutCancel(ctx), job.Name)
 		}
 		return nil, fmt.Errorf("creating Job %s/%s: %w", k.ns, job.Name, err)
 	}
@@ -358,16 +358,24 @@ func (k kubeObjects) jobGone(ctx context.Context, name string) bool {
 	return apierrors.IsNotFound(err)
 }
 
-// deleteJob deletes a Job in the foreground: its pods go first, and the Secret it owns with it. The error is
-// the API server's (NotFound included).
-func (k kubeObjects) deleteJob(ctx context.Context, name string) error {
+// deleteJob deletes a Job in the foreground: its pods go first, and the Secret it owns with it. A Job that is
+// gone already is no error; deleted says whether this call deleted it.
+func (k kubeObjects) deleteJob(ctx context.Context, name string) (deleted bool, _ error) {
 	fg := metav1.DeletePropagationForeground
-	return k.kube.BatchV1().Jobs(k.ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &fg})
+	return deletedBy(k.kube.BatchV1().Jobs(k.ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &fg}))
 }
 
-// deleteSecret deletes a Secret. The error is the API server's (NotFound included).
-func (k kubeObjects) deleteSecret(ctx context.Context, name string) error {
-	return k.kube.CoreV1().Secrets(k.ns).Delete(ctx, name, metav1.DeleteOptions{})
+// deleteSecret deletes a Secret. A Secret that is gone already is no error; deleted says whether this call
+// deleted it.
+func (k kubeObjects) deleteSecret(ctx context.Context, name string) (deleted bool, _ error) {
+	return deletedBy(k.kube.CoreV1().Secrets(k.ns).Delete(ctx, name, metav1.DeleteOptions{}))
+}
+
+func deletedBy(err error) (bool, error) {
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -448,7 +447,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 
 // deleteJob deletes the Job in the foreground: its pods go first, and its Secret with it.
 func (o *operation) deleteJob(ctx context.Context) {
-	if err := o.a.objects().deleteJob(context.WithoutCancel(ctx), o.name); err != nil && !apierrors.IsNotFound(err) {
+	if _, err := o.a.objects().deleteJob(context.WithoutCancel(ctx), o.name); err != nil {
 		o.log.WithError(err).Warn("deleting Job")
 	}
 }
