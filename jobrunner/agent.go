@@ -219,7 +219,7 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 		a.mu.Unlock()
 		return
 	}
-	op := newOperation(a, lease, adopt)
+	op := newOperation(a.operationDeps(), lease, adopt)
 	a.ops[op.id] = op
 	a.mu.Unlock()
 	wg.Add(1)
@@ -302,11 +302,11 @@ func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// refusal returns why this worker cannot run op, or "".
-func (a *Agent) refusal(op *api.Operation) string {
+// refusal returns why a worker with capabilities cannot run op, or "".
+func refusal(capabilities []string, op *api.Operation) string {
 	var missing []string
 	for _, c := range op.Capabilities {
-		if !slices.Contains(a.cfg.Capabilities, c) {
+		if !slices.Contains(capabilities, c) {
 			missing = append(missing, c)
 		}
 	}
@@ -318,6 +318,15 @@ func (a *Agent) refusal(op *api.Operation) string {
 		msg += "; Kubernetes workers run scripts in pods without a Docker daemon, so steps that build or run containers, or use Docker images as packages, need a worker with Docker"
 	}
 	return msg
+}
+
+// operationDeps hands an operation what it needs of the agent, and nothing else.
+func (a *Agent) operationDeps() operationDeps {
+	return operationDeps{
+		namespace: a.cfg.Namespace, version: a.cfg.Version, workerID: a.workerID, capabilities: a.cfg.Capabilities,
+		limits: limits{PendingTimeout: a.cfg.PendingTimeout, ImagePullGrace: a.cfg.ImagePullGrace},
+		build:  &a.cfg, objects: a.objects(), jobs: a.jobs, pods: a.pods, logs: a.logs, d: a.d, log: a.log,
+	}
 }
 
 func (a *Agent) kickFor(obj any) {

@@ -181,11 +181,10 @@ func TestRefusesMissingCapabilities(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.Capabilities = []string{"kubernetes-job", "custom-image"}
-	a := &Agent{cfg: cfg}
-	if msg := a.refusal(&api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"custom-image"}}}); msg != "" {
+	if msg := refusal(cfg.Capabilities, &api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"custom-image"}}}); msg != "" {
 		t.Errorf("refused an operation it can run: %s", msg)
 	}
-	msg := a.refusal(&api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"docker", "gpu"}}})
+	msg := refusal(cfg.Capabilities, &api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"docker", "gpu"}}})
 	for _, want := range []string{"docker, gpu", "without a Docker daemon"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("refusal %q does not say %q", msg, want)

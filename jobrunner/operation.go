@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
@@ -28,7 +31,7 @@ const shutdownFlush = 10 * time.Second
 // log into the shipper, watches Job and pod state through the agent's informer, and reports the result.
 // Its state is touched only by its own run goroutine, except cancel and kick, which are channels.
 type operation struct {
-	a     *Agent
+	deps  operationDeps
 	lease api.Lease
 	id    string
 	name  string // Job and Secret name
@@ -57,10 +60,41 @@ type operation struct {
 	finished   bool
 }
 
-func newOperation(a *Agent, lease api.Lease, adopt bool) *operation {
+// operationDeps are what an operation needs from the agent that starts it.
+type operationDeps struct {
+	namespace    string
+	version      string   // the worker's, written in the operation's log
+	workerID     string   // labels the operation's objects
+	capabilities []string // what this worker can run
+	limits       limits
+	build        objectBuilder
+	objects      kubeObjects // every write (and direct read) of the operation's Job and Secret
+	jobs         batchlisters.JobLister
+	pods         corelisters.PodLister
+	logs         podLogs
+	d            operationDispatcher
+	log          *logrus.Entry // the operation adds its own fields
+}
+
+// objectBuilder builds an operation's Secret and Job; *Config is one.
+type objectBuilder interface {
+	RequestsFor(op *api.Operation) (corev1.ResourceList, []string, error)
+	BuildSecret(workerID string, lease *api.Lease, key []byte) (*corev1.Secret, error)
+	BuildJob(workerID string, lease *api.Lease, requests corev1.ResourceList) *batchv1.Job
+}
+
+// operationDispatcher is the part of the Dispatcher an operation uses: its shipper appends its log lines,
+// and it reports the running state and the result.
+type operationDispatcher interface {
+	logAppender
+	SetRunning(ctx context.Context, operationID, leaseID, message string) (api.Operation, error)
+	Result(ctx context.Context, operationID string, req api.ResultRequest) (api.Operation, error)
+}
+
+func newOperation(deps operationDeps, lease api.Lease, adopt bool) *operation {
 	return &operation{
-		a: a, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
-		log:       a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
+		deps: deps, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
+		log:       deps.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
 		kick:      make(chan struct{}, 1),
 		evCh:      make(chan *corev1.Event, 64),
 		cancelCh:  make(chan struct{}),
@@ -90,14 +124,14 @@ func (o *operation) run(ctx context.Context) {
 	defer wg.Wait()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	o.ship = newShipper(o.a.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
+	o.ship = newShipper(o.deps.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
 	// The shipper outlives ctx by up to shutdownFlush, so that a stopping agent delivers what it has read.
 	shipCtx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopShip()
 	wg.Add(1)
 	go func() { defer wg.Done(); o.ship.Run(shipCtx) }()
 
-	if msg := o.a.refusal(&o.lease.Operation); msg != "" {
+	if msg := refusal(o.deps.capabilities, &o.lease.Operation); msg != "" {
 		o.finish(ctx, &outcome{State: api.StateFailed, Message: msg})
 		return
 	}
@@ -126,7 +160,7 @@ func (o *operation) run(ctx context.Context) {
 			}
 			o.cancelCh = nil // handled once
 			o.cancelling = true
-			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.a.cfg.Namespace, o.name)
+			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.deps.namespace, o.name)
 			o.deleteJob(ctx)
 		case <-shipFailed:
 			if err := o.ship.Err(); leaseGone(err) {
@@ -197,9 +231,9 @@ func (o *operation) detach(ctx context.Context) {
 
 // ensureObjects creates the operation's Secret and Job, or adopts existing ones.
 func (o *operation) ensureObjects(ctx context.Context) error {
-	cfg, ns := &o.a.cfg, o.a.cfg.Namespace
-	if job, err := o.a.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
-		sec, err := o.a.objects().getSecret(ctx, o.name)
+	ns := o.deps.namespace
+	if job, err := o.deps.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
+		sec, err := o.deps.objects.getSecret(ctx, o.name)
 		if err != nil {
 			o.deleteJob(ctx)
 			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
@@ -208,9 +242,9 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
-		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.a.cfg.Version, ns, o.name, o.lease.LastSeq+1)
+		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.deps.version, ns, o.name, o.lease.LastSeq+1)
 		if o.lease.Operation.State != api.StateRunning {
-			if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
+			if _, err := o.deps.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 				o.log.WithError(err).Warn("reporting running state")
 			}
 		}
@@ -220,7 +254,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		return fmt.Errorf("the operation's Job %s/%s no longer exists (the worker was away longer than ttlSecondsAfterFinished, or someone deleted it); its result is unknown", ns, o.name)
 	}
 
-	requests, notes, err := cfg.RequestsFor(&o.lease.Operation)
+	requests, notes, err := o.deps.build.RequestsFor(&o.lease.Operation)
 	if err != nil {
 		return err
 	}
@@ -231,13 +265,13 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	if o.sealer, err = logline.NewSealer(key, o.id); err != nil {
 		return err
 	}
-	secret, err := cfg.BuildSecret(o.a.workerID, &o.lease, key)
+	secret, err := o.deps.build.BuildSecret(o.deps.workerID, &o.lease, key)
 	if err != nil {
 		return err
 	}
-	job := cfg.BuildJob(o.a.workerID, &o.lease, requests)
+	job := o.deps.build.BuildJob(o.deps.workerID, &o.lease, requests)
 
-	objs := o.a.objects()
+	objs := o.deps.objects
 	if sec, existed, err := objs.createSecret(ctx, secret); err != nil {
 		return err
 	} else if existed {
@@ -255,15 +289,12 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		o.log.WithError(err).Warn("setting the Job as owner of the operation's Secret")
 	}
 
-	image := o.lease.Operation.Image
-	if image == "" {
-		image = cfg.ToolsImage
-	}
-	o.say(ctx, "running in Job %s/%s, image %s, requests %s (octo-worker %s)", ns, o.name, image, formatResources(requests), o.a.cfg.Version)
+	image := job.Spec.Template.Spec.Containers[0].Image // the step's, else the tools image
+	o.say(ctx, "running in Job %s/%s, image %s, requests %s (octo-worker %s)", ns, o.name, image, formatResources(requests), o.deps.version)
 	for _, n := range notes {
 		o.say(ctx, "%s", n)
 	}
-	if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
+	if _, err := o.deps.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 		o.log.WithError(err).Warn("reporting running state")
 	}
 	o.log.WithField("image", image).Info("created Job")
@@ -286,13 +317,13 @@ func formatResources(rl corev1.ResourceList) string {
 func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 	now := time.Now()
 	obs := o.observe()
-	v := judge(obs, now, o.limits())
+	v := judge(obs, now, o.deps.limits)
 	o.perform(ctx, v)
 	if v.CheckJob {
-		if o.a.objects().jobGone(ctx, o.name) {
+		if o.deps.objects.jobGone(ctx, o.name) {
 			obs.JobGone = true
 			obs.Following, obs.FollowedPod = o.folRunning, o.folPod
-			v = judge(obs, now, o.limits())
+			v = judge(obs, now, o.deps.limits)
 			o.perform(ctx, v)
 		}
 	}
@@ -301,8 +332,8 @@ func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 
 // observe gathers what the judge looks at.
 func (o *operation) observe() observation {
-	ns := o.a.cfg.Namespace
-	job, err := o.a.jobs.Jobs(ns).Get(o.name)
+	ns := o.deps.namespace
+	job, err := o.deps.jobs.Jobs(ns).Get(o.name)
 	if err != nil || job.Annotations[AnnotationOperation] != o.id {
 		job = nil
 	}
@@ -314,10 +345,6 @@ func (o *operation) observe() observation {
 		obs.EOS = o.fol.eos
 	}
 	return obs
-}
-
-func (o *operation) limits() limits {
-	return limits{PendingTimeout: o.a.cfg.PendingTimeout, ImagePullGrace: o.a.cfg.ImagePullGrace}
 }
 
 // perform carries out a verdict's effects, except its outcome (run finishes the operation with it).
@@ -336,7 +363,7 @@ func (o *operation) perform(ctx context.Context, v verdict) {
 
 func (o *operation) startFollower(ctx context.Context, pod string, fromStart bool) {
 	if o.fol == nil || o.folPod != pod {
-		o.fol = &follower{logs: o.a.logs, pod: pod, sealer: o.sealer, offset: o.base, delivered: max(o.base, o.lease.LastSeq)}
+		o.fol = &follower{logs: o.deps.logs, pod: pod, sealer: o.sealer, offset: o.base, delivered: max(o.base, o.lease.LastSeq)}
 		o.folPod = pod
 	}
 	o.folDone = make(chan error, 1)
@@ -357,7 +384,7 @@ func (o *operation) followLoop(ctx context.Context, f *follower, fromStart bool)
 			return err
 		}
 		fromStart = false
-		pod, perr := o.a.pods.Pods(o.a.cfg.Namespace).Get(f.pod)
+		pod, perr := o.deps.pods.Pods(o.deps.namespace).Get(f.pod)
 		gone := perr != nil
 		st := (*corev1.ContainerStatus)(nil)
 		if !gone {
@@ -412,7 +439,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	backoff := 200 * time.Millisecond
 	rereads := 0
 	for {
-		_, err := o.a.d.Result(ctx, o.id, req)
+		_, err := o.deps.d.Result(ctx, o.id, req)
 		if held, ok := client.MissingLines(err); ok && rereads < 3 && o.fol != nil {
 			// The server lacks lines it once acknowledged (or never got): read them from the pod again.
 			rereads++
@@ -447,7 +474,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 
 // deleteJob deletes the Job in the foreground: its pods go first, and its Secret with it.
 func (o *operation) deleteJob(ctx context.Context) {
-	if _, err := o.a.objects().deleteJob(context.WithoutCancel(ctx), o.name); err != nil {
+	if _, err := o.deps.objects.deleteJob(context.WithoutCancel(ctx), o.name); err != nil {
 		o.log.WithError(err).Warn("deleting Job")
 	}
 }
@@ -455,7 +482,7 @@ func (o *operation) deleteJob(ctx context.Context) {
 // pods returns the operation's pods as the informer holds them.
 func (o *operation) pods() []*corev1.Pod {
 	sel := labels.SelectorFromSet(labels.Set{LabelOperation: LabelValue(o.id)})
-	pods, err := o.a.pods.Pods(o.a.cfg.Namespace).List(sel)
+	pods, err := o.deps.pods.Pods(o.deps.namespace).List(sel)
 	if err != nil {
 		return nil
 	}
