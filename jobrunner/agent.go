@@ -25,8 +25,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -110,6 +108,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	return a, nil
 }
+
+// objects reads, creates and deletes the Jobs and Secrets of operations in the agent's namespace.
+func (a *Agent) objects() kubeObjects { return kubeObjects{kube: a.kube, ns: a.cfg.Namespace} }
 
 // Selector is the label selector of everything this worker creates.
 func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
@@ -218,7 +219,7 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 		a.mu.Unlock()
 		return
 	}
-	op := newOperation(a, lease, adopt)
+	op := newOperation(a.operationDeps(), lease, adopt)
 	a.ops[op.id] = op
 	a.mu.Unlock()
 	wg.Add(1)
@@ -301,11 +302,11 @@ func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// refusal returns why this worker cannot run op, or "".
-func (a *Agent) refusal(op *api.Operation) string {
+// refusal returns why a worker with capabilities cannot run op, or "".
+func refusal(capabilities []string, op *api.Operation) string {
 	var missing []string
 	for _, c := range op.Capabilities {
-		if !slices.Contains(a.cfg.Capabilities, c) {
+		if !slices.Contains(capabilities, c) {
 			missing = append(missing, c)
 		}
 	}
@@ -317,6 +318,15 @@ func (a *Agent) refusal(op *api.Operation) string {
 		msg += "; Kubernetes workers run scripts in pods without a Docker daemon, so steps that build or run containers, or use Docker images as packages, need a worker with Docker"
 	}
 	return msg
+}
+
+// operationDeps hands an operation what it needs of the agent, and nothing else.
+func (a *Agent) operationDeps() operationDeps {
+	return operationDeps{
+		namespace: a.cfg.Namespace, version: a.cfg.Version, workerID: a.workerID, capabilities: a.cfg.Capabilities,
+		limits: limits{PendingTimeout: a.cfg.PendingTimeout, ImagePullGrace: a.cfg.ImagePullGrace},
+		build:  &a.cfg, objects: a.objects(), jobs: a.jobs, pods: a.pods, logs: a.logs, d: a.d, log: a.log,
+	}
 }
 
 func (a *Agent) kickFor(obj any) {
@@ -332,37 +342,6 @@ func (a *Agent) kickFor(obj any) {
 	a.mu.Unlock()
 	if op != nil {
 		op.notify()
-	}
-}
-
-// onEvent routes a pod or Job event to the operation it is about.
-func (a *Agent) onEvent(obj any) {
-	ev, ok := obj.(*corev1.Event)
-	if !ok {
-		return
-	}
-	var annotations map[string]string
-	switch ev.InvolvedObject.Kind {
-	case "Pod":
-		p, err := a.pods.Pods(a.cfg.Namespace).Get(ev.InvolvedObject.Name)
-		if err != nil {
-			return
-		}
-		annotations = p.Annotations
-	case "Job":
-		j, err := a.jobs.Jobs(a.cfg.Namespace).Get(ev.InvolvedObject.Name)
-		if err != nil {
-			return
-		}
-		annotations = j.Annotations
-	default:
-		return
-	}
-	a.mu.Lock()
-	op := a.ops[annotations[AnnotationOperation]]
-	a.mu.Unlock()
-	if op != nil {
-		op.onEventAsync(ev.DeepCopy())
 	}
 }
 
@@ -665,7 +644,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 	if err != nil {
 		return fmt.Errorf("listing Jobs: %w", err)
 	}
-	fg := metav1.DeletePropagationForeground
+	objs := a.objects()
 	for _, j := range jobs {
 		id := j.Annotations[AnnotationOperation]
 		if keep[id] || j.DeletionTimestamp != nil || j.CreationTimestamp.Time.After(young) ||
@@ -673,7 +652,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 			continue
 		}
 		a.log.WithFields(logrus.Fields{"operation": id, "job": j.Name}).Warn("deleting Job of an operation no longer leased to this worker")
-		if err := a.kube.BatchV1().Jobs(a.cfg.Namespace).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil && !apierrors.IsNotFound(err) {
+		if _, err := objs.deleteJob(ctx, j.Name); err != nil {
 			return fmt.Errorf("deleting Job %s: %w", j.Name, err)
 		}
 	}
@@ -687,7 +666,7 @@ func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
 			continue
 		}
 		a.log.WithFields(logrus.Fields{"operation": id, "secret": s.Name}).Warn("deleting Secret of an operation no longer leased to this worker")
-		if err := a.kube.CoreV1().Secrets(a.cfg.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		if _, err := objs.deleteSecret(ctx, s.Name); err != nil {
 			return fmt.Errorf("deleting Secret %s: %w", s.Name, err)
 		}
 	}

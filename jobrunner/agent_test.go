@@ -96,7 +96,7 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The leased operation runs (its supervision is not started: the heartbeat only lists it).
-	a.ops[lease.Operation.ID] = newOperation(a, *lease, false)
+	a.ops[lease.Operation.ID] = newOperation(a.operationDeps(), *lease, false)
 	worker := func() api.Worker {
 		t.Helper()
 		ws, err := admin.Workers(ctx)

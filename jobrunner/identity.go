@@ -121,17 +121,16 @@ func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, wor
 	if err != nil {
 		return 0, 0, fmt.Errorf("listing the Jobs of worker %s in %s: %w (the account running this needs list and delete on jobs)", workerID, ns, err)
 	}
-	fg := metav1.DeletePropagationForeground
+	objs := kubeObjects{kube: kube, ns: ns}
 	for _, j := range jl.Items {
 		if j.DeletionTimestamp != nil {
 			continue
 		}
-		err := kube.BatchV1().Jobs(ns).Delete(ctx, j.Name, metav1.DeleteOptions{PropagationPolicy: &fg})
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
+		deleted, err := objs.deleteJob(ctx, j.Name)
+		if err != nil {
 			return jobs, secrets, fmt.Errorf("deleting Job %s/%s of worker %s: %w", ns, j.Name, workerID, err)
-		default:
+		}
+		if deleted {
 			jobs++
 		}
 	}
@@ -143,12 +142,11 @@ func DeleteWorkerObjects(ctx context.Context, kube kubernetes.Interface, ns, wor
 		if len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil {
 			continue // its Job's deletion takes it
 		}
-		err := kube.CoreV1().Secrets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
+		deleted, err := objs.deleteSecret(ctx, s.Name)
+		if err != nil {
 			return jobs, secrets, fmt.Errorf("deleting Secret %s/%s of worker %s: %w", ns, s.Name, workerID, err)
-		default:
+		}
+		if deleted {
 			secrets++
 		}
 	}

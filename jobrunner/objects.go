@@ -1,6 +1,7 @@
 package jobrunner
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,9 +10,12 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/jobrunner/runner"
@@ -267,15 +271,111 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 	}
 }
 
-// OwnedBy returns the owner reference that makes a Secret garbage-collected with its Job.
+// OwnedBy returns the owner reference that makes a Secret garbage-collected with its Job. It is not a
+// controller reference: no controller manages operation Secrets.
 func OwnedBy(job *batchv1.Job) metav1.OwnerReference {
 	return metav1.OwnerReference{
-		APIVersion:         "batch/v1",
+		APIVersion:         batchv1.SchemeGroupVersion.String(),
 		Kind:               "Job",
 		Name:               job.Name,
 		UID:                job.UID,
 		BlockOwnerDeletion: ptr(true),
 	}
+}
+
+// ownerPatch is the merge patch that makes job the only owner of an object.
+func ownerPatch(job *batchv1.Job) ([]byte, error) {
+	type meta struct {
+		OwnerReferences []metav1.OwnerReference `json:"ownerReferences"`
+	}
+	return json.Marshal(struct {
+		Metadata meta `json:"metadata"`
+	}{meta{[]metav1.OwnerReference{OwnedBy(job)}}})
+}
+
+// kubeObjects reads, creates and deletes the Jobs and Secrets of operations in one namespace: every write
+// the worker makes to them goes through it.
+type kubeObjects struct {
+	kube kubernetes.Interface
+	ns   string
+}
+
+// createSecret creates an operation's Secret. When it exists already (a previous attempt of this agent got
+// this far), it returns the existing one, whose sealing key the pod will use, and existed is true.
+func (k kubeObjects) createSecret(ctx context.Context, secret *corev1.Secret) (_ *corev1.Secret, existed bool, _ error) {
+	secrets := k.kube.CoreV1().Secrets(k.ns)
+	created, err := secrets.Create(ctx, secret, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		old, err := secrets.Get(ctx, secret.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, true, fmt.Errorf("reading existing Secret %s: %w", secret.Name, err)
+		}
+		return old, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("creating Secret %s/%s: %w", k.ns, secret.Name, err)
+	}
+	return created, false, nil
+}
+
+// createJob creates an operation's Job (or returns the one a previous attempt created) after its Secret. When
+// the Job is refused, the Secret of the same name is of no use and is deleted; when ctx ended, the Job may have
+// been created all the same and both stay (the next worker adopts both, or the sweeper removes the Secret).
+func (k kubeObjects) createJob(ctx context.Context, job *batchv1.Job) (*batchv1.Job, error) {
+	jobs := k.kube.BatchV1().Jobs(k.ns)
+	created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		created, err = jobs.Get(ctx, job.Name, metav1.GetOptions{})
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			_, _ = k.deleteSecret(context.WithoutCancel(ctx), job.Name)
+		}
+		return nil, fmt.Errorf("creating Job %s/%s: %w", k.ns, job.Name, err)
+	}
+	return created, nil
+}
+
+// ownSecret makes job the owner of the Secret of the same name, so that the Secret goes with the Job.
+func (k kubeObjects) ownSecret(ctx context.Context, job *batchv1.Job) error {
+	patch, err := ownerPatch(job)
+	if err != nil {
+		return err
+	}
+	_, err = k.kube.CoreV1().Secrets(k.ns).Patch(ctx, job.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// getSecret reads a Secret from the API server (not the informer).
+func (k kubeObjects) getSecret(ctx context.Context, name string) (*corev1.Secret, error) {
+	return k.kube.CoreV1().Secrets(k.ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+// jobGone asks the API server (not the informer) whether a Job is gone; an error other than NotFound counts
+// as not gone.
+func (k kubeObjects) jobGone(ctx context.Context, name string) bool {
+	_, err := k.kube.BatchV1().Jobs(k.ns).Get(ctx, name, metav1.GetOptions{})
+	return apierrors.IsNotFound(err)
+}
+
+// deleteJob deletes a Job in the foreground: its pods go first, and the Secret it owns with it. A Job that is
+// gone already is no error; deleted says whether this call deleted it.
+func (k kubeObjects) deleteJob(ctx context.Context, name string) (deleted bool, _ error) {
+	fg := metav1.DeletePropagationForeground
+	return deletedBy(k.kube.BatchV1().Jobs(k.ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &fg}))
+}
+
+// deleteSecret deletes a Secret. A Secret that is gone already is no error; deleted says whether this call
+// deleted it.
+func (k kubeObjects) deleteSecret(ctx context.Context, name string) (deleted bool, _ error) {
+	return deletedBy(k.kube.CoreV1().Secrets(k.ns).Delete(ctx, name, metav1.DeleteOptions{}))
+}
+
+func deletedBy(err error) (bool, error) {
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/octo-worker/octo-worker/chartgen"
@@ -194,14 +196,28 @@ func TestRefusesMissingCapabilities(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.Capabilities = []string{"kubernetes-job", "custom-image"}
-	a := &Agent{cfg: cfg}
-	if msg := a.refusal(&api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"custom-image"}}}); msg != "" {
+	if msg := refusal(cfg.Capabilities, &api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"custom-image"}}}); msg != "" {
 		t.Errorf("refused an operation it can run: %s", msg)
 	}
-	msg := a.refusal(&api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"docker", "gpu"}}})
+	msg := refusal(cfg.Capabilities, &api.Operation{OperationSpec: api.OperationSpec{Capabilities: []string{"docker", "gpu"}}})
 	for _, want := range []string{"docker, gpu", "without a Docker daemon"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("refusal %q does not say %q", msg, want)
 		}
+	}
+}
+
+// The Secret's owner is its Job, without a controller flag (no controller manages the Secret), and the
+// Secret's deletion is blocked until the Job's foreground deletion has removed it.
+func TestOwnerPatch(t *testing.T) {
+	t.Parallel()
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "octo-op-1", UID: "0b3c"}}
+	got, err := ownerPatch(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"metadata":{"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":"octo-op-1","uid":"0b3c","blockOwnerDeletion":true}]}}`
+	if diff := cmp.Diff(want, string(got)); diff != "" {
+		t.Errorf("owner patch (-want +got):\n%s", diff)
 	}
 }

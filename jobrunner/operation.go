@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -12,18 +11,15 @@ import (
 	"github.com/sirupsen/logrus"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
-
-// capacityReportEvery is how often a pod that keeps waiting for capacity is reported again in its log.
-const capacityReportEvery = time.Minute
 
 // shutdownFlush bounds how long a stopping agent (SIGTERM: its pod is being replaced, e.g. by a self-update)
 // keeps trying to deliver the lines it has read but the server has not acknowledged. Lines it cannot deliver
@@ -35,7 +31,7 @@ const shutdownFlush = 10 * time.Second
 // log into the shipper, watches Job and pod state through the agent's informer, and reports the result.
 // Its state is touched only by its own run goroutine, except cancel and kick, which are channels.
 type operation struct {
-	a     *Agent
+	deps  operationDeps
 	lease api.Lease
 	id    string
 	name  string // Job and Secret name
@@ -57,29 +53,53 @@ type operation struct {
 	folRunning bool
 	base       int64 // lines delivered by earlier pods
 
-	cancelling   bool
-	waitingMsg   string
-	waitingSaid  time.Time
-	pendingSince time.Time
-	problemSince map[string]time.Time // container → when its current waiting problem started
-	problemSaid  map[string]string    // container → the problem last written to the log
-	events       map[types.UID]int32
-	startedAt    time.Time // events from before this are not written (they were, or are stale)
-	jobSeen      bool      // the informer has shown the Job at least once
-	finished     bool
+	cancelling bool
+	memory     memory // the judge's, between two looks
+	events     map[types.UID]int32
+	startedAt  time.Time // events from before this are not written (they were, or are stale)
+	finished   bool
 }
 
-func newOperation(a *Agent, lease api.Lease, adopt bool) *operation {
+// operationDeps are what an operation needs from the agent that starts it.
+type operationDeps struct {
+	namespace    string
+	version      string   // the worker's, written in the operation's log
+	workerID     string   // labels the operation's objects
+	capabilities []string // what this worker can run
+	limits       limits
+	build        objectBuilder
+	objects      kubeObjects // every write (and direct read) of the operation's Job and Secret
+	jobs         batchlisters.JobLister
+	pods         corelisters.PodLister
+	logs         podLogs
+	d            operationDispatcher
+	log          *logrus.Entry // the operation adds its own fields
+}
+
+// objectBuilder builds an operation's Secret and Job; *Config is one.
+type objectBuilder interface {
+	RequestsFor(op *api.Operation) (corev1.ResourceList, []string, error)
+	BuildSecret(workerID string, lease *api.Lease, key []byte) (*corev1.Secret, error)
+	BuildJob(workerID string, lease *api.Lease, requests corev1.ResourceList) *batchv1.Job
+}
+
+// operationDispatcher is the part of the Dispatcher an operation uses: its shipper appends its log lines,
+// and it reports the running state and the result.
+type operationDispatcher interface {
+	logAppender
+	SetRunning(ctx context.Context, operationID, leaseID, message string) (api.Operation, error)
+	Result(ctx context.Context, operationID string, req api.ResultRequest) (api.Operation, error)
+}
+
+func newOperation(deps operationDeps, lease api.Lease, adopt bool) *operation {
 	return &operation{
-		a: a, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
-		log:          a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
-		kick:         make(chan struct{}, 1),
-		evCh:         make(chan *corev1.Event, 64),
-		cancelCh:     make(chan struct{}),
-		problemSince: map[string]time.Time{},
-		problemSaid:  map[string]string{},
-		events:       map[types.UID]int32{},
-		startedAt:    time.Now().Add(-time.Second),
+		deps: deps, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
+		log:       deps.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
+		kick:      make(chan struct{}, 1),
+		evCh:      make(chan *corev1.Event, 64),
+		cancelCh:  make(chan struct{}),
+		events:    map[types.UID]int32{},
+		startedAt: time.Now().Add(-time.Second),
 	}
 }
 
@@ -99,27 +119,20 @@ func (o *operation) say(ctx context.Context, format string, args ...any) {
 	}
 }
 
-type outcome struct {
-	state    api.State
-	exitCode *int
-	message  string
-	deleteIt bool // the worker ends the Job itself (cancel, no capacity, bad image)
-}
-
 func (o *operation) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	o.ship = newShipper(o.a.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
+	o.ship = newShipper(o.deps.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
 	// The shipper outlives ctx by up to shutdownFlush, so that a stopping agent delivers what it has read.
 	shipCtx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopShip()
 	wg.Add(1)
 	go func() { defer wg.Done(); o.ship.Run(shipCtx) }()
 
-	if msg := o.a.refusal(&o.lease.Operation); msg != "" {
-		o.finish(ctx, &outcome{state: api.StateFailed, message: msg})
+	if msg := refusal(o.deps.capabilities, &o.lease.Operation); msg != "" {
+		o.finish(ctx, &outcome{State: api.StateFailed, Message: msg})
 		return
 	}
 	if err := o.ensureObjects(ctx); err != nil {
@@ -127,7 +140,7 @@ func (o *operation) run(ctx context.Context) {
 			o.detach(ctx)
 			return
 		}
-		o.finish(ctx, &outcome{state: api.StateFailed, message: err.Error()})
+		o.finish(ctx, &outcome{State: api.StateFailed, Message: err.Error()})
 		return
 	}
 
@@ -147,7 +160,7 @@ func (o *operation) run(ctx context.Context) {
 			}
 			o.cancelCh = nil // handled once
 			o.cancelling = true
-			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.a.cfg.Namespace, o.name)
+			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.deps.namespace, o.name)
 			o.deleteJob(ctx)
 		case <-shipFailed:
 			if err := o.ship.Err(); leaseGone(err) {
@@ -218,9 +231,9 @@ func (o *operation) detach(ctx context.Context) {
 
 // ensureObjects creates the operation's Secret and Job, or adopts existing ones.
 func (o *operation) ensureObjects(ctx context.Context) error {
-	cfg, ns := &o.a.cfg, o.a.cfg.Namespace
-	if job, err := o.a.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
-		sec, err := o.a.kube.CoreV1().Secrets(ns).Get(ctx, o.name, metav1.GetOptions{})
+	ns := o.deps.namespace
+	if job, err := o.deps.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
+		sec, err := o.deps.objects.getSecret(ctx, o.name)
 		if err != nil {
 			o.deleteJob(ctx)
 			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
@@ -229,9 +242,9 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
-		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.a.cfg.Version, ns, o.name, o.lease.LastSeq+1)
+		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.deps.version, ns, o.name, o.lease.LastSeq+1)
 		if o.lease.Operation.State != api.StateRunning {
-			if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
+			if _, err := o.deps.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 				o.log.WithError(err).Warn("reporting running state")
 			}
 		}
@@ -241,7 +254,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		return fmt.Errorf("the operation's Job %s/%s no longer exists (the worker was away longer than ttlSecondsAfterFinished, or someone deleted it); its result is unknown", ns, o.name)
 	}
 
-	requests, notes, err := cfg.RequestsFor(&o.lease.Operation)
+	requests, notes, err := o.deps.build.RequestsFor(&o.lease.Operation)
 	if err != nil {
 		return err
 	}
@@ -252,52 +265,36 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	if o.sealer, err = logline.NewSealer(key, o.id); err != nil {
 		return err
 	}
-	secret, err := cfg.BuildSecret(o.a.workerID, &o.lease, key)
+	secret, err := o.deps.build.BuildSecret(o.deps.workerID, &o.lease, key)
 	if err != nil {
 		return err
 	}
-	job := cfg.BuildJob(o.a.workerID, &o.lease, requests)
+	job := o.deps.build.BuildJob(o.deps.workerID, &o.lease, requests)
 
-	secrets := o.a.kube.CoreV1().Secrets(ns)
-	if _, err := secrets.Create(ctx, secret, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+	objs := o.deps.objects
+	if sec, existed, err := objs.createSecret(ctx, secret); err != nil {
+		return err
+	} else if existed {
 		// A previous attempt of this agent got this far: reuse its key.
-		old, err := secrets.Get(ctx, o.name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("reading existing Secret %s: %w", o.name, err)
-		}
-		if o.sealer, err = logline.NewSealer(old.Data[secretKeyKey], o.id); err != nil {
+		if o.sealer, err = logline.NewSealer(sec.Data[secretKeyKey], o.id); err != nil {
 			return fmt.Errorf("existing Secret %s: %w", o.name, err)
 		}
-	} else if err != nil {
-		return fmt.Errorf("creating Secret %s/%s: %w", ns, o.name, err)
 	}
-	created, err := o.a.kube.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		created, err = o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{})
-	}
+	created, err := objs.createJob(ctx, job)
 	if err != nil {
-		if ctx.Err() == nil {
-			// The Job was refused: its Secret is of no use. (When the agent is stopping, the Job may have been
-			// created all the same; the next worker adopts both, or the sweeper removes the Secret.)
-			_ = secrets.Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{})
-		}
-		return fmt.Errorf("creating Job %s/%s: %w", ns, o.name, err)
+		return err
 	}
-	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":%q,"uid":%q,"blockOwnerDeletion":true}]}}`, created.Name, created.UID)
-	if _, err := secrets.Patch(ctx, o.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+	if err := objs.ownSecret(ctx, created); err != nil {
 		// Not fatal: the sweeper removes the Secret once the operation is no longer leased.
 		o.log.WithError(err).Warn("setting the Job as owner of the operation's Secret")
 	}
 
-	image := o.lease.Operation.Image
-	if image == "" {
-		image = cfg.ToolsImage
-	}
-	o.say(ctx, "running in Job %s/%s, image %s, requests %s (octo-worker %s)", ns, o.name, image, formatResources(requests), o.a.cfg.Version)
+	image := job.Spec.Template.Spec.Containers[0].Image // the step's, else the tools image
+	o.say(ctx, "running in Job %s/%s, image %s, requests %s (octo-worker %s)", ns, o.name, image, formatResources(requests), o.deps.version)
 	for _, n := range notes {
 		o.say(ctx, "%s", n)
 	}
-	if _, err := o.a.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
+	if _, err := o.deps.d.SetRunning(ctx, o.id, o.lease.LeaseID, "Job "+ns+"/"+o.name); err != nil {
 		o.log.WithError(err).Warn("reporting running state")
 	}
 	o.log.WithField("image", image).Info("created Job")
@@ -314,198 +311,59 @@ func formatResources(rl corev1.ResourceList) string {
 	return strings.Join(parts, ", ")
 }
 
-// evaluate looks at the Job and its pods as the informer holds them and decides whether the operation has
-// ended. next is when to look again without a change (pending and image-pull deadlines).
+// evaluate judges the operation from the Job and pods the informer holds, and performs what the verdict asks
+// on the way: follow a pod, write lines, ask the API server whether the Job exists. It returns the outcome
+// (nil: not ended) and when to look again without a change.
 func (o *operation) evaluate(ctx context.Context) (*outcome, time.Duration) {
 	now := time.Now()
-	next := time.Hour
-	ns := o.a.cfg.Namespace
-	job, err := o.a.jobs.Jobs(ns).Get(o.name)
+	obs := o.observe()
+	v := judge(obs, now, o.deps.limits)
+	o.perform(ctx, v)
+	if v.CheckJob {
+		if o.deps.objects.jobGone(ctx, o.name) {
+			obs.JobGone = true
+			obs.Following, obs.FollowedPod = o.folRunning, o.folPod
+			v = judge(obs, now, o.deps.limits)
+			o.perform(ctx, v)
+		}
+	}
+	return v.Outcome, v.Next
+}
+
+// observe gathers what the judge looks at.
+func (o *operation) observe() observation {
+	ns := o.deps.namespace
+	job, err := o.deps.jobs.Jobs(ns).Get(o.name)
 	if err != nil || job.Annotations[AnnotationOperation] != o.id {
 		job = nil
 	}
-	pod := o.currentPod()
-	if pod != nil && (o.folPod != pod.Name || o.fol == nil) && !o.folRunning {
-		if st := containerStatus(pod.Status.ContainerStatuses, ScriptContainerName); st != nil && (st.State.Running != nil || st.State.Terminated != nil) {
-			if o.fol != nil {
-				o.base = o.fol.delivered
-			}
-			o.startFollower(ctx, pod.Name, false)
-		}
+	obs := observation{
+		Job: ns + "/" + o.name, JobObject: job, Pods: o.pods(), StartedAt: o.startedAt,
+		Cancelling: o.cancelling, Following: o.folRunning, FollowedPod: o.folPod, Memory: o.memory,
 	}
-
-	if o.cancelling {
-		if o.folRunning && job != nil {
-			return nil, next // the stream ends when the pod stops
-		}
-		return &outcome{state: api.StateCancelled, message: "cancelled"}, 0
-	}
-	if job == nil && !o.jobSeen {
-		// Just created: the informer has not delivered it yet. Ask the API server directly if that takes long.
-		if now.Sub(o.startedAt) < 30*time.Second {
-			return nil, 5 * time.Second
-		}
-		if _, err := o.a.kube.BatchV1().Jobs(ns).Get(ctx, o.name, metav1.GetOptions{}); err == nil || !apierrors.IsNotFound(err) {
-			return nil, 5 * time.Second
-		}
-	}
-	if job == nil {
-		if o.folRunning {
-			return nil, next
-		}
-		return o.withLogResult(pod, &outcome{state: api.StateFailed, message: fmt.Sprintf("Job %s/%s was deleted by something other than this worker", ns, o.name)}), 0
-	}
-	o.jobSeen = true
-	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil && c.Reason == batchv1.JobReasonDeadlineExceeded {
-		if o.folRunning && !podFinished(pod) {
-			return nil, next
-		}
-		return o.withLogResult(pod, &outcome{state: api.StateTimedOut, message: fmt.Sprintf("ran longer than its timeout (activeDeadlineSeconds %d); Kubernetes stopped it", deref(job.Spec.ActiveDeadlineSeconds))}), 0
-	}
-	jobDone := jobCondition(job, batchv1.JobComplete, batchv1.JobSuccessCriteriaMet) != nil || jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget) != nil
-	if jobDone {
-		if o.folRunning {
-			return nil, next
-		}
-		if pod == nil {
-			return &outcome{state: api.StateFailed, message: "the Job ended without a pod: " + jobMessage(job)}, 0
-		}
-		return o.scriptOutcome(pod, job), 0
-	}
-	if pod == nil {
-		return nil, next
-	}
-
-	// Waiting for capacity.
-	if c := podCondition(pod, corev1.PodScheduled); c != nil && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-		if o.pendingSince.IsZero() {
-			o.pendingSince = now
-		}
-		waited := now.Sub(o.pendingSince)
-		if waited >= o.a.cfg.PendingTimeout {
-			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("no capacity to run the script pod for %s (scriptPods.pendingTimeout): %s", o.a.cfg.PendingTimeout, c.Message)}, 0
-		}
-		if c.Message != o.waitingMsg || now.Sub(o.waitingSaid) >= capacityReportEvery {
-			o.say(ctx, "waiting for capacity (%s so far): %s", waited.Round(time.Second), c.Message)
-			o.waitingMsg, o.waitingSaid = c.Message, now
-		}
-		next = min(next, o.pendingSince.Add(o.a.cfg.PendingTimeout).Sub(now), o.waitingSaid.Add(capacityReportEvery).Sub(now))
-	} else if !o.pendingSince.IsZero() {
-		o.say(ctx, "capacity found after %s: pod scheduled", now.Sub(o.pendingSince).Round(time.Second))
-		o.pendingSince, o.waitingMsg = time.Time{}, ""
-	}
-
-	// Image and container start problems.
-	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
-		w := st.State.Waiting
-		if w == nil || !startProblem(w.Reason) {
-			delete(o.problemSince, st.Name)
-			continue
-		}
-		what := fmt.Sprintf("image %s (container %s): %s: %s", st.Image, st.Name, w.Reason, w.Message)
-		if w.Reason == "InvalidImageName" {
-			return &outcome{state: api.StateFailed, deleteIt: true, message: "invalid " + what}, 0
-		}
-		since, ok := o.problemSince[st.Name]
-		if !ok {
-			since = now
-			o.problemSince[st.Name] = now
-		}
-		if o.problemSaid[st.Name] != w.Reason {
-			o.say(ctx, "%s", what)
-			o.problemSaid[st.Name] = w.Reason
-		}
-		if now.Sub(since) >= o.a.cfg.ImagePullGrace {
-			verb := "could not be pulled"
-			if !strings.Contains(w.Reason, "Image") {
-				verb = "could not be started"
-			}
-			return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("image %s (container %s) %s; gave up after %s (scriptPods.imagePullGrace): %s: %s", st.Image, st.Name, verb, o.a.cfg.ImagePullGrace, w.Reason, w.Message)}, 0
-		}
-		next = min(next, since.Add(o.a.cfg.ImagePullGrace).Sub(now))
-	}
-	if st := containerStatus(pod.Status.InitContainerStatuses, InitContainerName); st != nil && st.State.Terminated != nil && st.State.Terminated.ExitCode != 0 {
-		t := st.State.Terminated
-		return &outcome{state: api.StateFailed, deleteIt: true, message: fmt.Sprintf("installing the runner from the worker image %s failed: exit code %d (%s) %s", st.Image, t.ExitCode, t.Reason, t.Message)}, 0
-	}
-	return nil, max(next, time.Millisecond)
-}
-
-// startProblem reports whether a container waiting reason means it cannot start (rather than "starting").
-func startProblem(reason string) bool {
-	switch reason {
-	case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName", "RegistryUnavailable",
-		"CreateContainerConfigError", "CreateContainerError", "RunContainerError":
-		return true
-	}
-	return false
-}
-
-// scriptOutcome derives the result of a finished Job from the runner's end-of-stream marker and the
-// container's terminated state.
-func (o *operation) scriptOutcome(pod *corev1.Pod, job *batchv1.Job) *outcome {
-	if jobCondition(job, batchv1.JobComplete, batchv1.JobSuccessCriteriaMet) != nil {
-		return o.withLogResult(pod, &outcome{state: api.StateSucceeded, exitCode: ptr(0), message: "the script exited with code 0"})
-	}
-	return o.withLogResult(pod, &outcome{state: api.StateFailed, message: "the Job failed: " + jobMessage(job)})
-}
-
-// withLogResult fills in the exit code and message from the marker and the container state; fallback is the
-// outcome when neither says anything.
-func (o *operation) withLogResult(pod *corev1.Pod, fallback *outcome) *outcome {
-	var term *corev1.ContainerStateTerminated
-	if pod != nil {
-		if st := containerStatus(pod.Status.ContainerStatuses, ScriptContainerName); st != nil {
-			term = st.State.Terminated
-		}
-	}
-	var eos *logline.Line
 	if o.fol != nil {
-		eos = o.fol.eos
+		obs.EOS = o.fol.eos
 	}
-	out := *fallback
-	switch {
-	case eos != nil:
-		code, err := eos.ExitCode()
-		if err != nil {
-			out.message = err.Error()
-			break
+	return obs
+}
+
+// perform carries out a verdict's effects, except its outcome (run finishes the operation with it).
+func (o *operation) perform(ctx context.Context, v verdict) {
+	o.memory = v.Memory
+	if v.Follow != "" {
+		if o.fol != nil {
+			o.base = o.fol.delivered
 		}
-		if term != nil && int(term.ExitCode) != code {
-			out.exitCode = ptr(int(term.ExitCode))
-			out.message = fmt.Sprintf("the runner reported exit code %d but the container ended with %d (%s)", code, term.ExitCode, term.Reason)
-			if out.state == api.StateSucceeded {
-				out.state = api.StateFailed
-			}
-			break
-		}
-		out.exitCode = ptr(code)
-		if fallback.state == api.StateTimedOut || fallback.state == api.StateCancelled {
-			break
-		}
-		if code == 0 {
-			out.state, out.message = api.StateSucceeded, "the script exited with code 0"
-		} else {
-			out.state, out.message = api.StateFailed, fmt.Sprintf("the script exited with code %d", code)
-		}
-	case term != nil:
-		out.exitCode = ptr(int(term.ExitCode))
-		if fallback.state == api.StateTimedOut || fallback.state == api.StateCancelled {
-			break
-		}
-		reason := term.Reason
-		if reason == "OOMKilled" {
-			reason = "OOMKilled: the script used more memory than the pod's limit"
-		}
-		out.state = api.StateFailed
-		out.message = strings.TrimSpace(fmt.Sprintf("the script container ended with exit code %d without the runner's end-of-stream marker (%s) %s", term.ExitCode, reason, term.Message))
+		o.startFollower(ctx, v.Follow, false)
 	}
-	return &out
+	for _, line := range v.Say {
+		o.say(ctx, "%s", line)
+	}
 }
 
 func (o *operation) startFollower(ctx context.Context, pod string, fromStart bool) {
 	if o.fol == nil || o.folPod != pod {
-		o.fol = &follower{logs: o.a.logs, pod: pod, sealer: o.sealer, offset: o.base, delivered: max(o.base, o.lease.LastSeq)}
+		o.fol = &follower{logs: o.deps.logs, pod: pod, sealer: o.sealer, offset: o.base, delivered: max(o.base, o.lease.LastSeq)}
 		o.folPod = pod
 	}
 	o.folDone = make(chan error, 1)
@@ -526,7 +384,7 @@ func (o *operation) followLoop(ctx context.Context, f *follower, fromStart bool)
 			return err
 		}
 		fromStart = false
-		pod, perr := o.a.pods.Pods(o.a.cfg.Namespace).Get(f.pod)
+		pod, perr := o.deps.pods.Pods(o.deps.namespace).Get(f.pod)
 		gone := perr != nil
 		st := (*corev1.ContainerStatus)(nil)
 		if !gone {
@@ -554,10 +412,10 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 		return
 	}
 	o.finished = true
-	if out.state != api.StateSucceeded && out.state != api.StateCancelled && out.message != "" {
-		o.say(ctx, "%s", out.message)
+	if out.State != api.StateSucceeded && out.State != api.StateCancelled && out.Message != "" {
+		o.say(ctx, "%s", out.Message)
 	}
-	if out.deleteIt {
+	if out.DeleteJob {
 		o.deleteJob(ctx)
 	}
 	stored, err := o.ship.Flush(ctx)
@@ -577,11 +435,11 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	if o.fol != nil {
 		lastSeq = max(lastSeq, o.fol.delivered)
 	}
-	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.state, ExitCode: out.exitCode, Message: out.message, LastSeq: lastSeq}
+	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.State, ExitCode: out.ExitCode, Message: out.Message, LastSeq: lastSeq}
 	backoff := 200 * time.Millisecond
 	rereads := 0
 	for {
-		_, err := o.a.d.Result(ctx, o.id, req)
+		_, err := o.deps.d.Result(ctx, o.id, req)
 		if held, ok := client.MissingLines(err); ok && rereads < 3 && o.fol != nil {
 			// The server lacks lines it once acknowledged (or never got): read them from the pod again.
 			rereads++
@@ -597,7 +455,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 		}
 		if err == nil {
 			operationsFinished.Add(1)
-			o.log.WithFields(logrus.Fields{"state": out.state, "exit_code": deref(out.exitCode), "lines": lastSeq}).Info("operation finished")
+			o.log.WithFields(logrus.Fields{"state": out.State, "exit_code": deref(out.ExitCode), "lines": lastSeq}).Info("operation finished")
 			return
 		}
 		if ctx.Err() != nil {
@@ -616,17 +474,15 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 
 // deleteJob deletes the Job in the foreground: its pods go first, and its Secret with it.
 func (o *operation) deleteJob(ctx context.Context) {
-	fg := metav1.DeletePropagationForeground
-	err := o.a.kube.BatchV1().Jobs(o.a.cfg.Namespace).Delete(context.WithoutCancel(ctx), o.name, metav1.DeleteOptions{PropagationPolicy: &fg})
-	if err != nil && !apierrors.IsNotFound(err) {
+	if _, err := o.deps.objects.deleteJob(context.WithoutCancel(ctx), o.name); err != nil {
 		o.log.WithError(err).Warn("deleting Job")
 	}
 }
 
-// currentPod returns the operation's newest pod.
-func (o *operation) currentPod() *corev1.Pod {
+// pods returns the operation's pods as the informer holds them.
+func (o *operation) pods() []*corev1.Pod {
 	sel := labels.SelectorFromSet(labels.Set{LabelOperation: LabelValue(o.id)})
-	pods, err := o.a.pods.Pods(o.a.cfg.Namespace).List(sel)
+	pods, err := o.deps.pods.Pods(o.deps.namespace).List(sel)
 	if err != nil {
 		return nil
 	}
@@ -636,94 +492,7 @@ func (o *operation) currentPod() *corev1.Pod {
 			mine = append(mine, p)
 		}
 	}
-	if len(mine) == 0 {
-		return nil
-	}
-	sort.Slice(mine, func(i, j int) bool { return mine[i].CreationTimestamp.Before(&mine[j].CreationTimestamp) })
-	return mine[len(mine)-1]
-}
-
-// onEventAsync hands an event to the run goroutine; a burst beyond the buffer is dropped (events are advisory:
-// outcomes come from Job and pod status).
-func (o *operation) onEventAsync(ev *corev1.Event) {
-	select {
-	case o.evCh <- ev:
-	default:
-		o.log.WithField("reason", ev.Reason).Debug("event buffer full; event not written to the log")
-	}
-}
-
-// onEvent writes a relevant Kubernetes event about the operation's Job or pod into its log.
-func (o *operation) onEvent(ctx context.Context, ev *corev1.Event) {
-	when := ev.LastTimestamp.Time
-	if when.IsZero() {
-		when = ev.EventTime.Time
-	}
-	if !when.IsZero() && when.Before(o.startedAt) {
-		return
-	}
-	count := max(ev.Count, 1)
-	if o.events[ev.UID] >= count {
-		return
-	}
-	o.events[ev.UID] = count
-	if !relevantEvent(ev) {
-		return
-	}
-	o.say(ctx, "%s %s: %s (%s)", strings.ToLower(ev.InvolvedObject.Kind), ev.Reason, strings.TrimSpace(ev.Message), ev.Type)
-}
-
-// relevantEvent filters events worth a line in an operation's log. FailedScheduling is left out: the pending
-// report carries the scheduler's message already.
-func relevantEvent(ev *corev1.Event) bool {
-	switch ev.Reason {
-	case "FailedScheduling", "BackOff", "Failed":
-		return false // reported from the pod's own status, with the image and the outcome
-	case "Scheduled", "TriggeredScaleUp", "NotTriggerScaleUp", "Preempted", "Evicted", "Killing", "OOMKilling", "FailedCreate", "FailedMount":
-		return true
-	}
-	return ev.Type == corev1.EventTypeWarning
-}
-
-func containerStatus(sts []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
-	for i := range sts {
-		if sts[i].Name == name {
-			return &sts[i]
-		}
-	}
-	return nil
-}
-
-func podCondition(pod *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
-	for i := range pod.Status.Conditions {
-		if pod.Status.Conditions[i].Type == t {
-			return &pod.Status.Conditions[i]
-		}
-	}
-	return nil
-}
-
-func jobCondition(job *batchv1.Job, types ...batchv1.JobConditionType) *batchv1.JobCondition {
-	for i := range job.Status.Conditions {
-		c := &job.Status.Conditions[i]
-		for _, t := range types {
-			if c.Type == t && c.Status == corev1.ConditionTrue {
-				return c
-			}
-		}
-	}
-	return nil
-}
-
-func jobMessage(job *batchv1.Job) string {
-	if c := jobCondition(job, batchv1.JobFailed, batchv1.JobFailureTarget); c != nil {
-		return strings.TrimSpace(c.Reason + ": " + c.Message)
-	}
-	return "no reason given"
-}
-
-func podFinished(pod *corev1.Pod) bool {
-	return pod == nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+	return mine
 }
 
 func deref[T any](p *T) T {
