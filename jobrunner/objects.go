@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/jobrunner/runner"
+	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
 
 // Labels and annotations on every Job, pod and Secret the agent creates. The informer selects on
@@ -37,11 +37,6 @@ const (
 const (
 	InitContainerName   = "install-runner"
 	ScriptContainerName = "script"
-	secretSpecKey       = "operation.json"
-	secretKeyKey        = "sealing-key"
-	binDir              = "/octo/bin"
-	operationDir        = "/octo/operation"
-	workDir             = "/octo/work"
 )
 
 // MaxSecretBytes is the largest operation (script, files and variables, as the runner's JSON spec) that fits
@@ -116,7 +111,7 @@ func (c *Config) operationAnnotations(lease *api.Lease) map[string]string {
 // pod. It is created before the Job and then owned by it.
 func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*corev1.Secret, error) {
 	op := &lease.Operation
-	spec, err := json.Marshal(runner.Spec{
+	spec, err := json.Marshal(podrunner.Spec{
 		OperationID: op.ID,
 		Syntax:      op.Syntax,
 		Script:      op.Script,
@@ -129,11 +124,11 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 	if len(spec) > MaxSecretBytes {
 		return nil, fmt.Errorf("the operation's script, files and variables take %d bytes, more than a Kubernetes Secret holds (%d): move large files into a package or the image", len(spec), MaxSecretBytes)
 	}
-	if _, err := runner.Shell(op.Syntax, "script"); err != nil {
+	if _, err := podrunner.Shell(op.Syntax, "script"); err != nil {
 		return nil, fmt.Errorf("syntax: %w", err)
 	}
 	for i, f := range op.Files {
-		if err := runner.CheckFilePath(f.Path); err != nil {
+		if err := podrunner.CheckFilePath(f.Path); err != nil {
 			return nil, fmt.Errorf("files[%d].path: %w", i, err)
 		}
 	}
@@ -146,7 +141,7 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 		},
 		Type:      corev1.SecretTypeOpaque,
 		Immutable: ptr(true),
-		Data:      map[string][]byte{secretSpecKey: spec, secretKeyKey: key},
+		Data:      map[string][]byte{podrunner.SpecKey: spec, podrunner.SealingKeyKey: key},
 	}, nil
 }
 
@@ -235,27 +230,27 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 						Name:            InitContainerName,
 						Image:           c.WorkerImage,
 						ImagePullPolicy: c.WorkerPullPolicy,
-						Command:         []string{c.RunnerPath, "runner", "install", binDir + "/octo-worker"},
+						Command:         []string{c.RunnerPath, "runner", "install", podrunner.BinDir + "/octo-worker"},
 						SecurityContext: restricted(),
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 							corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi"),
 						}},
-						VolumeMounts: []corev1.VolumeMount{{Name: "octo-bin", MountPath: binDir}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "octo-bin", MountPath: podrunner.BinDir}},
 					}},
 					Containers: []corev1.Container{{
 						Name:            ScriptContainerName,
 						Image:           image,
 						ImagePullPolicy: pull,
-						Command: []string{binDir + "/octo-worker", "runner", "run",
-							"--spec", operationDir + "/" + secretSpecKey, "--key", operationDir + "/" + secretKeyKey, "--workdir", workDir},
-						WorkingDir:      workDir,
-						Env:             []corev1.EnvVar{{Name: "HOME", Value: workDir}},
+						Command: []string{podrunner.BinDir + "/octo-worker", "runner", "run",
+							"--spec", podrunner.OperationDir + "/" + podrunner.SpecKey, "--key", podrunner.OperationDir + "/" + podrunner.SealingKeyKey, "--workdir", podrunner.WorkDir},
+						WorkingDir:      podrunner.WorkDir,
+						Env:             []corev1.EnvVar{{Name: "HOME", Value: podrunner.WorkDir}},
 						SecurityContext: restricted(),
 						Resources:       corev1.ResourceRequirements{Requests: requests},
 						VolumeMounts: []corev1.VolumeMount{
-							{Name: "octo-bin", MountPath: binDir, ReadOnly: true},
-							{Name: "octo-operation", MountPath: operationDir, ReadOnly: true},
-							{Name: "octo-work", MountPath: workDir},
+							{Name: "octo-bin", MountPath: podrunner.BinDir, ReadOnly: true},
+							{Name: "octo-operation", MountPath: podrunner.OperationDir, ReadOnly: true},
+							{Name: "octo-work", MountPath: podrunner.WorkDir},
 						},
 					}},
 					Volumes: []corev1.Volume{

@@ -14,7 +14,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/jobrunner/runner"
+	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
 
 // testConfig is the agent's configuration from the chart's defaults, as ConfigFrom makes it, with the
@@ -110,8 +110,8 @@ func TestBuildSecretAndJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var spec runner.Spec
-	if err := json.Unmarshal(sec.Data[secretSpecKey], &spec); err != nil {
+	var spec podrunner.Spec
+	if err := json.Unmarshal(sec.Data[podrunner.SpecKey], &spec); err != nil {
 		t.Fatal(err)
 	}
 	if spec.OperationID != "op-1" || spec.Script != "echo hi" || len(spec.Variables) != 1 {

@@ -19,6 +19,7 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
+	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
 
 // shutdownFlush bounds how long a stopping agent (SIGTERM: its pod is being replaced, e.g. by a self-update)
@@ -238,7 +239,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 			o.deleteJob(ctx)
 			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
 		}
-		if o.sealer, err = logline.NewSealer(sec.Data[secretKeyKey], o.id); err != nil {
+		if o.sealer, err = logline.NewSealer(sec.Data[podrunner.SealingKeyKey], o.id); err != nil {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
@@ -276,7 +277,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		return err
 	} else if existed {
 		// A previous attempt of this agent got this far: reuse its key.
-		if o.sealer, err = logline.NewSealer(sec.Data[secretKeyKey], o.id); err != nil {
+		if o.sealer, err = logline.NewSealer(sec.Data[podrunner.SealingKeyKey], o.id); err != nil {
 			return fmt.Errorf("existing Secret %s: %w", o.name, err)
 		}
 	}

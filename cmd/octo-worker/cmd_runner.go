@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/octo-worker/octo-worker/jobrunner/runner"
+	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
 
 // runnerCommand is the hidden in-pod runner. The script pod's init container runs "runner install" from the
@@ -28,31 +28,31 @@ func runnerCommand() *cli.Command {
 					if c.NArg() != 1 {
 						return cli.Exit("runner install: give the destination path, e.g. /octo/bin/octo-worker", 2)
 					}
-					return runner.Install(c.Args().First())
+					return podrunner.Install(c.Args().First())
 				},
 			},
 			{
 				Name:  "run",
 				Usage: "run the operation described by --spec, sealing its output with --key",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "spec", Value: "/octo/operation/operation.json", Usage: "the operation spec (JSON) from the operation's Secret"},
-					&cli.StringFlag{Name: "key", Value: "/octo/operation/sealing-key", Usage: "the sealing key from the operation's Secret"},
-					&cli.StringFlag{Name: "workdir", Value: "/octo/work", Usage: "the script's working directory"},
+					&cli.StringFlag{Name: "spec", Value: podrunner.OperationDir + "/" + podrunner.SpecKey, Usage: "the operation spec (JSON) from the operation's Secret"},
+					&cli.StringFlag{Name: "key", Value: podrunner.OperationDir + "/" + podrunner.SealingKeyKey, Usage: "the sealing key from the operation's Secret"},
+					&cli.StringFlag{Name: "workdir", Value: podrunner.WorkDir, Usage: "the script's working directory"},
 				},
 				Action: func(c *cli.Context) error {
-					spec, key, err := runner.LoadSpec(c.String("spec"), c.String("key"))
+					spec, key, err := podrunner.LoadSpec(c.String("spec"), c.String("key"))
 					if err != nil {
-						return cli.Exit(fmt.Sprintf("runner: %v", err), runner.ExitRunnerError)
+						return cli.Exit(fmt.Sprintf("runner: %v", err), podrunner.ExitRunnerError)
 					}
-					r, err := runner.New(spec, key, c.String("workdir"), c.App.Writer)
+					r, err := podrunner.New(spec, key, c.String("workdir"), c.App.Writer)
 					if err != nil {
-						return cli.Exit(fmt.Sprintf("runner: %v", err), runner.ExitRunnerError)
+						return cli.Exit(fmt.Sprintf("runner: %v", err), podrunner.ExitRunnerError)
 					}
 					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 					defer stop()
 					code, err := r.Run(ctx)
 					if err != nil {
-						return cli.Exit(fmt.Sprintf("runner: %v", err), runner.ExitRunnerError)
+						return cli.Exit(fmt.Sprintf("runner: %v", err), podrunner.ExitRunnerError)
 					}
 					if code != 0 {
 						// Printed on stderr after the end-of-stream marker; the worker stops reading at the marker.

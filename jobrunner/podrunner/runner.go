@@ -1,8 +1,8 @@
-// Package runner is the in-pod script runner: it places the operation's files, runs its script with the
+// Package podrunner is the in-pod script runner (it runs in the script pod, not in the agent): it places the operation's files, runs its script with the
 // requested shell, numbers and seals every line of stdout and stderr (keeping them apart) in the logline
 // format on its own stdout, and ends with an end-of-stream marker carrying the script's exit code. It runs
 // inside any Linux image from a static copy of the octo-worker binary that an init container installs.
-package runner
+package podrunner
 
 import (
 	"bufio"
@@ -35,6 +35,16 @@ type Spec struct {
 }
 
 // Exit codes the runner uses for its own failures, in the range shells use for "could not run".
+// The script pod's layout: the agent builds the pod with it (jobrunner) and the runner reads it (`octo-worker
+// runner run`'s defaults).
+const (
+	BinDir        = "/octo/bin"       // emptyDir: the init container installs the octo-worker binary here
+	OperationDir  = "/octo/operation" // the operation's Secret, mounted read-only
+	WorkDir       = "/octo/work"      // emptyDir: the script's working directory and HOME
+	SpecKey       = "operation.json"  // the Secret's key (and file in OperationDir) holding the Spec
+	SealingKeyKey = "sealing-key"     // the Secret's key (and file) holding the per-operation sealing key
+)
+
 const (
 	ExitRunnerError  = 125 // the runner could not prepare the script (bad spec, files, working directory)
 	ExitShellMissing = 127 // the image has no interpreter for the script's syntax
