@@ -446,7 +446,10 @@ func opaqueProblem(m map[string]any, err error) Problem {
 			}
 			sub = mm[k]
 		}
-		b, _ := json.Marshal(sub)
+		b, err := json.Marshal(sub)
+		if err != nil {
+			return // came from JSON: cannot fail
+		}
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if e := dec.Decode(reflect.New(f.Type).Interface()); e != nil {

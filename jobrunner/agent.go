@@ -9,12 +9,8 @@ package jobrunner
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -43,8 +39,9 @@ type Deps struct {
 	WorkerID   string         // from registration (see EnsureIdentity)
 	Log        *logrus.Logger // the agent derives entries with component=jobrunner
 	Updater    Updater        // nil: self-update disabled (a version mismatch is reported, nothing more)
-	// FetchChart downloads the chart a heartbeat names; nil uses a plain HTTP GET.
-	FetchChart func(ctx context.Context, url string) ([]byte, error)
+	// FetchChart downloads the chart a heartbeat names and checks it against the SHA-256 the server announced
+	// (required with an Updater).
+	FetchChart func(ctx context.Context, url, sha256 string) ([]byte, error)
 	// OnReady, if set, is called once, when the agent has synced its informers and re-adopted its Jobs.
 	OnReady func()
 }
@@ -56,7 +53,7 @@ type Agent struct {
 	kube       kubernetes.Interface
 	d          Dispatcher
 	updater    Updater
-	fetchChart func(ctx context.Context, url string) ([]byte, error)
+	fetchChart func(ctx context.Context, url, sha256 string) ([]byte, error)
 	onReady    func()
 	log        *logrus.Entry
 	logs       podLogs
@@ -79,7 +76,6 @@ type Agent struct {
 	updateRetryAt time.Time            // when a failed self-update of that chart may be tried again
 	changed       chan struct{}        // closed and replaced when ops shrink or draining changes
 	health        api.Health
-	lastBeatOK    time.Time
 
 	ready atomic.Bool
 }
@@ -103,8 +99,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		changed:    make(chan struct{}),
 		health:     api.Health{OK: true},
 	}
-	if a.fetchChart == nil {
-		a.fetchChart = httpGet
+	if deps.Updater != nil && deps.FetchChart == nil {
+		return nil, errors.New("jobrunner.New: an Updater needs FetchChart (the dispatch client's authenticated, checksummed download)")
 	}
 	return a, nil
 }
@@ -169,7 +165,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("syncing %v informer: %w", typ, context.Cause(ctx))
 		}
 	}
-	events.WaitForCacheSync(ctx.Done())
+	for typ, ok := range events.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("syncing %v informer: %w", typ, context.Cause(ctx))
+		}
+	}
 
 	if err := a.adopt(ctx, &wg); err != nil {
 		return err
@@ -400,7 +400,6 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 		return 0, false
 	}
 	a.mu.Lock()
-	a.lastBeatOK = time.Now()
 	if resp.Drain != a.drainAsked {
 		a.drainAsked = resp.Drain
 		if resp.Drain {
@@ -557,33 +556,11 @@ func (a *Agent) updateFailedLocked(key, version string, err error) {
 }
 
 func (a *Agent) update(ctx context.Context, resp api.HeartbeatResponse) error {
-	chart, err := a.fetchChart(ctx, resp.ChartURL)
+	chart, err := a.fetchChart(ctx, resp.ChartURL, resp.ChartSHA256)
 	if err != nil {
 		return fmt.Errorf("downloading chart %s: %w", resp.ChartURL, err)
 	}
-	if resp.ChartSHA256 != "" {
-		sum := sha256.Sum256(chart)
-		if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, resp.ChartSHA256) {
-			return fmt.Errorf("chart %s has sha256 %s, the server announced %s: not installing it", resp.ChartURL, got, resp.ChartSHA256)
-		}
-	}
 	return a.updater.Update(ctx, resp.DesiredVersion, chart)
-}
-
-func httpGet(ctx context.Context, url string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 }
 
 // sweepLoop deletes Jobs and Secrets of operations that are neither supervised here nor leased to this worker

@@ -91,7 +91,7 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	log.SetOutput(io.Discard)
 	up := &recordingUpdater{}
 	a, err := New(cfg, Deps{Kube: kube, Dispatcher: w, WorkerID: reg.WorkerID, Log: log, Updater: up,
-		FetchChart: func(ctx context.Context, url string) ([]byte, error) { return w.DownloadChart(ctx, url, "") }})
+		FetchChart: w.DownloadChart})
 	if err != nil {
 		t.Fatal(err)
 	}

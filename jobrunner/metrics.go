@@ -26,9 +26,6 @@ func RegisterKubeMetrics() {
 	metrics.Register(metrics.RegisterOpts{RequestResult: requestCounter{}})
 }
 
-// KubeRequests returns the number of Kubernetes API requests made so far.
-func KubeRequests() int64 { return kubeRequests.Load() }
-
 func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	a.mu.Lock()
 	running := len(a.ops)

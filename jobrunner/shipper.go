@@ -170,13 +170,6 @@ func (s *shipper) Err() error {
 	return s.err
 }
 
-// Stored returns the highest contiguous seq the server acknowledged.
-func (s *shipper) Stored() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stored
-}
-
 // Run sends batches until ctx ends.
 func (s *shipper) Run(ctx context.Context) {
 	for {

@@ -97,7 +97,11 @@ func (k *leaseKeeper) Run(ctx context.Context) {
 	pods := factory.Core().V1().Pods().Lister()
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	factory.WaitForCacheSync(ctx.Done())
+	for _, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return // ctx ended first
+		}
+	}
 
 	tick := time.NewTicker(keeperTick)
 	defer tick.Stop()

@@ -85,7 +85,7 @@ func loadAgentValues(files, sets []string) (chartgen.Values, error) {
 // that override values (--concurrency; --sweep-interval for tests).
 func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
 	cfg, err := jobrunner.ConfigFrom(v, jobrunner.Env{
-		Namespace: c.String("namespace"), Release: c.String("release"), PodName: c.String("pod-name"), Version: version,
+		Namespace: c.String("namespace"), Release: c.String("release"), PodName: c.String("pod-name"), Version: c.App.Version,
 	})
 	if err != nil {
 		return cfg, err
@@ -99,7 +99,7 @@ func agentConfig(c *cli.Context, v chartgen.Values) (jobrunner.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-func kubeConfig(path string) (*rest.Config, error) {
+func kubeConfig(path, version string) (*rest.Config, error) {
 	var (
 		rc  *rest.Config
 		err error
@@ -120,8 +120,8 @@ func kubeConfig(path string) (*rest.Config, error) {
 }
 
 // kubeClient is kubeConfig and a clientset for it; errors are exit errors that name the flag.
-func kubeClient(path string) (*rest.Config, *kubernetes.Clientset, error) {
-	rc, err := kubeConfig(path)
+func kubeClient(path, version string) (*rest.Config, *kubernetes.Clientset, error) {
+	rc, err := kubeConfig(path, version)
 	if err != nil {
 		return nil, nil, cli.Exit(err.Error(), 2)
 	}
@@ -150,7 +150,7 @@ func runAgent(c *cli.Context) error {
 		server = c.String("server")
 	}
 	jobrunner.RegisterKubeMetrics()
-	_, kube, err := kubeClient(c.String("kubeconfig"))
+	_, kube, err := kubeClient(c.String("kubeconfig"), c.App.Version)
 	if err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func runAgent(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	dc, err := client.New(client.Config{Server: server, Token: c.String("registration-token"), UserAgent: "octo-worker-agent/" + version,
+	dc, err := client.New(client.Config{Server: server, Token: c.String("registration-token"), UserAgent: "octo-worker-agent/" + c.App.Version,
 		Log: log.WithField("component", "dispatch-client")})
 	if err != nil {
 		ln.Close()
@@ -183,7 +183,7 @@ func runAgent(c *cli.Context) error {
 	log.WithFields(logrus.Fields{"component": "agent", "worker": id.WorkerID, "registered": created}).Info("worker identity")
 	d := dc.WithToken(id.Token)
 	deps := jobrunner.Deps{Kube: kube, Dispatcher: d, WorkerID: id.WorkerID, Log: log,
-		FetchChart: func(ctx context.Context, url string) ([]byte, error) { return d.DownloadChart(ctx, url, "") }}
+		FetchChart: d.DownloadChart}
 	if c.Bool("release-startup-pages") {
 		deps.OnReady = func() {
 			n, err := releaseStartupPages()
@@ -198,11 +198,14 @@ func runAgent(c *cli.Context) error {
 		}
 		deps.Updater = &selfupdate.Updater{
 			Kube: kube, Namespace: cfg.Namespace, Release: c.String("release"), Image: cfg.WorkerImage,
-			ServiceAccount: values.ServiceAccount.Name, FromVersion: version, Timeout: values.SelfUpdate.Timeout.D(),
+			ServiceAccount: values.ServiceAccount.Name, FromVersion: c.App.Version, Timeout: values.SelfUpdate.Timeout.D(),
 			ImagePullSecrets: pullSecrets, Log: log.WithField("component", "selfupdate"),
 			Worker: &selfupdate.WorkerLink{Server: server, IdentitySecret: cfg.IdentitySecret, Capabilities: cfg.Capabilities},
 		}
-		if out, err := selfupdate.LastOutcome(ctx, kube, cfg.Namespace, c.String("release")); err == nil && out != nil {
+		switch out, err := selfupdate.LastOutcome(ctx, kube, cfg.Namespace, c.String("release")); {
+		case err != nil:
+			log.WithError(err).WithField("component", "selfupdate").Warn("cannot read the last self-update's outcome")
+		case out != nil:
 			log.WithFields(logrus.Fields{"component": "selfupdate", "version": out.Version, "from": out.FromVersion, "state": out.State, "message": out.Message}).Info("last self-update")
 		}
 	}

@@ -71,11 +71,11 @@ func runDeregister(c *cli.Context) error {
 		return cli.Exit("--timeout must be positive, e.g. 30s", 2)
 	}
 	dc, err := client.New(client.Config{Server: c.String("server"), CACertFile: c.String("ca-cert"),
-		UserAgent: "octo-worker-deregister/" + version, Log: log.WithField("component", "dispatch-client")})
+		UserAgent: "octo-worker-deregister/" + c.App.Version, Log: log.WithField("component", "dispatch-client")})
 	if err != nil {
 		return cli.Exit("--server: "+err.Error(), 2)
 	}
-	_, kube, err := kubeClient(c.String("kubeconfig"))
+	_, kube, err := kubeClient(c.String("kubeconfig"), c.App.Version)
 	if err != nil {
 		return err
 	}
