@@ -4,6 +4,8 @@ import (
 	"reflect"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
 )
 
 // The rules below are the part of Validate that a JSON schema can say too. They live here once: Validate
@@ -15,7 +17,7 @@ import (
 const (
 	msgNoToken     = "must be set: a registration token from the dispatch server, or an existing Secret in worker.registrationTokenSecret.name"
 	msgBothTokens  = "set either worker.registrationToken or worker.registrationTokenSecret.name, not both"
-	msgDocker      = "\"docker\" cannot be advertised: script pods have no Docker daemon; remove it"
+	msgDocker      = "\"" + api.CapabilityDocker + "\" cannot be advertised: " + api.NoDocker + "; remove it"
 	whyRestricted  = "Pod Security 'restricted' (the chart's baseline) requires it"
 	msgNonRoot     = "must be true: " + whyRestricted
 	msgRootUser    = "must not be 0 (root): " + whyRestricted
@@ -59,7 +61,7 @@ var structRules = map[reflect.Type]func(s map[string]any){
 		}
 		s["x-anyOf"] = rule("registrationToken", msgNoToken)
 		caps := s["properties"].(map[string]any)["capabilities"].(map[string]any)["items"].(map[string]any)
-		caps["not"] = map[string]any{"const": "docker"}
+		caps["not"] = map[string]any{"const": api.CapabilityDocker}
 		caps["x-not"] = rule("", msgDocker)
 	},
 }

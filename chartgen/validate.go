@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
 )
 
 // Validate runs the checks a JSON schema cannot express: quantities parse and requests fit their caps and
@@ -50,7 +52,7 @@ func (v Values) Validate() []Problem {
 		ps.add("worker.registrationTokenSecret.key", "must name the key of the Secret that holds the token")
 	}
 	for i, c := range w.Capabilities {
-		if c == "docker" {
+		if c == api.CapabilityDocker {
 			ps.add(fmt.Sprintf("worker.capabilities[%d]", i), msgDocker)
 		}
 	}

@@ -314,8 +314,8 @@ func refusal(capabilities []string, op *api.Operation) string {
 		return ""
 	}
 	msg := fmt.Sprintf("this worker lacks the capabilities %s that the step requires", strings.Join(missing, ", "))
-	if slices.Contains(missing, "docker") {
-		msg += "; Kubernetes workers run scripts in pods without a Docker daemon, so steps that build or run containers, or use Docker images as packages, need a worker with Docker"
+	if slices.Contains(missing, api.CapabilityDocker) {
+		msg += "; " + api.NoDocker + ", so steps that build or run containers, or use Docker images as packages, need a worker with Docker"
 	}
 	return msg
 }
@@ -386,7 +386,7 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 	if refused != "" {
 		health.Message = strings.TrimPrefix(health.Message+"; "+refused, "; ")
 	}
-	health.Message = capMessage(health.Message, maxHealthMessage)
+	health.Message = capMessage(health.Message, api.MaxMessageLen)
 	req := api.HeartbeatRequest{
 		Version: a.cfg.Version, Capacity: a.cfg.Concurrency, Capabilities: a.cfg.Capabilities,
 		Running: running, Health: health, Draining: a.draining,
@@ -445,10 +445,6 @@ const updateRetryDelay = time.Minute
 // same chart to the Updater again: normally the upgrade replaces this worker long before; if the upgrade Job
 // vanished, this starts it again, and if it failed without replacing this worker, the Updater says so.
 const updateRecheck = time.Minute
-
-// maxHealthMessage is the longest health message the dispatch server accepts (PROTOCOL.md, Limits: messages,
-// 4 KiB); heartbeat caps what it sends to it.
-const maxHealthMessage = 4096
 
 // capMessage returns s as valid UTF-8 of at most n bytes, cut at a character boundary and marked when cut.
 func capMessage(s string, n int) string {

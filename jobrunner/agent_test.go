@@ -141,8 +141,8 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	if wk.Draining || !strings.HasPrefix(wk.HealthMessage, "self-update to 0.2.0 failed: éé") {
 		t.Fatalf("after the failure the server sees draining %v, message %.80q; want the worker taking operations and saying why", wk.Draining, wk.HealthMessage)
 	}
-	if len(wk.HealthMessage) > maxHealthMessage || !strings.HasSuffix(wk.HealthMessage, " [...]") || !utf8.ValidString(wk.HealthMessage) {
-		t.Fatalf("health message of %d bytes, want it capped to %d", len(wk.HealthMessage), maxHealthMessage)
+	if len(wk.HealthMessage) > api.MaxMessageLen || !strings.HasSuffix(wk.HealthMessage, " [...]") || !utf8.ValidString(wk.HealthMessage) {
+		t.Fatalf("health message of %d bytes, want it capped to %d", len(wk.HealthMessage), api.MaxMessageLen)
 	}
 	if updates, _ := up.calls(); len(updates) != 1 {
 		t.Fatalf("updates %v; the failed chart must not be tried again at once", updates)

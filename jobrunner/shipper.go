@@ -22,7 +22,7 @@ import (
 const (
 	maxPendingBytes = 1 << 20
 	maxPendingLines = 20000
-	maxBatchLines   = 5000
+	maxBatchLines   = api.MaxLogLines
 	maxBatchBytes   = 1 << 20
 	lineOverhead    = 64
 	shipLinger      = 50 * time.Millisecond

@@ -6,9 +6,29 @@ package api
 
 import "time"
 
-// MaxLeaseWait is the longest a lease long-poll waits for an operation (LeaseRequest.WaitSeconds); workers
-// poll with it.
-const MaxLeaseWait = 30 * time.Second
+// Limits of the protocol (PROTOCOL.md, Limits). The server refuses what exceeds them; clients size what they
+// send by them.
+const (
+	// MaxOperationBytes bounds an operation's script + files + variables: the worker ships them in one
+	// Kubernetes Secret, which holds at most 1 MiB; the rest is headroom for the Secret's own fields.
+	MaxOperationBytes = 900 << 10
+	// MaxLogLines and MaxLogBatchBytes bound one log batch; MaxLineBytes one line's text.
+	MaxLogLines      = 5000
+	MaxLogBatchBytes = 4 << 20
+	MaxLineBytes     = 64 << 10
+	// MaxLeaseWait is the longest a lease long-poll waits for an operation (LeaseRequest.WaitSeconds); workers
+	// poll with it.
+	MaxLeaseWait = 30 * time.Second
+	// MaxMessageLen bounds messages (results, health).
+	MaxMessageLen = 4096
+)
+
+// CapabilityDocker is the capability no octo-worker has, and NoDocker why: operations that need it are
+// refused at submit (the server), by the worker (its refusal), and a worker may not advertise it (chartgen).
+const (
+	CapabilityDocker = "docker"
+	NoDocker         = "octo-worker runs each step as a Kubernetes Job, in a pod without a Docker daemon"
+)
 
 // State is an operation's lifecycle state.
 type State string

@@ -19,15 +19,14 @@ import (
 
 // Limits.
 const (
-	// MaxOperationBytes bounds an operation's script + files + variables: the worker ships them in one
-	// Kubernetes Secret, which holds at most 1 MiB; the rest is headroom for the Secret's own fields.
-	MaxOperationBytes = 900 << 10
+	// MaxOperationBytes bounds an operation's script + files + variables (api.MaxOperationBytes).
+	MaxOperationBytes = api.MaxOperationBytes
 	// MaxSteps bounds a deployment's steps.
 	MaxSteps = 50
-	// MaxLogLines and MaxLogBatchBytes bound one log batch; MaxLineBytes one line's text.
-	MaxLogLines      = 5000
-	MaxLogBatchBytes = 4 << 20
-	MaxLineBytes     = 64 << 10
+	// MaxLogLines and MaxLogBatchBytes bound one log batch; MaxLineBytes one line's text (the api's limits).
+	MaxLogLines      = api.MaxLogLines
+	MaxLogBatchBytes = api.MaxLogBatchBytes
+	MaxLineBytes     = api.MaxLineBytes
 	// MaxWaitSeconds bounds a lease long-poll.
 	MaxWaitSeconds = int(api.MaxLeaseWait / time.Second)
 	// MaxTimeoutSeconds bounds an operation's timeout (7 days).
@@ -39,7 +38,7 @@ const (
 	MaxCapacity = 10000
 	// MaxNameLen bounds free-text names (operation, deployment, worker); MaxMessageLen messages.
 	MaxNameLen    = 200
-	MaxMessageLen = 4096
+	MaxMessageLen = api.MaxMessageLen
 	// MaxListLen bounds lists of pools, capabilities, files and variables.
 	MaxListLen = 1000
 	// MaxRunning bounds the running list of a heartbeat.
