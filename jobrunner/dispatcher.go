@@ -2,16 +2,13 @@ package jobrunner
 
 import (
 	"context"
-	"errors"
-	"net/http"
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/client"
 )
 
 // Dispatcher is what the agent needs from the dispatch server; *client.Client (dispatch/client) implements
-// it. Every method retries transient failures itself or returns an error; the agent retries at its own level
+// it, and its refusals are api.StatusErrors. Every method retries transient failures itself or returns an error; the agent retries at its own level
 // where losing the call would lose work (logs, results).
 type Dispatcher interface {
 	// Lease long-polls for one operation for up to wait; nil without error means none came.
@@ -33,17 +30,11 @@ type Updater interface {
 
 // permanent reports whether err is a refusal that retrying cannot change (the lease is gone, the request is
 // invalid), as opposed to the server being unreachable or overloaded.
-func permanent(err error) bool {
-	var e *client.Error
-	if !errors.As(err, &e) {
-		return false
-	}
-	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
-}
+func permanent(err error) bool { return api.Permanent(err) }
 
 // leaseGone reports that the server no longer considers the operation leased to this worker: it expired (the
 // operation is lost) or was finished elsewhere. The worker stops the operation and forgets it.
-func leaseGone(err error) bool { return client.IsLeaseLost(err) || client.IsNotLeased(err) }
+func leaseGone(err error) bool { return api.IsLeaseLost(err) || api.IsNotLeased(err) }
 
 // backOff waits *d before a retry, then doubles *d up to limit. It returns false, at once, when ctx ends.
 func backOff(ctx context.Context, d *time.Duration, limit time.Duration) bool {

@@ -17,7 +17,6 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
@@ -441,7 +440,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	rereads := 0
 	for {
 		_, err := o.deps.d.Result(ctx, o.id, req)
-		if held, ok := client.MissingLines(err); ok && rereads < 3 && o.fol != nil {
+		if held, ok := api.MissingLines(err); ok && rereads < 3 && o.fol != nil {
 			// The server lacks lines it once acknowledged (or never got): read them from the pod again.
 			rereads++
 			o.log.WithFields(logrus.Fields{"server_holds": held, "last_seq": lastSeq}).Warn("result refused for missing lines; re-reading the pod log")

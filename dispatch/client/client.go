@@ -136,25 +136,11 @@ func (c *Client) WithToken(token string) *Client {
 	return &cp
 }
 
-// Error is a non-2xx reply.
-type Error struct {
-	Status int
-	Body   api.Error
-}
+// Error is a non-2xx reply: the protocol's api.StatusError, whose meaning api.IsLeaseLost, api.MissingLines
+// and api.Permanent tell.
+type Error = api.StatusError
 
-func (e *Error) Error() string {
-	msg := fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Body.Error)
-	if e.Body.Field != "" {
-		msg += " (field " + e.Body.Field + ")"
-	}
-	return msg
-}
-
-func asError(err error) (*Error, bool) {
-	var e *Error
-	ok := errors.As(err, &e)
-	return e, ok
-}
+func asError(err error) (*Error, bool) { return api.AsStatusError(err) }
 
 // IsNotFound reports a 404.
 func IsNotFound(err error) bool { e, ok := asError(err); return ok && e.Status == http.StatusNotFound }
@@ -163,27 +149,6 @@ func IsNotFound(err error) bool { e, ok := asError(err); return ok && e.Status =
 func IsUnauthorized(err error) bool {
 	e, ok := asError(err)
 	return ok && e.Status == http.StatusUnauthorized
-}
-
-// IsLeaseLost reports that the worker's lease has ended: stop the operation and forget it.
-func IsLeaseLost(err error) bool {
-	e, ok := asError(err)
-	return ok && e.Body.Code == api.CodeLeaseLost
-}
-
-// IsNotLeased reports that the operation is not leased to this worker.
-func IsNotLeased(err error) bool {
-	e, ok := asError(err)
-	return ok && e.Body.Code == api.CodeNotLeased
-}
-
-// MissingLines reports a result refused because the server lacks lines; lastSeq is what it holds.
-func MissingLines(err error) (lastSeq int64, ok bool) {
-	e, isErr := asError(err)
-	if !isErr || e.Body.Code != api.CodeMissingLines {
-		return 0, false
-	}
-	return e.Body.LastSeq, true
 }
 
 // Code returns the api.Code* of an error reply, or "".

@@ -105,7 +105,7 @@ func TestAuthRefusals(t *testing.T) {
 		})
 	}
 	// The other worker was refused on w's lease with w's own lease id, too.
-	if _, err := other.Result(b.ctx, op.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateFailed}); !client.IsNotLeased(err) {
+	if _, err := other.Result(b.ctx, op.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateFailed}); !api.IsNotLeased(err) {
 		t.Errorf("another worker's result: %v, want not_leased", err)
 	}
 	if st := b.op(op.ID).State; st != api.StateLeased {

@@ -188,7 +188,7 @@ func TestLogsIdempotentAndGaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := w.Result(b.ctx, op2.ID, api.ResultRequest{LeaseID: l2.LeaseID, State: api.StateSucceeded, ExitCode: intp(0), LastSeq: 3})
-	if have, ok := client.MissingLines(err); !ok || have != 1 {
+	if have, ok := api.MissingLines(err); !ok || have != 1 {
 		t.Fatalf("result with a gap: error = %v, want missing_lines with last_seq 1", err)
 	}
 	if _, err := w.AppendLogs(b.ctx, op2.ID, l2.LeaseID, []api.LogLine{line(2, "y")}); err != nil {
@@ -450,7 +450,7 @@ func TestLeaseExpiry(t *testing.T) {
 	}
 	// The worker that comes back is told its lease is gone, and to stop the operation.
 	_, err := w.AppendLogs(b.ctx, abandoned.ID, la.LeaseID, []api.LogLine{line(1, "late")})
-	if !client.IsLeaseLost(err) {
+	if !api.IsLeaseLost(err) {
 		t.Errorf("logs on a lost operation: error = %v, want lease_lost", err)
 	}
 	hb, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1", Capacity: 1, Running: []string{abandoned.ID, kept.ID}})
