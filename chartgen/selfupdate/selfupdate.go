@@ -38,6 +38,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/octo-worker/octo-worker/chartgen"
+	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
 
@@ -214,8 +215,8 @@ func redact(r Request) Request {
 func ptr[T any](v T) *T { return &v }
 
 // maxReason bounds the failure reason quoted in Update's error: the worker sends that error in its heartbeats,
-// whose health message the dispatch server limits to 4 KiB.
-const maxReason = 2048
+// whose health message the protocol limits (api.MaxMessageLen); half of it leaves room for the text around.
+const maxReason = api.MaxMessageLen / 2
 
 // clip shortens s to at most n bytes without splitting a UTF-8 sequence, marking the cut.
 func clip(s string, n int) string {
@@ -357,7 +358,7 @@ func notReady(ctx context.Context, kube kubernetes.Interface, namespace, release
 	}
 	var out []string
 	for _, p := range items {
-		if podReady(&p) || p.DeletionTimestamp != nil {
+		if jobrunner.PodReady(&p) || p.DeletionTimestamp != nil {
 			continue
 		}
 		var reasons []string
@@ -384,15 +385,6 @@ func notReady(ctx context.Context, kube kubernetes.Interface, namespace, release
 	}
 	sort.Strings(out)
 	return strings.Join(out, " | ")
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // Outcome is the result of the latest self-update of a release.

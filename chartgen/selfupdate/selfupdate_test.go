@@ -4,7 +4,12 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"go.uber.org/goleak"
 )
+
+// No test may leave a goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // A pinned worker image tag would keep the old worker after the upgrade (and the worker would ask again):
 // refused, naming the value and what to do. No tag, or the new appVersion, is fine.

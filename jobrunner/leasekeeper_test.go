@@ -1,4 +1,4 @@
-package selfupdate
+package jobrunner
 
 import (
 	"io"
@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -16,9 +15,6 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/dispatchtest"
 )
-
-// No test may leave a goroutine behind (the dispatch server and its clients stop with the test).
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // A worker pod counts as running (so the keeper leaves the heartbeats to it) when it is Ready, or when all its
 // containers run and started within workerStartGrace; not while it is deleted, pending, or waiting in a
@@ -87,7 +83,7 @@ func TestKeeperRenewsEveryLease(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	k := &leaseKeeper{d: w, namespace: "ns", release: "ow", job: "ow-update-x", fromVersion: "0.1.0", toVersion: "0.2.0", capabilities: caps, log: log}
+	k := &LeaseKeeper{Dispatcher: w, Namespace: "ns", WorkerPods: "app=ow", Job: "ow-update-x", FromVersion: "0.1.0", ToVersion: "0.2.0", Capabilities: caps, Log: log}
 	n, ttl, err := k.renew(ctx)
 	if err != nil || n != 2 || ttl <= 0 {
 		t.Fatalf("renew = %d leases, ttl %s, %v; want both leases renewed and the server's TTL", n, ttl, err)
