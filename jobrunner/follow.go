@@ -48,6 +48,16 @@ type follower struct {
 	eos       *logline.Line
 }
 
+// rereadFrom reads the whole log again, passing on only the lines after held (what the server holds): the
+// server lost lines it had acknowledged, or never got them.
+func (f *follower) rereadFrom(ctx context.Context, held int64, emit func(api.LogLine) error) error {
+	f.delivered, f.eos = held, nil
+	return f.stream(ctx, false, true, emit)
+}
+
+// gapRead ends a re-read that a gap started: the next gap starts another.
+func (f *follower) gapRead() { f.rereading = false }
+
 // errGap ends a stream that skipped sequence numbers; the caller re-reads from the start.
 var errGap = errors.New("gap in sequence numbers")
 

@@ -190,7 +190,7 @@ func (o *operation) run(ctx context.Context) {
 			if o.folRunning {
 				// Take every line the pod still serves before reporting.
 				if err := <-o.folDone; errors.Is(err, errGap) {
-					o.fol.rereading = false
+					o.fol.gapRead()
 				}
 				o.folRunning = false
 			}
@@ -422,11 +422,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	if err == nil && o.fol != nil && stored < o.fol.delivered {
 		// The server lost lines it had acknowledged (restored from an older state): read them again.
 		o.log.WithFields(logrus.Fields{"stored": stored, "delivered": o.fol.delivered}).Warn("server holds fewer lines than delivered; re-reading the pod log")
-		o.fol.delivered, o.fol.eos = stored, nil
-		if rerr := o.fol.stream(ctx, false, true, func(l api.LogLine) error { return o.ship.Add(ctx, l) }); rerr != nil {
-			o.log.WithError(rerr).Warn("re-reading pod log")
-		}
-		stored, err = o.ship.Flush(ctx)
+		err = o.redeliver(ctx, stored)
 	}
 	if err != nil {
 		o.log.WithError(err).Error("delivering the operation's log")
@@ -444,11 +440,8 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 			// The server lacks lines it once acknowledged (or never got): read them from the pod again.
 			rereads++
 			o.log.WithFields(logrus.Fields{"server_holds": held, "last_seq": lastSeq}).Warn("result refused for missing lines; re-reading the pod log")
-			o.fol.delivered, o.fol.eos, o.fol.rereading = held, nil, false
-			if rerr := o.fol.stream(ctx, false, true, func(l api.LogLine) error { return o.ship.Add(ctx, l) }); rerr != nil {
-				o.log.WithError(rerr).Warn("re-reading pod log")
-			}
-			if _, ferr := o.ship.Flush(ctx); ferr != nil {
+			o.fol.gapRead()
+			if ferr := o.redeliver(ctx, held); ferr != nil {
 				o.log.WithError(ferr).Error("delivering re-read lines")
 			}
 			continue
@@ -470,6 +463,16 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 			return
 		}
 	}
+}
+
+// redeliver reads the pod's log again and ships the lines after held, the most the server holds; it returns
+// the shipper's error.
+func (o *operation) redeliver(ctx context.Context, held int64) error {
+	if err := o.fol.rereadFrom(ctx, held, func(l api.LogLine) error { return o.ship.Add(ctx, l) }); err != nil {
+		o.log.WithError(err).Warn("re-reading pod log")
+	}
+	_, err := o.ship.Flush(ctx)
+	return err
 }
 
 // deleteJob deletes the Job in the foreground: its pods go first, and its Secret with it.
