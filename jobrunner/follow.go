@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,13 +46,19 @@ type follower struct {
 	buf       []byte    // scratch for opening records
 	rereading bool      // a gap was seen after gapAt and a full re-read is under way
 	gapAt     int64
-	eos       *logline.Line
+	// eos is the end-of-stream marker once read. The follower's goroutine sets it while the operation's loop
+	// looks at it (the judge's observation), hence atomic.
+	eos atomic.Pointer[logline.Line]
 }
+
+// marker returns the end-of-stream marker, or nil before it is read.
+func (f *follower) marker() *logline.Line { return f.eos.Load() }
 
 // rereadFrom reads the whole log again, passing on only the lines after held (what the server holds): the
 // server lost lines it had acknowledged, or never got them.
 func (f *follower) rereadFrom(ctx context.Context, held int64, emit func(api.LogLine) error) error {
-	f.delivered, f.eos = held, nil
+	f.delivered = held
+	f.eos.Store(nil)
 	return f.stream(ctx, false, true, emit)
 }
 
@@ -89,7 +96,7 @@ func (f *follower) stream(ctx context.Context, follow, fromStart bool, emit func
 			continue
 		}
 		if len(raw) > 0 {
-			if e := f.handle(bytes.TrimRight(raw, "\r\n"), emit); e != nil || f.eos != nil {
+			if e := f.handle(bytes.TrimRight(raw, "\r\n"), emit); e != nil || f.marker() != nil {
 				return e
 			}
 		}
@@ -135,7 +142,7 @@ func (f *follower) handle(raw []byte, emit func(api.LogLine) error) error {
 		}
 		eos := l
 		eos.Payload = bytes.Clone(l.Payload) // l's lies in f.buf
-		f.eos = &eos
+		f.eos.Store(&eos)
 		return nil
 	}
 	if l.Seq <= f.delivered {

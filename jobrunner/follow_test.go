@@ -38,8 +38,8 @@ func BenchmarkFollowerStream(b *testing.B) {
 	for b.Loop() {
 		f := &follower{logs: &scriptedLogs{logs: []string{log}}, pod: "p", sealer: s}
 		lines := 0
-		if err := f.stream(context.Background(), false, true, func(api.LogLine) error { lines++; return nil }); err != nil || lines != n || f.eos == nil {
-			b.Fatalf("%d lines, marker %v: %v", lines, f.eos != nil, err)
+		if err := f.stream(context.Background(), false, true, func(api.LogLine) error { lines++; return nil }); err != nil || lines != n || f.marker() == nil {
+			b.Fatalf("%d lines, marker %v: %v", lines, f.marker() != nil, err)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/line")

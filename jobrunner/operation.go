@@ -342,7 +342,7 @@ func (o *operation) observe() observation {
 		Cancelling: o.cancelling, Following: o.folRunning, FollowedPod: o.folPod, Memory: o.memory,
 	}
 	if o.fol != nil {
-		obs.EOS = o.fol.eos
+		obs.EOS = o.fol.marker()
 	}
 	return obs
 }
@@ -380,7 +380,7 @@ func (o *operation) followLoop(ctx context.Context, f *follower, fromStart bool)
 	backoff := 250 * time.Millisecond
 	for {
 		err := f.stream(ctx, true, fromStart, emit)
-		if f.eos != nil || ctx.Err() != nil || errors.Is(err, errGap) {
+		if f.marker() != nil || ctx.Err() != nil || errors.Is(err, errGap) {
 			return err
 		}
 		fromStart = false

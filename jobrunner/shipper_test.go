@@ -209,7 +209,7 @@ func TestFollower(t *testing.T) {
 				return nil
 			}
 			fromStart := true
-			for i := 0; f.eos == nil; i++ {
+			for i := 0; f.marker() == nil; i++ {
 				if i > 5 {
 					t.Fatal("no marker after 5 reads")
 				}
