@@ -1,0 +1,97 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// claimPick selects the oldest claimable operation of the worker's pools (@pools, a JSON array) whose
+// required capabilities are all among the worker's (@caps). Per pool it walks the queue index in order and
+// stops at the first operation the worker can take, so a claim costs the same with 10 or 100,000 operations
+// queued. INDEXED BY makes SQLite fail the statement rather than fall back to a scan if the index ever stops
+// fitting it.
+const claimPick = `SELECT MIN(first) FROM (
+		SELECT (
+			SELECT o.seq FROM operations o INDEXED BY operations_queue
+			WHERE o.pool = p.value AND o.state = 'queued' AND o.ready = 1
+			AND (o.capabilities IS NULL OR NOT EXISTS (
+				SELECT 1 FROM json_each(o.capabilities) r WHERE r.value NOT IN (SELECT value FROM json_each(@caps))))
+			ORDER BY o.seq LIMIT 1) AS first
+		FROM json_each(@pools) p)`
+
+// claimSQL picks and leases in one statement, to a worker that exists (a removed worker's long-poll still in
+// flight gets nothing).
+const claimSQL = `UPDATE operations SET state = 'leased', worker_id = @worker, lease_id = @lease,
+	lease_request_id = @request, lease_expires_at = @expires, leased_at = @now
+	WHERE seq = (` + claimPick + `) AND EXISTS (SELECT 1 FROM workers WHERE id = @worker)
+	RETURNING ` + opCols + `, body, secrets`
+
+// claimableSQL answers, on a reader, whether a claim would find anything: an operation to pick, or a live
+// lease already granted for the request id. Most long-polls start with nothing to claim; this keeps them off
+// the single writer.
+const claimableSQL = `SELECT (` + claimPick + `) IS NOT NULL OR EXISTS (
+	SELECT 1 FROM operations WHERE worker_id = @worker AND lease_request_id = @request AND state IN ('leased', 'running'))`
+
+// Claim leases the oldest claimable operation the worker can take. The pick and the lease are one UPDATE.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, error) {
+	pools, _ := json.Marshal(nonNil(p.Pools))
+	caps, _ := json.Marshal(nonNil(p.Capabilities))
+	var reqID sql.NullString
+	if p.RequestID != "" {
+		reqID = sql.NullString{String: p.RequestID, Valid: true}
+	}
+	// A reader sees every commit made before it starts, so "nothing" here is as good as the write's answer
+	// would have been at this moment; the caller waits for a wake-up after it.
+	var claimable bool
+	if err := s.rRow(ctx, claimableSQL, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)),
+		sql.Named("worker", p.WorkerID), sql.Named("request", reqID)).Scan(&claimable); err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: looking for work: %w", p.WorkerID, err)
+	}
+	if !claimable {
+		return nil, nil
+	}
+	var lease *api.Lease
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if p.RequestID != "" {
+			o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+`, body, secrets FROM operations
+				WHERE worker_id = ? AND lease_request_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?`,
+				p.WorkerID, p.RequestID, nanos(p.Now)), true)
+			if err == nil {
+				l := o.lease()
+				lease = &l
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
+			}
+		}
+		o, err := scanOp(s.txRow(ctx, tx, claimSQL, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID),
+			sql.Named("request", reqID), sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)),
+			sql.Named("pools", string(pools)), sql.Named("caps", string(caps))), true)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("claiming: %w", err)
+		}
+		if o.DeploymentID != "" {
+			if _, err := s.txExec(ctx, tx, `UPDATE deployments SET state = 'running' WHERE id = ? AND state = 'queued'`,
+				o.DeploymentID); err != nil {
+				return fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
+			}
+		}
+		l := o.lease()
+		lease = &l
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
+	}
+	return lease, nil
+}

@@ -1,0 +1,91 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// SetRunning moves a leased operation to running.
+func (s *Store) SetRunning(ctx context.Context, ref store.LeaseRef, message string) (api.Operation, error) {
+	var out api.Operation
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		o, err := s.held(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'running',
+			started_at = COALESCE(started_at, ?), message = CASE WHEN ? = '' THEN message ELSE ? END
+			WHERE seq = ? RETURNING `+opCols, nanos(ref.Now), message, message, o.seq), false)
+		if err != nil {
+			return fmt.Errorf("updating operation %s: %w", o.ID, err)
+		}
+		out = o2.Operation
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("marking operation %s running: %w", ref.OperationID, err)
+	}
+	return out, nil
+}
+
+// Finish ends a leased operation; a replay of the same end is accepted and changes nothing.
+func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) (api.Operation, store.Changes, error) {
+	var out api.Operation
+	var ch store.Changes
+	switch r.State {
+	case api.StateSucceeded:
+		if r.ExitCode == nil || *r.ExitCode != 0 {
+			return out, ch, fmt.Errorf("finishing operation %s: state succeeded needs exit code 0: %w", ref.OperationID, store.ErrInvalid)
+		}
+	case api.StateFailed, api.StateCancelled, api.StateTimedOut:
+	default:
+		return out, ch, fmt.Errorf("finishing operation %s: a result's state must be succeeded, failed, cancelled or timed-out, not %q: %w",
+			ref.OperationID, r.State, store.ErrInvalid)
+	}
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		o, err := s.held(ctx, tx, ref)
+		var lost *store.LeaseLostError
+		if errors.As(err, &lost) && !lost.Expired && o.State == r.State && sameExit(o.ExitCode, r.ExitCode) {
+			out = o.Operation // a retried result: already done
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if r.LastSeq > o.lastSeq {
+			return &store.MissingLinesError{Have: o.lastSeq, Want: r.LastSeq}
+		}
+		var exit sql.NullInt64
+		if r.ExitCode != nil {
+			exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
+		}
+		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
+			finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
+			r.State, exit, r.Message, nanos(ref.Now), o.seq), false)
+		if err != nil {
+			return fmt.Errorf("updating operation %s: %w", o.ID, err)
+		}
+		out = o2.Operation
+		ch.Ended = append(ch.Ended, o.ID)
+		if o.DeploymentID != "" {
+			return s.advance(ctx, tx, o2, ref.Now, &ch)
+		}
+		return nil
+	})
+	if err != nil {
+		return out, ch, fmt.Errorf("finishing operation %s: %w", ref.OperationID, err)
+	}
+	return out, ch, nil
+}
+
+func sameExit(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}

@@ -1,0 +1,89 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// Leases returns the live leases a worker holds.
+func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]api.Lease, error) {
+	rows, err := s.rQuery(ctx, `SELECT `+opCols+`, body, secrets FROM operations
+		WHERE worker_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ? ORDER BY seq`, workerID, nanos(now))
+	if err != nil {
+		return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
+	}
+	defer rows.Close()
+	leases := []api.Lease{}
+	for rows.Next() {
+		o, err := scanOp(rows, true)
+		if err != nil {
+			return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
+		}
+		leases = append(leases, o.lease())
+	}
+	return leases, rows.Err()
+}
+
+// held loads the operation ref names and checks that ref is its live lease. For a terminal operation the
+// row is returned along with a *store.LeaseLostError so that callers can recognise a replay.
+func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow, error) {
+	o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+` FROM operations WHERE id = ?`, ref.OperationID), false)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, fmt.Errorf("operation %s: %w", ref.OperationID, store.ErrNotFound)
+	}
+	if err != nil {
+		return o, fmt.Errorf("reading operation %s: %w", ref.OperationID, err)
+	}
+	if o.WorkerID != ref.WorkerID || o.leaseID != ref.LeaseID || o.leaseID == "" {
+		return o, fmt.Errorf("operation %s: %w", ref.OperationID, store.ErrNotLeased)
+	}
+	if o.State.Terminal() {
+		return o, &store.LeaseLostError{OperationID: o.ID, State: o.State, Expired: o.State == api.StateLost}
+	}
+	if o.leaseExpiresAt.Before(ref.Now) {
+		return o, &store.LeaseLostError{OperationID: o.ID, State: o.State, Expired: true}
+	}
+	return o, nil
+}
+
+// renewLeases renews, for a heartbeat, the live leases of the operations it lists that its worker still holds,
+// and lists what the worker must stop: live leases with a cancel request or already expired, and listed
+// operations it does not hold live.
+func (s *Store) renewLeases(ctx context.Context, tx *sql.Tx, h store.Heartbeat) ([]string, error) {
+	running, _ := json.Marshal(nonNil(h.Running))
+	now := nanos(h.Now)
+	if len(h.Running) > 0 {
+		if _, err := s.txExec(ctx, tx, `UPDATE operations SET lease_expires_at = ?
+			WHERE worker_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?
+			AND id IN (SELECT value FROM json_each(?))`, nanos(h.LeaseExpiresAt), h.WorkerID, now, string(running)); err != nil {
+			return nil, fmt.Errorf("renewing leases: %w", err)
+		}
+	}
+	rows, err := s.txQuery(ctx, tx, `
+		SELECT id FROM operations WHERE worker_id = ?1 AND state IN ('leased', 'running')
+			AND (cancel_requested = 1 OR lease_expires_at < ?2)
+		UNION
+		SELECT r.value FROM json_each(?3) r WHERE r.value NOT IN (
+			SELECT id FROM operations WHERE worker_id = ?1 AND state IN ('leased', 'running') AND lease_expires_at >= ?2)
+		ORDER BY 1`, h.WorkerID, now, string(running))
+	if err != nil {
+		return nil, fmt.Errorf("listing operations to cancel: %w", err)
+	}
+	defer rows.Close()
+	var cancel []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("listing operations to cancel: %w", err)
+		}
+		cancel = append(cancel, id)
+	}
+	return cancel, rows.Err()
+}
