@@ -30,6 +30,10 @@
 //   - Claim and CreateLeasedOperation lease only to a worker that exists when they commit, so a removed
 //     worker's long-poll still in flight is handed nothing.
 //
+// The rules a driver would otherwise write again word for word (a deployment's state from its steps', which
+// results are valid, what a LeaseRef must match, the messages on operations the store ends) are plain functions
+// in rules.go that every driver calls.
+//
 // Times are passed in by the caller (now), so drivers hold no clock and tests control expiry.
 package store
 

@@ -26,8 +26,8 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 		switch o.State {
 		case api.StateQueued:
 			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'cancelled',
-				message = 'cancelled before it started', finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
-				nanos(now), o.seq), false)
+				message = ?, finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
+				store.MessageCancelledBeforeStart, nanos(now), o.seq), false)
 			if err != nil {
 				return fmt.Errorf("cancelling operation %s: %w", id, err)
 			}
@@ -68,7 +68,7 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 		if state.Terminal() {
 			return fmt.Errorf("deployment %s %s: %w", id, state, store.ErrFinished)
 		}
-		if err := s.cancelQueued(ctx, tx, id, 0, "not run: deployment cancelled", now, &ch); err != nil {
+		if err := s.cancelQueued(ctx, tx, id, 0, store.MessageDeploymentCancelled, now, &ch); err != nil {
 			return err
 		}
 		if _, err := s.txExec(ctx, tx, `UPDATE operations SET cancel_requested = 1

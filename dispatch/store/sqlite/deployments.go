@@ -26,7 +26,7 @@ func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (ap
 		for i, step := range d.Steps {
 			message := ""
 			if i > 0 {
-				message = fmt.Sprintf("waits for step %d", i)
+				message = store.MessageWaitsFor(i + 1)
 			}
 			op, err := s.insertOperation(ctx, tx, step, d.ID, i+1, i == 0, message, nil)
 			if err != nil {
@@ -62,11 +62,7 @@ func (s *Store) advance(ctx context.Context, tx *sql.Tx, o opRow, now time.Time,
 			return fmt.Errorf("readying step %d of deployment %s: %w", o.Step+1, o.DeploymentID, err)
 		}
 	} else {
-		label := fmt.Sprintf("step %d", o.Step)
-		if o.Name != "" {
-			label += fmt.Sprintf(" (%s)", o.Name)
-		}
-		reason := fmt.Sprintf("not run: %s ended %s", label, o.State)
+		reason := store.MessageNotRun(o.Step, o.Name, o.State)
 		if err := s.cancelQueued(ctx, tx, o.DeploymentID, o.Step, reason, now, ch); err != nil {
 			return err
 		}
@@ -99,7 +95,6 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, depID string, now time.T
 		return fmt.Errorf("reading the steps of deployment %s: %w", depID, err)
 	}
 	counts := map[api.State]int{}
-	total := 0
 	for rows.Next() {
 		var st api.State
 		var n int
@@ -108,27 +103,12 @@ func (s *Store) settle(ctx context.Context, tx *sql.Tx, depID string, now time.T
 			return fmt.Errorf("reading the steps of deployment %s: %w", depID, err)
 		}
 		counts[st] = n
-		total += n
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading the steps of deployment %s: %w", depID, err)
 	}
-	var state api.State
-	switch {
-	case counts[api.StateLeased]+counts[api.StateRunning] > 0:
-		state = api.StateRunning
-	case counts[api.StateSucceeded] == total:
-		state = api.StateSucceeded
-	case counts[api.StateFailed]+counts[api.StateTimedOut]+counts[api.StateLost] > 0:
-		state = api.StateFailed
-	case counts[api.StateCancelled] > 0:
-		state = api.StateCancelled
-	case counts[api.StateSucceeded] > 0:
-		state = api.StateRunning
-	default:
-		state = api.StateQueued
-	}
+	state := store.DeploymentState(counts)
 	var finished sql.NullInt64
 	if state.Terminal() {
 		finished = sql.NullInt64{Int64: nanos(now), Valid: true}

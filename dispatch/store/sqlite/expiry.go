@@ -34,11 +34,7 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 			return fmt.Errorf("finding expired leases: %w", err)
 		}
 		for _, o := range expired {
-			msg := fmt.Sprintf("lost: the lease of worker %s expired at %s without a heartbeat; not run again",
-				o.WorkerID, o.leaseExpiresAt.Format(time.RFC3339))
-			if o.CancelRequested {
-				msg += " (a cancel had been requested)"
-			}
+			msg := store.MessageExpired(o.WorkerID, o.leaseExpiresAt, o.CancelRequested)
 			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'lost', message = ?, finished_at = ?,
 				secrets = NULL WHERE seq = ? AND lease_id = ? AND state IN ('leased', 'running') AND lease_expires_at < ?
 				RETURNING `+opCols, msg, nanos(now), o.seq, o.leaseID, nanos(now)), false)

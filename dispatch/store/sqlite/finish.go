@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -37,20 +36,12 @@ func (s *Store) SetRunning(ctx context.Context, ref store.LeaseRef, message stri
 func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) (api.Operation, store.Changes, error) {
 	var out api.Operation
 	var ch store.Changes
-	switch r.State {
-	case api.StateSucceeded:
-		if r.ExitCode == nil || *r.ExitCode != 0 {
-			return out, ch, fmt.Errorf("finishing operation %s: state succeeded needs exit code 0: %w", ref.OperationID, store.ErrInvalid)
-		}
-	case api.StateFailed, api.StateCancelled, api.StateTimedOut:
-	default:
-		return out, ch, fmt.Errorf("finishing operation %s: a result's state must be succeeded, failed, cancelled or timed-out, not %q: %w",
-			ref.OperationID, r.State, store.ErrInvalid)
+	if err := store.CheckResult(ref.OperationID, r); err != nil {
+		return out, ch, err
 	}
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		o, err := s.held(ctx, tx, ref)
-		var lost *store.LeaseLostError
-		if errors.As(err, &lost) && !lost.Expired && o.State == r.State && sameExit(o.ExitCode, r.ExitCode) {
+		if store.IsReplay(err, o.State, o.ExitCode, r) {
 			out = o.Operation // a retried result: already done
 			return nil
 		}
@@ -81,11 +72,4 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		return out, ch, fmt.Errorf("finishing operation %s: %w", ref.OperationID, err)
 	}
 	return out, ch, nil
-}
-
-func sameExit(a, b *int) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return *a == *b
 }

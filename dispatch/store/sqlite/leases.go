@@ -41,16 +41,8 @@ func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow
 	if err != nil {
 		return o, fmt.Errorf("reading operation %s: %w", ref.OperationID, err)
 	}
-	if o.WorkerID != ref.WorkerID || o.leaseID != ref.LeaseID || o.leaseID == "" {
-		return o, fmt.Errorf("operation %s: %w", ref.OperationID, store.ErrNotLeased)
-	}
-	if o.State.Terminal() {
-		return o, &store.LeaseLostError{OperationID: o.ID, State: o.State, Expired: o.State == api.StateLost}
-	}
-	if o.leaseExpiresAt.Before(ref.Now) {
-		return o, &store.LeaseLostError{OperationID: o.ID, State: o.State, Expired: true}
-	}
-	return o, nil
+	return o, store.CheckLease(store.Held{ID: o.ID, State: o.State, WorkerID: o.WorkerID, LeaseID: o.leaseID,
+		LeaseExpiresAt: o.leaseExpiresAt}, ref)
 }
 
 // renewLeases renews, for a heartbeat, the live leases of the operations it lists that its worker still holds,

@@ -124,12 +124,11 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 			return fmt.Errorf("deleting the worker: %w", err)
 		}
 		out.Worker = w
-		msg := fmt.Sprintf("lost: worker %s (%s) was removed while it held this operation; its result is unknown and it is not run again",
-			w.Name, w.ID)
+		msg := store.MessageWorkerRemoved(w.Name, w.ID)
 		rows, err := s.txQuery(ctx, tx, `UPDATE operations SET state = 'lost',
-			message = ? || CASE WHEN cancel_requested = 1 THEN ' (a cancel had been requested)' ELSE '' END,
+			message = ? || CASE WHEN cancel_requested = 1 THEN ? ELSE '' END,
 			finished_at = ?, secrets = NULL
-			WHERE worker_id = ? AND state IN ('leased', 'running') RETURNING `+opCols, msg, nanos(now), id)
+			WHERE worker_id = ? AND state IN ('leased', 'running') RETURNING `+opCols, msg, store.MessageCancelRequested, nanos(now), id)
 		if err != nil {
 			return fmt.Errorf("ending the worker's leases: %w", err)
 		}
