@@ -12,6 +12,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
 // TestRemoveWorker: an admin removes a worker. Its token stops working at once (the worker called a moment
@@ -238,13 +239,13 @@ func TestHandOffToARemovedWorkerQueues(t *testing.T) {
 	b.pool("p")
 	done := make(chan struct{})
 	defer close(done)
-	waiter := b.srv.queue.Wait([]string{"p"}, nil, handoff{workerID: "wkr-removed", leaseID: "lease-x"}, done)
+	waiter := b.srv.queue.Wait([]string{"p"}, nil, store.ClaimParams{WorkerID: "wkr-removed", LeaseID: "lease-x"}, done)
 	waiter.Idle()
 	op := b.submit(api.OperationSpec{Pool: "p"})
 	if op.State != api.StateQueued || op.WorkerID != "" {
 		t.Errorf("submitted = %s to %q, want queued", op.State, op.WorkerID)
 	}
-	if d := waiter.Done("", waiter.Take()); d != nil {
+	if d, ok := waiter.Done("", waiter.Take()); ok {
 		t.Errorf("the removed worker's waiter was delivered %+v", d)
 	}
 	w, _ := b.worker("w", []string{"p"})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/mask"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/wake"
@@ -72,7 +73,7 @@ type Server struct {
 	st     store.Store
 	cfg    Config
 	log    *logrus.Entry
-	queue  *wake.Queue
+	queue  *wake.Queue[store.ClaimParams, *api.Lease] // a waiter offers its claim; a hand-off delivers a lease
 	logs   *wake.Broadcast
 	routes []route
 
@@ -107,7 +108,7 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
-		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
+		queue: wake.NewQueue[store.ClaimParams, *api.Lease](), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
 		polls: map[string]map[*poll]struct{}{}}
 	s.routes = s.routeTable()
 	return s, nil

@@ -132,3 +132,27 @@ func sameExit(a, b *int) bool {
 	}
 	return *a == *b
 }
+
+// Matches says whether a worker of pools with capabilities caps can take an operation of pool that needs
+// required: the pool is one of its pools and it has every required capability. Claim and the hand-off to a
+// waiting worker lease by this rule.
+func Matches(pools, caps []string, pool string, required []string) bool {
+	if !contains(pools, pool) {
+		return false
+	}
+	for _, c := range required {
+		if !contains(caps, c) {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

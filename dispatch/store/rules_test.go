@@ -136,3 +136,24 @@ func TestIsReplay(t *testing.T) {
 		}
 	}
 }
+
+func TestMatches(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pools, caps []string
+		pool        string
+		required    []string
+		want        bool
+	}{
+		{[]string{"a", "b"}, nil, "b", nil, true},
+		{[]string{"a"}, nil, "b", nil, false},
+		{nil, []string{"docker"}, "a", nil, false},
+		{[]string{"a"}, []string{"docker", "gpu"}, "a", []string{"gpu"}, true},
+		{[]string{"a"}, []string{"docker"}, "a", []string{"docker", "gpu"}, false},
+		{[]string{"a"}, nil, "a", []string{"docker"}, false},
+	} {
+		if got := Matches(tc.pools, tc.caps, tc.pool, tc.required); got != tc.want {
+			t.Errorf("Matches(%v, %v, %q, %v) = %v, want %v", tc.pools, tc.caps, tc.pool, tc.required, got, tc.want)
+		}
+	}
+}

@@ -25,12 +25,22 @@ const claimPick = `SELECT MIN(first) FROM (
 			ORDER BY o.seq LIMIT 1) AS first
 		FROM json_each(@pools) p)`
 
-// claimSQL picks and leases in one statement, to a worker that exists (a removed worker's long-poll still in
-// flight gets nothing).
-const claimSQL = `UPDATE operations SET state = 'leased', worker_id = @worker, lease_id = @lease,
-	lease_request_id = @request, lease_expires_at = @expires, leased_at = @now
-	WHERE seq = (` + claimPick + `) AND EXISTS (SELECT 1 FROM workers WHERE id = @worker)
-	RETURNING ` + opCols + `, body, secrets`
+// leaseSet is how an operation becomes leased, and leaseGuard whom to: a worker that exists (a removed
+// worker's long-poll still in flight gets nothing). The claim and the hand-off (CreateLeasedOperation) both
+// lease with them, through leaseRow.
+const (
+	leaseSet = `state = 'leased', worker_id = @worker, lease_id = @lease, lease_request_id = @request,
+	lease_expires_at = @expires, leased_at = @now`
+	leaseGuard     = `EXISTS (SELECT 1 FROM workers WHERE id = @worker)`
+	leaseReturning = ` RETURNING ` + opCols + `, body, secrets`
+)
+
+// claimSQL picks and leases in one statement.
+const claimSQL = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (` + claimPick + `) AND ` + leaseGuard + leaseReturning
+
+// handOffSQL leases the queued operation @seq (just inserted by CreateLeasedOperation).
+const handOffSQL = `UPDATE operations SET ` + leaseSet + ` WHERE seq = @seq AND state = 'queued' AND ` + leaseGuard +
+	leaseReturning
 
 // claimableSQL answers, on a reader, whether a claim would find anything: an operation to pick, or a live
 // lease already granted for the request id. Most long-polls start with nothing to claim; this keeps them off
@@ -71,27 +81,41 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
 			}
 		}
-		o, err := scanOp(s.txRow(ctx, tx, claimSQL, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID),
-			sql.Named("request", reqID), sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)),
-			sql.Named("pools", string(pools)), sql.Named("caps", string(caps))), true)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
+		var err error
+		lease, err = s.leaseRow(ctx, tx, claimSQL, p, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)))
 		if err != nil {
 			return fmt.Errorf("claiming: %w", err)
 		}
-		if o.DeploymentID != "" {
-			if _, err := s.txExec(ctx, tx, `UPDATE deployments SET state = 'running' WHERE id = ? AND state = 'queued'`,
-				o.DeploymentID); err != nil {
-				return fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
-			}
-		}
-		l := o.lease()
-		lease = &l
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
 	}
 	return lease, nil
+}
+
+// leaseRow runs q (claimSQL or handOffSQL), which leases at most one operation to p's worker with p's lease
+// fields, and returns the lease; nil when q leased nothing. A deployment whose step it leased starts running.
+func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.ClaimParams, args ...any) (*api.Lease, error) {
+	var reqID sql.NullString
+	if p.RequestID != "" {
+		reqID = sql.NullString{String: p.RequestID, Valid: true}
+	}
+	args = append(args, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID), sql.Named("request", reqID),
+		sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)))
+	o, err := scanOp(s.txRow(ctx, tx, q, args...), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.DeploymentID != "" {
+		if _, err := s.txExec(ctx, tx, `UPDATE deployments SET state = 'running' WHERE id = ? AND state = 'queued'`,
+			o.DeploymentID); err != nil {
+			return nil, fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
+		}
+	}
+	l := o.lease()
+	return &l, nil
 }

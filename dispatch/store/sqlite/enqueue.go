@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -11,15 +12,15 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
-// insertOperation inserts a queued operation, or one leased already when claim is set.
-func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string, claim *store.ClaimParams) (api.Operation, error) {
+// insertOperation inserts a queued operation and returns it with its seq.
+func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string) (api.Operation, int64, error) {
 	spec := op.Spec
 	var exists int
 	if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM pools WHERE name = ?`, spec.Pool).Scan(&exists); err != nil {
-		return api.Operation{}, fmt.Errorf("checking pool %q: %w", spec.Pool, err)
+		return api.Operation{}, 0, fmt.Errorf("checking pool %q: %w", spec.Pool, err)
 	}
 	if exists == 0 {
-		return api.Operation{}, fmt.Errorf("pool %q: %w", spec.Pool, store.ErrNotFound)
+		return api.Operation{}, 0, fmt.Errorf("pool %q: %w", spec.Pool, store.ErrNotFound)
 	}
 	body := opBody{Script: spec.Script, Files: spec.Files}
 	secrets := map[int]string{}
@@ -32,7 +33,7 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	}
 	bodyJSON, err := json.Marshal(body)
 	if err != nil {
-		return api.Operation{}, fmt.Errorf("encoding operation body: %w", err)
+		return api.Operation{}, 0, fmt.Errorf("encoding operation body: %w", err)
 	}
 	var secretsJSON, requestsJSON, capsJSON sql.NullString
 	if len(secrets) > 0 {
@@ -51,33 +52,25 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	if depID != "" {
 		dep = sql.NullString{String: depID, Valid: true}
 	}
-	state := api.StateQueued
-	var worker, leaseID, reqID sql.NullString
-	var expires, leased sql.NullInt64
-	if claim != nil {
-		state = api.StateLeased
-		worker = sql.NullString{String: claim.WorkerID, Valid: true}
-		leaseID = sql.NullString{String: claim.LeaseID, Valid: true}
-		reqID = sql.NullString{String: claim.RequestID, Valid: claim.RequestID != ""}
-		expires = sql.NullInt64{Int64: nanos(claim.ExpiresAt), Valid: true}
-		leased = sql.NullInt64{Int64: nanos(claim.Now), Valid: true}
-	}
-	if _, err := s.txExec(ctx, tx, `INSERT INTO operations (id, deployment_id, step, name, pool, syntax, image, requests,
-		timeout_seconds, capabilities, body, secrets, ready, state, message, created_at,
-		worker_id, lease_id, lease_request_id, lease_expires_at, leased_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	res, err := s.txExec(ctx, tx, `INSERT INTO operations (id, deployment_id, step, name, pool, syntax, image, requests,
+		timeout_seconds, capabilities, body, secrets, ready, state, message, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
 		op.ID, dep, step, spec.Name, spec.Pool, spec.Syntax, spec.Image, requestsJSON, spec.TimeoutSeconds, capsJSON,
-		string(bodyJSON), secretsJSON, boolInt(ready), state, message, nanos(op.CreatedAt),
-		worker, leaseID, reqID, expires, leased); err != nil {
+		string(bodyJSON), secretsJSON, boolInt(ready), message, nanos(op.CreatedAt))
+	if err != nil {
 		if isUniqueViolation(err) {
-			return api.Operation{}, fmt.Errorf("operation %s: %w", op.ID, store.ErrExists)
+			return api.Operation{}, 0, fmt.Errorf("operation %s: %w", op.ID, store.ErrExists)
 		}
-		return api.Operation{}, fmt.Errorf("inserting operation %s: %w", op.ID, err)
+		return api.Operation{}, 0, fmt.Errorf("inserting operation %s: %w", op.ID, err)
 	}
-	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: spec, State: state,
-		Message: message, CreatedAt: op.CreatedAt.UTC(), WorkerID: worker.String}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return api.Operation{}, 0, fmt.Errorf("inserting operation %s: %w", op.ID, err)
+	}
+	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: spec, State: api.StateQueued,
+		Message: message, CreatedAt: op.CreatedAt.UTC()}
 	out.Variables = body.Variables
-	return out, nil
+	return out, seq, nil
 }
 
 // CreateOperation enqueues one operation.
@@ -85,7 +78,7 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 	var out api.Operation
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
-		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", nil)
+		out, _, err = s.insertOperation(ctx, tx, op, "", 0, true, "")
 		return err
 	})
 	if err != nil {
@@ -94,29 +87,31 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 	return out, nil
 }
 
-// CreateLeasedOperation enqueues an operation already leased to a waiting worker; nil when the worker no
-// longer exists.
+// errWorkerGone rolls back a hand-off whose worker no longer exists.
+var errWorkerGone = errors.New("the worker no longer exists")
+
+// CreateLeasedOperation enqueues an operation and, in the same transaction, leases it to a waiting worker the
+// way Claim does (leaseRow); nil, with nothing stored, when the worker no longer exists.
 func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation, p store.ClaimParams) (*api.Lease, error) {
-	var out api.Operation
-	gone := false
+	var lease *api.Lease
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		var n int
-		if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM workers WHERE id = ?`, p.WorkerID).Scan(&n); err != nil {
-			return fmt.Errorf("checking worker %s: %w", p.WorkerID, err)
+		_, seq, err := s.insertOperation(ctx, tx, op, "", 0, true, "")
+		if err != nil {
+			return err
 		}
-		if gone = n == 0; gone {
-			return nil
+		if lease, err = s.leaseRow(ctx, tx, handOffSQL, p, sql.Named("seq", seq)); err != nil {
+			return fmt.Errorf("leasing operation %s: %w", op.ID, err)
 		}
-		var err error
-		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "", &p)
-		return err
+		if lease == nil {
+			return errWorkerGone // roll the insert back: the caller enqueues the operation instead
+		}
+		return nil
 	})
+	if errors.Is(err, errWorkerGone) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)
 	}
-	if gone {
-		return nil, nil
-	}
-	out.Variables = op.Spec.Variables // the worker gets the values in clear
-	return &api.Lease{LeaseID: p.LeaseID, ExpiresAt: p.ExpiresAt.UTC(), Operation: out}, nil
+	return lease, nil
 }
