@@ -86,9 +86,7 @@ func BenchmarkEnqueueToLease(b *testing.B) {
 			}
 			got <- time.Now()
 		}()
-		for bb.srv.queue.Asleep() == 0 {
-			time.Sleep(20 * time.Microsecond)
-		}
+		bb.waitAsleep("the worker to wait", func(n int) bool { return n > 0 })
 		start := time.Now()
 		bb.submit(api.OperationSpec{Pool: "p"})
 		at := <-got
@@ -148,9 +146,7 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 		})
 	}
-	for bb.srv.queue.Asleep() < workers {
-		time.Sleep(time.Millisecond)
-	}
+	bb.waitAsleep("every worker to wait", func(n int) bool { return n >= workers })
 	rawBefore := rawSQLiteRate(b, 2000)
 	var next atomic.Int64
 	b.ResetTimer()

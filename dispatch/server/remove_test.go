@@ -208,9 +208,9 @@ func TestRemovalEndsLongPolls(t *testing.T) {
 		return ch
 	}
 	removedPoll := poll(w)
-	b.eventually("the first worker to wait", func() bool { return b.srv.queue.Asleep() == 1 })
+	b.waitAsleep("the first worker to wait", func(n int) bool { return n == 1 })
 	otherPoll := poll(other)
-	b.eventually("both workers to wait", func() bool { return b.srv.queue.Asleep() == 2 })
+	b.waitAsleep("both workers to wait", func(n int) bool { return n == 2 })
 
 	start := time.Now()
 	if _, err := b.admin.RemoveWorker(b.ctx, wid); err != nil {

@@ -88,6 +88,11 @@ type Server struct {
 
 	pollMu sync.Mutex
 	polls  map[string]map[*poll]struct{} // worker id -> its lease long-polls in flight
+
+	// asleep, nil but in tests, hears +1 when a lease long-poll falls asleep in its wait (ready for a
+	// hand-off) and -1 when it wakes or leaves, so tests wait on that signal rather than poll. Set before
+	// serving.
+	asleep func(delta int)
 }
 
 // authCacheTTL bounds how stale a worker's record may be when it authenticates (every worker call does):

@@ -186,18 +186,31 @@ func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter[store.Cla
 			return nil, nil
 		}
 		waiter.Idle()
+		s.noteAsleep(1)
+		stop := false
 		select {
 		case <-waiter.C():
 		case <-poll.C:
 		case <-deadline:
-			return nil, nil
+			stop = true
 		case <-ctx.Done():
+			stop = true
+		}
+		s.noteAsleep(-1)
+		if stop {
 			return nil, nil
 		}
 		if d, ok := waiter.Busy(); ok {
 			return d, nil
 		}
 		taken = waiter.Take()
+	}
+}
+
+// noteAsleep tells the test hook (if any) that a long-poll fell asleep or woke.
+func (s *Server) noteAsleep(delta int) {
+	if s.asleep != nil {
+		s.asleep(delta)
 	}
 }
 

@@ -236,24 +236,11 @@ func (w *Waiter[D, V]) give(t Ticket) {
 	}
 }
 
-// Waiting returns how many waiters are registered (for tests and metrics).
-func (q *Queue[D, V]) Waiting() int {
+// waiting returns how many waiters are registered (for the tests).
+func (q *Queue[D, V]) waiting() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.waiters)
-}
-
-// Asleep returns how many registered waiters are asleep (Idle), i.e. ready for a hand-off.
-func (q *Queue[D, V]) Asleep() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := 0
-	for _, w := range q.waiters {
-		if w.idle {
-			n++
-		}
-	}
-	return n
 }
 
 // Broadcast wakes every follower of a key (an operation id) when it changes.

@@ -82,7 +82,7 @@ func TestDonePassesTicketsOn(t *testing.T) {
 	}
 	d.Done("", nil)
 	c.Done("", nil) // a second Done is harmless
-	if n := q.Waiting(); n != 0 {
+	if n := q.waiting(); n != 0 {
 		t.Fatalf("%d waiters left registered", n)
 	}
 }
@@ -228,7 +228,7 @@ func TestReserveDeliverRelease(t *testing.T) {
 	ticketed.Done("", ticketed.Take())
 	ended.Done("", nil)
 	busy.Done("", nil)
-	if n := q.Waiting(); n != 0 {
+	if n := q.waiting(); n != 0 {
 		t.Fatalf("%d waiters left", n)
 	}
 }
