@@ -20,17 +20,8 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 		if err != nil {
 			return fmt.Errorf("finding expired leases: %w", err)
 		}
-		var expired []opRow
-		for rows.Next() {
-			o, err := scanOp(rows, false)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("finding expired leases: %w", err)
-			}
-			expired = append(expired, o)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		expired, err := scanOps(rows, false)
+		if err != nil {
 			return fmt.Errorf("finding expired leases: %w", err)
 		}
 		for _, o := range expired {

@@ -19,16 +19,15 @@ func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]a
 	if err != nil {
 		return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
 	}
-	defer rows.Close()
-	leases := []api.Lease{}
-	for rows.Next() {
-		o, err := scanOp(rows, true)
-		if err != nil {
-			return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
-		}
+	held, err := scanOps(rows, true)
+	if err != nil {
+		return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
+	}
+	leases := make([]api.Lease, 0, len(held))
+	for _, o := range held {
 		leases = append(leases, o.lease())
 	}
-	return leases, rows.Err()
+	return leases, nil
 }
 
 // held loads the operation ref names and checks that ref is its live lease. For a terminal operation the

@@ -105,14 +105,28 @@ func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]api.Oper
 	if err != nil {
 		return nil, fmt.Errorf("listing operations: %w", err)
 	}
-	defer rows.Close()
-	ops := []api.Operation{}
-	for rows.Next() {
-		o, err := scanOp(rows, false)
-		if err != nil {
-			return nil, fmt.Errorf("listing operations: %w", err)
-		}
+	rs, err := scanOps(rows, false)
+	if err != nil {
+		return nil, fmt.Errorf("listing operations: %w", err)
+	}
+	ops := make([]api.Operation, 0, len(rs))
+	for _, o := range rs {
 		ops = append(ops, o.Operation)
+	}
+	return ops, nil
+}
+
+// scanOps reads every row of rows as scanOp does and closes rows (inside a transaction, before the next
+// statement).
+func scanOps(rows *sql.Rows, full bool) ([]opRow, error) {
+	defer rows.Close()
+	var ops []opRow
+	for rows.Next() {
+		o, err := scanOp(rows, full)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, o)
 	}
 	return ops, rows.Err()
 }

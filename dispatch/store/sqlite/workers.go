@@ -132,17 +132,8 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 		if err != nil {
 			return fmt.Errorf("ending the worker's leases: %w", err)
 		}
-		var lost []opRow
-		for rows.Next() {
-			o, err := scanOp(rows, false)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("ending the worker's leases: %w", err)
-			}
-			lost = append(lost, o)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		lost, err := scanOps(rows, false)
+		if err != nil {
 			return fmt.Errorf("ending the worker's leases: %w", err)
 		}
 		// RETURNING gives no order; the caller reports them oldest first.
