@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 )
 
 // The benchmarks report ratios against a baseline measured in the same run (scripts/bench-dispatch.sh runs
@@ -182,7 +182,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 // rawSQLiteRate measures single-INSERT transactions per second on a fresh file with the store's own DSN.
 func rawSQLiteRate(b *testing.B, n int) float64 {
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(b.TempDir(), "raw.db"), true))
+	db, err := sql.Open("sqlite", sqlitedsn.DSN(filepath.Join(b.TempDir(), "raw.db"), true))
 	if err != nil {
 		b.Fatal(err)
 	}
