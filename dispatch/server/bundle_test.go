@@ -165,15 +165,21 @@ func (b *bundle) op(id string) api.Operation {
 	return op
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func (b *bundle) eventually(what string, cond func() bool) {
+// waitOp waits until operation id satisfies cond, re-reading it on the server's signal for the operation (it
+// ended, or new log lines came) rather than on a timer.
+func (b *bundle) waitOp(what, id string, cond func(api.Operation) bool) api.Operation {
 	b.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
+	timeout := time.After(15 * time.Second)
+	for {
+		changed := b.srv.logs.Watch(id) // before the read: a change committed after it still signals
+		if op := b.op(id); cond(op) {
+			return op
+		}
+		select {
+		case <-changed:
+		case <-timeout:
 			b.t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

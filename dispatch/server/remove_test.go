@@ -295,11 +295,20 @@ func TestRemovalUnderLoad(t *testing.T) {
 		}
 	}
 	var list []api.Operation
-	b.eventually("every operation to end", func() bool {
+	for { // wait on the signal of one operation still live, then look again
 		var err error
-		list, err = b.admin.Operations(b.ctx, client.ListOptions{Limit: 1000})
-		return err == nil && len(list) == ops && !slices.ContainsFunc(list, func(o api.Operation) bool { return !o.State.Terminal() })
-	})
+		if list, err = b.admin.Operations(b.ctx, client.ListOptions{Limit: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		live := slices.IndexFunc(list, func(o api.Operation) bool { return !o.State.Terminal() })
+		if live < 0 {
+			break
+		}
+		b.waitOp("every operation to end", list[live].ID, func(op api.Operation) bool { return op.State.Terminal() })
+	}
+	if len(list) != ops {
+		t.Fatalf("%d operations listed, want %d", len(list), ops)
+	}
 	cancel()
 	for range workers {
 		<-stopped

@@ -438,7 +438,7 @@ func TestLeaseExpiry(t *testing.T) {
 			}
 		}
 	})
-	b.eventually("the abandoned operation to be lost", func() bool { return b.op(abandoned.ID).State == api.StateLost })
+	b.waitOp("the abandoned operation to be lost", abandoned.ID, func(op api.Operation) bool { return op.State == api.StateLost })
 	close(stop)
 	wg.Wait()
 	if st := b.op(kept.ID).State; st != api.StateLeased {
