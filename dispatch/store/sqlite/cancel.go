@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -17,11 +16,8 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 	var ch store.Changes
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id), false)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
-		}
 		if err != nil {
-			return fmt.Errorf("reading operation %s: %w", id, err)
+			return readErr(err, "operation %s", id)
 		}
 		switch o.State {
 		case api.StateQueued:
@@ -59,11 +55,8 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var state api.State
 		err := s.txRow(ctx, tx, `SELECT state FROM deployments WHERE id = ?`, id).Scan(&state)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("deployment %s: %w", id, store.ErrNotFound)
-		}
 		if err != nil {
-			return fmt.Errorf("reading deployment %s: %w", id, err)
+			return readErr(err, "deployment %s", id)
 		}
 		if state.Terminal() {
 			return fmt.Errorf("deployment %s %s: %w", id, state, store.ErrFinished)

@@ -77,15 +77,12 @@ func (s *Store) cancelQueued(ctx context.Context, tx *sql.Tx, depID string, step
 	if err != nil {
 		return fmt.Errorf("cancelling the rest of deployment %s: %w", depID, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return fmt.Errorf("cancelling the rest of deployment %s: %w", depID, err)
-		}
-		ch.Ended = append(ch.Ended, id)
+	ids, err := scanAll(rows, nil, scanID)
+	if err != nil {
+		return fmt.Errorf("cancelling the rest of deployment %s: %w", depID, err)
 	}
-	return rows.Err()
+	ch.Ended = append(ch.Ended, ids...)
+	return nil
 }
 
 // settle derives a deployment's state from its steps.
@@ -126,11 +123,8 @@ func (s *Store) Deployment(ctx context.Context, id string) (api.Deployment, erro
 	var created int64
 	err := s.rRow(ctx, `SELECT id, name, state, created_at FROM deployments WHERE id = ?`, id).
 		Scan(&d.ID, &d.Name, &d.State, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return d, fmt.Errorf("deployment %s: %w", id, store.ErrNotFound)
-	}
 	if err != nil {
-		return d, fmt.Errorf("reading deployment %s: %w", id, err)
+		return d, readErr(err, "deployment %s", id)
 	}
 	d.CreatedAt = fromNanos(created)
 	d.Operations, err = s.queryOps(ctx, `SELECT `+opCols+` FROM operations WHERE deployment_id = ? ORDER BY step`, id)
@@ -142,21 +136,8 @@ func (s *Store) ListDeployments(ctx context.Context, limit int) ([]api.Deploymen
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.rQuery(ctx, `SELECT id FROM deployments ORDER BY created_at DESC, id DESC LIMIT ?`, limit)
+	ids, err := readAll(ctx, s, nil, scanID, `SELECT id FROM deployments ORDER BY created_at DESC, id DESC LIMIT ?`, limit)
 	if err != nil {
-		return nil, fmt.Errorf("listing deployments: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("listing deployments: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("listing deployments: %w", err)
 	}
 	deps := []api.Deployment{}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -34,11 +33,8 @@ func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]a
 // row is returned along with a *store.LeaseLostError so that callers can recognise a replay.
 func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow, error) {
 	o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+` FROM operations WHERE id = ?`, ref.OperationID), false)
-	if errors.Is(err, sql.ErrNoRows) {
-		return o, fmt.Errorf("operation %s: %w", ref.OperationID, store.ErrNotFound)
-	}
 	if err != nil {
-		return o, fmt.Errorf("reading operation %s: %w", ref.OperationID, err)
+		return o, readErr(err, "operation %s", ref.OperationID)
 	}
 	return o, store.CheckLease(store.Held{ID: o.ID, State: o.State, WorkerID: o.WorkerID, LeaseID: o.leaseID,
 		LeaseExpiresAt: o.leaseExpiresAt}, ref)
@@ -67,14 +63,9 @@ func (s *Store) renewLeases(ctx context.Context, tx *sql.Tx, h store.Heartbeat) 
 	if err != nil {
 		return nil, fmt.Errorf("listing operations to cancel: %w", err)
 	}
-	defer rows.Close()
-	var cancel []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("listing operations to cancel: %w", err)
-		}
-		cancel = append(cancel, id)
+	cancel, err := scanAll(rows, nil, scanID)
+	if err != nil {
+		return nil, fmt.Errorf("listing operations to cancel: %w", err)
 	}
-	return cancel, rows.Err()
+	return cancel, nil
 }

@@ -2,8 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -25,15 +23,20 @@ func (s *Store) CreatePool(ctx context.Context, p api.Pool) error {
 
 // Pool returns one pool.
 func (s *Store) Pool(ctx context.Context, name string) (api.Pool, error) {
+	p, err := scanPool(s.rRow(ctx, `SELECT `+poolCols+` FROM pools WHERE name = ?`, name))
+	if err != nil {
+		return p, readErr(err, "pool %q", name)
+	}
+	return p, nil
+}
+
+const poolCols = `name, description, created_at`
+
+func scanPool(row scanner) (api.Pool, error) {
 	var p api.Pool
 	var created int64
-	err := s.rRow(ctx, `SELECT name, description, created_at FROM pools WHERE name = ?`, name).
-		Scan(&p.Name, &p.Description, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, fmt.Errorf("pool %q: %w", name, store.ErrNotFound)
-	}
-	if err != nil {
-		return p, fmt.Errorf("reading pool %q: %w", name, err)
+	if err := row.Scan(&p.Name, &p.Description, &created); err != nil {
+		return p, err
 	}
 	p.CreatedAt = fromNanos(created)
 	return p, nil
@@ -41,20 +44,9 @@ func (s *Store) Pool(ctx context.Context, name string) (api.Pool, error) {
 
 // ListPools returns every pool ordered by name.
 func (s *Store) ListPools(ctx context.Context) ([]api.Pool, error) {
-	rows, err := s.rQuery(ctx, `SELECT name, description, created_at FROM pools ORDER BY name`)
+	pools, err := readAll(ctx, s, []api.Pool{}, scanPool, `SELECT `+poolCols+` FROM pools ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("listing pools: %w", err)
 	}
-	defer rows.Close()
-	pools := []api.Pool{}
-	for rows.Next() {
-		var p api.Pool
-		var created int64
-		if err := rows.Scan(&p.Name, &p.Description, &created); err != nil {
-			return nil, fmt.Errorf("listing pools: %w", err)
-		}
-		p.CreatedAt = fromNanos(created)
-		pools = append(pools, p)
-	}
-	return pools, rows.Err()
+	return pools, nil
 }

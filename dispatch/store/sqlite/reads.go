@@ -15,11 +15,8 @@ import (
 // Operation returns one operation with its spec; sensitive values are masked.
 func (s *Store) Operation(ctx context.Context, id string) (api.Operation, error) {
 	o, err := scanOp(s.rRow(ctx, `SELECT `+opCols+`, body, NULL FROM operations WHERE id = ?`, id), true)
-	if errors.Is(err, sql.ErrNoRows) {
-		return api.Operation{}, fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
-	}
 	if err != nil {
-		return api.Operation{}, fmt.Errorf("reading operation %s: %w", id, err)
+		return api.Operation{}, readErr(err, "operation %s", id)
 	}
 	return o.Operation, nil
 }
@@ -27,11 +24,8 @@ func (s *Store) Operation(ctx context.Context, id string) (api.Operation, error)
 // OperationSummary returns one operation without its body.
 func (s *Store) OperationSummary(ctx context.Context, id string) (api.Operation, error) {
 	o, err := scanOp(s.rRow(ctx, `SELECT `+opCols+` FROM operations WHERE id = ?`, id), false)
-	if errors.Is(err, sql.ErrNoRows) {
-		return api.Operation{}, fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
-	}
 	if err != nil {
-		return api.Operation{}, fmt.Errorf("reading operation %s: %w", id, err)
+		return api.Operation{}, readErr(err, "operation %s", id)
 	}
 	return o.Operation, nil
 }

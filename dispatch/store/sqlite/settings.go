@@ -2,23 +2,17 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
 // Setting returns a value or store.ErrNotFound.
 func (s *Store) Setting(ctx context.Context, key string) (string, error) {
 	var v string
 	err := s.rRow(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("setting %s: %w", key, store.ErrNotFound)
-	}
 	if err != nil {
-		return "", fmt.Errorf("reading setting %s: %w", key, err)
+		return "", readErr(err, "setting %s", key)
 	}
 	return v, nil
 }
@@ -49,11 +43,8 @@ func (s *Store) Chart(ctx context.Context, version string) (api.Chart, []byte, e
 	var uploaded int64
 	err := s.rRow(ctx, `SELECT version, sha256, size, data, uploaded_at FROM charts WHERE version = ?`, version).
 		Scan(&c.Version, &c.SHA256, &c.Size, &data, &uploaded)
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, nil, fmt.Errorf("chart %s: %w", version, store.ErrNotFound)
-	}
 	if err != nil {
-		return c, nil, fmt.Errorf("reading chart %s: %w", version, err)
+		return c, nil, readErr(err, "chart %s", version)
 	}
 	c.UploadedAt = fromNanos(uploaded)
 	return c, data, nil

@@ -30,7 +30,7 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
 
 const tokenCols = `id, hash, pools, created_at, expires_at, revoked_at`
 
-func scanToken(row interface{ Scan(...any) error }) (store.Token, error) {
+func scanToken(row scanner) (store.Token, error) {
 	var t store.Token
 	var pools string
 	var created, expires int64
@@ -48,31 +48,19 @@ func scanToken(row interface{ Scan(...any) error }) (store.Token, error) {
 // TokenByHash returns the token whose secret hashes to hash.
 func (s *Store) TokenByHash(ctx context.Context, hash []byte) (store.Token, error) {
 	t, err := scanToken(s.rRow(ctx, `SELECT `+tokenCols+` FROM registration_tokens WHERE hash = ?`, hash))
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, fmt.Errorf("registration token: %w", store.ErrNotFound)
-	}
 	if err != nil {
-		return t, fmt.Errorf("reading registration token: %w", err)
+		return t, readErr(err, "registration token")
 	}
 	return t, nil
 }
 
 // ListTokens returns every token, newest first.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := s.rQuery(ctx, `SELECT `+tokenCols+` FROM registration_tokens ORDER BY created_at DESC, id`)
+	tokens, err := readAll(ctx, s, []store.Token{}, scanToken, `SELECT `+tokenCols+` FROM registration_tokens ORDER BY created_at DESC, id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing tokens: %w", err)
 	}
-	defer rows.Close()
-	tokens := []store.Token{}
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing tokens: %w", err)
-		}
-		tokens = append(tokens, t)
-	}
-	return tokens, rows.Err()
+	return tokens, nil
 }
 
 // RevokeToken marks a token revoked; a second revoke keeps the first time.

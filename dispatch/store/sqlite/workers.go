@@ -35,7 +35,7 @@ func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
 const workerCols = `id, name, token_hash, token_id, pools, capabilities, version, capacity, running, healthy,
 	health_message, draining, drain_requested, registered_at, last_heartbeat`
 
-func scanWorker(row interface{ Scan(...any) error }) (store.Worker, error) {
+func scanWorker(row scanner) (store.Worker, error) {
 	var w store.Worker
 	var pools, caps string
 	var healthy, draining, drainReq int
@@ -58,30 +58,18 @@ func scanWorker(row interface{ Scan(...any) error }) (store.Worker, error) {
 // WorkerByTokenHash returns the worker whose token hashes to hash.
 func (s *Store) WorkerByTokenHash(ctx context.Context, hash []byte) (store.Worker, error) {
 	w, err := scanWorker(s.rRow(ctx, `SELECT `+workerCols+` FROM workers WHERE token_hash = ?`, hash))
-	if errors.Is(err, sql.ErrNoRows) {
-		return w, fmt.Errorf("worker token: %w", store.ErrNotFound)
-	}
 	if err != nil {
-		return w, fmt.Errorf("reading worker: %w", err)
+		return w, readErr(err, "worker token")
 	}
 	return w, nil
 }
 
 func (s *Store) listWorkers(ctx context.Context, where string, args ...any) ([]store.Worker, error) {
-	rows, err := s.rQuery(ctx, `SELECT `+workerCols+` FROM workers `+where+` ORDER BY registered_at, id`, args...)
+	workers, err := readAll(ctx, s, []store.Worker{}, scanWorker, `SELECT `+workerCols+` FROM workers `+where+` ORDER BY registered_at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing workers: %w", err)
 	}
-	defer rows.Close()
-	workers := []store.Worker{}
-	for rows.Next() {
-		w, err := scanWorker(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing workers: %w", err)
-		}
-		workers = append(workers, w)
-	}
-	return workers, rows.Err()
+	return workers, nil
 }
 
 // ListWorkers returns every worker.
