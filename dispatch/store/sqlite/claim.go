@@ -12,9 +12,9 @@ import (
 )
 
 // claimPick selects the oldest claimable operation of the worker's pools (@pools, a JSON array) whose
-// required capabilities are all among the worker's (@caps). Per pool it walks the queue index in order and
-// stops at the first operation the worker can take, so a claim costs the same with 10 or 100,000 operations
-// queued. INDEXED BY makes SQLite fail the statement rather than fall back to a scan if the index ever stops
+// required capabilities are all among the worker's (@caps): store.Matches, in SQL. Per pool it walks the
+// queue index in order and stops at the first operation the worker can take, so a claim costs the same with
+// 10 or 100,000 operations queued. INDEXED BY makes SQLite fail the statement rather than fall back to a scan if the index ever stops
 // fitting it.
 const claimPick = `SELECT MIN(first) FROM (
 		SELECT (
