@@ -25,22 +25,20 @@ const claimPick = `SELECT MIN(first) FROM (
 			ORDER BY o.seq LIMIT 1) AS first
 		FROM json_each(@pools) p)`
 
-// leaseSet is how an operation becomes leased, and leaseGuard whom to: a worker that exists (a removed
-// worker's long-poll still in flight gets nothing). The claim and the hand-off (CreateLeasedOperation) both
+// leaseCols are the columns a lease sets and leaseVals their values (the named args leaseRow binds);
+// leaseGuard says whom an operation may be leased to: a worker that exists (a removed worker's long-poll still
+// in flight gets nothing). The claim (an UPDATE) and the hand-off (an INSERT, CreateLeasedOperation) both
 // lease with them, through leaseRow.
 const (
-	leaseSet = `state = 'leased', worker_id = @worker, lease_id = @lease, lease_request_id = @request,
-	lease_expires_at = @expires, leased_at = @now`
+	leaseCols      = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at`
+	leaseVals      = `'leased', @worker, @lease, @request, @expires, @now`
 	leaseGuard     = `EXISTS (SELECT 1 FROM workers WHERE id = @worker)`
 	leaseReturning = ` RETURNING ` + opCols + `, body, secrets`
 )
 
 // claimSQL picks and leases in one statement.
-const claimSQL = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (` + claimPick + `) AND ` + leaseGuard + leaseReturning
-
-// handOffSQL leases the queued operation @seq (just inserted by CreateLeasedOperation).
-const handOffSQL = `UPDATE operations SET ` + leaseSet + ` WHERE seq = @seq AND state = 'queued' AND ` + leaseGuard +
-	leaseReturning
+const claimSQL = `UPDATE operations SET (` + leaseCols + `) = (` + leaseVals + `)
+	WHERE seq = (` + claimPick + `) AND ` + leaseGuard + leaseReturning
 
 // claimableSQL answers, on a reader, whether a claim would find anything: an operation to pick, or a live
 // lease already granted for the request id. Most long-polls start with nothing to claim; this keeps them off
@@ -94,7 +92,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	return lease, nil
 }
 
-// leaseRow runs q (claimSQL or handOffSQL), which leases at most one operation to p's worker with p's lease
+// leaseRow runs q (claimSQL or insertLeasedSQL), which leases at most one operation to p's worker with p's lease
 // fields, and returns the lease; nil when q leased nothing. A deployment whose step it leased starts running.
 func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.ClaimParams, args ...any) (*api.Lease, error) {
 	var reqID sql.NullString

@@ -28,7 +28,7 @@ func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (ap
 			if i > 0 {
 				message = store.MessageWaitsFor(i + 1)
 			}
-			op, _, err := s.insertOperation(ctx, tx, step, d.ID, i+1, i == 0, message)
+			op, err := s.insertOperation(ctx, tx, step, d.ID, i+1, i == 0, message)
 			if err != nil {
 				return fmt.Errorf("step %d: %w", i+1, err)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -12,15 +11,54 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
-// insertOperation inserts a queued operation and returns it with its seq.
-func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string) (api.Operation, int64, error) {
+// newCols are the columns of a new operation and newVals their values (the named args newOpArgs returns).
+const (
+	newCols = `id, deployment_id, step, name, pool, syntax, image, requests, timeout_seconds, capabilities, body,
+	secrets, ready, message, created_at`
+	newVals = `@id, @dep, @step, @name, @pool, @syntax, @image, @requests, @timeout, @caps, @body, @secrets, @ready,
+	@message, @created`
+)
+
+// insertQueuedSQL enqueues an operation; insertLeasedSQL inserts it already leased, with the lease columns a
+// claim sets, when the worker exists (one statement: the hand-off costs what an enqueue does).
+const (
+	insertQueuedSQL = `INSERT INTO operations (` + newCols + `, state) VALUES (` + newVals + `, 'queued')`
+	insertLeasedSQL = `INSERT INTO operations (` + newCols + `, ` + leaseCols + `)
+	SELECT ` + newVals + `, ` + leaseVals + ` WHERE ` + leaseGuard + leaseReturning
+)
+
+// insertOperation inserts a queued operation.
+func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string) (api.Operation, error) {
+	args, vars, err := s.newOpArgs(ctx, tx, op, depID, step, ready, message)
+	if err != nil {
+		return api.Operation{}, err
+	}
+	if _, err := s.txExec(ctx, tx, insertQueuedSQL, args...); err != nil {
+		return api.Operation{}, insertErr(op.ID, err)
+	}
+	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: op.Spec, State: api.StateQueued,
+		Message: message, CreatedAt: op.CreatedAt.UTC()}
+	out.Variables = vars
+	return out, nil
+}
+
+func insertErr(id string, err error) error {
+	if isUniqueViolation(err) {
+		return fmt.Errorf("operation %s: %w", id, store.ErrExists)
+	}
+	return fmt.Errorf("inserting operation %s: %w", id, err)
+}
+
+// newOpArgs checks that the operation's pool exists and returns the named values of newVals, and the variables
+// as stored (sensitive values masked; they are kept apart, in secrets).
+func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation, depID string, step int, ready bool, message string) ([]any, []api.Variable, error) {
 	spec := op.Spec
 	var exists int
 	if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM pools WHERE name = ?`, spec.Pool).Scan(&exists); err != nil {
-		return api.Operation{}, 0, fmt.Errorf("checking pool %q: %w", spec.Pool, err)
+		return nil, nil, fmt.Errorf("checking pool %q: %w", spec.Pool, err)
 	}
 	if exists == 0 {
-		return api.Operation{}, 0, fmt.Errorf("pool %q: %w", spec.Pool, store.ErrNotFound)
+		return nil, nil, fmt.Errorf("pool %q: %w", spec.Pool, store.ErrNotFound)
 	}
 	body := opBody{Script: spec.Script, Files: spec.Files}
 	secrets := map[int]string{}
@@ -33,7 +71,7 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	}
 	bodyJSON, err := json.Marshal(body)
 	if err != nil {
-		return api.Operation{}, 0, fmt.Errorf("encoding operation body: %w", err)
+		return nil, nil, fmt.Errorf("encoding operation body: %w", err)
 	}
 	var secretsJSON, requestsJSON, capsJSON sql.NullString
 	if len(secrets) > 0 {
@@ -52,25 +90,11 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	if depID != "" {
 		dep = sql.NullString{String: depID, Valid: true}
 	}
-	res, err := s.txExec(ctx, tx, `INSERT INTO operations (id, deployment_id, step, name, pool, syntax, image, requests,
-		timeout_seconds, capabilities, body, secrets, ready, state, message, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)`,
-		op.ID, dep, step, spec.Name, spec.Pool, spec.Syntax, spec.Image, requestsJSON, spec.TimeoutSeconds, capsJSON,
-		string(bodyJSON), secretsJSON, boolInt(ready), message, nanos(op.CreatedAt))
-	if err != nil {
-		if isUniqueViolation(err) {
-			return api.Operation{}, 0, fmt.Errorf("operation %s: %w", op.ID, store.ErrExists)
-		}
-		return api.Operation{}, 0, fmt.Errorf("inserting operation %s: %w", op.ID, err)
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return api.Operation{}, 0, fmt.Errorf("inserting operation %s: %w", op.ID, err)
-	}
-	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: spec, State: api.StateQueued,
-		Message: message, CreatedAt: op.CreatedAt.UTC()}
-	out.Variables = body.Variables
-	return out, seq, nil
+	return []any{sql.Named("id", op.ID), sql.Named("dep", dep), sql.Named("step", step), sql.Named("name", spec.Name),
+		sql.Named("pool", spec.Pool), sql.Named("syntax", spec.Syntax), sql.Named("image", spec.Image),
+		sql.Named("requests", requestsJSON), sql.Named("timeout", spec.TimeoutSeconds), sql.Named("caps", capsJSON),
+		sql.Named("body", string(bodyJSON)), sql.Named("secrets", secretsJSON), sql.Named("ready", boolInt(ready)),
+		sql.Named("message", message), sql.Named("created", nanos(op.CreatedAt))}, body.Variables, nil
 }
 
 // CreateOperation enqueues one operation.
@@ -78,7 +102,7 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 	var out api.Operation
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
-		out, _, err = s.insertOperation(ctx, tx, op, "", 0, true, "")
+		out, err = s.insertOperation(ctx, tx, op, "", 0, true, "")
 		return err
 	})
 	if err != nil {
@@ -87,29 +111,20 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 	return out, nil
 }
 
-// errWorkerGone rolls back a hand-off whose worker no longer exists.
-var errWorkerGone = errors.New("the worker no longer exists")
-
-// CreateLeasedOperation enqueues an operation and, in the same transaction, leases it to a waiting worker the
-// way Claim does (leaseRow); nil, with nothing stored, when the worker no longer exists.
+// CreateLeasedOperation enqueues an operation already leased to a waiting worker, in one INSERT that sets the
+// lease columns the way Claim does (leaseRow); nil, with nothing stored, when the worker no longer exists.
 func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation, p store.ClaimParams) (*api.Lease, error) {
 	var lease *api.Lease
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, seq, err := s.insertOperation(ctx, tx, op, "", 0, true, "")
+		args, _, err := s.newOpArgs(ctx, tx, op, "", 0, true, "")
 		if err != nil {
 			return err
 		}
-		if lease, err = s.leaseRow(ctx, tx, handOffSQL, p, sql.Named("seq", seq)); err != nil {
-			return fmt.Errorf("leasing operation %s: %w", op.ID, err)
-		}
-		if lease == nil {
-			return errWorkerGone // roll the insert back: the caller enqueues the operation instead
+		if lease, err = s.leaseRow(ctx, tx, insertLeasedSQL, p, args...); err != nil {
+			return insertErr(op.ID, err)
 		}
 		return nil
 	})
-	if errors.Is(err, errWorkerGone) {
-		return nil, nil
-	}
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)
 	}
