@@ -190,10 +190,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, _ caller) error 
 // the way from submit to lease. Otherwise it is queued and a waiter (if any) is woken to claim it.
 func (s *Server) enqueue(ctx context.Context, op store.NewOperation) (api.Operation, error) {
 	if waiter := s.queue.Reserve(op.Spec.Pool, op.Spec.Capabilities); waiter != nil {
-		h := waiter.Data.(handoff)
-		now := time.Now().UTC()
-		l, err := s.st.CreateLeasedOperation(ctx, op, store.ClaimParams{WorkerID: h.workerID, RequestID: h.requestID,
-			LeaseID: h.leaseID, Now: now, ExpiresAt: now.Add(s.cfg.LeaseTTL)})
+		l, err := s.st.CreateLeasedOperation(ctx, op, s.stamped(waiter.Data))
 		if err != nil {
 			waiter.Release()
 			return api.Operation{}, err

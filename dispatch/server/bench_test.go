@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 )
 
 // The benchmarks report ratios against a baseline measured in the same run (scripts/bench-dispatch.sh runs
@@ -86,9 +86,7 @@ func BenchmarkEnqueueToLease(b *testing.B) {
 			}
 			got <- time.Now()
 		}()
-		for bb.srv.queue.Asleep() == 0 {
-			time.Sleep(20 * time.Microsecond)
-		}
+		bb.waitAsleep("the worker to wait", func(n int) bool { return n > 0 })
 		start := time.Now()
 		bb.submit(api.OperationSpec{Pool: "p"})
 		at := <-got
@@ -148,9 +146,7 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 		})
 	}
-	for bb.srv.queue.Asleep() < workers {
-		time.Sleep(time.Millisecond)
-	}
+	bb.waitAsleep("every worker to wait", func(n int) bool { return n >= workers })
 	rawBefore := rawSQLiteRate(b, 2000)
 	var next atomic.Int64
 	b.ResetTimer()
@@ -186,7 +182,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 // rawSQLiteRate measures single-INSERT transactions per second on a fresh file with the store's own DSN.
 func rawSQLiteRate(b *testing.B, n int) float64 {
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(b.TempDir(), "raw.db"), true))
+	db, err := sql.Open("sqlite", sqlitedsn.DSN(filepath.Join(b.TempDir(), "raw.db"), true))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -33,6 +33,10 @@ type bundle struct {
 	url   string
 	admin *client.Client
 	stop  func() error // stops the server (once) and returns what Serve returned
+
+	sleepMu  sync.Mutex
+	sleeping int           // lease long-polls asleep in their wait (Server.asleep)
+	slept    chan struct{} // closed and replaced when sleeping changes
 }
 
 // testConfig makes the slow safety re-check effectively never fire, so tests prove the immediate wake-ups.
@@ -61,6 +65,8 @@ func start(tb testing.TB, cfg Config, tlsConfig *tls.Config) *bundle {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	b := &bundle{t: tb, ctx: tb.Context(), srv: srv, st: st, slept: make(chan struct{})}
+	srv.asleep = b.noteAsleep
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, tlsConfig) }()
@@ -68,7 +74,7 @@ func start(tb testing.TB, cfg Config, tlsConfig *tls.Config) *bundle {
 	if tlsConfig != nil {
 		scheme = "https://"
 	}
-	b := &bundle{t: tb, ctx: tb.Context(), srv: srv, st: st, url: scheme + ln.Addr().String()}
+	b.url = scheme + ln.Addr().String()
 	var once sync.Once
 	var serveErr error
 	b.stop = func() error {
@@ -159,15 +165,50 @@ func (b *bundle) op(id string) api.Operation {
 	return op
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func (b *bundle) eventually(what string, cond func() bool) {
+// waitOp waits until operation id satisfies cond, re-reading it on the server's signal for the operation (it
+// ended, or new log lines came) rather than on a timer.
+func (b *bundle) waitOp(what, id string, cond func(api.Operation) bool) api.Operation {
 	b.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
+	timeout := time.After(15 * time.Second)
+	for {
+		changed := b.srv.logs.Watch(id) // before the read: a change committed after it still signals
+		if op := b.op(id); cond(op) {
+			return op
+		}
+		select {
+		case <-changed:
+		case <-timeout:
 			b.t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// noteAsleep is the server's asleep hook: it counts the long-polls asleep and signals each change.
+func (b *bundle) noteAsleep(delta int) {
+	b.sleepMu.Lock()
+	defer b.sleepMu.Unlock()
+	b.sleeping += delta
+	close(b.slept)
+	b.slept = make(chan struct{})
+}
+
+// waitAsleep waits, on the server's signal, until the number of lease long-polls asleep in their wait (ready
+// for a hand-off) satisfies cond.
+func (b *bundle) waitAsleep(what string, cond func(n int) bool) {
+	b.t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		b.sleepMu.Lock()
+		n, changed := b.sleeping, b.slept
+		b.sleepMu.Unlock()
+		if cond(n) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			b.t.Fatalf("timed out waiting for %s (%d asleep)", what, n)
+		}
 	}
 }
 

@@ -60,7 +60,7 @@ func TestShutdownEndsWaitingCalls(t *testing.T) {
 	w, _ := b.worker("w", []string{"p"})
 	// Stop the server once the worker waits in its long-poll.
 	go func() {
-		b.eventually("the worker to wait", func() bool { return b.srv.queue.Asleep() == 1 })
+		b.waitAsleep("the worker to wait", func(n int) bool { return n == 1 })
 		_ = b.stop() // checked below
 	}()
 	l, err := w.Lease(t.Context(), 30*time.Second)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
 // TestRemoveWorker: an admin removes a worker. Its token stops working at once (the worker called a moment
@@ -207,9 +208,9 @@ func TestRemovalEndsLongPolls(t *testing.T) {
 		return ch
 	}
 	removedPoll := poll(w)
-	b.eventually("the first worker to wait", func() bool { return b.srv.queue.Asleep() == 1 })
+	b.waitAsleep("the first worker to wait", func(n int) bool { return n == 1 })
 	otherPoll := poll(other)
-	b.eventually("both workers to wait", func() bool { return b.srv.queue.Asleep() == 2 })
+	b.waitAsleep("both workers to wait", func(n int) bool { return n == 2 })
 
 	start := time.Now()
 	if _, err := b.admin.RemoveWorker(b.ctx, wid); err != nil {
@@ -238,13 +239,13 @@ func TestHandOffToARemovedWorkerQueues(t *testing.T) {
 	b.pool("p")
 	done := make(chan struct{})
 	defer close(done)
-	waiter := b.srv.queue.Wait([]string{"p"}, nil, handoff{workerID: "wkr-removed", leaseID: "lease-x"}, done)
+	waiter := b.srv.queue.Wait([]string{"p"}, nil, store.ClaimParams{WorkerID: "wkr-removed", LeaseID: "lease-x"}, done)
 	waiter.Idle()
 	op := b.submit(api.OperationSpec{Pool: "p"})
 	if op.State != api.StateQueued || op.WorkerID != "" {
 		t.Errorf("submitted = %s to %q, want queued", op.State, op.WorkerID)
 	}
-	if d := waiter.Done("", waiter.Take()); d != nil {
+	if d, ok := waiter.Done("", waiter.Take()); ok {
 		t.Errorf("the removed worker's waiter was delivered %+v", d)
 	}
 	w, _ := b.worker("w", []string{"p"})
@@ -294,11 +295,20 @@ func TestRemovalUnderLoad(t *testing.T) {
 		}
 	}
 	var list []api.Operation
-	b.eventually("every operation to end", func() bool {
+	for { // wait on the signal of one operation still live, then look again
 		var err error
-		list, err = b.admin.Operations(b.ctx, client.ListOptions{Limit: 1000})
-		return err == nil && len(list) == ops && !slices.ContainsFunc(list, func(o api.Operation) bool { return !o.State.Terminal() })
-	})
+		if list, err = b.admin.Operations(b.ctx, client.ListOptions{Limit: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		live := slices.IndexFunc(list, func(o api.Operation) bool { return !o.State.Terminal() })
+		if live < 0 {
+			break
+		}
+		b.waitOp("every operation to end", list[live].ID, func(op api.Operation) bool { return op.State.Terminal() })
+	}
+	if len(list) != ops {
+		t.Fatalf("%d operations listed, want %d", len(list), ops)
+	}
 	cancel()
 	for range workers {
 		<-stopped

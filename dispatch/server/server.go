@@ -18,6 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/mask"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/wake"
@@ -72,7 +73,7 @@ type Server struct {
 	st     store.Store
 	cfg    Config
 	log    *logrus.Entry
-	queue  *wake.Queue
+	queue  *wake.Queue[store.ClaimParams, *api.Lease] // a waiter offers its claim; a hand-off delivers a lease
 	logs   *wake.Broadcast
 	routes []route
 
@@ -87,6 +88,11 @@ type Server struct {
 
 	pollMu sync.Mutex
 	polls  map[string]map[*poll]struct{} // worker id -> its lease long-polls in flight
+
+	// asleep, nil but in tests, hears +1 when a lease long-poll falls asleep in its wait (ready for a
+	// hand-off) and -1 when it wakes or leaves, so tests wait on that signal rather than poll. Set before
+	// serving.
+	asleep func(delta int)
 }
 
 // authCacheTTL bounds how stale a worker's record may be when it authenticates (every worker call does):
@@ -107,7 +113,7 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
-		queue: wake.NewQueue(), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
+		queue: wake.NewQueue[store.ClaimParams, *api.Lease](), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
 		polls: map[string]map[*poll]struct{}{}}
 	s.routes = s.routeTable()
 	return s, nil

@@ -74,7 +74,7 @@ func TestLongPollWakesAtOnce(t *testing.T) {
 		errc <- err
 		got <- l
 	}()
-	b.eventually("the worker to wait", func() bool { return b.srv.queue.Asleep() == 1 })
+	b.waitAsleep("the worker to wait", func(n int) bool { return n == 1 })
 	b.submit(api.OperationSpec{Pool: "q"}) // another pool: must not wake it
 	op := b.submit(api.OperationSpec{Pool: "p"})
 	if err := <-errc; err != nil {
@@ -402,7 +402,7 @@ func TestDeploymentNextStepWakesWaiter(t *testing.T) {
 		l, _ := w2.Lease(b.ctx, 30*time.Second)
 		got <- l
 	}()
-	b.eventually("w2 to wait", func() bool { return b.srv.queue.Asleep() == 1 })
+	b.waitAsleep("w2 to wait", func(n int) bool { return n == 1 })
 	if _, err := w1.Result(b.ctx, l1.Operation.ID, api.ResultRequest{LeaseID: l1.LeaseID, State: api.StateSucceeded, ExitCode: intp(0)}); err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +438,7 @@ func TestLeaseExpiry(t *testing.T) {
 			}
 		}
 	})
-	b.eventually("the abandoned operation to be lost", func() bool { return b.op(abandoned.ID).State == api.StateLost })
+	b.waitOp("the abandoned operation to be lost", abandoned.ID, func(op api.Operation) bool { return op.State == api.StateLost })
 	close(stop)
 	wg.Wait()
 	if st := b.op(kept.ID).State; st != api.StateLeased {
@@ -554,7 +554,7 @@ func TestConcurrentWorkersLeaseEachOnce(t *testing.T) {
 			}
 		})
 	}
-	b.eventually("8 waiting workers", func() bool { return b.srv.queue.Asleep() == workers })
+	b.waitAsleep("8 waiting workers", func(n int) bool { return n == workers })
 	var submitted sync.WaitGroup
 	for s := range 4 {
 		submitted.Go(func() {

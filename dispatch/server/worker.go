@@ -48,12 +48,6 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c caller) erro
 	return nil
 }
 
-// handoff is what a waiting long-poll offers for a direct hand-off (see submit): who it is and the lease it
-// would be given.
-type handoff struct {
-	workerID, requestID, leaseID string
-}
-
 // lease long-polls for one operation. The waiter registers before the first claim attempt, so an operation
 // queued at any moment of the poll reaches it without waiting for the poll interval: either a submit hands
 // it over directly (the operation is inserted already leased to this worker) or a wake-up makes this poll
@@ -82,9 +76,10 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	}
 	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
 		LeaseID: newID("lease-")}
-	var waiter *wake.Waiter
+	// The waiter offers the same claim for a direct hand-off (see enqueue): one lease, whichever path grants it.
+	var waiter *wake.Waiter[store.ClaimParams, *api.Lease]
 	if req.WaitSeconds > 0 {
-		waiter = s.queue.Wait(wk.Pools, wk.Capabilities, handoff{workerID: wk.ID, requestID: req.RequestID, leaseID: params.LeaseID}, ctx.Done())
+		waiter = s.queue.Wait(params.Pools, params.Capabilities, params, ctx.Done())
 	}
 	l, err := s.waitForLease(ctx, waiter, params, deadline.C)
 	if removedWhileWaiting(ctx) {
@@ -165,7 +160,7 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request, c caller) er
 
 // waitForLease claims, and while there is nothing to claim waits for a wake-up, a hand-off, the poll
 // interval or the deadline.
-func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter, params store.ClaimParams, deadline <-chan time.Time) (lease *api.Lease, err error) {
+func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter[store.ClaimParams, *api.Lease], params store.ClaimParams, deadline <-chan time.Time) (lease *api.Lease, err error) {
 	var taken []wake.Ticket
 	if waiter != nil {
 		defer func() {
@@ -174,17 +169,15 @@ func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter, params s
 				claimed = lease.Operation.ID
 			}
 			// A hand-off that raced with the end of the poll is a granted lease: return it.
-			if d := waiter.Done(claimed, taken); d != nil && lease == nil {
-				lease, err = d.(*api.Lease), nil
+			if d, ok := waiter.Done(claimed, taken); ok && lease == nil {
+				lease, err = d, nil
 			}
 		}()
 	}
 	poll := time.NewTicker(s.cfg.PollInterval)
 	defer poll.Stop()
 	for {
-		params.Now = time.Now().UTC()
-		params.ExpiresAt = params.Now.Add(s.cfg.LeaseTTL)
-		l, err := s.st.Claim(ctx, params)
+		l, err := s.st.Claim(ctx, s.stamped(params))
 		if err != nil || l != nil {
 			return l, err
 		}
@@ -193,19 +186,40 @@ func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter, params s
 			return nil, nil
 		}
 		waiter.Idle()
+		s.noteAsleep(1)
+		stop := false
 		select {
 		case <-waiter.C():
 		case <-poll.C:
 		case <-deadline:
-			return nil, nil
+			stop = true
 		case <-ctx.Done():
+			stop = true
+		}
+		s.noteAsleep(-1)
+		if stop {
 			return nil, nil
 		}
-		if d := waiter.Busy(); d != nil {
-			return d.(*api.Lease), nil
+		if d, ok := waiter.Busy(); ok {
+			return d, nil
 		}
 		taken = waiter.Take()
 	}
+}
+
+// noteAsleep tells the test hook (if any) that a long-poll fell asleep or woke.
+func (s *Server) noteAsleep(delta int) {
+	if s.asleep != nil {
+		s.asleep(delta)
+	}
+}
+
+// stamped returns a claim's params with the lease's times set from now: a lease lasts LeaseTTL from when it
+// is granted, by a claim or by a hand-off alike.
+func (s *Server) stamped(p store.ClaimParams) store.ClaimParams {
+	p.Now = time.Now().UTC()
+	p.ExpiresAt = p.Now.Add(s.cfg.LeaseTTL)
+	return p
 }
 
 func sensitive(vars []api.Variable) []string {

@@ -30,6 +30,10 @@
 //   - Claim and CreateLeasedOperation lease only to a worker that exists when they commit, so a removed
 //     worker's long-poll still in flight is handed nothing.
 //
+// The rules a driver would otherwise write again word for word (a deployment's state from its steps', which
+// results are valid, what a LeaseRef must match, the messages on operations the store ends) are plain functions
+// in rules.go that every driver calls.
+//
 // Times are passed in by the caller (now), so drivers hold no clock and tests control expiry.
 package store
 
@@ -216,8 +220,8 @@ type Queue interface {
 	// CreateOperation enqueues one operation (ErrNotFound when its pool does not exist).
 	CreateOperation(ctx context.Context, op NewOperation) (api.Operation, error)
 	// CreateLeasedOperation enqueues an operation already leased to a worker waiting for one (a direct
-	// hand-off: one transaction instead of an enqueue and a claim). p.Pools and p.Capabilities are not
-	// checked: the caller matched them. It returns nil, and stores nothing, when the worker no longer exists
+	// hand-off: one transaction instead of an enqueue and a claim), with the lease fields a Claim with p would
+	// set. p.Pools and p.Capabilities are not checked: the caller matched them (with Matches). It returns nil, and stores nothing, when the worker no longer exists
 	// (it was removed while it waited): the caller enqueues the operation instead.
 	CreateLeasedOperation(ctx context.Context, op NewOperation, p ClaimParams) (*api.Lease, error)
 	// CreateDeployment enqueues a deployment; only its first step is claimable.

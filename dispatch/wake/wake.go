@@ -5,7 +5,12 @@
 // on a slow timer, so a signal from another process is late, never lost.
 package wake
 
-import "sync"
+import (
+	"slices"
+	"sync"
+
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
 
 // Ticket announces one newly claimable operation.
 type Ticket struct {
@@ -21,70 +26,59 @@ type Ticket struct {
 // A waiter that wakes but leaves without claiming the announced operation (its poll ended, or it claimed an
 // older one) passes the ticket on with Done, so an announced operation never waits for the slow timer while
 // another waiter could take it.
-type Queue struct {
+//
+// D is what a waiter offers for a direct hand-off (the server: who waits, and the lease it would be given); V
+// is what a hand-off delivers to it (the server: the granted lease).
+type Queue[D, V any] struct {
 	mu      sync.Mutex
-	waiters []*Waiter // registration order
+	waiters []*Waiter[D, V] // registration order
 }
 
 // Waiter is one registered long-poller.
-type Waiter struct {
-	q     *Queue
-	pools map[string]bool
-	caps  map[string]bool
+type Waiter[D, V any] struct {
+	q     *Queue[D, V]
+	pools []string
+	caps  []string
 	c     chan struct{}
 	// Data is what the waiter's owner attached at Wait (the server: who waits, for a hand-off).
-	Data any
+	Data D
 	done <-chan struct{} // the waiter's request ended: never reserve it
 
 	// guarded by q.mu
-	pending   []Ticket
-	idle      bool          // asleep in its wait, so it can take a hand-off (see Idle, Busy)
-	reserved  bool          // taken out of the queue by Reserve; Deliver or Release follows
-	delivered any           // what Deliver handed over
-	settled   chan struct{} // closed by Deliver or Release
-	left      bool          // Done was called
+	pending      []Ticket
+	idle         bool          // asleep in its wait, so it can take a hand-off (see Idle, Busy)
+	reserved     bool          // taken out of the queue by Reserve; Deliver or Release follows
+	delivered    V             // what Deliver handed over, when hasDelivered
+	hasDelivered bool          // a delivery waits to be taken
+	settled      chan struct{} // closed by Deliver or Release
+	left         bool          // Done was called
 }
 
 // NewQueue returns an empty Queue.
-func NewQueue() *Queue { return &Queue{} }
+func NewQueue[D, V any]() *Queue[D, V] { return &Queue[D, V]{} }
 
 // Wait registers a waiter for operations of pools that need at most caps. Register before the first claim
 // attempt, so nothing announced between that attempt and the wait is missed; call Done when leaving. data
 // is kept in Waiter.Data; done (the request's context) closes when the waiter can no longer take a hand-off.
-func (q *Queue) Wait(pools, caps []string, data any, done <-chan struct{}) *Waiter {
-	w := &Waiter{q: q, pools: set(pools), caps: set(caps), c: make(chan struct{}, 1), Data: data, done: done}
+func (q *Queue[D, V]) Wait(pools, caps []string, data D, done <-chan struct{}) *Waiter[D, V] {
+	w := &Waiter[D, V]{q: q, pools: slices.Clone(pools), caps: slices.Clone(caps), c: make(chan struct{}, 1), Data: data, done: done}
 	q.mu.Lock()
 	q.waiters = append(q.waiters, w)
 	q.mu.Unlock()
 	return w
 }
 
-func set(list []string) map[string]bool {
-	m := make(map[string]bool, len(list))
-	for _, s := range list {
-		m[s] = true
-	}
-	return m
-}
-
-func (w *Waiter) takes(t Ticket) bool {
-	if !w.pools[t.Pool] {
-		return false
-	}
-	for _, c := range t.Capabilities {
-		if !w.caps[c] {
-			return false
-		}
-	}
-	return true
+// takes says whether the waiter can take t's operation, by the rule a claim follows too.
+func (w *Waiter[D, V]) takes(t Ticket) bool {
+	return store.Matches(w.pools, w.caps, t.Pool, t.Capabilities)
 }
 
 // C receives when a ticket was handed to this waiter.
-func (w *Waiter) C() <-chan struct{} { return w.c }
+func (w *Waiter[D, V]) C() <-chan struct{} { return w.c }
 
 // Take returns and clears the tickets handed to this waiter. Call it after waking and before the claim
 // attempt: if the attempt then finds nothing, those operations were claimed by someone else.
-func (w *Waiter) Take() []Ticket {
+func (w *Waiter[D, V]) Take() []Ticket {
 	w.q.mu.Lock()
 	defer w.q.mu.Unlock()
 	t := w.pending
@@ -96,8 +90,8 @@ func (w *Waiter) Take() []Ticket {
 // tickets it took but did not act on (an older operation was claimed instead). Those and any tickets still
 // pending are handed to other waiters. If a Reserve took the waiter, Done waits for the Deliver or Release
 // that follows. It returns what was delivered and not yet taken with Delivered: the caller must pass it on
-// (it is a granted lease).
-func (w *Waiter) Done(claimed string, unclaimed []Ticket) any {
+// (it is a granted lease); ok is false when nothing was.
+func (w *Waiter[D, V]) Done(claimed string, unclaimed []Ticket) (v V, ok bool) {
 	q := w.q
 	q.mu.Lock()
 	w.left = true
@@ -117,7 +111,7 @@ func (w *Waiter) Done(claimed string, unclaimed []Ticket) any {
 	return w.Delivered()
 }
 
-func (q *Queue) removeLocked(w *Waiter) {
+func (q *Queue[D, V]) removeLocked(w *Waiter[D, V]) {
 	for i, x := range q.waiters {
 		if x == w {
 			q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
@@ -126,26 +120,27 @@ func (q *Queue) removeLocked(w *Waiter) {
 	}
 }
 
-// Delivered returns (and clears) what a Deliver handed to this waiter, or nil.
-func (w *Waiter) Delivered() any {
+// Delivered returns (and clears) what a Deliver handed to this waiter; ok is false when there is nothing.
+func (w *Waiter[D, V]) Delivered() (v V, ok bool) {
 	w.q.mu.Lock()
 	defer w.q.mu.Unlock()
-	d := w.delivered
-	w.delivered = nil
-	return d
+	v, ok = w.delivered, w.hasDelivered
+	var zero V
+	w.delivered, w.hasDelivered = zero, false
+	return v, ok
 }
 
 // Idle marks the waiter as asleep, so Reserve may hand it an operation. Call it right before waiting on C.
-func (w *Waiter) Idle() {
+func (w *Waiter[D, V]) Idle() {
 	w.q.mu.Lock()
 	w.idle = true
 	w.q.mu.Unlock()
 }
 
 // Busy marks the waiter as working (not reservable) before it claims. If a hand-off is under way or done,
-// Busy waits for it and returns what was delivered (nil when the hand-off was released): the caller passes
-// it on instead of claiming.
-func (w *Waiter) Busy() any {
+// Busy waits for it and returns what was delivered (ok false when the hand-off was released): the caller
+// passes it on instead of claiming.
+func (w *Waiter[D, V]) Busy() (v V, ok bool) {
 	q := w.q
 	q.mu.Lock()
 	w.idle = false
@@ -160,12 +155,12 @@ func (w *Waiter) Busy() any {
 // Reserve takes the oldest idle waiter that can take an operation of pool needing caps (asleep, no tickets
 // pending, request still open) out of the queue, for a direct hand-off: the caller leases the operation to
 // it and then must call Deliver, or Release if that failed. It returns nil when no waiter fits.
-func (q *Queue) Reserve(pool string, caps []string) *Waiter {
+func (q *Queue[D, V]) Reserve(pool string, caps []string) *Waiter[D, V] {
 	t := Ticket{Pool: pool, Capabilities: caps}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, w := range q.waiters {
-		if !w.idle || w.reserved || len(w.pending) > 0 || w.delivered != nil || !w.takes(t) {
+		if !w.idle || w.reserved || len(w.pending) > 0 || w.hasDelivered || !w.takes(t) {
 			continue
 		}
 		select {
@@ -181,11 +176,11 @@ func (q *Queue) Reserve(pool string, caps []string) *Waiter {
 }
 
 // Deliver hands v (a lease) to a reserved waiter and wakes it.
-func (w *Waiter) Deliver(v any) {
+func (w *Waiter[D, V]) Deliver(v V) {
 	q := w.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	w.delivered, w.reserved = v, false
+	w.delivered, w.hasDelivered, w.reserved = v, true, false
 	close(w.settled)
 	select {
 	case w.c <- struct{}{}:
@@ -194,7 +189,7 @@ func (w *Waiter) Deliver(v any) {
 }
 
 // Release returns a reserved waiter to the queue (the hand-off failed); it goes back to waiting.
-func (w *Waiter) Release() {
+func (w *Waiter[D, V]) Release() {
 	q := w.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -208,14 +203,14 @@ func (w *Waiter) Release() {
 // Notify announces a newly claimable operation: the oldest waiter that can take it and holds no ticket yet
 // wakes; if all such waiters hold tickets, the oldest of them gets another. With no such waiter the ticket is
 // dropped: a waiter that registers later claims before it sleeps.
-func (q *Queue) Notify(t Ticket) {
+func (q *Queue[D, V]) Notify(t Ticket) {
 	q.mu.Lock()
 	q.notifyLocked(t)
 	q.mu.Unlock()
 }
 
-func (q *Queue) notifyLocked(t Ticket) {
-	var fallback *Waiter
+func (q *Queue[D, V]) notifyLocked(t Ticket) {
+	var fallback *Waiter[D, V]
 	for _, w := range q.waiters {
 		if !w.takes(t) {
 			continue
@@ -233,7 +228,7 @@ func (q *Queue) notifyLocked(t Ticket) {
 	}
 }
 
-func (w *Waiter) give(t Ticket) {
+func (w *Waiter[D, V]) give(t Ticket) {
 	w.pending = append(w.pending, t)
 	select {
 	case w.c <- struct{}{}:
@@ -241,24 +236,11 @@ func (w *Waiter) give(t Ticket) {
 	}
 }
 
-// Waiting returns how many waiters are registered (for tests and metrics).
-func (q *Queue) Waiting() int {
+// waiting returns how many waiters are registered (for the tests).
+func (q *Queue[D, V]) waiting() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.waiters)
-}
-
-// Asleep returns how many registered waiters are asleep (Idle), i.e. ready for a hand-off.
-func (q *Queue) Asleep() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := 0
-	for _, w := range q.waiters {
-		if w.idle {
-			n++
-		}
-	}
-	return n
 }
 
 // Broadcast wakes every follower of a key (an operation id) when it changes.

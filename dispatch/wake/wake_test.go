@@ -19,10 +19,10 @@ func received(c <-chan struct{}) bool {
 
 func TestNotifyWakesOneMatchingWaiter(t *testing.T) {
 	t.Parallel()
-	q := NewQueue()
-	other := q.Wait([]string{"q"}, nil, nil, nil)
-	first := q.Wait([]string{"p"}, nil, nil, nil)
-	second := q.Wait([]string{"p", "q"}, nil, nil, nil)
+	q := NewQueue[string, string]()
+	other := q.Wait([]string{"q"}, nil, "", nil)
+	first := q.Wait([]string{"p"}, nil, "", nil)
+	second := q.Wait([]string{"p", "q"}, nil, "", nil)
 	q.Notify(Ticket{ID: "op-1", Pool: "p"})
 	if !received(first.C()) || received(second.C()) || received(other.C()) {
 		t.Fatal("want only the oldest waiter of pool p woken")
@@ -42,9 +42,9 @@ func TestNotifyWakesOneMatchingWaiter(t *testing.T) {
 
 func TestNotifyMatchesCapabilities(t *testing.T) {
 	t.Parallel()
-	q := NewQueue()
-	plain := q.Wait([]string{"p"}, []string{"kubernetes-job"}, nil, nil)
-	docker := q.Wait([]string{"p"}, []string{"kubernetes-job", "docker"}, nil, nil)
+	q := NewQueue[string, string]()
+	plain := q.Wait([]string{"p"}, []string{"kubernetes-job"}, "", nil)
+	docker := q.Wait([]string{"p"}, []string{"kubernetes-job", "docker"}, "", nil)
 	q.Notify(Ticket{ID: "op-1", Pool: "p", Capabilities: []string{"docker"}})
 	if received(plain.C()) || !received(docker.C()) {
 		t.Fatal("want the waiter with docker woken, not the other")
@@ -57,9 +57,9 @@ func TestNotifyMatchesCapabilities(t *testing.T) {
 
 func TestDonePassesTicketsOn(t *testing.T) {
 	t.Parallel()
-	q := NewQueue()
-	a := q.Wait([]string{"p"}, nil, nil, nil)
-	b := q.Wait([]string{"p"}, nil, nil, nil)
+	q := NewQueue[string, string]()
+	a := q.Wait([]string{"p"}, nil, "", nil)
+	b := q.Wait([]string{"p"}, nil, "", nil)
 	q.Notify(Ticket{ID: "op-1", Pool: "p"})
 	<-a.C()
 	// a leaves without claiming (its poll ended): its ticket goes to b.
@@ -68,21 +68,21 @@ func TestDonePassesTicketsOn(t *testing.T) {
 		t.Fatal("want the ticket passed to b")
 	}
 	// b took the ticket, but claimed an older operation: op-1 goes on, to c.
-	c := q.Wait([]string{"p"}, nil, nil, nil)
+	c := q.Wait([]string{"p"}, nil, "", nil)
 	took := b.Take()
 	b.Done("op-0", took)
 	if !received(c.C()) || c.Take()[0].ID != "op-1" {
 		t.Fatal("want op-1 passed to c")
 	}
 	// A waiter that claimed the ticket's operation passes nothing on.
-	d := q.Wait([]string{"p"}, nil, nil, nil)
+	d := q.Wait([]string{"p"}, nil, "", nil)
 	c.Done("op-1", []Ticket{{ID: "op-1", Pool: "p"}})
 	if received(d.C()) {
 		t.Fatal("a claimed ticket was passed on")
 	}
 	d.Done("", nil)
 	c.Done("", nil) // a second Done is harmless
-	if n := q.Waiting(); n != 0 {
+	if n := q.waiting(); n != 0 {
 		t.Fatalf("%d waiters left registered", n)
 	}
 }
@@ -91,19 +91,19 @@ func TestDonePassesTicketsOn(t *testing.T) {
 // old registration, so a waiter always exists: every ticket must reach exactly one waiter.
 func TestNoLostWakeup(t *testing.T) {
 	t.Parallel()
-	q := NewQueue()
+	q := NewQueue[string, string]()
 	const waiters, tickets = 8, 2000
 	got := make(chan string, 2*tickets)
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	for range waiters {
-		w := q.Wait([]string{"p"}, nil, nil, nil)
+		w := q.Wait([]string{"p"}, nil, "", nil)
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for {
 				select {
 				case <-w.C():
-					next := q.Wait([]string{"p"}, nil, nil, nil)
+					next := q.Wait([]string{"p"}, nil, "", nil)
 					for _, tk := range w.Take() {
 						got <- tk.ID
 					}
@@ -149,7 +149,7 @@ func TestNoLostWakeup(t *testing.T) {
 
 func TestReserveDeliverRelease(t *testing.T) {
 	t.Parallel()
-	q := NewQueue()
+	q := NewQueue[string, string]()
 	ticketed := q.Wait([]string{"p"}, nil, "ticketed", nil)
 	q.Notify(Ticket{ID: "op-0", Pool: "p"}) // ticketed now holds a ticket: not idle
 	gone := make(chan struct{})
@@ -157,7 +157,7 @@ func TestReserveDeliverRelease(t *testing.T) {
 	ended := q.Wait([]string{"p"}, nil, "ended", gone) // its request ended: never reserved
 	busy := q.Wait([]string{"p"}, nil, "busy", nil)    // claiming, not asleep: never reserved
 	idle := q.Wait([]string{"p"}, nil, "idle", nil)
-	for _, w := range []*Waiter{ticketed, ended, idle} {
+	for _, w := range []*Waiter[string, string]{ticketed, ended, idle} {
 		w.Idle()
 	}
 	if q.Reserve("other", nil) != nil {
@@ -168,10 +168,10 @@ func TestReserveDeliverRelease(t *testing.T) {
 		t.Fatalf("Reserve = %v, want the idle waiter", w.Data)
 	}
 	w.Deliver("lease-1")
-	if !received(w.C()) || w.Delivered() != "lease-1" || w.Delivered() != nil {
+	if !received(w.C()) || !delivered(w, "lease-1") || !delivered(w, "") {
 		t.Fatal("want the delivery once, with a wake-up")
 	}
-	if got := w.Done("op-1", nil); got != nil {
+	if got, ok := w.Done("op-1", nil); ok {
 		t.Fatalf("Done after taking the delivery returned %v", got)
 	}
 
@@ -181,8 +181,8 @@ func TestReserveDeliverRelease(t *testing.T) {
 	if q.Reserve("p", nil) != r {
 		t.Fatal("want r reserved")
 	}
-	got := make(chan any)
-	go func() { got <- r.Done("", nil) }()
+	got := make(chan string)
+	go func() { v, _ := r.Done("", nil); got <- v }()
 	r.Deliver("lease-2")
 	if v := <-got; v != "lease-2" {
 		t.Fatalf("Done of a reserved waiter returned %v, want the lease delivered meanwhile", v)
@@ -196,7 +196,7 @@ func TestReserveDeliverRelease(t *testing.T) {
 	}
 	// x wakes to claim while the hand-off is under way: Busy waits for it.
 	go x.Deliver("lease-3")
-	if v := x.Busy(); v != "lease-3" {
+	if v, _ := x.Busy(); v != "lease-3" {
 		t.Fatalf("Busy during a hand-off returned %v", v)
 	}
 	x.Idle()
@@ -211,7 +211,7 @@ func TestReserveDeliverRelease(t *testing.T) {
 		t.Fatal("want y reserved")
 	}
 	y.Release()
-	if v := y.Busy(); v != nil {
+	if v, ok := y.Busy(); ok {
 		t.Fatalf("Busy after a release returned %v", v)
 	}
 	y.Idle()
@@ -219,7 +219,7 @@ func TestReserveDeliverRelease(t *testing.T) {
 		t.Fatal("a released waiter is not back in the queue")
 	}
 	go y.Release()
-	if v := y.Done("", nil); v != nil {
+	if v, ok := y.Done("", nil); ok {
 		t.Fatalf("Done after a release returned %v", v)
 	}
 	if q.Reserve("p", nil) != nil {
@@ -228,7 +228,7 @@ func TestReserveDeliverRelease(t *testing.T) {
 	ticketed.Done("", ticketed.Take())
 	ended.Done("", nil)
 	busy.Done("", nil)
-	if n := q.Waiting(); n != 0 {
+	if n := q.waiting(); n != 0 {
 		t.Fatalf("%d waiters left", n)
 	}
 }
@@ -248,6 +248,15 @@ func TestBroadcast(t *testing.T) {
 		t.Fatal("a new watch must wait for the next signal")
 	}
 	b.Signal("op-none") // nobody watches: nothing happens
+}
+
+// delivered says whether w holds a delivery equal to want; for "" whether it holds none.
+func delivered(w *Waiter[string, string], want string) bool {
+	v, ok := w.Delivered()
+	if want == "" {
+		return !ok
+	}
+	return ok && v == want
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
@@ -218,7 +219,7 @@ func TestLogQueriesUseIndexes(t *testing.T) {
 func TestMigrationKeepsStoredLines(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "dispatch.db")
-	db, err := sql.Open("sqlite", DSN(path, true))
+	db, err := sql.Open("sqlite", sqlitedsn.DSN(path, true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -44,24 +45,6 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Pragmas are applied to every connection: WAL so readers never block the writer, synchronous=NORMAL (in WAL
-// mode a commit survives a process crash; a power loss may lose the last commits but never corrupts the file),
-// a busy timeout for the rare cross-process lock, and foreign keys on.
-const pragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-	"&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
-
-// DSN returns the data source name Open uses for path; writer selects the IMMEDIATE transaction mode. It is
-// exported so benchmarks measure the raw SQLite rate with exactly the same settings.
-func DSN(path string, writer bool) string {
-	dsn := path + "?" + pragmas
-	if writer {
-		dsn += "&_txlock=immediate"
-	} else {
-		dsn += "&_pragma=query_only(1)"
-	}
-	return dsn
-}
-
 // Open opens (creating it if needed, readable by its owner only) the database at path and migrates it to the
 // schema this binary knows.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -78,7 +61,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	_ = f.Close()
 
-	w, err := sql.Open("sqlite", DSN(path, true))
+	w, err := sql.Open("sqlite", sqlitedsn.DSN(path, true))
 	if err != nil {
 		return nil, fmt.Errorf("opening the database %s: %w", path, err)
 	}
@@ -94,7 +77,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("migrating the database %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", DSN(path, false))
+	r, err := sql.Open("sqlite", sqlitedsn.DSN(path, false))
 	if err != nil {
 		s.stopWriter()
 		_ = w.Close()
@@ -329,6 +312,14 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// nonNil makes a nil list encode as [] in JSON columns.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // ---- prepared statements ----

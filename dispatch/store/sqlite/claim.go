@@ -1,0 +1,119 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// claimPick selects the oldest claimable operation of the worker's pools (@pools, a JSON array) whose
+// required capabilities are all among the worker's (@caps): store.Matches, in SQL. Per pool it walks the
+// queue index in order and stops at the first operation the worker can take, so a claim costs the same with
+// 10 or 100,000 operations queued. INDEXED BY makes SQLite fail the statement rather than fall back to a scan if the index ever stops
+// fitting it.
+const claimPick = `SELECT MIN(first) FROM (
+		SELECT (
+			SELECT o.seq FROM operations o INDEXED BY operations_queue
+			WHERE o.pool = p.value AND o.state = 'queued' AND o.ready = 1
+			AND (o.capabilities IS NULL OR NOT EXISTS (
+				SELECT 1 FROM json_each(o.capabilities) r WHERE r.value NOT IN (SELECT value FROM json_each(@caps))))
+			ORDER BY o.seq LIMIT 1) AS first
+		FROM json_each(@pools) p)`
+
+// leaseCols are the columns a lease sets and leaseVals their values (the named args leaseRow binds);
+// leaseGuard says whom an operation may be leased to: a worker that exists (a removed worker's long-poll still
+// in flight gets nothing). The claim (an UPDATE) and the hand-off (an INSERT, CreateLeasedOperation) both
+// lease with them, through leaseRow.
+const (
+	leaseCols      = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at`
+	leaseVals      = `'leased', @worker, @lease, @request, @expires, @now`
+	leaseGuard     = `EXISTS (SELECT 1 FROM workers WHERE id = @worker)`
+	leaseReturning = ` RETURNING ` + opCols + `, body, secrets`
+)
+
+// claimSQL picks and leases in one statement.
+const claimSQL = `UPDATE operations SET (` + leaseCols + `) = (` + leaseVals + `)
+	WHERE seq = (` + claimPick + `) AND ` + leaseGuard + leaseReturning
+
+// claimableSQL answers, on a reader, whether a claim would find anything: an operation to pick, or a live
+// lease already granted for the request id. Most long-polls start with nothing to claim; this keeps them off
+// the single writer.
+const claimableSQL = `SELECT (` + claimPick + `) IS NOT NULL OR EXISTS (
+	SELECT 1 FROM operations WHERE worker_id = @worker AND lease_request_id = @request AND state IN ('leased', 'running'))`
+
+// Claim leases the oldest claimable operation the worker can take. The pick and the lease are one UPDATE.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, error) {
+	pools, _ := json.Marshal(nonNil(p.Pools))
+	caps, _ := json.Marshal(nonNil(p.Capabilities))
+	var reqID sql.NullString
+	if p.RequestID != "" {
+		reqID = sql.NullString{String: p.RequestID, Valid: true}
+	}
+	// A reader sees every commit made before it starts, so "nothing" here is as good as the write's answer
+	// would have been at this moment; the caller waits for a wake-up after it.
+	var claimable bool
+	if err := s.rRow(ctx, claimableSQL, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)),
+		sql.Named("worker", p.WorkerID), sql.Named("request", reqID)).Scan(&claimable); err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: looking for work: %w", p.WorkerID, err)
+	}
+	if !claimable {
+		return nil, nil
+	}
+	var lease *api.Lease
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if p.RequestID != "" {
+			o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+`, body, secrets FROM operations
+				WHERE worker_id = ? AND lease_request_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?`,
+				p.WorkerID, p.RequestID, nanos(p.Now)), true)
+			if err == nil {
+				l := o.lease()
+				lease = &l
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
+			}
+		}
+		var err error
+		lease, err = s.leaseRow(ctx, tx, claimSQL, p, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)))
+		if err != nil {
+			return fmt.Errorf("claiming: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
+	}
+	return lease, nil
+}
+
+// leaseRow runs q (claimSQL or insertLeasedSQL), which leases at most one operation to p's worker with p's lease
+// fields, and returns the lease; nil when q leased nothing. A deployment whose step it leased starts running.
+func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.ClaimParams, args ...any) (*api.Lease, error) {
+	var reqID sql.NullString
+	if p.RequestID != "" {
+		reqID = sql.NullString{String: p.RequestID, Valid: true}
+	}
+	args = append(args, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID), sql.Named("request", reqID),
+		sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)))
+	o, err := scanOp(s.txRow(ctx, tx, q, args...), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.DeploymentID != "" {
+		if _, err := s.txExec(ctx, tx, `UPDATE deployments SET state = 'running' WHERE id = ? AND state = 'queued'`,
+			o.DeploymentID); err != nil {
+			return nil, fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
+		}
+	}
+	l := o.lease()
+	return &l, nil
+}

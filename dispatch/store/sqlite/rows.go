@@ -1,0 +1,170 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// opBody is the part of a spec kept in the body column: what the worker needs and a list leaves out.
+type opBody struct {
+	Script    string         `json:"script"`
+	Files     []api.File     `json:"files,omitempty"`
+	Variables []api.Variable `json:"variables,omitempty"` // sensitive values replaced by mask.Placeholder
+}
+
+// opRow is an operation row with the columns api.Operation does not show.
+type opRow struct {
+	api.Operation
+	seq            int64
+	leaseID        string
+	leaseExpiresAt time.Time
+	lastSeq        int64
+	secrets        map[int]string // variable index -> sensitive value
+}
+
+const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, image, requests, timeout_seconds,
+	capabilities, state, exit_code, message, COALESCE(worker_id, ''), cancel_requested, COALESCE(lease_id, ''),
+	lease_expires_at, last_seq, created_at, started_at, finished_at`
+
+// scanOp reads opCols, followed by body and secrets when full is set.
+func scanOp(row scanner, full bool) (opRow, error) {
+	var o opRow
+	var requests, caps, body, secrets sql.NullString
+	var exit, expires, started, finished sql.NullInt64
+	var cancel int
+	var created int64
+	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &requests,
+		&o.TimeoutSeconds, &caps, &o.State, &exit, &o.Message, &o.WorkerID, &cancel, &o.leaseID, &expires, &o.lastSeq,
+		&created, &started, &finished}
+	if full {
+		dest = append(dest, &body, &secrets)
+	}
+	if err := row.Scan(dest...); err != nil {
+		return o, err
+	}
+	if requests.Valid {
+		o.Requests = new(api.Resources)
+		if err := json.Unmarshal([]byte(requests.String), o.Requests); err != nil {
+			return o, fmt.Errorf("decoding requests of %s: %w", o.ID, err)
+		}
+	}
+	if caps.Valid {
+		if err := json.Unmarshal([]byte(caps.String), &o.Capabilities); err != nil {
+			return o, fmt.Errorf("decoding capabilities of %s: %w", o.ID, err)
+		}
+	}
+	if exit.Valid {
+		code := int(exit.Int64)
+		o.ExitCode = &code
+	}
+	o.CancelRequested = cancel == 1
+	if expires.Valid {
+		o.leaseExpiresAt = fromNanos(expires.Int64)
+	}
+	o.CreatedAt, o.StartedAt, o.FinishedAt = fromNanos(created), timePtr(started), timePtr(finished)
+	if body.Valid {
+		var b opBody
+		if err := json.Unmarshal([]byte(body.String), &b); err != nil {
+			return o, fmt.Errorf("decoding body of %s: %w", o.ID, err)
+		}
+		o.Script, o.Files, o.Variables = b.Script, b.Files, b.Variables
+	}
+	if secrets.Valid {
+		if err := json.Unmarshal([]byte(secrets.String), &o.secrets); err != nil {
+			return o, fmt.Errorf("decoding sensitive values of %s: %w", o.ID, err)
+		}
+	}
+	return o, nil
+}
+
+// unmasked returns the operation with its sensitive values in clear (for a lease).
+func (o opRow) unmasked() api.Operation {
+	op := o.Operation
+	if len(o.secrets) > 0 {
+		op.Variables = append([]api.Variable(nil), op.Variables...)
+		for i, v := range o.secrets {
+			if i >= 0 && i < len(op.Variables) {
+				op.Variables[i].Value = v
+			}
+		}
+	}
+	return op
+}
+
+func (o opRow) lease() api.Lease {
+	return api.Lease{LeaseID: o.leaseID, ExpiresAt: o.leaseExpiresAt, LastSeq: o.lastSeq, Operation: o.unmasked()}
+}
+
+func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]api.Operation, error) {
+	rows, err := s.rQuery(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing operations: %w", err)
+	}
+	rs, err := scanOps(rows, false)
+	if err != nil {
+		return nil, fmt.Errorf("listing operations: %w", err)
+	}
+	ops := make([]api.Operation, 0, len(rs))
+	for _, o := range rs {
+		ops = append(ops, o.Operation)
+	}
+	return ops, nil
+}
+
+// scanOps reads every row of rows as scanOp does (see scanAll).
+func scanOps(rows *sql.Rows, full bool) ([]opRow, error) {
+	return scanAll(rows, nil, func(row scanner) (opRow, error) { return scanOp(row, full) })
+}
+
+// scanner is a row to scan: *sql.Row or *sql.Rows.
+type scanner interface{ Scan(...any) error }
+
+// scanAll appends every row of rows, read by scan, to list and closes rows (inside a transaction that must
+// happen before the next statement). Pass an empty list for a result that is [] rather than nil when empty.
+func scanAll[T any](rows *sql.Rows, list []T, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// readAll runs the query q on a reader and reads every row with scan into list (see scanAll).
+func readAll[T any](ctx context.Context, s *Store, list []T, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := s.rQuery(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanAll(rows, list, scan)
+}
+
+// readErr is the error of reading the row of what (a format and its args, e.g. "operation %s", id):
+// store.ErrNotFound when there is no such row.
+func readErr(err error, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return fmt.Errorf("reading %s: %w", what, err)
+}
+
+// scanID reads a single text column, an id.
+func scanID(row scanner) (string, error) {
+	var id string
+	err := row.Scan(&id)
+	return id, err
+}

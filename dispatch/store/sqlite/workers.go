@@ -1,0 +1,172 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// CreateWorker stores a newly registered worker.
+func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
+	pools, _ := json.Marshal(nonNil(w.Pools))
+	caps, _ := json.Marshal(nonNil(w.Capabilities))
+	_, err := s.wExec(ctx, `INSERT INTO workers (id, name, token_hash, token_id, pools, capabilities, version,
+		capacity, running, healthy, health_message, draining, drain_requested, registered_at, last_heartbeat)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		w.ID, w.Name, w.TokenHash, w.TokenID, string(pools), string(caps), w.Version, w.Capacity, w.Running,
+		boolInt(w.Healthy), w.HealthMessage, boolInt(w.Draining), boolInt(w.DrainRequested),
+		nanos(w.RegisteredAt), nanos(w.LastHeartbeat))
+	if isUniqueViolation(err) {
+		return fmt.Errorf("creating worker %s: %w", w.ID, store.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("creating worker %s: %w", w.ID, err)
+	}
+	return nil
+}
+
+const workerCols = `id, name, token_hash, token_id, pools, capabilities, version, capacity, running, healthy,
+	health_message, draining, drain_requested, registered_at, last_heartbeat`
+
+func scanWorker(row scanner) (store.Worker, error) {
+	var w store.Worker
+	var pools, caps string
+	var healthy, draining, drainReq int
+	var registered, heartbeat int64
+	if err := row.Scan(&w.ID, &w.Name, &w.TokenHash, &w.TokenID, &pools, &caps, &w.Version, &w.Capacity, &w.Running,
+		&healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat); err != nil {
+		return w, err
+	}
+	if err := json.Unmarshal([]byte(pools), &w.Pools); err != nil {
+		return w, fmt.Errorf("decoding worker pools: %w", err)
+	}
+	if err := json.Unmarshal([]byte(caps), &w.Capabilities); err != nil {
+		return w, fmt.Errorf("decoding worker capabilities: %w", err)
+	}
+	w.Healthy, w.Draining, w.DrainRequested = healthy == 1, draining == 1, drainReq == 1
+	w.RegisteredAt, w.LastHeartbeat = fromNanos(registered), fromNanos(heartbeat)
+	return w, nil
+}
+
+// WorkerByTokenHash returns the worker whose token hashes to hash.
+func (s *Store) WorkerByTokenHash(ctx context.Context, hash []byte) (store.Worker, error) {
+	w, err := scanWorker(s.rRow(ctx, `SELECT `+workerCols+` FROM workers WHERE token_hash = ?`, hash))
+	if err != nil {
+		return w, readErr(err, "worker token")
+	}
+	return w, nil
+}
+
+func (s *Store) listWorkers(ctx context.Context, where string, args ...any) ([]store.Worker, error) {
+	workers, err := readAll(ctx, s, []store.Worker{}, scanWorker, `SELECT `+workerCols+` FROM workers `+where+` ORDER BY registered_at, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing workers: %w", err)
+	}
+	return workers, nil
+}
+
+// ListWorkers returns every worker.
+func (s *Store) ListWorkers(ctx context.Context) ([]store.Worker, error) {
+	return s.listWorkers(ctx, "")
+}
+
+// PoolWorkers returns the workers registered into pool.
+func (s *Store) PoolWorkers(ctx context.Context, pool string) ([]store.Worker, error) {
+	return s.listWorkers(ctx, `WHERE EXISTS (SELECT 1 FROM json_each(workers.pools) p WHERE p.value = ?)`, pool)
+}
+
+// SetDrain records an admin's drain request.
+func (s *Store) SetDrain(ctx context.Context, workerID string, drain bool) (store.Worker, error) {
+	var w store.Worker
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		w, err = scanWorker(s.txRow(ctx, tx, `UPDATE workers SET drain_requested = ? WHERE id = ? RETURNING `+workerCols,
+			boolInt(drain), workerID))
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return w, fmt.Errorf("worker %s: %w", workerID, store.ErrNotFound)
+	}
+	if err != nil {
+		return w, fmt.Errorf("setting drain of worker %s: %w", workerID, err)
+	}
+	return w, nil
+}
+
+// RemoveWorker deletes a worker and, in the same transaction, makes the operations it holds lost.
+func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (store.RemovedWorker, error) {
+	var out store.RemovedWorker
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		w, err := scanWorker(s.txRow(ctx, tx, `DELETE FROM workers WHERE id = ? RETURNING `+workerCols, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("worker %s: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("deleting the worker: %w", err)
+		}
+		out.Worker = w
+		msg := store.MessageWorkerRemoved(w.Name, w.ID)
+		rows, err := s.txQuery(ctx, tx, `UPDATE operations SET state = 'lost',
+			message = ? || CASE WHEN cancel_requested = 1 THEN ? ELSE '' END,
+			finished_at = ?, secrets = NULL
+			WHERE worker_id = ? AND state IN ('leased', 'running') RETURNING `+opCols, msg, store.MessageCancelRequested, nanos(now), id)
+		if err != nil {
+			return fmt.Errorf("ending the worker's leases: %w", err)
+		}
+		lost, err := scanOps(rows, false)
+		if err != nil {
+			return fmt.Errorf("ending the worker's leases: %w", err)
+		}
+		// RETURNING gives no order; the caller reports them oldest first.
+		slices.SortFunc(lost, func(a, b opRow) int { return cmp.Compare(a.seq, b.seq) })
+		for _, o := range lost {
+			out.Lost = append(out.Lost, o.ID)
+			out.Changes.Ended = append(out.Changes.Ended, o.ID)
+			if o.DeploymentID != "" {
+				if err := s.advance(ctx, tx, o, now, &out.Changes); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("removing worker %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Heartbeat records a heartbeat and, through renewLeases, renews the listed leases the worker still holds and
+// says what to cancel.
+func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.HeartbeatReply, error) {
+	var reply store.HeartbeatReply
+	caps, _ := json.Marshal(nonNil(h.Capabilities))
+	now := nanos(h.Now)
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var drain int
+		err := s.txRow(ctx, tx, `UPDATE workers SET version = ?, capacity = ?, capabilities = ?, running = ?,
+			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ? WHERE id = ? RETURNING drain_requested`,
+			h.Version, h.Capacity, string(caps), len(h.Running), boolInt(h.Health.OK), h.Health.Message,
+			boolInt(h.Draining), now, h.WorkerID).Scan(&drain)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("worker %s: %w", h.WorkerID, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("updating worker: %w", err)
+		}
+		reply.Drain = drain == 1
+		reply.Cancel, err = s.renewLeases(ctx, tx, h)
+		return err
+	})
+	if err != nil {
+		return reply, fmt.Errorf("recording heartbeat of worker %s: %w", h.WorkerID, err)
+	}
+	return reply, nil
+}
