@@ -48,34 +48,26 @@ type Deps struct {
 
 // Agent leases operations and runs each as a Job. Run it with Run; Ready and Health feed the probes.
 type Agent struct {
-	cfg        Config
-	workerID   string
-	kube       kubernetes.Interface
-	d          Dispatcher
-	updater    Updater
-	fetchChart func(ctx context.Context, url, sha256 string) ([]byte, error)
-	onReady    func()
-	log        *logrus.Entry
-	logs       podLogs
+	cfg      Config
+	workerID string
+	kube     kubernetes.Interface
+	d        Dispatcher
+	onReady  func()
+	log      *logrus.Entry
+	logs     podLogs
+	updates  *selfUpdates
 
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
 	secrets corelisters.SecretLister
 
-	mu            sync.Mutex
-	ops           map[string]*operation
-	ended         map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
-	draining      bool                 // no new leases: drainAsked or updateWaiting
-	drainAsked    bool                 // the server asked to drain
-	updateWaiting bool                 // a self-update is under way (updateKey): no new leases until it ends
-	updateKey     string               // "version@sha256" of the chart being installed
-	updating      bool                 // the Updater is being called
-	updateStarted time.Time            // when the Updater last accepted updateKey (zero: not yet)
-	cancelPoll    context.CancelFunc   // ends the lease long-poll in flight, if any
-	updateFailed  string               // "version@sha256" of the desired chart whose self-update failed last
-	updateRetryAt time.Time            // when a failed self-update of that chart may be tried again
-	changed       chan struct{}        // closed and replaced when ops shrink or draining changes
-	health        api.Health
+	mu         sync.Mutex
+	ops        map[string]*operation
+	ended      map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
+	draining   bool                 // no new leases: drainAsked, or a self-update is under way
+	drainAsked bool                 // the server asked to drain
+	cancelPoll context.CancelFunc   // ends the lease long-poll in flight, if any
+	changed    chan struct{}        // closed and replaced when ops shrink or draining changes
 
 	ready atomic.Bool
 }
@@ -89,16 +81,16 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, errors.New("jobrunner.New: Kube, Dispatcher, Log and WorkerID are required")
 	}
 	a := &Agent{
-		cfg: cfg, workerID: deps.WorkerID, kube: deps.Kube, d: deps.Dispatcher, updater: deps.Updater,
-		fetchChart: deps.FetchChart,
-		onReady:    deps.OnReady,
-		log:        deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
-		logs:       kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
-		ops:        map[string]*operation{},
-		ended:      map[string]time.Time{},
-		changed:    make(chan struct{}),
-		health:     api.Health{OK: true},
+		cfg: cfg, workerID: deps.WorkerID, kube: deps.Kube, d: deps.Dispatcher,
+		onReady: deps.OnReady,
+		log:     deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
+		logs:    kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
+		ops:     map[string]*operation{},
+		ended:   map[string]time.Time{},
+		changed: make(chan struct{}),
 	}
+	a.updates = &selfUpdates{updater: deps.Updater, fetchChart: deps.FetchChart, version: cfg.Version,
+		running: a.running, log: a.log, health: api.Health{OK: true}}
 	if deps.Updater != nil && deps.FetchChart == nil {
 		return nil, errors.New("jobrunner.New: an Updater needs FetchChart (the dispatch client's authenticated, checksummed download)")
 	}
@@ -115,10 +107,13 @@ func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
 // Health is the agent's own view of its health, as sent in heartbeats.
-func (a *Agent) Health() api.Health {
+func (a *Agent) Health() api.Health { return a.updates.Health() }
+
+// running is how many operations the agent supervises now.
+func (a *Agent) running() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.health
+	return len(a.ops)
 }
 
 // Run runs the agent until ctx ends (SIGTERM: the pod is being replaced). Stopping, it delivers the log lines
@@ -236,8 +231,10 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 	}()
 }
 
-func (a *Agent) setDrainingLocked() {
-	if d := a.drainAsked || a.updateWaiting; d != a.draining {
+// setDrainingLocked drains while the server asks to or a self-update is under way (updating: the
+// selfUpdates' Waiting, read before a.mu is taken).
+func (a *Agent) setDrainingLocked(updating bool) {
+	if d := a.drainAsked || updating; d != a.draining {
 		a.draining = d
 		if d && a.cancelPoll != nil {
 			a.cancelPoll()
@@ -374,6 +371,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 // upgrade starts).
 func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 	refused := refusedUpgrade(ctx, a.kube, a.cfg.Namespace, a.cfg.Release)
+	health := a.updates.Health()
 	a.mu.Lock()
 	running := make([]string, 0, len(a.ops))
 	for id := range a.ops {
@@ -382,7 +380,6 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 	sort.Strings(running)
 	// Every health message the worker sends passes here, capped to the server's limit (it refuses the whole
 	// heartbeat otherwise, and with it the renewal of every lease).
-	health := a.health
 	if refused != "" {
 		health.Message = strings.TrimPrefix(health.Message+"; "+refused, "; ")
 	}
@@ -399,6 +396,7 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 		}
 		return 0, false
 	}
+	updating := a.updates.Waiting()
 	a.mu.Lock()
 	if resp.Drain != a.drainAsked {
 		a.drainAsked = resp.Drain
@@ -407,7 +405,7 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 		} else {
 			a.log.Info("dispatch server ended the drain: taking operations again")
 		}
-		a.setDrainingLocked()
+		a.setDrainingLocked(updating)
 	}
 	var cancel []*operation
 	for _, id := range resp.Cancel {
@@ -422,29 +420,16 @@ func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
 	}
 	again := false
 	if resp.DesiredVersion != "" && resp.DesiredVersion != a.cfg.Version {
-		again = a.selfUpdate(ctx, resp)
+		again = a.updates.want(ctx, resp)
 	} else {
-		a.mu.Lock()
-		if a.updateWaiting {
-			a.log.Info("the server no longer asks for another version: taking operations again")
-			a.updateWaiting, a.updateKey, a.updateStarted = false, "", time.Time{}
-			a.setDrainingLocked()
-		}
-		// Only the version checks set a health message; it is stale once the versions agree.
-		a.health, a.updateFailed = api.Health{OK: true}, ""
-		a.mu.Unlock()
+		a.updates.versionsAgree()
 	}
+	updating = a.updates.Waiting()
+	a.mu.Lock()
+	a.setDrainingLocked(updating)
+	a.mu.Unlock()
 	return time.Duration(resp.HeartbeatSeconds) * time.Second, again
 }
-
-// updateRetryDelay is how long the agent works on after a failed self-update before it tries the same chart
-// again (asking the Updater's Preflight first, when it has one, so that a refused chart costs no drain).
-const updateRetryDelay = time.Minute
-
-// updateRecheck is how often a worker whose self-update has started, and which is still running, hands the
-// same chart to the Updater again: normally the upgrade replaces this worker long before; if the upgrade Job
-// vanished, this starts it again, and if it failed without replacing this worker, the Updater says so.
-const updateRecheck = time.Minute
 
 // capMessage returns s as valid UTF-8 of at most n bytes, cut at a character boundary and marked when cut.
 func capMessage(s string, n int) string {
@@ -458,105 +443,6 @@ func capMessage(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + mark
-}
-
-// preflighter is an Updater that can tell, before the agent drains, that it would refuse an update (the same
-// chart failed before); chartgen/selfupdate.Updater is one.
-type preflighter interface {
-	Preflight(ctx context.Context, version, chartSHA256 string) error
-}
-
-// selfUpdate drains and, at once, hands the new chart to the Updater: the heartbeat that brings a new desired
-// version starts the drain (and asks for another heartbeat at once, which tells the server), the next one
-// starts the upgrade. Running operations are not waited for: their Jobs keep running, this worker keeps
-// following them and shipping their logs until the upgrade replaces its pod (Run returns on SIGTERM without
-// reporting them), and the new worker, which has the same identity, re-adopts them from the server's leases
-// and reports their results. A failed upgrade brings this version back, which re-adopts them the same way.
-// It returns true when it began draining.
-func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.updater == nil || resp.ChartURL == "" {
-		msg := fmt.Sprintf("dispatch server wants version %s; this worker runs %s and self-update is disabled", resp.DesiredVersion, a.cfg.Version)
-		if a.health.Message != msg {
-			a.log.Warn(msg)
-		}
-		a.health = api.Health{OK: true, Message: msg}
-		return false
-	}
-	key := resp.DesiredVersion + "@" + resp.ChartSHA256
-	if key == a.updateFailed && time.Now().Before(a.updateRetryAt) {
-		return false // keep working on this version; the health message says why the update failed
-	}
-	if a.updating {
-		return false
-	}
-	p, canPreflight := a.updater.(preflighter)
-	if !a.updateWaiting || a.updateKey != key {
-		if canPreflight {
-			a.mu.Unlock()
-			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
-			a.mu.Lock()
-			if err != nil {
-				a.updateFailedLocked(key, resp.DesiredVersion, err)
-				return false
-			}
-		}
-		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("draining for self-update; running Jobs keep running")
-		a.updateWaiting, a.updateKey, a.updateStarted = true, key, time.Time{}
-		a.health = api.Health{OK: true, Message: "draining for a self-update to " + resp.DesiredVersion}
-		a.setDrainingLocked()
-		return true
-	}
-	if !a.updateStarted.IsZero() && time.Since(a.updateStarted) < updateRecheck {
-		// The upgrade runs. Should it fail without replacing this worker (e.g. the values pin the image), the
-		// Updater's Preflight says so and this worker takes operations again.
-		if canPreflight {
-			a.mu.Unlock()
-			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
-			a.mu.Lock()
-			if err != nil && a.updateKey == key {
-				a.updateFailedLocked(key, resp.DesiredVersion, err)
-			}
-		}
-		return false
-	}
-	a.updating = true
-	a.mu.Unlock()
-	err := a.update(ctx, resp)
-	a.mu.Lock()
-	a.updating = false
-	if err != nil {
-		a.updateFailedLocked(key, resp.DesiredVersion, err)
-		return false
-	}
-	if a.updateStarted.IsZero() {
-		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("self-update started; the new worker re-adopts the running Jobs")
-		a.health = api.Health{OK: true, Message: fmt.Sprintf("self-update to %s started: the new worker replaces this one and re-adopts its %d running operations", resp.DesiredVersion, len(a.ops))}
-	}
-	a.updateStarted = time.Now()
-	return false
-}
-
-// updateFailedLocked records a failed self-update: this version keeps running and takes operations again, the
-// health message says why, and the same chart is tried again after updateRetryDelay.
-func (a *Agent) updateFailedLocked(key, version string, err error) {
-	msg := "self-update to " + version + " failed: " + err.Error()
-	if a.health.Message != msg {
-		a.log.WithError(err).WithField("retry_in", updateRetryDelay).Error("self-update failed; taking operations again")
-	}
-	a.health = api.Health{OK: true, Message: msg}
-	a.updateFailed, a.updateRetryAt = key, time.Now().Add(updateRetryDelay)
-	a.updateWaiting, a.updateKey, a.updateStarted = false, "", time.Time{}
-	a.setDrainingLocked()
-}
-
-func (a *Agent) update(ctx context.Context, resp api.HeartbeatResponse) error {
-	chart, err := a.fetchChart(ctx, resp.ChartURL, resp.ChartSHA256)
-	if err != nil {
-		return fmt.Errorf("downloading chart %s: %w", resp.ChartURL, err)
-	}
-	return a.updater.Update(ctx, resp.DesiredVersion, chart)
 }
 
 // sweepLoop deletes Jobs and Secrets of operations that are neither supervised here nor leased to this worker
