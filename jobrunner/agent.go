@@ -4,7 +4,7 @@
 // drain requests, re-adopts its Jobs after a restart and sweeps Jobs and Secrets nobody leases any more.
 //
 // Flow: lease loop → operation (Secret + Job) → informer (Job, pod, events) → follower (pod log) → shipper
-// (batched AppendLogs) → result. Subpackages: logline (the sealed line format), runner (the in-pod runner).
+// (batched AppendLogs) → result. Subpackages: logline (the sealed line format), podrunner (the in-pod runner).
 package jobrunner
 
 import (
