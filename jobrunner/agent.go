@@ -4,7 +4,7 @@
 // drain requests, re-adopts its Jobs after a restart and sweeps Jobs and Secrets nobody leases any more.
 //
 // Flow: lease loop → operation (Secret + Job) → informer (Job, pod, events) → follower (pod log) → shipper
-// (batched AppendLogs) → result. Subpackages: logline (the sealed line format), runner (the in-pod runner).
+// (batched AppendLogs) → result. Subpackages: logline (the sealed line format), podrunner (the in-pod runner).
 package jobrunner
 
 import (
@@ -17,10 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
-	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -48,34 +46,27 @@ type Deps struct {
 
 // Agent leases operations and runs each as a Job. Run it with Run; Ready and Health feed the probes.
 type Agent struct {
-	cfg        Config
-	workerID   string
-	kube       kubernetes.Interface
-	d          Dispatcher
-	updater    Updater
-	fetchChart func(ctx context.Context, url, sha256 string) ([]byte, error)
-	onReady    func()
-	log        *logrus.Entry
-	logs       podLogs
+	cfg      Config
+	workerID string
+	kube     kubernetes.Interface
+	d        Dispatcher
+	onReady  func()
+	log      *logrus.Entry
+	logs     podLogs
+	updates  *selfUpdates
 
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
 	secrets corelisters.SecretLister
 
-	mu            sync.Mutex
-	ops           map[string]*operation
-	ended         map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
-	draining      bool                 // no new leases: drainAsked or updateWaiting
-	drainAsked    bool                 // the server asked to drain
-	updateWaiting bool                 // a self-update is under way (updateKey): no new leases until it ends
-	updateKey     string               // "version@sha256" of the chart being installed
-	updating      bool                 // the Updater is being called
-	updateStarted time.Time            // when the Updater last accepted updateKey (zero: not yet)
-	cancelPoll    context.CancelFunc   // ends the lease long-poll in flight, if any
-	updateFailed  string               // "version@sha256" of the desired chart whose self-update failed last
-	updateRetryAt time.Time            // when a failed self-update of that chart may be tried again
-	changed       chan struct{}        // closed and replaced when ops shrink or draining changes
-	health        api.Health
+	mu         sync.Mutex
+	ops        map[string]*operation
+	ended      map[string]time.Time // operations supervised here that ended recently (the sweeper skips them)
+	draining   bool                 // no new leases: drainAsked, or a self-update is under way
+	drainAsked bool                 // the server asked to drain
+	cancelPoll context.CancelFunc   // ends the lease long-poll in flight, if any
+	changed    chan struct{}        // closed and replaced when ops shrink or draining changes
+	opsDone    sync.WaitGroup       // the goroutines supervising ops
 
 	ready atomic.Bool
 }
@@ -89,16 +80,16 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, errors.New("jobrunner.New: Kube, Dispatcher, Log and WorkerID are required")
 	}
 	a := &Agent{
-		cfg: cfg, workerID: deps.WorkerID, kube: deps.Kube, d: deps.Dispatcher, updater: deps.Updater,
-		fetchChart: deps.FetchChart,
-		onReady:    deps.OnReady,
-		log:        deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
-		logs:       kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
-		ops:        map[string]*operation{},
-		ended:      map[string]time.Time{},
-		changed:    make(chan struct{}),
-		health:     api.Health{OK: true},
+		cfg: cfg, workerID: deps.WorkerID, kube: deps.Kube, d: deps.Dispatcher,
+		onReady: deps.OnReady,
+		log:     deps.Log.WithFields(logrus.Fields{"component": "jobrunner", "worker": deps.WorkerID}),
+		logs:    kubeLogs{kube: deps.Kube, namespace: cfg.Namespace},
+		ops:     map[string]*operation{},
+		ended:   map[string]time.Time{},
+		changed: make(chan struct{}),
 	}
+	a.updates = &selfUpdates{updater: deps.Updater, fetchChart: deps.FetchChart, version: cfg.Version,
+		running: a.running, log: a.log, health: api.Health{OK: true}}
 	if deps.Updater != nil && deps.FetchChart == nil {
 		return nil, errors.New("jobrunner.New: an Updater needs FetchChart (the dispatch client's authenticated, checksummed download)")
 	}
@@ -115,10 +106,13 @@ func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
 // Health is the agent's own view of its health, as sent in heartbeats.
-func (a *Agent) Health() api.Health {
+func (a *Agent) Health() api.Health { return a.updates.Health() }
+
+// running is how many operations the agent supervises now.
+func (a *Agent) running() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.health
+	return len(a.ops)
 }
 
 // Run runs the agent until ctx ends (SIGTERM: the pod is being replaced). Stopping, it delivers the log lines
@@ -127,8 +121,7 @@ func (a *Agent) Health() api.Health {
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer a.opsDone.Wait()
 
 	// One informer factory, filtered on this worker's label, serves Jobs, pods and Secrets; events cannot be
 	// label-filtered and come from a second informer on the namespace.
@@ -171,7 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
-	if err := a.adopt(ctx, &wg); err != nil {
+	if err := a.adopt(ctx); err != nil {
 		return err
 	}
 	a.ready.Store(true)
@@ -180,26 +173,43 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.onReady()
 	}
 
-	wg.Add(3)
-	go func() { defer wg.Done(); a.heartbeatLoop(ctx) }()
-	go func() { defer wg.Done(); a.leaseLoop(ctx, &wg) }()
-	go func() { defer wg.Done(); a.sweepLoop(ctx, &wg) }()
+	// The agent's runnables; each stops when ctx ends. Operations started by the leaser and the sweeper are
+	// waited for separately (opsDone).
+	runnables := []interface{ Start(context.Context) error }{
+		a.heartbeater(),
+		&leaser{d: a.d, slots: a, log: a.log},
+		&sweeper{interval: a.cfg.SweepInterval, d: a.d, ops: a, objects: a.objects(), jobs: a.jobs, secrets: a.secrets, log: a.log},
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, r := range runnables {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Start(ctx); err != nil && ctx.Err() == nil {
+				a.log.WithError(err).Errorf("%T stopped", r)
+				stop()
+			}
+		}()
+	}
 	<-ctx.Done()
 	a.ready.Store(false)
 	return nil
 }
 
+// heartbeater returns the agent's heartbeat.
+func (a *Agent) heartbeater() *heartbeater {
+	return &heartbeater{cfg: a.cfg, kube: a.kube, d: a.d, ops: a, updates: a.updates, log: a.log}
+}
+
 // adopt re-lists the leases the server holds for this worker and supervises each again.
-func (a *Agent) adopt(ctx context.Context, wg *sync.WaitGroup) error {
+func (a *Agent) adopt(ctx context.Context) error {
 	backoff := 500 * time.Millisecond
 	for {
 		leases, err := a.d.Leases(ctx)
 		if err == nil {
-			for _, l := range leases {
-				a.start(ctx, wg, l, true)
-			}
-			if len(leases) > 0 {
-				a.log.WithField("operations", len(leases)).Info("re-adopting leased operations")
+			if n := len(a.takeUp(ctx, leases)); n > 0 {
+				a.log.WithField("operations", n).Info("re-adopting leased operations")
 			}
 			return nil
 		}
@@ -213,7 +223,107 @@ func (a *Agent) adopt(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 }
 
-func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, adopt bool) {
+// takeUp supervises those of leases that nothing here supervises and that did not end here recently, and
+// returns them: at start-up all of them (re-adoption), later a lease reply lost on the way or a long-poll
+// cancelled as it was granted. It is the one place leases are adopted.
+func (a *Agent) takeUp(ctx context.Context, leases []api.Lease) []api.Lease {
+	a.mu.Lock()
+	var unsupervised []api.Lease
+	for id, at := range a.ended {
+		if time.Since(at) > 10*a.cfg.SweepInterval {
+			delete(a.ended, id)
+		}
+	}
+	for _, l := range leases {
+		if _, ended := a.ended[l.Operation.ID]; a.ops[l.Operation.ID] == nil && !ended {
+			unsupervised = append(unsupervised, l)
+		}
+	}
+	a.mu.Unlock()
+	for _, l := range unsupervised {
+		a.start(ctx, l, true)
+	}
+	return unsupervised
+}
+
+// supervised returns the ids of the operations supervised now.
+func (a *Agent) supervised() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.supervisedLocked()
+}
+
+func (a *Agent) supervisedLocked() []string {
+	ids := make([]string, 0, len(a.ops))
+	for id := range a.ops {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// status returns the operations supervised now, sorted, and whether the agent is draining.
+func (a *Agent) status() ([]string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.supervisedLocked(), a.draining
+}
+
+// drain records whether the server asks to drain and whether a self-update is under way.
+func (a *Agent) drain(asked, updating bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if asked != a.drainAsked {
+		a.drainAsked = asked
+		if asked {
+			a.log.Info("dispatch server asked to drain: no new operations")
+		} else {
+			a.log.Info("dispatch server ended the drain: taking operations again")
+		}
+	}
+	a.setDrainingLocked(updating)
+}
+
+// cancel asks those of ids that are supervised here to cancel.
+func (a *Agent) cancel(ids []string) {
+	a.mu.Lock()
+	var cancel []*operation
+	for _, id := range ids {
+		if op := a.ops[id]; op != nil {
+			cancel = append(cancel, op)
+		}
+	}
+	a.mu.Unlock()
+	for _, op := range cancel {
+		op.log.Info("cancel requested by the dispatch server")
+		op.requestCancel()
+	}
+}
+
+// arm returns, when a slot is free and the agent is not draining, a context for one long-poll, which a drain
+// that starts meanwhile cancels (setDrainingLocked), so the server hands nothing more to a draining worker;
+// checking and arming happen under one lock so none slips between. Otherwise it returns a channel closed when
+// operations end or draining changes.
+func (a *Agent) arm(ctx context.Context) (context.Context, context.CancelFunc, <-chan struct{}) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.ops) >= a.cfg.Concurrency || a.draining {
+		return nil, nil, a.changed
+	}
+	pollCtx, cancelPoll := context.WithCancel(ctx)
+	a.cancelPoll = cancelPoll
+	return pollCtx, cancelPoll, nil
+}
+
+// disarm forgets the long-poll that arm armed.
+func (a *Agent) disarm() {
+	a.mu.Lock()
+	a.cancelPoll = nil
+	a.mu.Unlock()
+}
+
+// start supervises a leased operation (adopt: one this worker may have started before) until ctx ends.
+func (a *Agent) start(ctx context.Context, lease api.Lease, adopt bool) {
 	a.mu.Lock()
 	if _, ok := a.ops[lease.Operation.ID]; ok {
 		a.mu.Unlock()
@@ -222,9 +332,9 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 	op := newOperation(a.operationDeps(), lease, adopt)
 	a.ops[op.id] = op
 	a.mu.Unlock()
-	wg.Add(1)
+	a.opsDone.Add(1)
 	go func() {
-		defer wg.Done()
+		defer a.opsDone.Done()
 		op.run(ctx)
 		a.mu.Lock()
 		delete(a.ops, op.id)
@@ -236,8 +346,10 @@ func (a *Agent) start(ctx context.Context, wg *sync.WaitGroup, lease api.Lease, 
 	}()
 }
 
-func (a *Agent) setDrainingLocked() {
-	if d := a.drainAsked || a.updateWaiting; d != a.draining {
+// setDrainingLocked drains while the server asks to or a self-update is under way (updating: the
+// selfUpdates' Waiting, read before a.mu is taken).
+func (a *Agent) setDrainingLocked(updating bool) {
+	if d := a.drainAsked || updating; d != a.draining {
 		a.draining = d
 		if d && a.cancelPoll != nil {
 			a.cancelPoll()
@@ -249,57 +361,6 @@ func (a *Agent) setDrainingLocked() {
 func (a *Agent) broadcastLocked() {
 	close(a.changed)
 	a.changed = make(chan struct{})
-}
-
-// leaseLoop long-polls for operations while the agent has a free slot and is not draining.
-func (a *Agent) leaseLoop(ctx context.Context, wg *sync.WaitGroup) {
-	backoff := time.Second
-	for {
-		// A drain that starts while the long-poll waits cancels it (setDrainingLocked), so the server hands
-		// nothing more to a draining worker; checking and arming happen under one lock so none slips between.
-		a.mu.Lock()
-		full := len(a.ops) >= a.cfg.Concurrency || a.draining
-		ch := a.changed
-		var pollCtx context.Context
-		var cancelPoll context.CancelFunc
-		if !full {
-			pollCtx, cancelPoll = context.WithCancel(ctx)
-			a.cancelPoll = cancelPoll
-		}
-		a.mu.Unlock()
-		if full {
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		lease, err := a.d.Lease(pollCtx, api.MaxLeaseWait)
-		a.mu.Lock()
-		a.cancelPoll = nil
-		a.mu.Unlock()
-		drained := pollCtx.Err() != nil
-		cancelPoll()
-		if ctx.Err() != nil {
-			return
-		}
-		if drained && lease == nil {
-			continue
-		}
-		if err != nil {
-			a.log.WithError(err).WithField("retry_in", backoff).Warn("leasing failed")
-			if !backOff(ctx, &backoff, 30*time.Second) {
-				return
-			}
-			continue
-		}
-		backoff = time.Second
-		if lease != nil {
-			a.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "lease": lease.LeaseID}).Info("leased operation")
-			a.start(ctx, wg, *lease, false)
-		}
-	}
 }
 
 // refusal returns why a worker with capabilities cannot run op, or "".
@@ -343,305 +404,4 @@ func (a *Agent) kickFor(obj any) {
 	if op != nil {
 		op.notify()
 	}
-}
-
-// heartbeatLoop reports health and running operations, and acts on cancel, drain and version requests.
-// The interval is worker.heartbeatInterval, or the server's heartbeat_seconds when that is shorter (cancel
-// requests travel in heartbeat replies).
-func (a *Agent) heartbeatLoop(ctx context.Context) {
-	interval := a.cfg.HeartbeatInterval
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		s, again := a.heartbeat(ctx)
-		if s > 0 && s < a.cfg.HeartbeatInterval && s != interval {
-			interval = s
-			t.Reset(interval)
-		}
-		if again && ctx.Err() == nil {
-			continue
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// heartbeat sends one heartbeat and acts on the reply; it returns the server's preferred interval (0: none) and
-// whether to send the next one at once (a drain for a self-update began: the server hears of it before the
-// upgrade starts).
-func (a *Agent) heartbeat(ctx context.Context) (time.Duration, bool) {
-	refused := refusedUpgrade(ctx, a.kube, a.cfg.Namespace, a.cfg.Release)
-	a.mu.Lock()
-	running := make([]string, 0, len(a.ops))
-	for id := range a.ops {
-		running = append(running, id)
-	}
-	sort.Strings(running)
-	// Every health message the worker sends passes here, capped to the server's limit (it refuses the whole
-	// heartbeat otherwise, and with it the renewal of every lease).
-	health := a.health
-	if refused != "" {
-		health.Message = strings.TrimPrefix(health.Message+"; "+refused, "; ")
-	}
-	health.Message = capMessage(health.Message, api.MaxMessageLen)
-	req := api.HeartbeatRequest{
-		Version: a.cfg.Version, Capacity: a.cfg.Concurrency, Capabilities: a.cfg.Capabilities,
-		Running: running, Health: health, Draining: a.draining,
-	}
-	a.mu.Unlock()
-	resp, err := a.d.Heartbeat(ctx, req)
-	if err != nil {
-		if ctx.Err() == nil {
-			a.log.WithError(err).Warn("heartbeat failed")
-		}
-		return 0, false
-	}
-	a.mu.Lock()
-	if resp.Drain != a.drainAsked {
-		a.drainAsked = resp.Drain
-		if resp.Drain {
-			a.log.Info("dispatch server asked to drain: no new operations")
-		} else {
-			a.log.Info("dispatch server ended the drain: taking operations again")
-		}
-		a.setDrainingLocked()
-	}
-	var cancel []*operation
-	for _, id := range resp.Cancel {
-		if op := a.ops[id]; op != nil {
-			cancel = append(cancel, op)
-		}
-	}
-	a.mu.Unlock()
-	for _, op := range cancel {
-		op.log.Info("cancel requested by the dispatch server")
-		op.requestCancel()
-	}
-	again := false
-	if resp.DesiredVersion != "" && resp.DesiredVersion != a.cfg.Version {
-		again = a.selfUpdate(ctx, resp)
-	} else {
-		a.mu.Lock()
-		if a.updateWaiting {
-			a.log.Info("the server no longer asks for another version: taking operations again")
-			a.updateWaiting, a.updateKey, a.updateStarted = false, "", time.Time{}
-			a.setDrainingLocked()
-		}
-		// Only the version checks set a health message; it is stale once the versions agree.
-		a.health, a.updateFailed = api.Health{OK: true}, ""
-		a.mu.Unlock()
-	}
-	return time.Duration(resp.HeartbeatSeconds) * time.Second, again
-}
-
-// updateRetryDelay is how long the agent works on after a failed self-update before it tries the same chart
-// again (asking the Updater's Preflight first, when it has one, so that a refused chart costs no drain).
-const updateRetryDelay = time.Minute
-
-// updateRecheck is how often a worker whose self-update has started, and which is still running, hands the
-// same chart to the Updater again: normally the upgrade replaces this worker long before; if the upgrade Job
-// vanished, this starts it again, and if it failed without replacing this worker, the Updater says so.
-const updateRecheck = time.Minute
-
-// capMessage returns s as valid UTF-8 of at most n bytes, cut at a character boundary and marked when cut.
-func capMessage(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= n {
-		return s
-	}
-	const mark = " [...]"
-	cut := n - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
-}
-
-// preflighter is an Updater that can tell, before the agent drains, that it would refuse an update (the same
-// chart failed before); chartgen/selfupdate.Updater is one.
-type preflighter interface {
-	Preflight(ctx context.Context, version, chartSHA256 string) error
-}
-
-// selfUpdate drains and, at once, hands the new chart to the Updater: the heartbeat that brings a new desired
-// version starts the drain (and asks for another heartbeat at once, which tells the server), the next one
-// starts the upgrade. Running operations are not waited for: their Jobs keep running, this worker keeps
-// following them and shipping their logs until the upgrade replaces its pod (Run returns on SIGTERM without
-// reporting them), and the new worker, which has the same identity, re-adopts them from the server's leases
-// and reports their results. A failed upgrade brings this version back, which re-adopts them the same way.
-// It returns true when it began draining.
-func (a *Agent) selfUpdate(ctx context.Context, resp api.HeartbeatResponse) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.updater == nil || resp.ChartURL == "" {
-		msg := fmt.Sprintf("dispatch server wants version %s; this worker runs %s and self-update is disabled", resp.DesiredVersion, a.cfg.Version)
-		if a.health.Message != msg {
-			a.log.Warn(msg)
-		}
-		a.health = api.Health{OK: true, Message: msg}
-		return false
-	}
-	key := resp.DesiredVersion + "@" + resp.ChartSHA256
-	if key == a.updateFailed && time.Now().Before(a.updateRetryAt) {
-		return false // keep working on this version; the health message says why the update failed
-	}
-	if a.updating {
-		return false
-	}
-	p, canPreflight := a.updater.(preflighter)
-	if !a.updateWaiting || a.updateKey != key {
-		if canPreflight {
-			a.mu.Unlock()
-			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
-			a.mu.Lock()
-			if err != nil {
-				a.updateFailedLocked(key, resp.DesiredVersion, err)
-				return false
-			}
-		}
-		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("draining for self-update; running Jobs keep running")
-		a.updateWaiting, a.updateKey, a.updateStarted = true, key, time.Time{}
-		a.health = api.Health{OK: true, Message: "draining for a self-update to " + resp.DesiredVersion}
-		a.setDrainingLocked()
-		return true
-	}
-	if !a.updateStarted.IsZero() && time.Since(a.updateStarted) < updateRecheck {
-		// The upgrade runs. Should it fail without replacing this worker (e.g. the values pin the image), the
-		// Updater's Preflight says so and this worker takes operations again.
-		if canPreflight {
-			a.mu.Unlock()
-			err := p.Preflight(ctx, resp.DesiredVersion, resp.ChartSHA256)
-			a.mu.Lock()
-			if err != nil && a.updateKey == key {
-				a.updateFailedLocked(key, resp.DesiredVersion, err)
-			}
-		}
-		return false
-	}
-	a.updating = true
-	a.mu.Unlock()
-	err := a.update(ctx, resp)
-	a.mu.Lock()
-	a.updating = false
-	if err != nil {
-		a.updateFailedLocked(key, resp.DesiredVersion, err)
-		return false
-	}
-	if a.updateStarted.IsZero() {
-		a.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": len(a.ops)}).Info("self-update started; the new worker re-adopts the running Jobs")
-		a.health = api.Health{OK: true, Message: fmt.Sprintf("self-update to %s started: the new worker replaces this one and re-adopts its %d running operations", resp.DesiredVersion, len(a.ops))}
-	}
-	a.updateStarted = time.Now()
-	return false
-}
-
-// updateFailedLocked records a failed self-update: this version keeps running and takes operations again, the
-// health message says why, and the same chart is tried again after updateRetryDelay.
-func (a *Agent) updateFailedLocked(key, version string, err error) {
-	msg := "self-update to " + version + " failed: " + err.Error()
-	if a.health.Message != msg {
-		a.log.WithError(err).WithField("retry_in", updateRetryDelay).Error("self-update failed; taking operations again")
-	}
-	a.health = api.Health{OK: true, Message: msg}
-	a.updateFailed, a.updateRetryAt = key, time.Now().Add(updateRetryDelay)
-	a.updateWaiting, a.updateKey, a.updateStarted = false, "", time.Time{}
-	a.setDrainingLocked()
-}
-
-func (a *Agent) update(ctx context.Context, resp api.HeartbeatResponse) error {
-	chart, err := a.fetchChart(ctx, resp.ChartURL, resp.ChartSHA256)
-	if err != nil {
-		return fmt.Errorf("downloading chart %s: %w", resp.ChartURL, err)
-	}
-	return a.updater.Update(ctx, resp.DesiredVersion, chart)
-}
-
-// sweepLoop deletes Jobs and Secrets of operations that are neither supervised here nor leased to this worker
-// by the server: leftovers of a crash between creating a Secret and its Job, or of leases that expired.
-func (a *Agent) sweepLoop(ctx context.Context, wg *sync.WaitGroup) {
-	t := time.NewTicker(a.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-		if err := a.Sweep(ctx, func(l api.Lease) { a.start(ctx, wg, l, true) }); err != nil && ctx.Err() == nil {
-			a.log.WithError(err).Warn("sweeping orphaned Jobs and Secrets")
-		}
-	}
-}
-
-// Sweep runs one sweep. Finished Jobs are left to ttlSecondsAfterFinished; objects younger than one sweep
-// interval are left alone (their lease may be in flight). adopt (may be nil) takes up leases that nothing here
-// supervises.
-func (a *Agent) Sweep(ctx context.Context, adopt func(api.Lease)) error {
-	leases, err := a.d.Leases(ctx)
-	if err != nil {
-		return fmt.Errorf("listing leases: %w", err)
-	}
-	keep := map[string]bool{}
-	for _, l := range leases {
-		keep[l.Operation.ID] = true
-	}
-	a.mu.Lock()
-	var unsupervised []api.Lease
-	for id, at := range a.ended {
-		if time.Since(at) > 10*a.cfg.SweepInterval {
-			delete(a.ended, id)
-		}
-	}
-	for _, l := range leases {
-		if _, ended := a.ended[l.Operation.ID]; a.ops[l.Operation.ID] == nil && !ended {
-			unsupervised = append(unsupervised, l)
-		}
-	}
-	for id := range a.ops {
-		keep[id] = true
-	}
-	a.mu.Unlock()
-	// Leases the server holds for this worker that nobody here supervises (a lease reply lost on the way, a
-	// long-poll cancelled as it was granted): take them up, or they would expire as lost.
-	if adopt != nil {
-		for _, l := range unsupervised {
-			a.log.WithField("operation", l.Operation.ID).Warn("taking up a lease this worker holds but did not supervise")
-			adopt(l)
-		}
-	}
-	young := time.Now().Add(-a.cfg.SweepInterval)
-	jobs, err := a.jobs.Jobs(a.cfg.Namespace).List(labels.Everything())
-	if err != nil {
-		return fmt.Errorf("listing Jobs: %w", err)
-	}
-	objs := a.objects()
-	for _, j := range jobs {
-		id := j.Annotations[AnnotationOperation]
-		if keep[id] || j.DeletionTimestamp != nil || j.CreationTimestamp.Time.After(young) ||
-			jobCondition(j, batchv1.JobComplete, batchv1.JobFailed) != nil {
-			continue
-		}
-		a.log.WithFields(logrus.Fields{"operation": id, "job": j.Name}).Warn("deleting Job of an operation no longer leased to this worker")
-		if _, err := objs.deleteJob(ctx, j.Name); err != nil {
-			return fmt.Errorf("deleting Job %s: %w", j.Name, err)
-		}
-	}
-	secrets, err := a.secrets.Secrets(a.cfg.Namespace).List(labels.Everything())
-	if err != nil {
-		return fmt.Errorf("listing Secrets: %w", err)
-	}
-	for _, s := range secrets {
-		id := s.Annotations[AnnotationOperation]
-		if keep[id] || len(s.OwnerReferences) > 0 || s.DeletionTimestamp != nil || s.CreationTimestamp.Time.After(young) {
-			continue
-		}
-		a.log.WithFields(logrus.Fields{"operation": id, "secret": s.Name}).Warn("deleting Secret of an operation no longer leased to this worker")
-		if _, err := objs.deleteSecret(ctx, s.Name); err != nil {
-			return fmt.Errorf("deleting Secret %s: %w", s.Name, err)
-		}
-	}
-	return nil
 }

@@ -106,13 +106,14 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 		return ws[0]
 	}
 
-	if _, again := a.heartbeat(ctx); !again || !a.draining {
+	hb := a.heartbeater()
+	if _, again := hb.beat(ctx); !again || !a.draining {
 		t.Fatalf("after the first heartbeat: again %v, draining %v; want the agent draining and heartbeating again at once", again, a.draining)
 	}
 	if wk := worker(); wk.Draining {
 		t.Fatalf("the server saw draining before the drain began: %+v", wk)
 	}
-	if _, again := a.heartbeat(ctx); again {
+	if _, again := hb.beat(ctx); again {
 		t.Fatal("the second heartbeat asks for another at once")
 	}
 	if updates, preflights := up.calls(); len(updates) != 1 || updates[0] != "0.2.0" || preflights != 1 {
@@ -121,8 +122,8 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	if wk := worker(); !wk.Draining || wk.Running != 1 || wk.HealthMessage != "draining for a self-update to 0.2.0" {
 		t.Fatalf("the server sees %+v when the upgrade starts; want the worker draining, still running its operation", wk)
 	}
-	a.heartbeat(ctx)
-	a.heartbeat(ctx)
+	hb.beat(ctx)
+	hb.beat(ctx)
 	if updates, _ := up.calls(); len(updates) != 1 {
 		t.Fatalf("updates %v after four heartbeats; want one (the worker waits to be replaced)", updates)
 	}
@@ -135,8 +136,8 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	up.mu.Lock()
 	up.preflightErr = errors.New(reason)
 	up.mu.Unlock()
-	a.heartbeat(ctx) // learns of the failure
-	a.heartbeat(ctx) // reports it
+	hb.beat(ctx) // learns of the failure
+	hb.beat(ctx) // reports it
 	wk := worker()
 	if wk.Draining || !strings.HasPrefix(wk.HealthMessage, "self-update to 0.2.0 failed: éé") {
 		t.Fatalf("after the failure the server sees draining %v, message %.80q; want the worker taking operations and saying why", wk.Draining, wk.HealthMessage)

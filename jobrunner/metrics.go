@@ -27,9 +27,7 @@ func RegisterKubeMetrics() {
 }
 
 func (a *Agent) serveMetrics(w http.ResponseWriter, _ *http.Request) {
-	a.mu.Lock()
-	running := len(a.ops)
-	a.mu.Unlock()
+	running := a.running()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	fmt.Fprintf(w, "# HELP octo_worker_kube_requests_total Kubernetes API requests made by the worker.\n# TYPE octo_worker_kube_requests_total counter\nocto_worker_kube_requests_total %d\n", kubeRequests.Load())
 	fmt.Fprintf(w, "# HELP octo_worker_operations_running Operations the worker supervises now.\n# TYPE octo_worker_operations_running gauge\nocto_worker_operations_running %d\n", running)

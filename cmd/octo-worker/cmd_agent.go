@@ -214,11 +214,14 @@ func runAgent(c *cli.Context) error {
 		ln.Close()
 		return cli.Exit(err.Error(), 2)
 	}
+	// Two runnables, both stopped by SIGTERM: the health server, and the agent (which runs its own: heartbeat,
+	// lease loop, sweeper).
+	health := jobrunner.NewHealthServer(ln, agent)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := jobrunner.ServeHealth(ctx, ln, agent); err != nil {
+		if err := health.Start(ctx); err != nil {
 			log.WithError(err).Error("health server stopped")
 		}
 	}()
