@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"helm.sh/helm/v3/pkg/chart"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,7 +83,7 @@ func runInstall(c *cli.Context) error {
 		return printProblems(c, err, ": nothing installed")
 	}
 	if !c.Bool("apply") {
-		return printInstall(c, cmd, embedded.Metadata.Version)
+		return printInstall(c, cmd, embedded)
 	}
 
 	ch := embedded
@@ -122,11 +123,7 @@ func runInstall(c *cli.Context) error {
 
 // printInstall writes the chart archive and the values file, prints the helm command on stdout (alone, so
 // `$(octo-worker install ...)` or a copy and paste runs it) and what it wrote on stderr.
-func printInstall(c *cli.Context, cmd chartgen.InstallCommand, version string) error {
-	embedded, err := chartgen.EmbeddedChart()
-	if err != nil {
-		return err
-	}
+func printInstall(c *cli.Context, cmd chartgen.InstallCommand, embedded *chart.Chart) error {
 	wrote, err := cmd.Write(func(dir string) (string, error) { return chartgen.Package(embedded, "", "", dir) })
 	if err != nil {
 		return err
@@ -138,7 +135,7 @@ func printInstall(c *cli.Context, cmd chartgen.InstallCommand, version string) e
 		fmt.Fprintf(c.App.ErrWriter, "the registration token is in %s (mode 0600): delete it once the worker is installed; upgrades keep it with --reuse-values\n", cmd.ValuesFile())
 	}
 	fmt.Fprintf(c.App.ErrWriter, "to enforce Pod Security 'restricted' (the worker and its script pods pass it): kubectl label namespace %s pod-security.kubernetes.io/enforce=restricted (after the install creates it)\n", cmd.Namespace)
-	fmt.Fprintln(c.App.Writer, cmd.String(version))
+	fmt.Fprintln(c.App.Writer, cmd.String(embedded.Metadata.Version))
 	return nil
 }
 
