@@ -12,10 +12,11 @@ import (
 	"go.uber.org/goleak"
 
 	"crypto/tls"
+	"sync"
+
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
-	"sync"
 )
 
 func TestMain(m *testing.M) {

@@ -1,0 +1,160 @@
+package validate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+)
+
+// Register checks a worker registration.
+func Register(r *api.RegisterRequest) error {
+	if strings.TrimSpace(r.Name) == "" {
+		return fail("name", "required: the worker's name (e.g. its pod or release name)")
+	}
+	if err := text("name", r.Name, MaxNameLen); err != nil {
+		return err
+	}
+	if err := poolList("pools", r.Pools, false); err != nil {
+		return err
+	}
+	if err := Version("version", r.Version); err != nil {
+		return err
+	}
+	if err := Capabilities("capabilities", r.Capabilities); err != nil {
+		return err
+	}
+	if r.Capacity < 1 || r.Capacity > MaxCapacity {
+		return fail("capacity", "%d is out of range: the operations the worker runs at once, 1..%d", r.Capacity, MaxCapacity)
+	}
+	return nil
+}
+
+// Version checks a worker or chart version string.
+func Version(field, v string) error {
+	if v == "" {
+		return fail(field, "required: a version such as 1.4.2")
+	}
+	if !version.MatchString(v) {
+		return fail(field, "%q is not a version: at most 64 letters, digits, '.', '_', '+' and '-'", v)
+	}
+	return nil
+}
+
+// Lease checks a lease long-poll.
+func Lease(r *api.LeaseRequest) error {
+	if r.WaitSeconds < 0 || r.WaitSeconds > MaxWaitSeconds {
+		return fail("wait_seconds", "%d is out of range: wait 0..%d seconds", r.WaitSeconds, MaxWaitSeconds)
+	}
+	if len(r.RequestID) > 128 {
+		return fail("request_id", "%d bytes; at most 128", len(r.RequestID))
+	}
+	return nil
+}
+
+func leaseID(id string) error {
+	if id == "" {
+		return fail("lease_id", "required: the lease id from the lease reply")
+	}
+	if len(id) > 128 {
+		return fail("lease_id", "%d bytes; at most 128", len(id))
+	}
+	return nil
+}
+
+// Status checks a status report.
+func Status(r *api.StatusRequest) error {
+	if err := leaseID(r.LeaseID); err != nil {
+		return err
+	}
+	if r.State != api.StateRunning {
+		return fail("state", "%q: a status report sets state running; report the end with a result", r.State)
+	}
+	return text("message", r.Message, MaxMessageLen)
+}
+
+// AppendLogs checks a log batch.
+func AppendLogs(r *api.AppendLogsRequest) error {
+	if err := leaseID(r.LeaseID); err != nil {
+		return err
+	}
+	if len(r.Lines) > MaxLogLines {
+		return &Error{Field: "lines", Code: api.CodeTooLarge, Message: fmt.Sprintf("%d lines; send at most %d per batch", len(r.Lines), MaxLogLines)}
+	}
+	total := 0
+	for i, l := range r.Lines {
+		if l.Seq >= 0 && l.Pos == 0 && (l.Stream == api.StreamStdout || l.Stream == api.StreamStderr || l.Stream == api.StreamSystem) && len(l.Text) <= MaxLineBytes {
+			total += len(l.Text)
+			continue // a valid line: no field name to format (batches have thousands)
+		}
+		f := fmt.Sprintf("lines[%d]", i)
+		if l.Seq < 0 {
+			return fail(f+".seq", "%d is negative: runner lines count from 1, the worker's own notes use 0", l.Seq)
+		}
+		if l.Pos != 0 {
+			return fail(f+".pos", "set by the server; leave it out")
+		}
+		switch l.Stream {
+		case api.StreamStdout, api.StreamStderr, api.StreamSystem:
+		case "":
+			return fail(f+".stream", "required: stdout, stderr or system")
+		default:
+			return fail(f+".stream", "%q: use stdout, stderr or system", l.Stream)
+		}
+		if len(l.Text) > MaxLineBytes {
+			return &Error{Field: f + ".text", Code: api.CodeTooLarge, Message: fmt.Sprintf("%d bytes; a line holds at most %d KiB: split it", len(l.Text), MaxLineBytes>>10)}
+		}
+		total += len(l.Text)
+	}
+	if total > MaxLogBatchBytes {
+		return &Error{Field: "lines", Code: api.CodeTooLarge, Message: fmt.Sprintf("the batch holds %d KiB of text; at most %d MiB: send smaller batches", ceilKiB(total), MaxLogBatchBytes>>20)}
+	}
+	return nil
+}
+
+// Result checks a result. Succeeded needs exit code 0; lost is the server's to set.
+func Result(r *api.ResultRequest) error {
+	if err := leaseID(r.LeaseID); err != nil {
+		return err
+	}
+	switch r.State {
+	case api.StateSucceeded:
+		if r.ExitCode == nil {
+			return fail("exit_code", "required with state succeeded (it must be 0)")
+		}
+		if *r.ExitCode != 0 {
+			return fail("exit_code", "%d with state succeeded: an operation succeeds only with exit code 0; report state failed", *r.ExitCode)
+		}
+	case api.StateFailed, api.StateCancelled, api.StateTimedOut:
+	case "":
+		return fail("state", "required: succeeded, failed, cancelled or timed-out")
+	default:
+		return fail("state", "%q: a result is succeeded, failed, cancelled or timed-out", r.State)
+	}
+	if r.LastSeq < 0 {
+		return fail("last_seq", "%d is negative: the number of runner lines sent", r.LastSeq)
+	}
+	return text("message", r.Message, MaxMessageLen)
+}
+
+// Heartbeat checks a heartbeat.
+func Heartbeat(r *api.HeartbeatRequest) error {
+	if err := Version("version", r.Version); err != nil {
+		return err
+	}
+	if r.Capacity < 0 || r.Capacity > MaxCapacity {
+		return fail("capacity", "%d is out of range: 0..%d", r.Capacity, MaxCapacity)
+	}
+	if err := Capabilities("capabilities", r.Capabilities); err != nil {
+		return err
+	}
+	if len(r.Running) > MaxRunning {
+		return fail("running", "%d operations; at most %d", len(r.Running), MaxRunning)
+	}
+	for i, id := range r.Running {
+		if id == "" || len(id) > 128 {
+			return fail(fmt.Sprintf("running[%d]", i), "not an operation id")
+		}
+	}
+	return text("health.message", r.Health.Message, MaxMessageLen)
+}
