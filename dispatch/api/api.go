@@ -281,17 +281,20 @@ type Deployment struct {
 
 // Worker is a registered worker as the server shows it.
 type Worker struct {
-	ID            string    `json:"id"`
-	Name          string    `json:"name"`
-	Pools         []string  `json:"pools"`
-	Version       string    `json:"version"`
-	Capabilities  []string  `json:"capabilities"`
-	Capacity      int       `json:"capacity"`
-	Running       int       `json:"running"`
-	Healthy       bool      `json:"healthy"`
-	HealthMessage string    `json:"health_message,omitempty"`
-	Draining      bool      `json:"draining"`
-	LastHeartbeat time.Time `json:"last_heartbeat"`
+	ID            string      `json:"id"`
+	Name          string      `json:"name"`
+	Pools         []string    `json:"pools"`
+	Version       string      `json:"version"`
+	Capabilities  []string    `json:"capabilities"`
+	Capacity      int         `json:"capacity"`
+	Running       int         `json:"running"`
+	Healthy       bool        `json:"healthy"`
+	HealthMessage string      `json:"health_message,omitempty"`
+	State         WorkerState `json:"state"`
+	Checks        []Check     `json:"checks,omitempty"`
+	LastCheck     time.Time   `json:"last_check,omitzero"` // when the worker last ran its checks
+	Draining      bool        `json:"draining"`
+	LastHeartbeat time.Time   `json:"last_heartbeat"`
 	// DrainRequested is set by an admin (POST /api/v1/workers/{id}/drain); Draining is what the worker reports.
 	DrainRequested bool      `json:"drain_requested,omitempty"`
 	RegisteredAt   time.Time `json:"registered_at"`
@@ -371,11 +374,44 @@ type ResultRequest struct {
 	LastSeq  int64  `json:"last_seq"` // the worker's count of lines; the server refuses a result with missing lines
 }
 
-// Health is a worker's own view of its health.
+// Health is a worker's own view of its health: OK is false when any check fails, Message says why (the
+// failing checks, or another reason such as a refused upgrade), Checks lists each check of the last round and
+// CheckedAt says when that round ran.
 type Health struct {
+	OK        bool      `json:"ok"`
+	Message   string    `json:"message,omitempty"`
+	Checks    []Check   `json:"checks,omitempty"`
+	CheckedAt time.Time `json:"checked_at,omitzero"`
+}
+
+// Check is one health check a worker ran: its name (CheckKubernetesAPI, ...), whether it passed and, when it
+// did not, what is wrong and what to do.
+type Check struct {
+	Name    string `json:"name"`
 	OK      bool   `json:"ok"`
 	Message string `json:"message,omitempty"`
 }
+
+// The checks a worker runs (HeartbeatRequest.Health.Checks).
+const (
+	CheckKubernetesAPI      = "kubernetes-api"       // the API server answers /readyz
+	CheckInformers          = "informers"            // synced, and no watch error lately
+	CheckPermissions        = "permissions"          // SelfSubjectAccessReview of every verb the agent uses
+	CheckScriptPodAdmission = "script-pod-admission" // a server-side dry run of a script Job and its pod
+)
+
+// MaxChecks is how many checks a heartbeat may carry.
+const MaxChecks = 16
+
+// WorkerState is what the server makes of a worker: its own report, its last heartbeat and its version.
+type WorkerState string
+
+const (
+	WorkerHealthy     WorkerState = "healthy"     // heartbeats, every check passes, runs the desired version
+	WorkerUnhealthy   WorkerState = "unhealthy"   // heartbeats, but a check fails (it gets no work)
+	WorkerUnavailable WorkerState = "unavailable" // no heartbeat within three heartbeat intervals (no work)
+	WorkerOutdated    WorkerState = "outdated"    // healthy, but runs another version than the desired one
+)
 
 // HeartbeatRequest reports a worker's state and renews the leases of its running operations.
 type HeartbeatRequest struct {

@@ -179,7 +179,7 @@ func (g *schemaGen) object(t reflect.Type) map[string]any {
 	// The fields the decoder accepts, so the document and the decoder cannot disagree.
 	for name, f := range decode.Fields(t) {
 		props[name] = g.schema(f.Type)
-		if _, opts, _ := strings.Cut(f.Tag.Get("json"), ","); !strings.Contains(opts, "omitempty") {
+		if _, opts, _ := strings.Cut(f.Tag.Get("json"), ","); !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
 			required = append(required, name)
 		}
 	}
