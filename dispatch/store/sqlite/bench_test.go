@@ -55,33 +55,88 @@ func BenchmarkRawInsertTx(b *testing.B) {
 	}
 }
 
+// benchSpecs are the operations the benchmarks enqueue: one without and one with a sensitive variable (whose
+// end erases the value: secure_delete zeroes it and the WAL is truncated soon after).
+var benchSpecs = []struct {
+	name string
+	spec api.OperationSpec
+}{
+	{"plain", api.OperationSpec{Pool: "p", Script: "echo deploy"}},
+	{"secret", api.OperationSpec{Pool: "p", Script: "echo deploy",
+		Variables: []api.Variable{{Name: "TOKEN", Value: "a-sensitive-value-0123456789", Sensitive: true}}}},
+}
+
 func BenchmarkCreateOperation(b *testing.B) {
-	s := benchStore(b)
-	b.ResetTimer()
-	for i := range b.N {
-		if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
-			Spec: api.OperationSpec{Pool: "p", Script: "echo deploy"}, CreatedAt: time.Now()}); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range benchSpecs {
+		b.Run(c.name, func(b *testing.B) {
+			s := benchStore(b)
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
+					Spec: c.spec, CreatedAt: time.Now()}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
 func BenchmarkClaim(b *testing.B) {
-	s := benchStore(b)
-	for i := range b.N {
-		if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
-			Spec: api.OperationSpec{Pool: "p", Script: "echo deploy"}, CreatedAt: time.Now()}); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range benchSpecs {
+		b.Run(c.name, func(b *testing.B) {
+			s := benchStore(b)
+			for i := range b.N {
+				if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: fmt.Sprintf("op-%d", i),
+					Spec: c.spec, CreatedAt: time.Now()}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			now := time.Now()
+			b.ResetTimer()
+			for i := range b.N {
+				l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: fmt.Sprint(i),
+					LeaseID: fmt.Sprintf("l-%d", i), Now: now, ExpiresAt: now.Add(time.Minute)})
+				if err != nil || l == nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
-	now := time.Now()
-	b.ResetTimer()
-	for i := range b.N {
-		l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: fmt.Sprint(i),
-			LeaseID: fmt.Sprintf("l-%d", i), Now: now, ExpiresAt: now.Add(time.Minute)})
-		if err != nil || l == nil {
-			b.Fatal(err)
-		}
+}
+
+// BenchmarkOperationLife: an operation's whole life, one write after the other as the server makes them:
+// enqueue, claim, running, 10 log lines, succeeded.
+func BenchmarkOperationLife(b *testing.B) {
+	for _, c := range benchSpecs {
+		b.Run(c.name, func(b *testing.B) {
+			s := benchStore(b)
+			lines := make([]api.LogLine, 10)
+			exit := 0
+			b.ResetTimer()
+			for i := range b.N {
+				now := time.Now()
+				id := fmt.Sprintf("op-%d", i)
+				if _, err := s.CreateOperation(b.Context(), store.NewOperation{ID: id, Spec: c.spec, CreatedAt: now}); err != nil {
+					b.Fatal(err)
+				}
+				l, err := s.Claim(b.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, RequestID: id,
+					LeaseID: "l-" + id, Now: now, ExpiresAt: now.Add(time.Minute)})
+				if err != nil || l == nil {
+					b.Fatal(err)
+				}
+				ref := store.LeaseRef{OperationID: id, LeaseID: l.LeaseID, WorkerID: "w", Now: now}
+				if _, err := s.SetRunning(b.Context(), ref, ""); err != nil {
+					b.Fatal(err)
+				}
+				benchLines(lines, 1)
+				if _, err := s.AppendLogs(b.Context(), ref, lines); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := s.Finish(b.Context(), ref, store.Result{State: api.StateSucceeded, ExitCode: &exit, LastSeq: 10}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
