@@ -36,19 +36,19 @@ const truncateDelay = 200 * time.Millisecond
 func (s *Store) truncateSoon() { s.erased = true }
 
 // truncateWAL checkpoints the WAL into the database file and truncates it to zero bytes. It reports false
-// when it did not complete (a reader still used the old pages, or an error, which it logs); the caller tries
-// again later. It must not run inside a transaction (the writer calls it between groups).
+// when readers still used the old pages, so it could not complete: the caller tries again later. An error is
+// logged, not retried (the next end of an operation tries again). It must not run inside a transaction (the
+// writer calls it between groups).
 func (s *Store) truncateWAL() bool {
 	var busy, frames, copied int
 	err := s.w.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
 	if err != nil {
 		s.log.WithError(err).Error("truncating the WAL (erased sensitive values may stay in it until the next truncation)")
 	}
-	done := err == nil && busy == 0
 	if s.truncated != nil {
-		s.truncated(done)
+		s.truncated(err == nil && busy == 0)
 	}
-	return done
+	return err != nil || busy == 0
 }
 
 // makePrivate makes the database file at path and its WAL and shared-memory files, those that exist, readable
