@@ -45,6 +45,14 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 // startServer runs `octo-worker server` on a free loopback port and returns its URL and generated admin token.
 func startServer(t *testing.T) (string, string) {
 	t.Helper()
+	url, token, _ := startServerOn(t, filepath.Join(t.TempDir(), "d.db"))
+	return url, token
+}
+
+// startServerOn runs `octo-worker server` with --db db and the extra flags on a free loopback port until the
+// test ends, and returns its URL, its generated admin token and a function that stops it now (and waits).
+func startServerOn(t *testing.T, db string, flags ...string) (string, string, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -57,15 +65,19 @@ func startServer(t *testing.T) (string, string) {
 	go func() {
 		app := newApp("test")
 		app.Writer, app.ErrWriter = &out, &out
-		done <- app.RunContext(ctx, []string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
-			"--db", filepath.Join(t.TempDir(), "d.db")})
+		done <- app.RunContext(ctx, append([]string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
+			"--db", db}, flags...))
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server command: %v", err)
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("server command: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	url := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -84,7 +96,7 @@ func startServer(t *testing.T) (string, string) {
 	if !strings.Contains(out.String(), "shown only this once") || !strings.HasPrefix(token, "owa_") {
 		t.Fatalf("server output does not carry a generated admin token:\n%s", out.String())
 	}
-	return url, token
+	return url, token, stop
 }
 
 // fakeWorker registers a worker with the real client and answers every operation of pool by posting the

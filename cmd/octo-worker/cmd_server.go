@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +24,12 @@ func serverCommand() *cli.Command {
 		Description: "Holds pools, registration tokens, workers, operations, deployments and their logs in one SQLite file.\n" +
 			"The admin token comes from --admin-token / OCTO_TOKEN; without it, the first start generates one and\n" +
 			"prints it once (only its SHA-256 is stored). GET /api/v1/openapi.json describes the API; PROTOCOL.md\n" +
-			"explains it. Stops gracefully on SIGINT/SIGTERM.",
+			"explains it. Stops gracefully on SIGINT/SIGTERM.\n\n" +
+			"History does not grow forever: at start and then hourly, operations (with their logs) and deployments\n" +
+			"that ended longer ago than --retention are deleted, and the file gives the space back. Operations and\n" +
+			"deployments that have not ended are kept however old. On disk, the database, its WAL and shared-memory\n" +
+			"files are made 0600 (with a warning if they were not), and a sensitive variable's value is erased from\n" +
+			"all of them, free space included, within a second of its operation's end.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"OCTO_LISTEN"}, Usage: "address to listen on"},
 			&cli.StringFlag{Name: "db", Value: "octo-worker.db", EnvVars: []string{"OCTO_DB"}, Usage: "SQLite database file (created if missing, mode 0600)"},
@@ -30,6 +37,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"OCTO_TLS_CERT"}, Usage: "PEM certificate (chain) to serve HTTPS; needs --tls-key"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OCTO_TLS_KEY"}, Usage: "PEM private key for --tls-cert"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 2 * time.Minute, EnvVars: []string{"OCTO_LEASE_TTL"}, Usage: "how long a lease lives without a heartbeat; an operation whose lease expires becomes lost (never re-run)"},
+			&cli.DurationFlag{Name: "retention", Value: 30 * 24 * time.Hour, EnvVars: []string{"OCTO_RETENTION"}, Usage: "delete operations (with their logs) and deployments that ended longer ago than this, at start and then hourly; 0 keeps everything"},
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: 5 * time.Second, EnvVars: []string{"OCTO_HEARTBEAT_INTERVAL"}, Usage: "heartbeat interval told to workers (at most half the lease TTL)"},
 		},
 		Action: runServer,
@@ -44,6 +52,10 @@ func runServer(c *cli.Context) error {
 	cfg := server.Config{LeaseTTL: c.Duration("lease-ttl"), HeartbeatInterval: c.Duration("heartbeat-interval")}
 	if err := cfg.Validate(); err != nil {
 		return cli.Exit("--lease-ttl / --heartbeat-interval: "+err.Error(), 2)
+	}
+	keep := c.Duration("retention")
+	if keep < 0 {
+		return cli.Exit(fmt.Sprintf("--retention: %s is negative; give how long to keep what ended (e.g. 720h for 30 days), or 0 to keep everything", keep), 2)
 	}
 	var tlsConfig *tls.Config
 	certFile, keyFile := c.String("tls-cert"), c.String("tls-key")
@@ -62,7 +74,7 @@ func runServer(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	st, err := sqlite.Open(ctx, c.String("db"))
+	st, err := sqlite.Open(ctx, c.String("db"), sqlite.WithLogger(log))
 	if err != nil {
 		return fmt.Errorf("--db: %w", err)
 	}
@@ -70,6 +82,15 @@ func runServer(c *cli.Context) error {
 	srv, err := server.New(st, cfg, log)
 	if err != nil {
 		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait() // the retention stops before the store closes
+	if keep > 0 {
+		rctx, stopRetention := context.WithCancel(ctx)
+		defer stopRetention()
+		wg.Go(func() { _ = server.NewRetention(st, keep, log).Start(rctx) })
+	} else {
+		log.Info("--retention 0: keeping every operation and deployment")
 	}
 	generated, err := srv.InitAdminToken(ctx, c.String("admin-token"))
 	if err != nil {

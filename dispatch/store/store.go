@@ -29,6 +29,13 @@
 //     pool, not to a worker), and a deployment whose step is lost stops as on expiry.
 //   - Claim and CreateLeasedOperation lease only to a worker that exists when they commit, so a removed
 //     worker's long-poll still in flight is handed nothing.
+//   - Retention (DeleteFinished) deletes history that ended before a cutoff, and nothing else: an operation
+//     outside a deployment once it ended before the cutoff, with its logs; a deployment once every one of its
+//     steps ended, the last before the cutoff, with all its steps and their logs (a deployment is never shown
+//     with some of its steps gone). Nothing that has not ended is deleted, however old; pools, tokens, workers,
+//     settings and charts are kept. "Before" is strict: what ended at the cutoff stays.
+//   - A driver keeps no sensitive value of an ended operation anywhere on disk (its files, journals and free
+//     space included), and gives the space of deleted history back to the file system.
 //
 // The rules a driver would otherwise write again word for word (a deployment's state from its steps', which
 // results are valid, what a LeaseRef must match, the messages on operations the store ends) are plain functions
@@ -54,6 +61,7 @@ type Store interface {
 	Queue
 	Logs
 	Settings
+	Retention
 	// Close releases the store's resources.
 	Close() error
 }
@@ -264,6 +272,16 @@ type Logs interface {
 	AppendLogs(ctx context.Context, ref LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error)
 	// Logs returns up to limit lines of an operation with Pos > after, in Pos order.
 	Logs(ctx context.Context, id string, after int64, limit int) ([]api.LogLine, error)
+}
+
+// Retention deletes old history (see the rules above).
+type Retention interface {
+	// DeleteFinished deletes the operations and deployments that ended before before, with their logs, and
+	// returns how many operations it deleted (deployment steps included). It deletes in writes of about batch
+	// operations each (a deployment goes whole, in one write, even when it has more steps), so other writes
+	// are not held up behind one long delete, and each write gives the space it freed back to the file system.
+	// ErrInvalid when batch is not positive.
+	DeleteFinished(ctx context.Context, before time.Time, batch int) (n int, err error)
 }
 
 // Settings keeps server-wide values and chart archives.

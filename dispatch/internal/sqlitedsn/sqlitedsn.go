@@ -9,14 +9,21 @@ package sqlitedsn
 const pragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 	"&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
 
-// DSN returns the data source name the driver opens path with; writer selects the IMMEDIATE transaction mode
-// (for the one writer connection), otherwise the connection is read-only.
+// The writer's own settings. First auto_vacuum=INCREMENTAL, so freed pages can be given back to the file
+// system: it must come before journal_mode(WAL), which writes a new file's first page, after which it only
+// changes a database through a VACUUM (the store runs that once on an older file). Last secure_delete, so the
+// bytes of a deleted or overwritten value (a sensitive value erased when its operation ends) and every freed
+// page are zeroed instead of left in the file, and the IMMEDIATE transaction mode.
+const (
+	writerFirst = "_pragma=auto_vacuum(INCREMENTAL)&"
+	writerLast  = "&_pragma=secure_delete(1)&_txlock=immediate"
+)
+
+// DSN returns the data source name the driver opens path with; writer selects the writer's own settings (for
+// the one writer connection), otherwise the connection is read-only.
 func DSN(path string, writer bool) string {
-	dsn := path + "?" + pragmas
 	if writer {
-		dsn += "&_txlock=immediate"
-	} else {
-		dsn += "&_pragma=query_only(1)"
+		return path + "?" + writerFirst + pragmas + writerLast
 	}
-	return dsn
+	return path + "?" + pragmas + "&_pragma=query_only(1)"
 }

@@ -27,6 +27,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 			if err != nil {
 				return fmt.Errorf("cancelling operation %s: %w", id, err)
 			}
+			s.truncateSoon()
 			out = o2.Operation
 			ch.Ended = append(ch.Ended, id)
 			if o.DeploymentID != "" {

@@ -81,6 +81,9 @@ func (s *Store) cancelQueued(ctx context.Context, tx *sql.Tx, depID string, step
 	if err != nil {
 		return fmt.Errorf("cancelling the rest of deployment %s: %w", depID, err)
 	}
+	if len(ids) > 0 {
+		s.truncateSoon()
+	}
 	ch.Ended = append(ch.Ended, ids...)
 	return nil
 }

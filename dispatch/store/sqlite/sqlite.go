@@ -2,6 +2,10 @@
 // connection (every change is one short IMMEDIATE transaction, so writers never fail on a busy lock) beside a
 // pool of readers, and migrations embedded in the binary. It uses modernc.org/sqlite, a pure-Go SQLite, so
 // the binary stays static.
+//
+// On disk (disk.go): the files are private to their owner, the writer zeroes what it deletes (secure_delete),
+// the WAL is truncated soon after a sensitive value is erased, and freed pages go back to the file system
+// (incremental auto-vacuum).
 package sqlite
 
 import (
@@ -18,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 	"github.com/octo-worker/octo-worker/dispatch/store"
@@ -36,6 +42,13 @@ type Store struct {
 	writes  chan writeReq // to the writer goroutine
 	stop    chan struct{} // closed by Close
 	stopped chan struct{} // closed when the writer has returned
+	log     *logrus.Entry
+
+	// erased is set, by the writer goroutine only, when a write of the group being committed erased sensitive
+	// values or deleted history (see truncateSoon).
+	erased bool
+	// truncated, when set (tests), is called after each WAL truncation with whether it completed.
+	truncated func(done bool)
 
 	stmtMu  sync.Mutex
 	wStmts  map[string]*sql.Stmt
@@ -45,9 +58,19 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// Option changes how Open opens a store.
+type Option func(*Store)
+
+// WithLogger sets the logger of what the store changes on disk by itself (file modes made private, a one-time
+// VACUUM) and of WAL truncations that fail. The default is logrus's standard logger.
+func WithLogger(log *logrus.Logger) Option {
+	return func(s *Store) { s.log = log.WithField("component", "dispatch-store") }
+}
+
 // Open opens (creating it if needed, readable by its owner only) the database at path and migrates it to the
-// schema this binary knows.
-func Open(ctx context.Context, path string) (*Store, error) {
+// schema this binary knows. An existing database, WAL or shared-memory file readable by others is made 0600
+// (with a warning), and an existing database without incremental auto-vacuum is converted once (VACUUM).
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("opening the database: no path given (use --db FILE)")
 	}
@@ -60,6 +83,16 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("opening the database %s: %w", path, err)
 	}
 	_ = f.Close()
+	s := &Store{wStmts: map[string]*sql.Stmt{}, rStmts: map[string]*sql.Stmt{},
+		writes: make(chan writeReq), stop: make(chan struct{}), stopped: make(chan struct{})}
+	WithLogger(logrus.StandardLogger())(s)
+	for _, o := range opts {
+		o(s)
+	}
+	s.log = s.log.WithField("db", path)
+	if err := makePrivate(path, s.log); err != nil {
+		return nil, err
+	}
 
 	w, err := sql.Open("sqlite", sqlitedsn.DSN(path, true))
 	if err != nil {
@@ -69,8 +102,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{w: w, wStmts: map[string]*sql.Stmt{}, rStmts: map[string]*sql.Stmt{},
-		writes: make(chan writeReq), stop: make(chan struct{}), stopped: make(chan struct{})}
+	s.w = w
+	if err := s.autoVacuum(ctx); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("opening the database %s: %w", path, err)
+	}
 	go s.writer(s.stop)
 	if err := s.migrate(ctx); err != nil {
 		s.stopWriter()
@@ -90,7 +126,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
-// Close stops the writer (after the writes in flight) and closes both connection pools.
+// Close stops the writer (after the writes in flight, and the WAL truncation if one is due) and closes both
+// connection pools.
 func (s *Store) Close() error {
 	s.stopWriter()
 	s.stmtMu.Lock()
@@ -187,14 +224,26 @@ type writeReq struct {
 // maxGroup bounds the writes committed together (so one commit's latency stays bounded).
 const maxGroup = 128
 
-// writer runs the writes until stop is closed.
+// writer runs the writes until stop is closed, and truncates the WAL truncateDelay after a commit that erased
+// sensitive values (once for every such commit in that time; a truncation that readers kept from completing is
+// tried again as late), and once more before it returns if one is due.
 func (s *Store) writer(stop <-chan struct{}) {
 	defer close(s.stopped)
+	var due <-chan time.Time // set while a truncation is due
 	for {
 		var first writeReq
 		select {
 		case first = <-s.writes:
+		case <-due:
+			due = nil
+			if !s.truncateWAL() {
+				due = time.After(truncateDelay)
+			}
+			continue
 		case <-stop:
+			if due != nil {
+				s.truncateWAL()
+			}
 			return
 		}
 		group := []writeReq{first}
@@ -207,12 +256,17 @@ func (s *Store) writer(stop <-chan struct{}) {
 				break more
 			}
 		}
-		s.commitGroup(group)
+		if s.commitGroup(group) && due == nil {
+			due = time.After(truncateDelay)
+		}
 	}
 }
 
-func (s *Store) commitGroup(group []writeReq) {
+// commitGroup runs and commits a group of writes; it reports whether it committed a write that erased
+// sensitive values or deleted history.
+func (s *Store) commitGroup(group []writeReq) (erased bool) {
 	ctx := context.Background()
+	s.erased = false
 	errs := make([]error, len(group))
 	defer func() {
 		for i, r := range group {
@@ -277,7 +331,9 @@ func (s *Store) commitGroup(group []writeReq) {
 				errs[i] = fmt.Errorf("committing: %w", err)
 			}
 		}
+		return false
 	}
+	return s.erased
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY constraint failure.

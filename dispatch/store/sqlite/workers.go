@@ -126,6 +126,9 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 		}
 		// RETURNING gives no order; the caller reports them oldest first.
 		slices.SortFunc(lost, func(a, b opRow) int { return cmp.Compare(a.seq, b.seq) })
+		if len(lost) > 0 {
+			s.truncateSoon()
+		}
 		for _, o := range lost {
 			out.Lost = append(out.Lost, o.ID)
 			out.Changes.Ended = append(out.Changes.Ended, o.ID)

@@ -14,7 +14,7 @@ type Open func(t *testing.T) store.Store
 // Run runs the whole suite. Each case gets its own store and runs in parallel. The cases live beside the
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go,
-// deployments.go and settings.go; bundle.go holds the helpers they share.
+// deployments.go, settings.go and retention.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -47,6 +47,8 @@ func Run(t *testing.T, open Open) {
 		{"Leases", testLeases},
 		{"ListOperations", testListOperations},
 		{"SettingsAndCharts", testSettingsAndCharts},
+		{"Retention", testRetention},
+		{"RetentionBatches", testRetentionBatches},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

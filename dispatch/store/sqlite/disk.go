@@ -1,0 +1,104 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// What the store keeps off the disk, and how:
+//
+//   - The database file, its WAL and its shared-memory file are readable by their owner only: Open creates the
+//     database 0600 (SQLite gives the WAL and shared-memory files the database's mode) and makes existing
+//     files 0600 (makePrivate).
+//   - A sensitive value does not outlive its operation in any of them. Every way an operation ends sets its
+//     secrets column to NULL in the same write; the writer runs with secure_delete (sqlitedsn), so SQLite
+//     zeroes the bytes of the old value in the page and every page it frees. The WAL still holds the page
+//     versions written while the operation lived, so truncateDelay after a commit that erased values the
+//     writer copies the WAL into the database and truncates it to zero bytes (truncateWAL). The truncation is
+//     batched (one for every end in that time) and replies do not wait for it: truncating before each reply
+//     made an operation's whole life (BenchmarkOperationLife) 4.5 to 7.5 times as slow. Close truncates too
+//     when one is due.
+//   - Freed pages go back to the file system: the database uses auto_vacuum=INCREMENTAL (autoVacuum) and
+//     DeleteFinished runs incremental_vacuum in the write that deletes; the truncation after it shrinks the
+//     file.
+
+// truncateDelay is how long after a commit that erased sensitive values the WAL is truncated.
+const truncateDelay = 200 * time.Millisecond
+
+// truncateSoon makes the writer truncate the WAL truncateDelay after the current group commits. Writes call
+// it when they erase sensitive values (an operation ended) or delete history; it runs on the writer goroutine.
+func (s *Store) truncateSoon() { s.erased = true }
+
+// truncateWAL checkpoints the WAL into the database file and truncates it to zero bytes. It reports false
+// when readers still used the old pages, so it could not complete: the caller tries again later. An error is
+// logged, not retried (the next end of an operation tries again). It must not run inside a transaction (the
+// writer calls it between groups).
+func (s *Store) truncateWAL() bool {
+	var busy, frames, copied int
+	err := s.w.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
+	if err != nil {
+		s.log.WithError(err).Error("truncating the WAL (erased sensitive values may stay in it until the next truncation)")
+	}
+	if s.truncated != nil {
+		s.truncated(err == nil && busy == 0)
+	}
+	return err != nil || busy == 0
+}
+
+// makePrivate makes the database file at path and its WAL and shared-memory files, those that exist, readable
+// and writable by their owner only (0600) when others could read or write them; it logs each change.
+func makePrivate(path string, log *logrus.Entry) error {
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		info, err := os.Stat(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("checking the mode of %s: %w", name, err)
+		}
+		old := info.Mode().Perm()
+		if old&0o077 == 0 {
+			continue
+		}
+		if err := os.Chmod(name, 0o600); err != nil {
+			return fmt.Errorf("%s has mode %#o (others may read it; it holds sensitive values) and making it 0600 failed: %w; run chmod 600 %s as its owner",
+				name, old, err, name)
+		}
+		log.WithField("file", name).WithField("old_mode", fmt.Sprintf("%#o", old)).
+			Warn("database file was open to other users; made it 0600 (it holds sensitive values)")
+	}
+	return nil
+}
+
+// autoVacuum makes sure the database uses auto_vacuum=INCREMENTAL, so that incremental_vacuum can give freed
+// pages back to the file system. The writer's connection asks for it (sqlitedsn), which a new database gets
+// before its first page; an existing one without it is rebuilt once with VACUUM (logged: it takes a while on a
+// large file). Call it before the writer goroutine starts.
+func (s *Store) autoVacuum(ctx context.Context) error {
+	const incremental = 2
+	var mode int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode); err != nil {
+		return fmt.Errorf("reading auto_vacuum: %w", err)
+	}
+	if mode == incremental {
+		return nil
+	}
+	log := s.log.WithField("auto_vacuum", mode)
+	log.Warn("converting the database to incremental auto-vacuum, once (VACUUM rewrites the whole file; wait for it)")
+	start := time.Now()
+	if _, err := s.w.ExecContext(ctx, `VACUUM`); err != nil {
+		return fmt.Errorf("converting the database to incremental auto-vacuum (VACUUM needs free disk space about the size of the file): %w", err)
+	}
+	if err := s.w.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode); err != nil || mode != incremental {
+		return fmt.Errorf("converting the database to incremental auto-vacuum: auto_vacuum is %d after VACUUM (%v)", mode, err)
+	}
+	s.truncateWAL()
+	log.WithField("took", time.Since(start).Round(time.Millisecond).String()).Info("database converted to incremental auto-vacuum")
+	return nil
+}
