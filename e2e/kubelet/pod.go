@@ -263,15 +263,7 @@ func (w *podWorker) lifecycle(pod *corev1.Pod) {
 		w.finish()
 		return
 	}
-	phase := corev1.PodSucceeded
-	w.mu.Lock()
-	for _, c := range w.st.ctrs {
-		if t := c.status.State.Terminated; t == nil || t.ExitCode != 0 {
-			phase = corev1.PodFailed
-		}
-	}
-	w.mu.Unlock()
-	w.setPhase(phase, "", "")
+	w.setPhase(w.exitPhase(false), "", "")
 }
 
 // finish sets the pod's final phase after its containers were stopped early.
@@ -287,15 +279,24 @@ func (w *podWorker) finish() {
 	}
 	// Deleted: the phase follows the containers' exit codes, and a pod whose containers never all ran
 	// failed.
-	phase := corev1.PodSucceeded
+	w.setPhase(w.exitPhase(true), "", "")
+}
+
+// exitPhase is Succeeded when every container (and, with init, every init container) terminated with exit
+// code 0, else Failed.
+func (w *podWorker) exitPhase(init bool) corev1.PodPhase {
 	w.mu.Lock()
-	for _, c := range append(append([]*ctrState{}, w.st.init...), w.st.ctrs...) {
+	defer w.mu.Unlock()
+	cs := w.st.ctrs
+	if init {
+		cs = append(append([]*ctrState{}, w.st.init...), cs...)
+	}
+	for _, c := range cs {
 		if t := c.status.State.Terminated; t == nil || t.ExitCode != 0 {
-			phase = corev1.PodFailed
+			return corev1.PodFailed
 		}
 	}
-	w.mu.Unlock()
-	w.setPhase(phase, "", "")
+	return corev1.PodSucceeded
 }
 
 func (w *podWorker) setPhase(phase corev1.PodPhase, reason, message string) {
