@@ -71,12 +71,7 @@ func (s *syncBuffer) await(text string, stop <-chan struct{}) bool {
 // startServer runs `octo-worker server` on a free loopback port and returns its URL and generated admin token.
 func startServer(t *testing.T) (string, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := closedAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	var runErr error
