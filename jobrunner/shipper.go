@@ -42,7 +42,6 @@ type shipper struct {
 	operationID string
 	leaseID     string
 	log         *logrus.Entry
-	lingerFor   time.Duration // shipLinger (tests set more)
 
 	mu       sync.Mutex
 	queue    []api.LogLine // queue[first:] are the unacknowledged lines, in order; the first inFlight of them are being sent
@@ -60,7 +59,7 @@ type shipper struct {
 
 func newShipper(d logAppender, operationID, leaseID string, stored int64, log *logrus.Entry) *shipper {
 	return &shipper{
-		d: d, operationID: operationID, leaseID: leaseID, stored: stored, log: log, lingerFor: shipLinger,
+		d: d, operationID: operationID, leaseID: leaseID, stored: stored, log: log,
 		changed: make(chan struct{}), data: make(chan struct{}, 1), failed: make(chan struct{}),
 	}
 }
@@ -226,7 +225,7 @@ func (s *shipper) linger(ctx context.Context) bool {
 			break
 		}
 		if t == nil {
-			t = time.NewTimer(s.lingerFor)
+			t = time.NewTimer(shipLinger)
 			defer t.Stop()
 		}
 		select {

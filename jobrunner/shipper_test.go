@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -56,14 +57,26 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func TestShipperDeliversInOrderThroughFailures(t *testing.T) {
-	t.Parallel()
-	app := &recordingAppender{failN: 3}
+// startShipper runs a shipper to app until the test ends. Inside a synctest bubble its time is the bubble's:
+// synctest.Wait returns once the sender and every producer block, and the linger and back-off pass only
+// when everything waits on them.
+func startShipper(t *testing.T, app logAppender) (*shipper, context.Context) {
 	s := newShipper(app, "op", "lease", 0, quietLog())
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s, ctx
+}
+
+func TestShipperDeliversInOrderThroughFailures(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, testShipperDeliversInOrderThroughFailures) // the back-off passes in the bubble's time
+}
+
+func testShipperDeliversInOrderThroughFailures(t *testing.T) {
+	app := &recordingAppender{failN: 3}
+	s, ctx := startShipper(t, app)
 	const n = 5000
 	for i := 1; i <= n; i++ {
 		if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: "x"}); err != nil {
@@ -89,12 +102,12 @@ func TestShipperDeliversInOrderThroughFailures(t *testing.T) {
 
 func TestShipperBoundsMemory(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testShipperBoundsMemory)
+}
+
+func testShipperBoundsMemory(t *testing.T) {
 	app := &recordingAppender{gate: make(chan struct{})}
-	s := newShipper(app, "op", "lease", 0, quietLog())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s, ctx := startShipper(t, app)
 	text := strings.Repeat("y", 1000)
 	added := make(chan int, 1)
 	go func() {
@@ -106,22 +119,17 @@ func TestShipperBoundsMemory(t *testing.T) {
 		}
 		added <- i
 	}()
-	// The producer must block with at most the bound queued while the server does not answer.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s.mu.Lock()
-		b := s.bytes
-		s.mu.Unlock()
-		if b > maxPendingBytes {
-			t.Fatalf("queued %d bytes, bound is %d", b, maxPendingBytes)
-		}
-		if b > maxPendingBytes-2*(len(text)+lineOverhead) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue never filled (%d bytes)", b)
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The producer must block with at most the bound queued while the server does not answer: once every
+	// goroutine blocks, the queue is full and no fuller.
+	synctest.Wait()
+	s.mu.Lock()
+	b := s.bytes
+	s.mu.Unlock()
+	if b > maxPendingBytes {
+		t.Fatalf("queued %d bytes, bound is %d", b, maxPendingBytes)
+	}
+	if b <= maxPendingBytes-2*(len(text)+lineOverhead) {
+		t.Fatalf("queue never filled (%d bytes)", b)
 	}
 	select {
 	case n := <-added:
@@ -237,8 +245,9 @@ func TestFollower(t *testing.T) {
 	}
 }
 
-// TestShipperSendsWithoutLingering: with a linger of an hour, full batches, a full queue and Flush still send
-// at once, in order. (A quiet log waits for the linger; these must not.)
+// TestShipperSendsWithoutLingering: full batches, a full queue and Flush send at once, in order: by the time
+// every goroutine blocks, the lines are sent and no time has passed. (A quiet log waits for the linger; these
+// must not.)
 func TestShipperSendsWithoutLingering(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -254,47 +263,74 @@ func TestShipperSendsWithoutLingering(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			app := &recordingAppender{}
-			s := newShipper(app, "op", "lease", 0, quietLog())
-			s.lingerFor = time.Hour
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			done := make(chan struct{})
-			go func() { defer close(done); s.Run(ctx) }()
-			defer func() { cancel(); <-done }()
-			for i := 1; i <= tc.lines; i++ {
-				if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: tc.text}); err != nil {
-					t.Fatalf("line %d: %v", i, err)
+			synctest.Test(t, func(t *testing.T) {
+				app := &recordingAppender{}
+				s, ctx := startShipper(t, app)
+				start := time.Now()
+				for i := 1; i <= tc.lines; i++ {
+					if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: tc.text}); err != nil {
+						t.Fatalf("line %d: %v", i, err)
+					}
+					synctest.Wait() // the sender has seen this line: whether it sends cannot depend on when it runs
 				}
-			}
-			want := tc.lines // 3 full batches, or flushed
-			if tc.text != "x" && !tc.flush {
-				want -= maxPendingBytes / (len(tc.text) + lineOverhead) // what did not fill the queue again waits
-			}
-			if tc.flush {
-				if stored, err := s.Flush(ctx); err != nil || stored != int64(tc.lines) {
-					t.Fatalf("Flush = %d, %v", stored, err)
+				want := tc.lines // 3 full batches, or flushed
+				if tc.text != "x" && !tc.flush {
+					want -= maxPendingBytes / (len(tc.text) + lineOverhead) // what did not fill the queue again waits
 				}
-			}
-			for {
+				if tc.flush {
+					if stored, err := s.Flush(ctx); err != nil || stored != int64(tc.lines) {
+						t.Fatalf("Flush = %d, %v", stored, err)
+					}
+				}
+				synctest.Wait()
 				app.mu.Lock()
 				got := append([]api.LogLine(nil), app.got...)
 				app.mu.Unlock()
-				if len(got) >= want {
-					for i, l := range got {
-						if l.Seq != int64(i+1) {
-							t.Fatalf("line %d has seq %d", i+1, l.Seq)
-						}
-					}
-					break
-				}
-				select {
-				case <-ctx.Done():
+				if len(got) < want {
 					t.Fatalf("the server got %d lines, want at least %d without waiting for the linger", len(got), want)
-				case <-time.After(10 * time.Millisecond):
 				}
-			}
+				for i, l := range got {
+					if l.Seq != int64(i+1) {
+						t.Fatalf("line %d has seq %d", i+1, l.Seq)
+					}
+				}
+				if waited := time.Since(start); waited != 0 {
+					t.Errorf("sending waited %s for a timer (the linger is %s)", waited, shipLinger)
+				}
+			})
 		})
 	}
+}
+
+// TestShipperLingersOnQuietLog: a few lines wait shipLinger for more, then go out without a Flush.
+func TestShipperLingersOnQuietLog(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		app := &recordingAppender{}
+		s, ctx := startShipper(t, app)
+		for i := 1; i <= 3; i++ {
+			if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: "q"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sent := func() int {
+			synctest.Wait()
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			return len(app.got)
+		}
+		if n := sent(); n != 0 {
+			t.Fatalf("%d lines sent before the linger passed", n)
+		}
+		time.Sleep(shipLinger - time.Nanosecond)
+		if n := sent(); n != 0 {
+			t.Fatalf("%d lines sent before the linger passed", n)
+		}
+		time.Sleep(time.Nanosecond)
+		if n := sent(); n != 3 {
+			t.Fatalf("%d lines sent once the linger passed, want 3", n)
+		}
+	})
 }
 
 // BenchmarkShipper: queueing n lines and flushing them to an appender that answers at once, per line.
@@ -327,11 +363,7 @@ func BenchmarkShipper(b *testing.B) {
 // TestShipperDropsBurstArrays: once a burst is delivered, the operation keeps no large queue arrays.
 func TestShipperDropsBurstArrays(t *testing.T) {
 	t.Parallel()
-	s := newShipper(&recordingAppender{discard: true}, "op", "lease", 0, quietLog())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s, ctx := startShipper(t, &recordingAppender{discard: true})
 	for i := 1; i <= 3*maxBatchLines; i++ {
 		if err := s.Add(ctx, api.LogLine{Seq: int64(i), Stream: "stdout", Text: "x"}); err != nil {
 			t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,6 +88,29 @@ func deregFor(t *testing.T, url string, timeout time.Duration) (deregistration, 
 	log, hook := test.NewNullLogger()
 	log.SetOutput(io.Discard)
 	return deregistration{client: c, server: url, timeout: timeout, log: log.WithField("test", t.Name()), firstWait: 20 * time.Millisecond}, hook
+}
+
+// awaitLog returns a channel closed once l logs a message containing text at level.
+func awaitLog(l *logrus.Logger, level logrus.Level, text string) <-chan struct{} {
+	h := &logSignal{level: level, text: text, seen: make(chan struct{})}
+	l.AddHook(h)
+	return h.seen
+}
+
+type logSignal struct {
+	level logrus.Level
+	text  string
+	once  sync.Once
+	seen  chan struct{}
+}
+
+func (h *logSignal) Levels() []logrus.Level { return []logrus.Level{h.level} }
+
+func (h *logSignal) Fire(e *logrus.Entry) error {
+	if strings.Contains(e.Message, h.text) {
+		h.once.Do(func() { close(h.seen) })
+	}
+	return nil
 }
 
 func logged(hook *test.Hook, level logrus.Level, text string) bool {
@@ -192,13 +216,14 @@ func TestDeregistrationWaitsForTheServer(t *testing.T) {
 	t.Parallel()
 	f := newDeregFixture(t, dispatchtest.Options{})
 	f.srv.Stop()
-	d, hook := deregFor(t, f.srv.URL, 30*time.Second)
+	d, _ := deregFor(t, f.srv.URL, 30*time.Second)
+	retrying := awaitLog(d.log.Logger, logrus.WarnLevel, "retrying")
 	done := make(chan error, 1)
 	go func() { done <- d.run(t.Context(), f.id) }()
-	for deadline := time.Now().Add(10 * time.Second); !logged(hook, logrus.WarnLevel, "retrying"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("run did not retry while the server was down")
-		}
+	select {
+	case <-retrying:
+	case err := <-done:
+		t.Fatalf("run did not retry while the server was down: it returned %v", err)
 	}
 	back := dispatchtest.Start(t, dispatchtest.Options{DB: f.srv.DB, Addr: f.srv.Addr})
 	if err := <-done; err != nil {

@@ -31,16 +31,42 @@ func cliRun(ctx context.Context, args ...string) (string, string, error) {
 }
 
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu   sync.Mutex
+	b    bytes.Buffer
+	grew chan struct{} // closed by the next Write; made by await
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.grew != nil {
+		close(s.grew)
+		s.grew = nil
+	}
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// await waits until what was written contains text, and reports false if stop is closed first.
+func (s *syncBuffer) await(text string, stop <-chan struct{}) bool {
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), text) {
+			s.mu.Unlock()
+			return true
+		}
+		if s.grew == nil {
+			s.grew = make(chan struct{})
+		}
+		grew := s.grew
+		s.mu.Unlock()
+		select {
+		case <-grew:
+		case <-stop:
+			return strings.Contains(s.String(), text)
+		}
+	}
+}
 
 // startServer runs `octo-worker server` on a free loopback port and returns its URL and generated admin token.
 func startServer(t *testing.T) (string, string) {
@@ -53,50 +79,62 @@ func startServer(t *testing.T) (string, string) {
 // test ends, and returns its URL, its generated admin token and a function that stops it now (and waits).
 func startServerOn(t *testing.T, db string, flags ...string) (string, string, func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := closedAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
-	done := make(chan error, 1)
+	var runErr error
+	exited := make(chan struct{})
 	go func() {
+		defer close(exited)
 		app := newApp("test")
 		app.Writer, app.ErrWriter = &out, &out
-		done <- app.RunContext(ctx, append([]string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
+		runErr = app.RunContext(ctx, append([]string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
 			"--db", db}, flags...))
 	}()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("server command: %v", err)
+			<-exited
+			if runErr != nil {
+				t.Errorf("server command: %v", runErr)
 			}
 		})
 	}
 	t.Cleanup(stop)
-	url := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not come up: %v\n%s", err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The server shows the token once it listens.
+	if !out.await("shown only this once", exited) {
+		t.Fatalf("server exited without showing a token:\n%s", out.String())
 	}
+	url := "http://" + addr
+	resp, err := http.Get(url + "/healthz")
+	if err != nil {
+		t.Fatalf("server showed its token but does not answer: %v\n%s", err, out.String())
+	}
+	resp.Body.Close()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	token := lines[len(lines)-1]
 	if !strings.Contains(out.String(), "shown only this once") || !strings.HasPrefix(token, "owa_") {
 		t.Fatalf("server output does not carry a generated admin token:\n%s", out.String())
 	}
 	return url, token, stop
+}
+
+// A server that cannot listen stops before it makes an admin token: a token shown is a server that answers.
+func TestServerShowsNoTokenWhenItCannotListen(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stdout, _, err := cliRun(t.Context(), "server", "--listen", ln.Addr().String(), "--db", filepath.Join(t.TempDir(), "d.db"))
+	if err == nil || !strings.Contains(err.Error(), "--listen") {
+		t.Errorf("server on a busy port: %v, want a --listen error", err)
+	}
+	if strings.Contains(stdout, "admin token") {
+		t.Errorf("server on a busy port showed an admin token it cannot serve:\n%s", stdout)
+	}
 }
 
 // fakeWorker registers a worker with the real client and answers every operation of pool by posting the

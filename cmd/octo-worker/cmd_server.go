@@ -92,16 +92,19 @@ func runServer(c *cli.Context) error {
 	} else {
 		log.Info("--retention 0: keeping every operation and deployment")
 	}
+	// Listen before the admin token is made: a server that cannot listen generates no token, and once the
+	// token is shown the server accepts connections.
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
 	generated, err := srv.InitAdminToken(ctx, c.String("admin-token"))
 	if err != nil {
+		ln.Close()
 		return fmt.Errorf("--admin-token: %w", err)
 	}
 	if generated != "" {
 		fmt.Fprintf(c.App.Writer, "Generated the admin token. It is shown only this once; keep it (OCTO_TOKEN):\n%s\n", generated)
-	}
-	ln, err := net.Listen("tcp", c.String("listen"))
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
 	}
 	return srv.Serve(ctx, ln, tlsConfig)
 }

@@ -33,45 +33,38 @@ type envBuilder struct {
 }
 
 func (b *envBuilder) secret(ctx context.Context, name string, optional bool) (*corev1.Secret, error) {
-	if s, ok := b.secrets[name]; ok {
-		return s, nil
-	}
-	s, err := b.client.CoreV1().Secrets(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		if optional {
-			return nil, nil
-		}
-		return nil, &configError{fmt.Sprintf("secret %q not found", name)}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("getting secret %s: %w", name, err)
-	}
 	if b.secrets == nil {
 		b.secrets = map[string]*corev1.Secret{}
 	}
-	b.secrets[name] = s
-	return s, nil
+	return getOnce(ctx, b.secrets, "secret", name, optional, b.client.CoreV1().Secrets(b.pod.Namespace).Get)
 }
 
 func (b *envBuilder) configMap(ctx context.Context, name string, optional bool) (*corev1.ConfigMap, error) {
-	if c, ok := b.configMaps[name]; ok {
-		return c, nil
+	if b.configMaps == nil {
+		b.configMaps = map[string]*corev1.ConfigMap{}
 	}
-	c, err := b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	return getOnce(ctx, b.configMaps, "configmap", name, optional, b.client.CoreV1().ConfigMaps(b.pod.Namespace).Get)
+}
+
+// getOnce returns the object name of a kind from cache, else gets it and keeps it there. A missing object is
+// nil when optional, and a configError otherwise.
+func getOnce[T any](ctx context.Context, cache map[string]*T, kind, name string, optional bool,
+	get func(context.Context, string, metav1.GetOptions) (*T, error)) (*T, error) {
+	if o, ok := cache[name]; ok {
+		return o, nil
+	}
+	o, err := get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		if optional {
 			return nil, nil
 		}
-		return nil, &configError{fmt.Sprintf("configmap %q not found", name)}
+		return nil, &configError{fmt.Sprintf("%s %q not found", kind, name)}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("getting configmap %s: %w", name, err)
+		return nil, fmt.Errorf("getting %s %s: %w", kind, name, err)
 	}
-	if b.configMaps == nil {
-		b.configMaps = map[string]*corev1.ConfigMap{}
-	}
-	b.configMaps[name] = c
-	return c, nil
+	cache[name] = o
+	return o, nil
 }
 
 // build returns the container's environment as KEY=value strings, in the kubelet's order: runtime defaults,

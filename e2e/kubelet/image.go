@@ -1,9 +1,13 @@
 package kubelet
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // Image is what an image name means on this node: a root filesystem and files bound into it.
@@ -70,4 +74,45 @@ func (g globMatcher) match(name string) bool {
 		}
 	}
 	return false
+}
+
+// pullImage simulates pulling the container's image: invalid names and names matching the pull-failure
+// patterns never succeed. It returns false when ctx ended first.
+func (w *podWorker) pullImage(ctx context.Context, c *corev1.Container, cs *ctrState, fp string) bool {
+	ref := w.ref(fp)
+	if err := validateImageName(c.Image); err != nil {
+		msg := fmt.Sprintf("Failed to apply default image tag %q: %v", c.Image, err)
+		w.node.recorder.Event(ref, corev1.EventTypeWarning, "InspectFailed", msg)
+		w.node.recorder.Event(ref, corev1.EventTypeWarning, "Failed", "Error: InvalidImageName")
+		w.setWaiting(cs, "InvalidImageName", msg)
+		<-ctx.Done()
+		return false
+	}
+	if w.node.pullFails.match(c.Image) {
+		delay := 10 * time.Second
+		for {
+			w.node.recorder.Eventf(ref, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+			msg := fmt.Sprintf("failed to pull and unpack image %q: failed to resolve reference %q: not found (simulated by the octo process node)", c.Image, c.Image)
+			w.node.recorder.Eventf(ref, corev1.EventTypeWarning, "Failed", "Failed to pull image %q: %s", c.Image, msg)
+			w.node.recorder.Event(ref, corev1.EventTypeWarning, "Failed", "Error: ErrImagePull")
+			w.setWaiting(cs, "ErrImagePull", msg)
+			if !sleepCtx(ctx, time.Second) {
+				return false
+			}
+			w.node.recorder.Eventf(ref, corev1.EventTypeNormal, "BackOff", "Back-off pulling image %q", c.Image)
+			w.node.recorder.Event(ref, corev1.EventTypeWarning, "Failed", "Error: ImagePullBackOff")
+			w.setWaiting(cs, "ImagePullBackOff", fmt.Sprintf("Back-off pulling image %q: ErrImagePull: %s", c.Image, msg))
+			if !sleepCtx(ctx, delay) {
+				return false
+			}
+			delay = min(delay*2, 5*time.Minute)
+		}
+	}
+	if c.ImagePullPolicy == corev1.PullAlways {
+		w.node.recorder.Eventf(ref, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+		w.node.recorder.Eventf(ref, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in 0s", c.Image)
+	} else {
+		w.node.recorder.Eventf(ref, corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine", c.Image)
+	}
+	return true
 }
