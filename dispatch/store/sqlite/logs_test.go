@@ -288,7 +288,11 @@ func TestMigrationKeepsStoredLines(t *testing.T) {
 	ref := store.LeaseRef{OperationID: "a", LeaseID: "la", WorkerID: "w", Now: now}
 	var batch []api.LogLine
 	for _, seq := range []int64{2, 3, 4, 5} {
-		batch = append(batch, api.LogLine{Seq: seq, Time: now.UTC(), Stream: "stdout", Text: textOf(seq)})
+		text := textOf(seq)
+		if seq == 2 {
+			text = "ünïcödé ✓" // a line held already is re-sent as it is (another text would be a conflict)
+		}
+		batch = append(batch, api.LogLine{Seq: seq, Time: now.UTC(), Stream: "stdout", Text: text})
 	}
 	resp, err := s.AppendLogs(t.Context(), ref, batch)
 	if err != nil || resp != (api.AppendLogsResponse{LastSeq: 5}) {
