@@ -187,7 +187,9 @@ func printLogs(c *cli.Context, cl *client.Client, id string, after int64, follow
 	})
 }
 
-// exitCodeOf maps an operation's end to the process exit code.
+// exitCodeOf maps an operation's end to the process exit code: 0 only for success; a failed operation's own
+// exit code when it is one a process can exit with (1..255), else 1. A code outside that range (the server
+// refuses them, an older one did not) must not reach os.Exit: 256 would exit 0, a failure reported as success.
 func exitCodeOf(end *api.LogEnd) int {
 	switch end.State {
 	case api.StateSucceeded:
@@ -197,7 +199,7 @@ func exitCodeOf(end *api.LogEnd) int {
 	case api.StateCancelled:
 		return 130
 	}
-	if end.ExitCode != nil && *end.ExitCode != 0 {
+	if end.ExitCode != nil && *end.ExitCode >= 1 && *end.ExitCode <= 255 {
 		return *end.ExitCode
 	}
 	return 1

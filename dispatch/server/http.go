@@ -125,6 +125,7 @@ func (s *Server) toHTTPError(r *http.Request, err error) *httpError {
 	var mbe *http.MaxBytesError
 	var missing *store.MissingLinesError
 	var lost *store.LeaseLostError
+	var conflict *store.LogConflictError
 	switch {
 	case errors.As(err, &he):
 		return he
@@ -139,6 +140,8 @@ func (s *Server) toHTTPError(r *http.Request, err error) *httpError {
 		e := errf(http.StatusConflict, "last_seq", api.CodeMissingLines, "%s", missing.Error())
 		e.lastSeq = missing.Have
 		return e
+	case errors.As(err, &conflict):
+		return errf(http.StatusConflict, fmt.Sprintf("lines[%d].text", conflict.Index), api.CodeLogConflict, "%s", conflict.Error())
 	case errors.As(err, &lost):
 		return errf(http.StatusGone, "", api.CodeLeaseLost, "%s", lost.Error())
 	case errors.Is(err, store.ErrNotLeased):
