@@ -70,7 +70,7 @@ func (s *Server) routeTable() []route {
 			request: api.RegisterRequest{}, response: api.RegisterResponse{}, status: 201},
 		{method: "POST", pattern: "/api/v1/worker/lease", auth: authWorker, handle: s.lease,
 			summary: "Long-poll for one operation (204 when none arrived within wait_seconds)",
-			request: api.LeaseRequest{}, response: api.Lease{}, status: 200, also: []int{204}},
+			request: api.LeaseRequest{}, response: api.Lease{}, status: 200, also: []int{204, 429}},
 		{method: "GET", pattern: "/api/v1/worker/leases", auth: authWorker, handle: s.leases, summary: "The live leases this worker holds (for re-adoption after a restart)",
 			response: api.LeasesResponse{}, status: 200},
 		{method: "POST", pattern: "/api/v1/worker/heartbeat", auth: authWorker, handle: s.heartbeat,
