@@ -129,7 +129,7 @@ func (s *Store) checkRepeats(ctx context.Context, tx *sql.Tx, opSeq int64, lines
 		return nil
 	}
 	// The runs holding lo..hi: from the one that holds lo (the last to start at or before it) to hi.
-	rows, err := s.txQuery(ctx, tx, `SELECT pos, n, lines FROM log_chunks WHERE op_seq = ? AND first_seq <= ?
+	rows, err := s.txQuery(ctx, tx, `SELECT pos, n, lines FROM log_chunks WHERE op_seq = ? AND first_seq > 0 AND first_seq <= ?
 		AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = ? AND first_seq > 0 AND first_seq <= ?)
 		ORDER BY first_seq`, opSeq, hi, opSeq, lo)
 	if err != nil {

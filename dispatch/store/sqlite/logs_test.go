@@ -206,6 +206,9 @@ func TestLogQueriesUseIndexes(t *testing.T) {
 		{`SELECT COUNT(*) FROM (SELECT 1 FROM log_chunks WHERE op_seq = 1 AND first_seq > 5 AND first_seq > 0 LIMIT 1)`, "log_chunks_seq"},
 		{`SELECT first_seq, last_seq FROM log_chunks WHERE op_seq = 1 AND first_seq > 5 AND first_seq <= 9 AND first_seq > 0 ORDER BY first_seq`, "log_chunks_seq"},
 		{`SELECT pos, n, lines FROM log_chunks WHERE op_seq = (SELECT seq FROM operations WHERE id = 'x') AND pos > 5 ORDER BY pos`, "log_chunks_op"},
+		// checkRepeats: the runs holding lo..hi of a batch that overlaps what is stored.
+		{`SELECT pos, n, lines FROM log_chunks WHERE op_seq = 1 AND first_seq > 0 AND first_seq <= 9
+			AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = 1 AND first_seq > 0 AND first_seq <= 5) ORDER BY first_seq`, "log_chunks_seq"},
 	} {
 		joined := queryPlan(t, s, tc.query)
 		if !strings.Contains(joined, "USING INDEX "+tc.index) && !strings.Contains(joined, "USING COVERING INDEX "+tc.index) || strings.Contains(joined, "TEMP B-TREE") {
