@@ -53,7 +53,8 @@ func newClient(c *cli.Context) (*client.Client, error) {
 	return cl, nil
 }
 
-// output prints v as JSON with -o json, else calls table with a tab writer.
+// output prints v as JSON with -o json (which escapes control characters itself), else calls table with a
+// tab writer that escapes them (see escape.go).
 func output(c *cli.Context, v any, table func(w io.Writer)) error {
 	if c.String("output") == "json" {
 		enc := json.NewEncoder(c.App.Writer)
@@ -61,7 +62,7 @@ func output(c *cli.Context, v any, table func(w io.Writer)) error {
 		return enc.Encode(v)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	table(tw)
+	table(escapingWriter{tw})
 	return tw.Flush()
 }
 
@@ -143,7 +144,7 @@ func poolCommand() *cli.Command {
 				return output(c, pools, func(w io.Writer) {
 					fmt.Fprintln(w, "NAME\tCREATED\tDESCRIPTION")
 					for _, p := range pools {
-						fmt.Fprintf(w, "%s\t%s\t%s\n", p.Name, when(p.CreatedAt), p.Description)
+						fmt.Fprintf(w, "%s\t%s\t%s\n", esc(p.Name), when(p.CreatedAt), esc(p.Description))
 					}
 				})
 			})},
@@ -170,8 +171,8 @@ func tokenCommand() *cli.Command {
 					}
 					return output(c, t, func(w io.Writer) {
 						fmt.Fprintf(w, "%s\n", t.Token)
-						fmt.Fprintf(c.App.ErrWriter, "registration token %s for pools %s, expires %s; the secret above is shown only once\n",
-							t.ID, strings.Join(t.Pools, ","), when(t.ExpiresAt))
+						fmt.Fprint(c.App.ErrWriter, escText(fmt.Sprintf("registration token %s for pools %s, expires %s; the secret above is shown only once\n",
+							t.ID, strings.Join(t.Pools, ","), when(t.ExpiresAt))))
 					})
 				})},
 			{Name: "list", Usage: "list registration tokens", Action: clientAction(func(c *cli.Context, cl *client.Client) error {
@@ -229,6 +230,9 @@ func opsCommand() *cli.Command {
 				return output(c, op, func(w io.Writer) { showOperation(w, op) })
 			})},
 			{Name: "logs", Usage: "print an operation's log; --follow waits until it ends and exits with its exit code", ArgsUsage: "ID",
+				Description: "Lines print as the script wrote them, terminal sequences (colours) included, as kubectl logs prints\n" +
+					"them; every other text from the server (names, messages, the worker's notes) is printed with control\n" +
+					"characters escaped (\\x1b). Pipe the log through cat -v to see a line's control characters.",
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "wait for more lines until the operation ends"},
 					&cli.Int64Flag{Name: "after", Usage: "start after this log position (pos)"},
@@ -265,13 +269,13 @@ func opsTable(w io.Writer, ops []api.Operation) {
 		if op.CancelRequested && !op.State.Terminal() {
 			state += " (cancelling)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", op.ID, state, exitText(op.ExitCode), op.Pool, dash(op.Name),
-			dash(op.WorkerID), when(op.CreatedAt), op.Message)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(op.ID), esc(state), exitText(op.ExitCode), esc(op.Pool), esc(dash(op.Name)),
+			esc(dash(op.WorkerID)), when(op.CreatedAt), esc(oneLine(op.Message)))
 	}
 }
 
 func showOperation(w io.Writer, op api.Operation) {
-	row := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, v) }
+	row := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, esc(v)) }
 	row("ID", op.ID)
 	row("Name", dash(op.Name))
 	if op.DeploymentID != "" {
@@ -302,7 +306,7 @@ func showOperation(w io.Writer, op api.Operation) {
 	for _, f := range op.Files {
 		row("File", fmt.Sprintf("%s (%d bytes)", f.Path, len(f.Content)))
 	}
-	fmt.Fprintf(w, "Script:\n%s\n", op.Script)
+	fmt.Fprintf(w, "Script:\n%s\n", op.Script) // the writer keeps its lines and tabs, escapes the rest
 }
 
 // ---- deployments ----
@@ -322,7 +326,7 @@ func deploymentsCommand() *cli.Command {
 					return output(c, deps, func(w io.Writer) {
 						fmt.Fprintln(w, "ID\tSTATE\tSTEPS\tNAME\tCREATED")
 						for _, d := range deps {
-							fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", d.ID, d.State, len(d.Operations), d.Name, when(d.CreatedAt))
+							fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", esc(d.ID), d.State, len(d.Operations), esc(d.Name), when(d.CreatedAt))
 						}
 					})
 				})},
@@ -370,9 +374,9 @@ func workersCommand() *cli.Command {
 						if wk.Draining || wk.DrainRequested {
 							health += " (draining)"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", wk.ID, wk.Name, strings.Join(wk.Pools, ","), wk.Version,
-							wk.Running, wk.Capacity, health, when(wk.LastHeartbeat), dash(strings.Join(wk.Capabilities, ",")),
-							dash(oneLine(wk.HealthMessage)))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", esc(wk.ID), esc(wk.Name), esc(strings.Join(wk.Pools, ",")), esc(wk.Version),
+							wk.Running, wk.Capacity, health, when(wk.LastHeartbeat), esc(dash(strings.Join(wk.Capabilities, ","))),
+							esc(dash(oneLine(wk.HealthMessage))))
 					}
 				})
 			})},
@@ -431,16 +435,16 @@ func workersCommand() *cli.Command {
 
 // printRemoval says what removing a worker did.
 func printRemoval(w io.Writer, rm api.WorkerRemoval) {
-	fmt.Fprintf(w, "removed worker %s (%s): its token no longer works\n", rm.Worker.Name, rm.Worker.ID)
+	fmt.Fprintf(w, "removed worker %s (%s): its token no longer works\n", esc(rm.Worker.Name), esc(rm.Worker.ID))
 	if len(rm.Lost) == 0 {
 		fmt.Fprintln(w, "it held no operations")
 		return
 	}
 	fmt.Fprintf(w, "%s it held ended as lost (result unknown; its Jobs may still be running): %s\n",
-		plural(len(rm.Lost), "operation", "operations"), strings.Join(rm.Lost, ", "))
+		plural(len(rm.Lost), "operation", "operations"), esc(strings.Join(rm.Lost, ", ")))
 	if len(rm.Cancelled) > 0 {
 		fmt.Fprintf(w, "%s after a lost one cancelled: %s\n", plural(len(rm.Cancelled), "deployment step", "deployment steps"),
-			strings.Join(rm.Cancelled, ", "))
+			esc(strings.Join(rm.Cancelled, ", ")))
 	}
 }
 

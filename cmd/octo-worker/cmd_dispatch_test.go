@@ -296,6 +296,11 @@ func TestExitCodeOf(t *testing.T) {
 		{api.LogEnd{State: api.StateTimedOut, ExitCode: code(137)}, 124},
 		{api.LogEnd{State: api.StateCancelled}, 130},
 		{api.LogEnd{State: api.StateLost}, 1},
+		// Codes no process can exit with: 256 & 255 = 0 would report a failure as success.
+		{api.LogEnd{State: api.StateFailed, ExitCode: code(256)}, 1},
+		{api.LogEnd{State: api.StateFailed, ExitCode: code(512)}, 1},
+		{api.LogEnd{State: api.StateFailed, ExitCode: code(-1)}, 1},
+		{api.LogEnd{State: api.StateFailed, ExitCode: code(255)}, 255},
 	}
 	for _, tt := range tests {
 		if got := exitCodeOf(&tt.end); got != tt.want {

@@ -66,7 +66,7 @@ func runSubmit(c *cli.Context) error {
 	if !c.Bool("follow") {
 		return output(c, op, func(w io.Writer) { fmt.Fprintln(w, op.ID) })
 	}
-	fmt.Fprintf(c.App.ErrWriter, "submitted %s to pool %s\n", op.ID, op.Pool)
+	fmt.Fprintf(c.App.ErrWriter, "submitted %s to pool %s\n", esc(op.ID), esc(op.Pool))
 	end, err := printLogs(c, cl, op.ID, 0, true, "")
 	if err != nil {
 		return err
@@ -171,8 +171,9 @@ func specFromFlags(c *cli.Context) (api.OperationSpec, error) {
 	return spec, nil
 }
 
-// printLogs prints an operation's log: stdout lines to stdout, stderr lines to stderr, the worker's own
-// notes to stderr marked with '#'. prefix goes before each line (deploy uses it for step numbers).
+// printLogs prints an operation's log: stdout lines to stdout, stderr lines to stderr, as the script wrote
+// them (colours and all, as kubectl logs prints them: the script is the admin's own), the worker's own notes
+// to stderr marked with '#' and escaped like every other text from the server. prefix goes before each line (deploy uses it for step numbers).
 func printLogs(c *cli.Context, cl *client.Client, id string, after int64, follow bool, prefix string) (*api.LogEnd, error) {
 	return cl.Logs(c.Context, id, client.LogsOptions{After: after, Follow: follow}, func(l api.LogLine) error {
 		switch l.Stream {
@@ -181,13 +182,15 @@ func printLogs(c *cli.Context, cl *client.Client, id string, after int64, follow
 		case api.StreamStderr:
 			fmt.Fprintf(c.App.ErrWriter, "%s%s\n", prefix, l.Text)
 		default:
-			fmt.Fprintf(c.App.ErrWriter, "%s# %s\n", prefix, l.Text)
+			fmt.Fprintf(c.App.ErrWriter, "%s# %s\n", prefix, esc(l.Text)) // the worker's own note, not the script's
 		}
 		return nil
 	})
 }
 
-// exitCodeOf maps an operation's end to the process exit code.
+// exitCodeOf maps an operation's end to the process exit code: 0 only for success; a failed operation's own
+// exit code when it is one a process can exit with (1..255), else 1. A code outside that range (the server
+// refuses them, an older one did not) must not reach os.Exit: 256 would exit 0, a failure reported as success.
 func exitCodeOf(end *api.LogEnd) int {
 	switch end.State {
 	case api.StateSucceeded:
@@ -197,7 +200,7 @@ func exitCodeOf(end *api.LogEnd) int {
 	case api.StateCancelled:
 		return 130
 	}
-	if end.ExitCode != nil && *end.ExitCode != 0 {
+	if end.ExitCode != nil && *end.ExitCode >= 1 && *end.ExitCode <= 255 {
 		return *end.ExitCode
 	}
 	return 1
@@ -220,7 +223,7 @@ func endExit(c *cli.Context, id string, end *api.LogEnd) error {
 	if end == nil {
 		return fmt.Errorf("the log of %s ended before the operation did", id)
 	}
-	summary := fmt.Sprintf("operation %s %s", id, endText(end))
+	summary := escText(fmt.Sprintf("operation %s %s", id, endText(end)))
 	code := exitCodeOf(end)
 	if code == 0 {
 		fmt.Fprintln(c.App.ErrWriter, summary)
@@ -292,7 +295,7 @@ func runDeploy(c *cli.Context) error {
 	if !c.Bool("follow") {
 		return output(c, d, func(w io.Writer) { fmt.Fprintln(w, d.ID) })
 	}
-	fmt.Fprintf(c.App.ErrWriter, "submitted deployment %s (%d steps)\n", d.ID, len(d.Operations))
+	fmt.Fprintf(c.App.ErrWriter, "submitted deployment %s (%d steps)\n", esc(d.ID), len(d.Operations))
 	return followDeployment(c, cl, d)
 }
 
@@ -302,12 +305,12 @@ func followDeployment(c *cli.Context, cl *client.Client, d api.Deployment) error
 	n := len(d.Operations)
 	for i, op := range d.Operations {
 		label := dash(op.Name)
-		fmt.Fprintf(c.App.ErrWriter, "== step %d/%d %s (%s)\n", i+1, n, label, op.ID)
+		fmt.Fprintf(c.App.ErrWriter, "== step %d/%d %s (%s)\n", i+1, n, esc(label), esc(op.ID))
 		end, err := printLogs(c, cl, op.ID, 0, true, fmt.Sprintf("[%d] ", i+1))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.ErrWriter, "== step %d/%d %s: %s\n", i+1, n, label, endText(end))
+		fmt.Fprintf(c.App.ErrWriter, "== step %d/%d %s: %s\n", i+1, n, esc(label), escText(endText(end)))
 		if end.State != api.StateSucceeded && failed == nil {
 			failed = end
 		}
@@ -319,8 +322,8 @@ func followDeployment(c *cli.Context, cl *client.Client, d api.Deployment) error
 		return err
 	}
 	if failed == nil {
-		fmt.Fprintf(c.App.ErrWriter, "deployment %s %s\n", d.ID, final.State)
+		fmt.Fprintf(c.App.ErrWriter, "deployment %s %s\n", esc(d.ID), esc(string(final.State)))
 		return nil
 	}
-	return cli.Exit(fmt.Sprintf("deployment %s %s", d.ID, final.State), exitCodeOf(failed))
+	return cli.Exit(esc(fmt.Sprintf("deployment %s %s", d.ID, final.State)), exitCodeOf(failed))
 }

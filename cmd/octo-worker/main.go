@@ -12,7 +12,7 @@ var version = "dev"
 
 func main() {
 	if err := newApp(version).Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "octo-worker:", err)
+		fmt.Fprintln(os.Stderr, "octo-worker:", escText(err.Error())) // it may carry the server's words
 		os.Exit(exitCode(err))
 	}
 }

@@ -21,6 +21,16 @@ const (
 	MaxLeaseWait = 30 * time.Second
 	// MaxMessageLen bounds messages (results, health).
 	MaxMessageLen = 4096
+	// MaxPollsPerWorker bounds the lease long-polls one worker holds open at once (the agent holds one); more
+	// are refused with 429 CodeTooManyPolls.
+	MaxPollsPerWorker = 4
+)
+
+// MinLogTime and MaxLogTime bound a log line's time: the times a store keeps as Unix nanoseconds in an int64
+// (1677-09-21 .. 2262-04-11), rounded inwards to whole days. A time outside them would wrap around.
+var (
+	MinLogTime = time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxLogTime = time.Date(2262, 4, 11, 0, 0, 0, 0, time.UTC)
 )
 
 // CapabilityDocker is the capability no octo-worker has, and NoDocker why: operations that need it are
@@ -146,6 +156,11 @@ const (
 	// CodeMissingLines (409): a result names a last_seq beyond the contiguous log the server holds; re-send
 	// the lines after Error.LastSeq, then the result again.
 	CodeMissingLines = "missing_lines"
+	// CodeLogConflict (409): a log batch holds, under a seq the server holds already, another stream or text;
+	// nothing of the batch was stored. Field names the first such line ("lines[3].text").
+	CodeLogConflict = "log_conflict"
+	// CodeTooManyPolls (429): the worker already holds api.MaxPollsPerWorker lease long-polls open.
+	CodeTooManyPolls = "too_many_polls"
 	// CodeAlreadyFinished (409): the operation or deployment is already in a terminal state.
 	CodeAlreadyFinished = "already_finished"
 	// CodeExists (409): an object with that name already exists.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -65,7 +66,8 @@ func marshalString(dst []byte, s string) ([]byte, error) {
 }
 
 // DecodeAppendLogs decodes data into req if data is an append request in the subset of JSON it reads without
-// reflection: the known fields, each at most once, integers in plain form, strings in valid UTF-8, RFC 3339
+// reflection: the known fields, each at most once, integers in plain form, strings in valid UTF-8 without
+// surrogate escapes, RFC 3339
 // times, any white space. It reports false for anything else (unknown or repeated fields, nulls, exponents,
 // malformed JSON, ...); decode such a body with encoding/json, which reads it or says what is wrong. When it
 // reports true, req holds what encoding/json would decode. expect sizes the lines slice (the most lines a
@@ -257,6 +259,9 @@ func (s *jsonScanner) string() (string, bool) {
 			s.i++
 			switch {
 			case escaped:
+				if surrogateEscape(raw) {
+					return "", false // encoding/json replaces a lone surrogate; the strict decoder refuses it
+				}
 				var v string
 				if json.Unmarshal(s.data[start-1:s.i], &v) != nil {
 					return "", false
@@ -276,6 +281,19 @@ func (s *jsonScanner) string() (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// surrogateEscape reports whether the raw text of a string holds a \u escape of a surrogate (paired or not).
+func surrogateEscape(raw string) bool {
+	for i := 0; i+3 < len(raw); i++ {
+		if raw[i] == '\\' {
+			if raw[i+1] == 'u' && (raw[i+2] == 'd' || raw[i+2] == 'D') && strings.IndexByte("89abcdefABCDEF", raw[i+3]) >= 0 {
+				return true
+			}
+			i++ // the escaped byte
+		}
+	}
+	return false
 }
 
 // int reads an integer in JSON's form (-?(0|[1-9][0-9]*)) that fits int64 and is not followed by a fraction or

@@ -3,11 +3,14 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -30,6 +33,9 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return false, ctx.Err()
 	}
 	policy, _ := ctx.Value(retryKey{}).(int)
+	if err != nil && cannotHeal(err) != "" {
+		return false, nil
+	}
 	if err != nil {
 		if policy == retrySafe || errors.Is(err, syscall.ECONNREFUSED) {
 			return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
@@ -40,6 +46,29 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, nil)
 	}
 	return false, nil
+}
+
+// cannotHeal says what to fix when err is a transport error that no retry can cure (the configuration is
+// wrong, not the network or the server's health), and "" otherwise. Retrying those only delays the answer.
+func cannotHeal(err error) string {
+	var dns *net.DNSError
+	var record tls.RecordHeaderError
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &record):
+		return "the server does not speak TLS on that port (it answered in plain HTTP?): use http:// in --server, or the server's TLS port"
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return fmt.Sprintf("the host %q does not resolve: check the host name in --server", dns.Name)
+	case errors.As(err, &unknownCA):
+		return "the server's certificate is signed by an authority this client does not trust: give that CA's certificate with --ca-cert (OCTO_CA_CERT)"
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("the server's certificate is not valid for %s: use a host name it names in --server (%v)", hostname.Host, err)
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("the server's certificate is not valid (%v): renew it, or check this machine's clock", invalid.Error())
+	}
+	return ""
 }
 
 func (c *Client) url(path string, q url.Values) string {
@@ -84,6 +113,9 @@ func (c *Client) send(ctx context.Context, policy int, method, path string, q ur
 	req.Header.Set("User-Agent", c.agent)
 	resp, err := c.rc.Do(req)
 	if err != nil {
+		if fix := cannotHeal(err); fix != "" {
+			return nil, fmt.Errorf("%s %s: %s: %w", method, path, fix, err)
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {

@@ -1,6 +1,6 @@
 // Package decode reads a JSON request body strictly into one of the protocol's types: unknown fields, wrong
-// types, a body that is not one JSON object and trailing data are errors that name the field at fault as a
-// JSON path ("steps[2].timeout_seconds"). The server decodes every request with it, and the CLI decodes
+// types, a body that is not one JSON object, trailing data, a key given twice (in any case) and strings that
+// are not valid UTF-8 are errors that name the field at fault as a JSON path ("steps[2].timeout_seconds"). The server decodes every request with it, and the CLI decodes
 // process files with it (after YAML → JSON), so both report the same paths.
 package decode
 
@@ -51,6 +51,9 @@ func Bytes(data []byte, v any) error {
 	}
 	if trimmed[0] != '{' {
 		return &Error{Message: "the body must be a JSON object ({...})"}
+	}
+	if e := strictCheck(data); e != nil {
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

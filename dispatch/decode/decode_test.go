@@ -1,7 +1,9 @@
 package decode
 
 import (
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -80,3 +82,77 @@ func TestBytesDecodes(t *testing.T) {
 func op() any   { return new(api.OperationSpec) }
 func dep() any  { return new(api.DeploymentSpec) }
 func logs() any { return new(api.AppendLogsRequest) }
+
+// TestBytesRefusesWhatEncodingJSONChangesSilently: encoding/json keeps the last of repeated keys (matching
+// keys to fields regardless of case) and replaces invalid UTF-8 and lone surrogates with U+FFFD. Each of
+// these would store something other than what a reader of the body sees; Bytes refuses them, naming the field.
+func TestBytesRefusesWhatEncodingJSONChangesSilently(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		into  func() any
+		body  string
+		field string
+		text  string
+	}{
+		{"key repeated", op, `{"pool":"p","script":"true","script":"rm -rf /tmp/x"}`, "script", "given twice"},
+		{"key repeated in another case", op, `{"pool":"p","script":"true","SCRIPT":"rm -rf /tmp/x"}`, "SCRIPT", "differ only in case"},
+		{"key repeated through Unicode folding", op, `{"pool":"p","script":"true","ſcript":"x"}`, `["ſcript"]`, "differ only in case"},
+		{"key repeated through an escape", op, `{"pool":"p","script":"true","scrip\u0074":"x"}`, "script", "given twice"},
+		{"nested key repeated", dep, `{"name":"d","steps":[{"script":"a"},{"script":"b","Image":"x","image":"y"}]}`, "steps[1].image", "differ only in case"},
+		{"key repeated in a variable", op, `{"variables":[{"name":"A","value":"1","Value":"2"}]}`, "variables[0].Value", "differ only in case"},
+		{"invalid UTF-8 in a sensitive value", op, "{\"variables\":[{\"name\":\"P\",\"value\":\"se\xffcret\",\"sensitive\":true}]}", "variables[0].value", "UTF-8"},
+		{"truncated UTF-8", op, "{\"script\":\"echo \xe2\x82\"}", "script", "UTF-8"},
+		{"invalid UTF-8 in a key", op, "{\"scr\xffipt\":\"x\"}", "[\"scr\uFFFD\"]", "UTF-8"},
+		{"lone high surrogate", logs, `{"lease_id":"l","lines":[{"seq":1,"text":"a\ud800b"}]}`, "lines[0].text", "lone surrogate"},
+		{"lone low surrogate", logs, `{"lease_id":"l","lines":[{"seq":1,"text":"\udc00"}]}`, "lines[0].text", "lone surrogate"},
+		{"high surrogate at the end", logs, `{"lease_id":"l","lines":[{"seq":1,"text":"\ud83d"}]}`, "lines[0].text", "lone surrogate"},
+		{"two high surrogates", logs, `{"lease_id":"l","lines":[{"seq":1,"text":"\ud83d\ud83d"}]}`, "lines[0].text", "lone surrogate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := Bytes([]byte(tt.body), tt.into())
+			var de *Error
+			if !errors.As(err, &de) || de.Field != tt.field || !strings.Contains(de.Message, tt.text) {
+				t.Errorf("Bytes(%q) = %v; want field %q, a message containing %q", tt.body, err, tt.field, tt.text)
+			}
+		})
+	}
+	// What stays accepted: a surrogate pair, U+FFFD itself (escaped and as is).
+	var l api.AppendLogsRequest
+	if err := Bytes([]byte(`{"lease_id":"l","lines":[{"seq":1,"text":"\ud83d\ude00 \ufffd �"},{"seq":2,"text":"b"}]}`), &l); err != nil ||
+		l.Lines[0].Text != "😀 \ufffd \ufffd" {
+		t.Errorf("a surrogate pair and U+FFFD: %+v, %v", l, err)
+	}
+}
+
+// BenchmarkStrictCheck: the pass that refuses repeated keys and invalid strings, beside the whole of Bytes,
+// on a 5,000-line log batch (the largest body most routes see).
+func BenchmarkStrictCheck(b *testing.B) {
+	lines := make([]api.LogLine, 5000)
+	for i := range lines {
+		lines[i] = api.LogLine{Seq: int64(i + 1), Stream: api.StreamStdout, Text: strings.Repeat("ünïcödé ", 8)}
+	}
+	body, err := json.Marshal(api.AppendLogsRequest{LeaseID: "lease-1", Lines: lines})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("check", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if e := strictCheck(body); e != nil {
+				b.Fatal(e)
+			}
+		}
+	})
+	b.Run("bytes", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			var req api.AppendLogsRequest
+			if err := Bytes(body, &req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,9 +1,12 @@
 package decode
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/validate"
@@ -12,7 +15,8 @@ import (
 // The fuzz targets feed arbitrary bodies to the decoders and validators the server runs on every request.
 // Properties: nothing panics; every refusal is an *Error with a message; a refusal of a body that is one
 // valid JSON object names a field unless the fault is the body as a whole; what decodes re-encodes and
-// decodes to the same value. `make test` runs the seeds; run one for a while with
+// decodes to the same value; what decodes was valid UTF-8 and held no key twice (in any case), so that
+// encoding/json changed nothing in it silently. `make test` runs the seeds; run one for a while with
 // go test ./dispatch/decode -run '^$' -fuzz FuzzDecodeOperationSpec -fuzztime 1m
 
 func FuzzDecodeOperationSpec(f *testing.F) {
@@ -25,6 +29,11 @@ func FuzzDecodeOperationSpec(f *testing.F) {
 		`{"pool":"p","script":"x","timeout_seconds":"1"}`,
 		`{"files":[{"path":"../x","content":"!!"}]}`,
 		`{"requests":{"cpu":"-1"}}`,
+		`{"pool":"p","script":"true","SCRIPT":"rm -rf /tmp/x"}`,
+		`{"pool":"p","script":"true","script":"x"}`,
+		"{\"pool\":\"p\",\"script\":\"x\",\"variables\":[{\"name\":\"A\",\"value\":\"\xff\",\"sensitive\":true}]}",
+		`{"pool":"p","script":"\ud800"}`,
+		`{"pool":"p","script":"\ud83d\ude00"}`,
 		`[]`, `{`, `null`, ``,
 	)
 }
@@ -44,6 +53,9 @@ func FuzzDecodeAppendLogs(f *testing.F) {
 		`{"lease_id":"l","lines":[{"seq":0,"stream":"system","text":"waiting for capacity"}]}`,
 		`{"lease_id":"l","lines":[{"seq":-1,"time":"bad"}]}`,
 		`{"lease_id":"l","lines":[{"seq":1e3}]}`,
+		`{"lease_id":"l","lines":[{"seq":1,"text":"\udc00"}]}`,
+		`{"lease_id":"l","lines":[{"seq":1,"text":"a","Text":"b"}]}`,
+		`{"lease_id":"l","lines":[{"seq":1,"time":"9999-12-31T00:00:00Z"}]}`,
 	)
 }
 
@@ -107,6 +119,12 @@ func check[T any](t *testing.T, body []byte, v *T) bool {
 		}
 		return false
 	}
+	if !utf8.Valid(body) {
+		t.Fatalf("Bytes(%q) accepted invalid UTF-8", body)
+	}
+	if k, ok := repeatedKey(body); ok {
+		t.Fatalf("Bytes(%q) accepted the key %q twice", body, k)
+	}
 	again, err := json.Marshal(v)
 	if err != nil {
 		t.Fatalf("re-encoding %+v: %v", v, err)
@@ -120,4 +138,52 @@ func check[T any](t *testing.T, body []byte, v *T) bool {
 		t.Fatalf("round trip changed the value:\n%s\n%s", again, twice)
 	}
 	return true
+}
+
+// repeatedKey finds a key given twice in one object (compared as encoding/json matches keys to fields, in
+// any case) with encoding/json's own tokenizer: a second opinion beside the decoder's checker.
+func repeatedKey(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type level struct {
+		object bool
+		keys   []string
+		expect bool // the next string token is a key
+	}
+	var stack []*level
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		var top *level
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch tok := tok.(type) {
+		case json.Delim:
+			if tok == '{' || tok == '[' {
+				stack = append(stack, &level{object: tok == '{', expect: tok == '{'})
+			} else {
+				stack = stack[:len(stack)-1]
+				if len(stack) > 0 && stack[len(stack)-1].object {
+					stack[len(stack)-1].expect = true
+				}
+			}
+			continue
+		case string:
+			if top != nil && top.object && top.expect {
+				for _, k := range top.keys {
+					if strings.EqualFold(k, tok) {
+						return tok, true
+					}
+				}
+				top.keys = append(top.keys, tok)
+				top.expect = false
+				continue
+			}
+		}
+		if top != nil && top.object {
+			top.expect = true
+		}
+	}
 }

@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -95,8 +97,15 @@ func (s *Server) wrap(rt route) http.Handler {
 	if limit == 0 {
 		limit = defaultBodyLimit
 	}
+	readTimeout := s.cfg.BodyReadTimeout
+	if limit > operationBodyLimit {
+		readTimeout = s.cfg.LargeBodyReadTimeout
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = bodyDeadline(w, r.Body, readTimeout)
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		c, err := s.authenticate(r, rt.auth)
 		if err == nil {
@@ -117,6 +126,32 @@ func (s *Server) wrap(rt route) http.Handler {
 	})
 }
 
+// bodyDeadline sets a deadline for reading body: a client that sends it slower than that gets a read error
+// (answered 408, see toHTTPError) rather than holding its connection open. The deadline ends with the body, so
+// that a long-poll or a log stream is not cut once its request has arrived.
+func bodyDeadline(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration) io.ReadCloser {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(timeout)) != nil {
+		return body // not a connection that has deadlines (a test's recorder)
+	}
+	return &deadlineBody{ReadCloser: body, rc: rc}
+}
+
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool // the body was read to its end and the deadline lifted
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
 // toHTTPError maps errors to statuses: decoding 400, validation 422, the store's sentinels as PROTOCOL.md says.
 func (s *Server) toHTTPError(r *http.Request, err error) *httpError {
 	var he *httpError
@@ -125,9 +160,12 @@ func (s *Server) toHTTPError(r *http.Request, err error) *httpError {
 	var mbe *http.MaxBytesError
 	var missing *store.MissingLinesError
 	var lost *store.LeaseLostError
+	var conflict *store.LogConflictError
 	switch {
 	case errors.As(err, &he):
 		return he
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return errf(http.StatusRequestTimeout, "", "", "the request body did not arrive within the server's limit: send it without pauses")
 	case errors.As(err, &mbe):
 		return errf(http.StatusRequestEntityTooLarge, "", api.CodeTooLarge,
 			"the request body is larger than this endpoint's limit of %s; see PROTOCOL.md (Limits)", byteSize(mbe.Limit))
@@ -139,6 +177,8 @@ func (s *Server) toHTTPError(r *http.Request, err error) *httpError {
 		e := errf(http.StatusConflict, "last_seq", api.CodeMissingLines, "%s", missing.Error())
 		e.lastSeq = missing.Have
 		return e
+	case errors.As(err, &conflict):
+		return errf(http.StatusConflict, fmt.Sprintf("lines[%d].text", conflict.Index), api.CodeLogConflict, "%s", conflict.Error())
 	case errors.As(err, &lost):
 		return errf(http.StatusGone, "", api.CodeLeaseLost, "%s", lost.Error())
 	case errors.Is(err, store.ErrNotLeased):

@@ -78,7 +78,7 @@ func (s *Server) OpenAPI() map[string]any {
 		errSchema := map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(api.Error{}))}}
 		codes := append([]int{}, rt.also...)
 		if rt.request != nil || rt.rawRequest != "" {
-			codes = append(codes, 400, 413, 422)
+			codes = append(codes, 400, 408, 413, 422)
 		}
 		if rt.auth != authPublic {
 			codes = append(codes, 401, 403)

@@ -129,6 +129,10 @@ func TestBadInput(t *testing.T) {
 	b.submit(api.OperationSpec{Pool: "p"})
 	l := b.lease(w)
 	opPath := "/api/v1/worker/operations/" + l.Operation.ID
+	regToken, err := b.admin.CreateToken(b.ctx, []string{"p"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	bigFile := base64.StdEncoding.EncodeToString(make([]byte, 800<<10))
 	mib := strings.Repeat("x", 1<<20)
 	tests := []struct {
@@ -182,6 +186,27 @@ func TestBadInput(t *testing.T) {
 		{"result missing lines", "POST", opPath + "/result", "", `{"lease_id":"` + l.LeaseID + `","state":"succeeded","exit_code":0,"last_seq":5}`, 409, "last_seq", api.CodeMissingLines, "re-send"},
 		{"status state", "POST", opPath + "/status", "", `{"lease_id":"` + l.LeaseID + `","state":"succeeded"}`, 422, "state", "", "result"},
 		{"heartbeat running ids", "POST", "/api/v1/worker/heartbeat", "", `{"version":"1","capacity":1,"running":[""],"health":{"ok":true},"draining":false}`, 422, "running[0]", "", "operation id"},
+
+		// Hostile clients (issue 10): what encoding/json or the store would change or mangle silently.
+		{"exit code above 255", "POST", opPath + "/result", "", `{"lease_id":"` + l.LeaseID + `","state":"failed","exit_code":256}`, 422, "exit_code", "", "0..255"},
+		{"negative exit code", "POST", opPath + "/result", "", `{"lease_id":"` + l.LeaseID + `","state":"failed","exit_code":-1}`, 422, "exit_code", "", "0..255"},
+		{"key repeated", "POST", "/api/v1/operations", adminToken, `{"pool":"p","script":"true","script":"rm -rf /tmp/x"}`, 400, "script", "", "twice"},
+		{"key repeated in another case", "POST", "/api/v1/operations", adminToken, `{"pool":"p","script":"true","SCRIPT":"rm -rf /tmp/x"}`, 400, "SCRIPT", "", "differ only in case"},
+		{"key repeated in a step", "POST", "/api/v1/deployments", adminToken, `{"name":"d","pool":"p","steps":[{"script":"x","Pool":"p","pool":"q"}]}`, 400, "steps[0].pool", "", "differ only in case"},
+		{"invalid UTF-8 in a sensitive value", "POST", "/api/v1/operations", adminToken,
+			"{\"pool\":\"p\",\"script\":\"x\",\"variables\":[{\"name\":\"PASSWORD\",\"value\":\"hunt\xffer2\",\"sensitive\":true}]}", 400, "variables[0].value", "", "UTF-8"},
+		{"lone surrogate in a log line", "POST", opPath + "/logs", "", `{"lease_id":"` + l.LeaseID + `","lines":[{"seq":1,"stream":"stdout","text":"a\ud800b"}]}`, 400, "lines[0].text", "", "lone surrogate"},
+		{"invalid UTF-8 in a log line", "POST", opPath + "/logs", "", "{\"lease_id\":\"" + l.LeaseID + "\",\"lines\":[{\"seq\":1,\"stream\":\"stdout\",\"text\":\"a\xc3b\"}]}", 400, "lines[0].text", "", "UTF-8"},
+		{"NUL in a script", "POST", "/api/v1/operations", adminToken, `{"pool":"p","script":"echo a\u0000rm -rf /"}`, 422, "script", "", "NUL"},
+		{"log time beyond 2262", "POST", opPath + "/logs", "", `{"lease_id":"` + l.LeaseID + `","lines":[{"seq":1,"time":"9999-12-31T00:00:00Z","stream":"stdout","text":"x"}]}`, 422, "lines[0].time", "", "out of range"},
+		{"log time before 1678", "POST", opPath + "/logs", "", `{"lease_id":"` + l.LeaseID + `","lines":[{"seq":1,"time":"1600-01-01T00:00:00Z","stream":"stdout","text":"x"}]}`, 422, "lines[0].time", "", "out of range"},
+		{"escape in a worker name", "POST", "/api/v1/worker/register", regToken.Token, `{"name":"w\u001b[2J","version":"1","capacity":1}`, 422, "name", "", "control character"},
+		{"OSC 52 in a worker name", "POST", "/api/v1/worker/register", regToken.Token, `{"name":"w\u001b]52;c;cm0gLXJmIC8=\u0007","version":"1","capacity":1}`, 422, "name", "", "control character"},
+		{"C1 control in a worker name", "POST", "/api/v1/worker/register", regToken.Token, `{"name":"w\u009b2J","version":"1","capacity":1}`, 422, "name", "", "control character"},
+		{"newline in an operation name", "POST", "/api/v1/operations", adminToken, `{"name":"a\nb","pool":"p","script":"x"}`, 422, "name", "", "control character"},
+		{"escape in a deployment name", "POST", "/api/v1/deployments", adminToken, `{"name":"d\u001b[2J","pool":"p","steps":[{"script":"x"}]}`, 422, "name", "", "control character"},
+		{"escape in a step name", "POST", "/api/v1/deployments", adminToken, `{"name":"d","pool":"p","steps":[{"script":"x"},{"name":"\u001b]0;title\u0007","script":"y"}]}`, 422, "steps[1].name", "", "control character"},
+		{"escape in a pool description", "POST", "/api/v1/pools", adminToken, `{"name":"r","description":"\u001b[31mred"}`, 422, "description", "", "control character"},
 	}
 	tok := func(t string) string {
 		if t == "" {
@@ -198,6 +223,9 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	// Nothing refused was stored, and the leased operation is untouched.
+	if ws, err := b.admin.Workers(b.ctx); err != nil || len(ws) != 2 {
+		t.Errorf("%d workers registered, %v; want only the two registered before", len(ws), err)
+	}
 	ops, err := b.admin.Operations(b.ctx, client.ListOptions{})
 	if err != nil || len(ops) != 1 {
 		t.Errorf("%d operations stored, %v; want only the one submitted before", len(ops), err)

@@ -38,6 +38,11 @@ type Config struct {
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
+	// BodyReadTimeout bounds reading a request's body (default 30s), LargeBodyReadTimeout that of the routes
+	// that take more than 2 MiB: deployments, log batches, chart uploads (default 2m). A client that sends
+	// slower gets 408 and its connection closed, so that slow bodies cannot hold connections open for ever.
+	BodyReadTimeout      time.Duration
+	LargeBodyReadTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -55,6 +60,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.BodyReadTimeout <= 0 {
+		c.BodyReadTimeout = 30 * time.Second
+	}
+	if c.LargeBodyReadTimeout <= 0 {
+		c.LargeBodyReadTimeout = 2 * time.Minute
 	}
 	return c
 }

@@ -58,7 +58,10 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		return err
 	}
 	wk := c.worker
-	ctx, endPoll := s.trackPoll(r.Context(), wk.ID)
+	ctx, endPoll, err := s.trackPoll(r.Context(), wk.ID)
+	if err != nil {
+		return err
+	}
 	defer endPoll()
 	deadline := time.NewTimer(time.Duration(req.WaitSeconds) * time.Second)
 	defer deadline.Stop()
@@ -113,13 +116,23 @@ func removedWhileWaiting(ctx context.Context) bool {
 // poll is one lease long-poll in flight.
 type poll struct{ cancel context.CancelCauseFunc }
 
+// errTooManyPolls refuses a long-poll beyond api.MaxPollsPerWorker of one worker: a worker token must not
+// hold an unbounded number of requests (and wake-up waiters) open.
+var errTooManyPolls = errf(http.StatusTooManyRequests, "", api.CodeTooManyPolls,
+	"this worker already holds %d lease long-polls open: wait for one to end (a worker needs one at a time)", api.MaxPollsPerWorker)
+
 // trackPoll registers a lease long-poll of worker id, so that removing the worker ends it at once rather than
-// leaving it waiting (and taking wake-ups meant for other workers) until its deadline. The returned context
-// ends with the request, or with cause errWorkerRemoved; call done when the poll ends.
-func (s *Server) trackPoll(ctx context.Context, workerID string) (context.Context, func()) {
+// leaving it waiting (and taking wake-ups meant for other workers) until its deadline, and refuses it with
+// errTooManyPolls when the worker holds api.MaxPollsPerWorker already. The returned context ends with the
+// request, or with cause errWorkerRemoved; call done when the poll ends.
+func (s *Server) trackPoll(ctx context.Context, workerID string) (context.Context, func(), error) {
+	s.pollMu.Lock()
+	if len(s.polls[workerID]) >= api.MaxPollsPerWorker {
+		s.pollMu.Unlock()
+		return nil, nil, errTooManyPolls
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	p := &poll{cancel: cancel}
-	s.pollMu.Lock()
 	if s.polls[workerID] == nil {
 		s.polls[workerID] = map[*poll]struct{}{}
 	}
@@ -133,7 +146,7 @@ func (s *Server) trackPoll(ctx context.Context, workerID string) (context.Contex
 		}
 		s.pollMu.Unlock()
 		cancel(nil)
-	}
+	}, nil
 }
 
 // endPolls ends the lease long-polls in flight of a removed worker.

@@ -268,7 +268,9 @@ type Queue interface {
 // Logs keeps operations' log lines.
 type Logs interface {
 	// AppendLogs stores lines of a leased operation (already masked by the caller) and says how far the log
-	// is contiguous.
+	// is contiguous. A line whose seq is stored already is dropped when its stream and text are the stored
+	// ones (a retry); when they differ the whole batch is refused with a *LogConflictError and nothing of it
+	// is stored: the first text stays, and the worker learns that it sent two different lines under one seq.
 	AppendLogs(ctx context.Context, ref LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error)
 	// Logs returns up to limit lines of an operation with Pos > after, in Pos order.
 	Logs(ctx context.Context, id string, after int64, limit int) ([]api.LogLine, error)
@@ -313,6 +315,18 @@ type MissingLinesError struct {
 func (e *MissingLinesError) Error() string {
 	return fmt.Sprintf("the server holds log lines 1..%d contiguously but the result says %d: re-send lines %d..%d first",
 		e.Have, e.Want, e.Have+1, e.Want)
+}
+
+// LogConflictError refuses a log batch that holds, under a seq the store holds already, a line with another
+// stream or text. Index is the line's index in the batch (the first such line, in batch order).
+type LogConflictError struct {
+	Seq   int64
+	Index int
+}
+
+func (e *LogConflictError) Error() string {
+	return fmt.Sprintf("line seq %d is stored already with a different stream or text: a seq names one line; "+
+		"nothing of this batch was stored (re-send only the lines after the server's last_seq)", e.Seq)
 }
 
 // LeaseLostError says why a lease is no longer live.

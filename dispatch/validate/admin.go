@@ -9,7 +9,7 @@ func CreatePool(r *api.CreatePoolRequest) error {
 	if err := PoolName("name", r.Name); err != nil {
 		return err
 	}
-	return text("description", r.Description, MaxMessageLen)
+	return name("description", r.Description, MaxMessageLen)
 }
 
 // CreateToken checks a registration token request.

@@ -78,6 +78,29 @@ func Capabilities(field string, caps []string) error {
 	return nil
 }
 
+// name checks a free-text name or description that tables and messages print: text, without control
+// characters (C0, DEL, C1), which a terminal would act on (ESC starts sequences that clear the screen or
+// write the clipboard; a newline or a carriage return forges table rows).
+func name(field, s string, max int) error {
+	if err := text(field, s, max); err != nil {
+		return err
+	}
+	if i, r, ok := control(s); ok {
+		return fail(field, "control character %U at byte %d: names are printed on terminals; use printable text", r, i)
+	}
+	return nil
+}
+
+// control returns the first control character in s (C0, DEL or C1) and its byte offset.
+func control(s string) (int, rune, bool) {
+	for i, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return i, r, true
+		}
+	}
+	return 0, 0, false
+}
+
 func text(field, s string, max int) error {
 	if len(s) > max {
 		return fail(field, "%d bytes; at most %d", len(s), max)

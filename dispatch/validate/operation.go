@@ -15,7 +15,7 @@ import (
 // OperationSpec checks one operation (prefix is its path in the request, "" or "steps[2]"). An empty pool
 // is accepted when poolOptional is set (a deployment step inherits the deployment's pool).
 func OperationSpec(prefix string, s *api.OperationSpec, poolOptional bool) error {
-	if err := text(join(prefix, "name"), s.Name, MaxNameLen); err != nil {
+	if err := name(join(prefix, "name"), s.Name, MaxNameLen); err != nil {
 		return err
 	}
 	if s.Pool != "" || !poolOptional {
@@ -28,6 +28,9 @@ func OperationSpec(prefix string, s *api.OperationSpec, poolOptional bool) error
 	}
 	if !utf8.ValidString(s.Script) {
 		return fail(join(prefix, "script"), "not valid UTF-8")
+	}
+	if i := strings.IndexByte(s.Script, 0); i >= 0 {
+		return fail(join(prefix, "script"), "NUL byte at byte %d: a script is text (a shell stops reading at NUL); ship binary data as a file", i)
 	}
 	if s.Syntax != "" && !contains(syntaxes, s.Syntax) {
 		return fail(join(prefix, "syntax"), "%q is not supported: use one of %s (default bash)", s.Syntax, strings.Join(syntaxes, ", "))
@@ -169,7 +172,7 @@ func DeploymentSpec(d *api.DeploymentSpec) error {
 	if strings.TrimSpace(d.Name) == "" {
 		return fail("name", "required: name the deployment")
 	}
-	if err := text("name", d.Name, MaxNameLen); err != nil {
+	if err := name("name", d.Name, MaxNameLen); err != nil {
 		return err
 	}
 	if d.Pool != "" {

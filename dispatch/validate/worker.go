@@ -3,6 +3,7 @@ package validate
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 )
@@ -12,7 +13,7 @@ func Register(r *api.RegisterRequest) error {
 	if strings.TrimSpace(r.Name) == "" {
 		return fail("name", "required: the worker's name (e.g. its pod or release name)")
 	}
-	if err := text("name", r.Name, MaxNameLen); err != nil {
+	if err := name("name", r.Name, MaxNameLen); err != nil {
 		return err
 	}
 	if err := poolList("pools", r.Pools, false); err != nil {
@@ -83,7 +84,8 @@ func AppendLogs(r *api.AppendLogsRequest) error {
 	}
 	total := 0
 	for i, l := range r.Lines {
-		if l.Seq >= 0 && l.Pos == 0 && (l.Stream == api.StreamStdout || l.Stream == api.StreamStderr || l.Stream == api.StreamSystem) && len(l.Text) <= MaxLineBytes {
+		if l.Seq >= 0 && l.Pos == 0 && (l.Stream == api.StreamStdout || l.Stream == api.StreamStderr || l.Stream == api.StreamSystem) && len(l.Text) <= MaxLineBytes &&
+			logTime(l.Time) {
 			total += len(l.Text)
 			continue // a valid line: no field name to format (batches have thousands)
 		}
@@ -101,6 +103,10 @@ func AppendLogs(r *api.AppendLogsRequest) error {
 		default:
 			return fail(f+".stream", "%q: use stdout, stderr or system", l.Stream)
 		}
+		if !logTime(l.Time) {
+			return fail(f+".time", "%s is out of range: a log time lies between %s and %s (leave it out for the server's time)",
+				l.Time.Format(time.RFC3339Nano), api.MinLogTime.Format(time.DateOnly), api.MaxLogTime.Format(time.DateOnly))
+		}
 		if len(l.Text) > MaxLineBytes {
 			return &Error{Field: f + ".text", Code: api.CodeTooLarge, Message: fmt.Sprintf("%d bytes; a line holds at most %d KiB: split it", len(l.Text), MaxLineBytes>>10)}
 		}
@@ -110,6 +116,11 @@ func AppendLogs(r *api.AppendLogsRequest) error {
 		return &Error{Field: "lines", Code: api.CodeTooLarge, Message: fmt.Sprintf("the batch holds %d KiB of text; at most %d MiB: send smaller batches", ceilKiB(total), MaxLogBatchBytes>>20)}
 	}
 	return nil
+}
+
+// logTime reports whether t is a log line's time the store keeps unchanged (the zero time: none given).
+func logTime(t time.Time) bool {
+	return t.IsZero() || (!t.Before(api.MinLogTime) && !t.After(api.MaxLogTime))
 }
 
 // Result checks a result. Succeeded needs exit code 0; lost is the server's to set.
@@ -126,6 +137,9 @@ func Result(r *api.ResultRequest) error {
 			return fail("exit_code", "%d with state succeeded: an operation succeeds only with exit code 0; report state failed", *r.ExitCode)
 		}
 	case api.StateFailed, api.StateCancelled, api.StateTimedOut:
+		if r.ExitCode != nil && (*r.ExitCode < 0 || *r.ExitCode > 255) {
+			return fail("exit_code", "%d is not a process exit code: use 0..255 (a signal is 128+n), or leave it out when the script did not run", *r.ExitCode)
+		}
 	case "":
 		return fail("state", "required: succeeded, failed, cancelled or timed-out")
 	default:

@@ -46,6 +46,9 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 				return err
 			}
 		}
+		if err := s.checkRepeats(ctx, tx, o.seq, lines, last, stored); err != nil {
+			return err
+		}
 		extends := false
 		for _, c := range cutChunks(lines, last, stored) {
 			if err := s.insertChunk(ctx, tx, o.seq, c); err != nil {
@@ -106,6 +109,59 @@ func (s *Store) runsBeyond(ctx context.Context, tx *sql.Tx, opSeq, last, hi int6
 		return nil, fmt.Errorf("reading the lines held beyond %d: %w", last, err)
 	}
 	return runs, nil
+}
+
+// checkRepeats compares the lines of the batch whose seq is stored already (at or before last, or in one of
+// the runs stored beyond it) with the stored ones, and refuses the batch with a *store.LogConflictError at
+// the first whose stream or text differs. Lines that arrive in order are beyond everything stored: then it
+// reads nothing.
+func (s *Store) checkRepeats(ctx context.Context, tx *sql.Tx, opSeq int64, lines []api.LogLine, last int64, stored []seqRun) error {
+	lo, hi := int64(0), int64(0)
+	for _, l := range lines {
+		if l.Seq > 0 && (l.Seq <= last || isStored(stored, l.Seq)) {
+			if lo == 0 || l.Seq < lo {
+				lo = l.Seq
+			}
+			hi = max(hi, l.Seq)
+		}
+	}
+	if lo == 0 {
+		return nil
+	}
+	// The runs holding lo..hi: from the one that holds lo (the last to start at or before it) to hi.
+	rows, err := s.txQuery(ctx, tx, `SELECT pos, n, lines FROM log_chunks WHERE op_seq = ? AND first_seq > 0 AND first_seq <= ?
+		AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = ? AND first_seq > 0 AND first_seq <= ?)
+		ORDER BY first_seq`, opSeq, hi, opSeq, lo)
+	if err != nil {
+		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
+	}
+	defer rows.Close()
+	have := map[int64]api.LogLine{}
+	var held []api.LogLine
+	for rows.Next() {
+		var pos, n int64
+		var data []byte
+		if err := rows.Scan(&pos, &n, &data); err != nil {
+			return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
+		}
+		if held, err = decodeChunk(held[:0], string(data), pos, n, 0, int(n)); err != nil {
+			return err
+		}
+		for _, l := range held {
+			if l.Seq >= lo && l.Seq <= hi {
+				have[l.Seq] = l
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
+	}
+	for i, l := range lines {
+		if h, ok := have[l.Seq]; ok && l.Seq > 0 && (h.Stream != l.Stream || h.Text != l.Text) {
+			return &store.LogConflictError{Seq: l.Seq, Index: i}
+		}
+	}
+	return nil
 }
 
 // chunk is a run of lines to store as one row.

@@ -206,6 +206,9 @@ func TestLogQueriesUseIndexes(t *testing.T) {
 		{`SELECT COUNT(*) FROM (SELECT 1 FROM log_chunks WHERE op_seq = 1 AND first_seq > 5 AND first_seq > 0 LIMIT 1)`, "log_chunks_seq"},
 		{`SELECT first_seq, last_seq FROM log_chunks WHERE op_seq = 1 AND first_seq > 5 AND first_seq <= 9 AND first_seq > 0 ORDER BY first_seq`, "log_chunks_seq"},
 		{`SELECT pos, n, lines FROM log_chunks WHERE op_seq = (SELECT seq FROM operations WHERE id = 'x') AND pos > 5 ORDER BY pos`, "log_chunks_op"},
+		// checkRepeats: the runs holding lo..hi of a batch that overlaps what is stored.
+		{`SELECT pos, n, lines FROM log_chunks WHERE op_seq = 1 AND first_seq > 0 AND first_seq <= 9
+			AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = 1 AND first_seq > 0 AND first_seq <= 5) ORDER BY first_seq`, "log_chunks_seq"},
 	} {
 		joined := queryPlan(t, s, tc.query)
 		if !strings.Contains(joined, "USING INDEX "+tc.index) && !strings.Contains(joined, "USING COVERING INDEX "+tc.index) || strings.Contains(joined, "TEMP B-TREE") {
@@ -288,7 +291,11 @@ func TestMigrationKeepsStoredLines(t *testing.T) {
 	ref := store.LeaseRef{OperationID: "a", LeaseID: "la", WorkerID: "w", Now: now}
 	var batch []api.LogLine
 	for _, seq := range []int64{2, 3, 4, 5} {
-		batch = append(batch, api.LogLine{Seq: seq, Time: now.UTC(), Stream: "stdout", Text: textOf(seq)})
+		text := textOf(seq)
+		if seq == 2 {
+			text = "ünïcödé ✓" // a line held already is re-sent as it is (another text would be a conflict)
+		}
+		batch = append(batch, api.LogLine{Seq: seq, Time: now.UTC(), Stream: "stdout", Text: text})
 	}
 	resp, err := s.AppendLogs(t.Context(), ref, batch)
 	if err != nil || resp != (api.AppendLogsResponse{LastSeq: 5}) {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
 func testAppendLogs(t *testing.T, b *bundle) {
@@ -73,5 +75,56 @@ func testAppendLogs(t *testing.T, b *bundle) {
 	}
 	if leases, err := b.s.Leases(b.ctx, "w", b.now); err != nil || len(leases) != 1 || leases[0].LastSeq != 7 {
 		t.Errorf("Leases = %+v, %v; want last_seq 7", leases, err)
+	}
+}
+
+// testAppendLogsConflict: a batch that repeats a stored seq with another text (or stream) is refused whole,
+// naming the first such seq, and stores nothing; a batch that repeats stored lines as they are stays a retry.
+func testAppendLogsConflict(t *testing.T, b *bundle) {
+	b.enqueue(t, api.OperationSpec{})
+	l := b.mustClaim(t, "w")
+	r := ref(l, "w", b.now)
+	line := func(seq int64, text string) api.LogLine {
+		return api.LogLine{Seq: seq, Time: b.now, Stream: api.StreamStdout, Text: text}
+	}
+	if _, err := b.s.AppendLogs(b.ctx, r, []api.LogLine{line(1, "one"), line(2, "two"), line(3, "three")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.s.AppendLogs(b.ctx, r, []api.LogLine{line(6, "six")}); err != nil { // a run beyond a gap
+		t.Fatal(err)
+	}
+	other := line(2, "two")
+	other.Stream = api.StreamStderr
+	tests := []struct {
+		name  string
+		lines []api.LogLine
+		seq   int64
+		index int
+	}{
+		{"other text in the contiguous part", []api.LogLine{line(3, "three"), line(4, "four"), line(2, "TWO")}, 2, 2},
+		{"other stream", []api.LogLine{other}, 2, 0},
+		{"other text in a run beyond the gap", []api.LogLine{line(4, "four"), line(5, "five"), line(6, "SIX")}, 6, 2},
+	}
+	for _, tt := range tests {
+		_, err := b.s.AppendLogs(b.ctx, r, tt.lines)
+		var conflict *store.LogConflictError
+		if !errors.As(err, &conflict) || conflict.Seq != tt.seq || conflict.Index != tt.index {
+			t.Errorf("%s: AppendLogs = %v; want a *store.LogConflictError at seq %d, index %d", tt.name, err, tt.seq, tt.index)
+		}
+	}
+	got, err := b.s.AppendLogs(b.ctx, r, []api.LogLine{line(1, "one"), line(2, "two"), line(3, "three"), line(6, "six")})
+	if err != nil || got != (api.AppendLogsResponse{LastSeq: 3, Gap: true}) {
+		t.Fatalf("an identical re-send = %+v, %v; want it accepted, nothing new stored", got, err)
+	}
+	lines, err := b.s.Logs(b.ctx, l.Operation.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, ln := range lines {
+		texts = append(texts, ln.Text)
+	}
+	if diff := cmp.Diff([]string{"one", "two", "three", "six"}, texts); diff != "" {
+		t.Errorf("refused batches stored lines (-want +got):\n%s", diff)
 	}
 }

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Open) {
 		{"LeaseChecks", testLeaseChecks},
 		{"SetRunning", testSetRunning},
 		{"AppendLogs", testAppendLogs},
+		{"AppendLogsConflict", testAppendLogsConflict},
 		{"Finish", testFinish},
 		{"Cancel", testCancel},
 		{"Heartbeat", testHeartbeat},
