@@ -146,7 +146,11 @@ func (o *operation) run(ctx context.Context) {
 			o.detach(ctx)
 			return
 		}
-		o.finish(ctx, &outcome{State: api.StateFailed, Message: err.Error()})
+		out := &outcome{State: api.StateFailed, Message: err.Error()}
+		if errors.Is(err, errCancelledKeyGone) {
+			out = &outcome{State: api.StateCancelled, Message: "cancelled"}
+		}
+		o.finish(ctx, out)
 		return
 	}
 
@@ -165,6 +169,9 @@ func (o *operation) run(ctx context.Context) {
 				break // stopping: the next worker learns of the cancel request from its heartbeat
 			}
 			o.cancelCh = nil // handled once
+			if o.cancelling {
+				break // re-adopted while its Job was being deleted for this cancel: said and done before
+			}
 			o.cancelling = true
 			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.deps.namespace, o.name)
 			dctx, cancel := context.WithTimeout(ctx, cancelDeliver)
@@ -240,6 +247,11 @@ func (o *operation) detach(ctx context.Context) {
 	}
 }
 
+// errCancelledKeyGone: a re-adopted operation whose cancel was requested has its Job still being deleted and
+// its Secret gone already (garbage collection deletes it before the Job's pods are gone): the operation is
+// cancelled, and what its pod still prints cannot be unsealed.
+var errCancelledKeyGone = errors.New("cancelled; the Job is being deleted and its Secret is gone")
+
 // ensureObjects creates the operation's Secret and Job, or adopts existing ones.
 func (o *operation) ensureObjects(ctx context.Context) error {
 	ns := o.deps.namespace
@@ -247,11 +259,16 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		sec, err := o.deps.objects.getSecret(ctx, o.name)
 		if err != nil {
 			o.deleteJob(ctx)
+			if o.lease.Operation.CancelRequested && job.DeletionTimestamp != nil {
+				return errCancelledKeyGone
+			}
 			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
 		}
 		if o.sealer, err = logline.NewSealer(sec.Data[podrunner.SealingKeyKey], o.id); err != nil {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
+		// A Job being deleted after a cancel was requested: the worker before this one deleted it for the cancel.
+		o.cancelling = o.lease.Operation.CancelRequested && job.DeletionTimestamp != nil
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
 		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.deps.version, ns, o.name, o.lease.LastSeq+1)
 		if o.lease.Operation.State != api.StateRunning {
