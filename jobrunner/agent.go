@@ -68,7 +68,8 @@ type Agent struct {
 	changed    chan struct{}        // closed and replaced when ops shrink or draining changes
 	opsDone    sync.WaitGroup       // the goroutines supervising ops
 
-	ready atomic.Bool
+	ready    atomic.Bool
+	kubeWait atomic.Pointer[string] // why the agent waits for the Kubernetes API server at start (nil: it does not)
 }
 
 // New returns an agent for a validated configuration.
@@ -105,8 +106,14 @@ func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 // Ready reports whether the agent has synced its informer and re-adopted its Jobs.
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
-// Health is the agent's own view of its health, as sent in heartbeats.
-func (a *Agent) Health() api.Health { return a.updates.Health() }
+// Health is the agent's own view of its health, as sent in heartbeats: unhealthy while it waits for the
+// Kubernetes API server at start (startup.go).
+func (a *Agent) Health() api.Health {
+	if msg := a.kubeWait.Load(); msg != nil {
+		return api.Health{OK: false, Message: *msg}
+	}
+	return a.updates.Health()
+}
 
 // running is how many operations the agent supervises now.
 func (a *Agent) running() int {
@@ -122,6 +129,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	defer a.opsDone.Wait()
+	if !a.waitForKube(ctx) {
+		return nil // stopped while waiting for the API server
+	}
 
 	// One informer factory, filtered on this worker's label, serves Jobs, pods and Secrets; events cannot be
 	// label-filtered and come from a second informer on the namespace.

@@ -76,11 +76,18 @@ type observation struct {
 	JobGone     bool
 	Pods        []*corev1.Pod // the operation's pods, in any order (a Job with retries has several)
 	StartedAt   time.Time     // when supervision began
-	Cancelling  bool          // a cancel was requested and the Job is being deleted
+	Cancelling  bool          // a cancel was requested and this worker is deleting the Job
 	Following   bool          // a follower is reading a pod's log now
 	FollowedPod string        // the pod the last follower read ("": none yet)
 	EOS         *logline.Line // the end-of-stream marker that follower read, if any
 	Memory      memory
+	// Adopted: supervision began without creating the Job, because it had been created before (a running
+	// operation re-adopted after a restart) or because a cancel was requested. A missing Job is then not one
+	// the informer has yet to deliver: once the API server confirms it is gone, the operation has ended.
+	Adopted bool
+	// CancelRequested: the server asked to cancel the operation (its lease said so, or a heartbeat did), so a
+	// Job that is gone was deleted for the cancel, by this worker before it restarted or by someone else.
+	CancelRequested bool
 }
 
 // verdict is the judge's decision: the outcome, or when to look again, and what to do meanwhile.
@@ -122,7 +129,7 @@ func judge(obs observation, now time.Time, lim limits) verdict {
 	}
 	if job == nil && !m.JobSeen {
 		// Just created: the informer has not delivered it yet. Ask the API server directly if that takes long.
-		if now.Sub(obs.StartedAt) < jobAppearWithin {
+		if !obs.Adopted && now.Sub(obs.StartedAt) < jobAppearWithin {
 			v.Next = jobRecheck
 			return v
 		}
@@ -132,8 +139,13 @@ func judge(obs observation, now time.Time, lim limits) verdict {
 		}
 	}
 	if job == nil {
-		if following {
+		switch {
+		case following:
 			return v
+		case obs.CancelRequested:
+			return end(logResult(pod, eos, &outcome{State: api.StateCancelled, Message: "cancelled"}))
+		case obs.Adopted && !m.JobSeen:
+			return end(logResult(pod, eos, &outcome{State: api.StateFailed, Message: fmt.Sprintf("the operation's Job %s no longer exists (the worker was away longer than ttlSecondsAfterFinished, or someone deleted it); its result is unknown", obs.Job)}))
 		}
 		return end(logResult(pod, eos, &outcome{State: api.StateFailed, Message: fmt.Sprintf("Job %s was deleted by something other than this worker", obs.Job)}))
 	}

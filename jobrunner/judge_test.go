@@ -92,6 +92,21 @@ func TestJudge(t *testing.T) {
 		{name: "cancelled once the Job is gone", obs: observation{Cancelling: true, FollowedPod: "p1", EOS: eos("143"), Memory: seen}, now: t0,
 			want: verdict{Outcome: &outcome{State: api.StateCancelled, Message: "cancelled"}, Memory: seen}},
 
+		// A Job gone when the worker (re)starts supervising its operation, e.g. deleted for a cancel by this
+		// worker just before it died: a cancel requested makes it cancelled, else its result is unknown.
+		{name: "re-adopted without its Job: ask the API server at once", obs: observation{Adopted: true, StartedAt: t0}, now: t0,
+			want: verdict{Next: 5 * time.Second, CheckJob: true}},
+		{name: "re-adopted without its Job, no cancel requested: result unknown", obs: observation{Job: "ns/octo-x", Adopted: true, JobGone: true, StartedAt: t0}, now: t0,
+			want: verdict{Outcome: &outcome{State: api.StateFailed, Message: "the operation's Job ns/octo-x no longer exists (the worker was away longer than ttlSecondsAfterFinished, or someone deleted it); its result is unknown"}}},
+		{name: "re-adopted without its Job after a cancel: cancelled", obs: observation{Job: "ns/octo-x", Adopted: true, JobGone: true, CancelRequested: true, StartedAt: t0}, now: t0,
+			want: verdict{Outcome: &outcome{State: api.StateCancelled, Message: "cancelled"}}},
+		{name: "re-adopted after a cancel, its pod still stopping", obs: observation{Adopted: true, JobGone: true, CancelRequested: true, Following: true, FollowedPod: "p1", Pods: pods(pod("p1", t0, corev1.PodRunning, running))}, now: t0,
+			want: verdict{Next: time.Hour}},
+		{name: "re-adopted after a cancel, its pod's end read: cancelled with the exit code", obs: observation{Adopted: true, JobGone: true, CancelRequested: true, FollowedPod: "p1", EOS: eos("143"), Pods: pods(pod("p1", t0, corev1.PodFailed, exited(143, "Error")))}, now: t0,
+			want: verdict{Outcome: &outcome{State: api.StateCancelled, ExitCode: ptr(143), Message: "cancelled"}}},
+		{name: "Job deleted by someone else after a cancel was requested: cancelled", obs: observation{Job: "ns/octo-x", CancelRequested: true, Memory: seen}, now: t0,
+			want: verdict{Outcome: &outcome{State: api.StateCancelled, Message: "cancelled"}, Memory: seen}},
+
 		// Following.
 		{name: "pod still creating its containers", obs: observation{JobObject: job(), Pods: pods(pod("p1", t0, corev1.PodPending, creating))}, now: t0,
 			want: verdict{Next: time.Hour, Memory: seen}},

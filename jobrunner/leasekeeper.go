@@ -87,24 +87,16 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 // renew sends one heartbeat for the worker listing all its leases. It returns how many it renewed and the
 // server's lease TTL.
 func (k *LeaseKeeper) renew(ctx context.Context) (int, time.Duration, error) {
-	leases, err := k.Dispatcher.Leases(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("listing the worker's leases: %w", err)
-	}
-	running := make([]string, 0, len(leases))
-	for _, l := range leases {
-		running = append(running, l.Operation.ID)
-	}
-	msg := fmt.Sprintf("upgrading from %s to %s (self-update Job %s): no worker pod runs; the Job keeps the leases of %d operations alive, whose Jobs keep running",
-		k.FromVersion, k.ToVersion, k.Job, len(running))
-	resp, err := k.Dispatcher.Heartbeat(ctx, api.HeartbeatRequest{
-		Version: k.FromVersion, Capacity: 0, Capabilities: k.Capabilities, Running: running, Draining: true,
-		Health: api.Health{OK: true, Message: capMessage(msg, api.MaxMessageLen)},
+	n, resp, err := heartbeatLeases(ctx, k.Dispatcher, api.HeartbeatRequest{
+		Version: k.FromVersion, Capacity: 0, Capabilities: k.Capabilities, Draining: true,
+	}, func(leases int) api.Health {
+		return api.Health{OK: true, Message: fmt.Sprintf("upgrading from %s to %s (self-update Job %s): no worker pod runs; the Job keeps the leases of %d operations alive, whose Jobs keep running",
+			k.FromVersion, k.ToVersion, k.Job, leases)}
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("heartbeating for the worker: %w", err)
+		return 0, 0, err
 	}
-	return len(running), time.Duration(resp.LeaseTTL) * time.Second, nil
+	return n, time.Duration(resp.LeaseTTL) * time.Second, nil
 }
 
 // workerRunning reports whether a worker pod runs (and so heartbeats itself), per the lister.

@@ -27,6 +27,11 @@ import (
 // chart's terminationGracePeriodSeconds (30) leaves room for it.
 const shutdownFlush = 10 * time.Second
 
+// cancelDeliver bounds how long a cancel waits for its "cancel requested" line to reach the server before it
+// deletes the Job: a worker that dies right after the deletion must not leave a log that does not say why the
+// script stopped (the restarted worker finds no Job and reports the operation cancelled from its lease).
+const cancelDeliver = 10 * time.Second
+
 // operation supervises one leased operation: it creates (or adopts) its Secret and Job, follows its pod's
 // log into the shipper, watches Job and pod state through the agent's informer, and reports the result.
 // Its state is touched only by its own run goroutine, except cancel and kick, which are channels.
@@ -54,6 +59,7 @@ type operation struct {
 	base       int64 // lines delivered by earlier pods
 
 	cancelling bool
+	adopted    bool   // supervision began without creating the Job (the judge's observation.Adopted)
 	memory     memory // the judge's, between two looks
 	events     map[types.UID]int32
 	startedAt  time.Time // events from before this are not written (they were, or are stale)
@@ -140,7 +146,11 @@ func (o *operation) run(ctx context.Context) {
 			o.detach(ctx)
 			return
 		}
-		o.finish(ctx, &outcome{State: api.StateFailed, Message: err.Error()})
+		out := &outcome{State: api.StateFailed, Message: err.Error()}
+		if errors.Is(err, errCancelledKeyGone) {
+			out = &outcome{State: api.StateCancelled, Message: "cancelled"}
+		}
+		o.finish(ctx, out)
 		return
 	}
 
@@ -159,8 +169,16 @@ func (o *operation) run(ctx context.Context) {
 				break // stopping: the next worker learns of the cancel request from its heartbeat
 			}
 			o.cancelCh = nil // handled once
+			if o.cancelling {
+				break // re-adopted while its Job was being deleted for this cancel: said and done before
+			}
 			o.cancelling = true
 			o.say(ctx, "cancel requested: deleting Job %s/%s and its pod", o.deps.namespace, o.name)
+			dctx, cancel := context.WithTimeout(ctx, cancelDeliver)
+			if err := o.ship.Deliver(dctx); err != nil {
+				o.log.WithError(err).Warn("the \"cancel requested\" line did not reach the dispatch server; deleting the Job all the same")
+			}
+			cancel()
 			o.deleteJob(ctx)
 		case <-shipFailed:
 			if err := o.ship.Err(); leaseGone(err) {
@@ -229,6 +247,11 @@ func (o *operation) detach(ctx context.Context) {
 	}
 }
 
+// errCancelledKeyGone: a re-adopted operation whose cancel was requested has its Job still being deleted and
+// its Secret gone already (garbage collection deletes it before the Job's pods are gone): the operation is
+// cancelled, and what its pod still prints cannot be unsealed.
+var errCancelledKeyGone = errors.New("cancelled; the Job is being deleted and its Secret is gone")
+
 // ensureObjects creates the operation's Secret and Job, or adopts existing ones.
 func (o *operation) ensureObjects(ctx context.Context) error {
 	ns := o.deps.namespace
@@ -236,11 +259,16 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		sec, err := o.deps.objects.getSecret(ctx, o.name)
 		if err != nil {
 			o.deleteJob(ctx)
+			if o.lease.Operation.CancelRequested && job.DeletionTimestamp != nil {
+				return errCancelledKeyGone
+			}
 			return fmt.Errorf("adopting Job %s: reading its Secret: %w (the Job was deleted; its output cannot be read)", o.name, err)
 		}
 		if o.sealer, err = logline.NewSealer(sec.Data[podrunner.SealingKeyKey], o.id); err != nil {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
+		// A Job being deleted after a cancel was requested: the worker before this one deleted it for the cancel.
+		o.cancelling = o.lease.Operation.CancelRequested && job.DeletionTimestamp != nil
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
 		o.say(ctx, "worker restarted (octo-worker %s): following Job %s/%s again from line %d", o.deps.version, ns, o.name, o.lease.LastSeq+1)
 		if o.lease.Operation.State != api.StateRunning {
@@ -250,8 +278,11 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		}
 		return nil
 	}
-	if o.adopt && o.lease.Operation.State == api.StateRunning {
-		return fmt.Errorf("the operation's Job %s/%s no longer exists (the worker was away longer than ttlSecondsAfterFinished, or someone deleted it); its result is unknown", ns, o.name)
+	if (o.adopt && o.lease.Operation.State == api.StateRunning) || o.lease.Operation.CancelRequested {
+		// The Job was created before and is gone, or a cancel makes it needless: the judge decides what its
+		// absence means, once the API server confirms it.
+		o.adopted = true
+		return nil
 	}
 
 	requests, notes, err := o.deps.build.RequestsFor(&o.lease.Operation)
@@ -339,6 +370,7 @@ func (o *operation) observe() observation {
 	}
 	obs := observation{
 		Job: ns + "/" + o.name, JobObject: job, Pods: o.pods(), StartedAt: o.startedAt,
+		Adopted: o.adopted, CancelRequested: o.lease.Operation.CancelRequested || o.cancelling,
 		Cancelling: o.cancelling, Following: o.folRunning, FollowedPod: o.folPod, Memory: o.memory,
 	}
 	if o.fol != nil {

@@ -51,7 +51,11 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 		}
 		if err == nil {
 			operationsFinished.Add(1)
-			o.log.WithFields(logrus.Fields{"state": out.State, "exit_code": deref(out.ExitCode), "lines": lastSeq}).Info("operation finished")
+			fields := logrus.Fields{"state": out.State, "lines": lastSeq}
+			if out.ExitCode != nil {
+				fields["exit_code"] = *out.ExitCode // none when cancelled before the end, or when the result is unknown
+			}
+			o.log.WithFields(fields).Info("operation finished")
 			return
 		}
 		if ctx.Err() != nil {

@@ -51,6 +51,8 @@ type shipper struct {
 	batch    []api.LogLine // the batch in flight (a copy: the queue moves)
 	flushing int           // Flush calls waiting: send without lingering
 	stored   int64         // highest contiguous seq the server said it holds
+	added    int64         // lines ever queued
+	acked    int64         // lines ever acknowledged
 	err      error         // permanent refusal: shipping stopped
 	changed  chan struct{} // closed and replaced whenever the queue shrinks or err is set
 	failed   chan struct{} // closed when shipping stopped for good (err set)
@@ -85,6 +87,7 @@ func (s *shipper) Add(ctx context.Context, l api.LogLine) error {
 		return s.err
 	}
 	s.push(l)
+	s.added++
 	s.bytes += lineSize(l)
 	if unsent := s.queued() - s.inFlight; unsent == 1 || unsent == maxBatchLines {
 		s.signal()
@@ -158,6 +161,35 @@ func (s *shipper) Flush(ctx context.Context) (int64, error) {
 		case <-ch:
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		}
+	}
+}
+
+// Deliver waits until the lines queued before the call are acknowledged (not those queued meanwhile, which a
+// busy log keeps adding), sending without lingering; it returns why shipping stopped, if it did.
+func (s *shipper) Deliver(ctx context.Context) error {
+	s.mu.Lock()
+	target := s.added
+	s.flushing++
+	s.signal()
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.flushing--
+		s.mu.Unlock()
+	}()
+	for {
+		s.mu.Lock()
+		if s.err != nil || s.acked >= target {
+			defer s.mu.Unlock()
+			return s.err
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -266,6 +298,7 @@ func (s *shipper) done(n int, resp api.AppendLogsResponse, err error) {
 	clear(acked) // the texts are garbage now (unless failed, the next head copies them again)
 	clear(s.batch)
 	s.first += n
+	s.acked += int64(n)
 	if s.first == len(s.queue) {
 		s.queue, s.first = s.queue[:0], 0
 		if cap(s.queue) > keepLines { // an idle operation does not keep a burst's arrays

@@ -30,8 +30,8 @@ func agentCommand() *cli.Command {
 		Name:  "agent",
 		Usage: "run the worker: lease operations from the dispatch server and run each as a Kubernetes Job",
 		Description: "Configuration: chart defaults < --values files (in order) < --set < environment < flags.\n" +
-			"In the cluster the chart mounts the effective values and sets OCTO_REGISTRATION_TOKEN, OCTO_NAMESPACE,\n" +
-			"OCTO_POD_NAME and OCTO_RELEASE_NAME. Outside it, give --kubeconfig and --namespace.",
+			"In the cluster the chart mounts the effective values and the identity Secret, and sets OCTO_REGISTRATION_TOKEN,\n" +
+			"OCTO_NAMESPACE, OCTO_POD_NAME, OCTO_RELEASE_NAME and OCTO_IDENTITY_DIR. Outside it, give --kubeconfig and --namespace.",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "values file (the chart's format); repeatable"},
 			&cli.StringSliceFlag{Name: "set", Usage: "override a value, Helm syntax (worker.concurrency=20); repeatable"},
@@ -41,6 +41,8 @@ func agentCommand() *cli.Command {
 			&cli.StringFlag{Name: "release", EnvVars: []string{"OCTO_RELEASE_NAME"}, Usage: "the worker's Helm release (names the identity Secret; default worker name)"},
 			&cli.StringFlag{Name: "pod-name", EnvVars: []string{"OCTO_POD_NAME"}, Usage: "the worker's own pod"},
 			&cli.StringFlag{Name: "kubeconfig", EnvVars: []string{"KUBECONFIG"}, Usage: "kubeconfig file; empty: in-cluster configuration"},
+			&cli.StringFlag{Name: "identity-dir", EnvVars: []string{"OCTO_IDENTITY_DIR"},
+				Usage: "the identity Secret mounted as files (the chart mounts it): the worker starts with it while the Kubernetes API server cannot be reached"},
 			&cli.StringFlag{Name: "health-listen", Value: ":8081", EnvVars: []string{"OCTO_HEALTH_LISTEN"}, Usage: "address of /healthz and /readyz"},
 			&cli.IntFlag{Name: "concurrency", Usage: "operations run at once (overrides worker.concurrency)"},
 			&cli.BoolFlag{Name: "release-startup-pages", Value: true, EnvVars: []string{"OCTO_RELEASE_STARTUP_PAGES"},
@@ -175,7 +177,8 @@ func runAgent(c *cli.Context) error {
 			})
 		}
 	}
-	id, created, err := jobrunner.EnsureIdentity(ctx, kube, cfg.Namespace, cfg.IdentitySecret, register)
+	id, created, err := jobrunner.StartIdentity(ctx, kube, cfg.Namespace, cfg.IdentitySecret, c.String("identity-dir"), register,
+		log.WithField("component", "agent"))
 	if err != nil {
 		ln.Close()
 		return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os/signal"
 	"syscall"
 
@@ -40,23 +39,12 @@ func runnerCommand() *cli.Command {
 					&cli.StringFlag{Name: "workdir", Value: podrunner.WorkDir, Usage: "the script's working directory"},
 				},
 				Action: func(c *cli.Context) error {
-					spec, key, err := podrunner.LoadSpec(c.String("spec"), c.String("key"))
-					if err != nil {
-						return cli.Exit(fmt.Sprintf("runner: %v", err), podrunner.ExitRunnerError)
-					}
-					r, err := podrunner.New(spec, key, c.String("workdir"), c.App.Writer)
-					if err != nil {
-						return cli.Exit(fmt.Sprintf("runner: %v", err), podrunner.ExitRunnerError)
-					}
 					ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 					defer stop()
-					code, err := r.Run(ctx)
-					if err != nil {
-						return cli.Exit(fmt.Sprintf("runner: %v", err), podrunner.ExitRunnerError)
-					}
+					code := podrunner.Main(ctx, c.String("spec"), c.String("key"), c.String("workdir"), c.App.Writer, c.App.ErrWriter)
 					if code != 0 {
-						// Printed on stderr after the end-of-stream marker; the worker stops reading at the marker.
-						return cli.Exit(fmt.Sprintf("script exited with code %d", code), code)
+						// No message: the code is in the end-of-stream marker, and the runner prints nothing unsealed.
+						return cli.Exit("", code)
 					}
 					return nil
 				},

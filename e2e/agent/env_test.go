@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +43,10 @@ type agentOptions struct {
 	flags  []string      // extra agent flags
 	// ownBinary runs the agent from a private copy of the binary, as in its pod, where no other process maps
 	// the same file (the dispatch server here runs from the shared one).
-	ownBinary bool
+	ownBinary   bool
+	kubeconfig  string   // the agent's kubeconfig (default: the cluster's)
+	env         []string // extra environment of the agent
+	serverFlags []string // extra flags of the dispatch server
 }
 
 const pool = "e2e"
@@ -77,10 +81,11 @@ func (e *env) serverURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.s
 func (e *env) metricsURL() string { return fmt.Sprintf("http://127.0.0.1:%d/metrics", e.healthPort) }
 
 func (e *env) startServer() {
-	e.server = proc.Start(e.t, binary, "server", nil, "server",
+	args := append([]string{"server",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", e.serverPort),
 		"--db", filepath.Join(e.dir, "octo-worker.db"),
-		"--admin-token", e.adminToken)
+		"--admin-token", e.adminToken}, e.agentOpts.serverFlags...)
+	e.server = proc.Start(e.t, binary, "server", nil, args...)
 	e.server.WaitHTTP(e.t, e.serverURL()+"/healthz", time.Minute)
 }
 
@@ -88,6 +93,12 @@ func (e *env) startServer() {
 func (e *env) restartServer() { e.startServer() }
 
 func (e *env) startAgent() {
+	e.launchAgent()
+	e.agent.WaitHTTP(e.t, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
+}
+
+// launchAgent starts the agent process and returns at once.
+func (e *env) launchAgent() {
 	values := filepath.Join(e.dir, "values.yaml")
 	if err := os.WriteFile(values, []byte(fmt.Sprintf(`
 worker:
@@ -107,7 +118,7 @@ scriptPods:
 	}
 	args := []string{"--log-format", "text", "--log-level", "debug", "agent",
 		"--values", values,
-		"--kubeconfig", kube.Kubeconfig,
+		"--kubeconfig", cmp.Or(e.agentOpts.kubeconfig, kube.Kubeconfig),
 		"--namespace", e.ns,
 		"--release", "e2e-worker",
 		"--health-listen", fmt.Sprintf("127.0.0.1:%d", e.healthPort)}
@@ -129,8 +140,7 @@ scriptPods:
 			copyFile(e.t, binary, exe)
 		}
 	}
-	e.agent = proc.Start(e.t, exe, "agent", []string{"OCTO_REGISTRATION_TOKEN=" + e.regToken}, args...)
-	e.agent.WaitHTTP(e.t, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
+	e.agent = proc.Start(e.t, exe, "agent", append([]string{"OCTO_REGISTRATION_TOKEN=" + e.regToken}, e.agentOpts.env...), args...)
 }
 
 // restartAgent starts the agent again (same namespace, so the same identity Secret).

@@ -306,6 +306,30 @@ func CheckFilePath(p string) error {
 	return nil
 }
 
+// Main is the whole of `octo-worker runner run`: it loads the spec and the sealing key, runs the script and
+// returns the exit code for the process, the script's. All it writes to stdout is sealed records, the last one
+// the end-of-stream marker, which carries that code; it writes nothing to stderr, because the pod's log mixes
+// both streams in no promised order, and an unsealed line there would show up as the pod's own. Only a runner
+// that cannot seal (no spec or key) or cannot write its records says why on stderr.
+func Main(ctx context.Context, specPath, keyPath, workDir string, stdout, stderr io.Writer) int {
+	spec, key, err := LoadSpec(specPath, keyPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner: %v\n", err)
+		return ExitRunnerError
+	}
+	r, err := New(spec, key, workDir, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner: %v\n", err)
+		return ExitRunnerError
+	}
+	code, err := r.Run(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner: %v\n", err)
+		return ExitRunnerError
+	}
+	return code
+}
+
 // LoadSpec reads the runner's spec and key files.
 func LoadSpec(specPath, keyPath string) (Spec, []byte, error) {
 	var spec Spec

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,7 +20,73 @@ import (
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(mainEnv); dir != "" {
+		// The runner's process, started by TestRunnerPrintsOnlySealedRecords.
+		os.Exit(Main(context.Background(), filepath.Join(dir, SpecKey), filepath.Join(dir, SealingKeyKey), filepath.Join(dir, "work"), os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// mainEnv names the directory holding the spec and key of the runner process the test binary becomes.
+const mainEnv = "OCTO_TEST_RUNNER_DIR"
+
+// The runner as a process, its stdout and stderr in one pipe as in the pod's log: every line it prints is a
+// sealed record and the last is the marker with the script's exit code, which is also the process's. Nothing
+// unsealed (such as "script exited with code 3") can land among the records, where the worker would show it as
+// a line of the pod's own.
+func TestRunnerPrintsOnlySealedRecords(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		script string
+		code   int
+	}{
+		{"success", "echo out; echo err >&2", 0},
+		{"failure", "echo out; echo err >&2; exit 3", 3},
+		{"killed by a signal", "echo out; kill -TERM $$", 128 + 15},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			key, err := logline.NewKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec, _ := json.Marshal(Spec{OperationID: "op-main", Syntax: "sh", Script: c.script})
+			if err := os.WriteFile(filepath.Join(dir, SpecKey), spec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, SealingKeyKey), key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), mainEnv+"="+dir)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out // one pipe, like the container's log
+			err = cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != c.code {
+				t.Fatalf("the runner exited with %d (%v), want the script's %d; output:\n%s", code, err, c.code, out.String())
+			}
+			s, _ := logline.NewSealer(key, "op-main")
+			lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+			for i, raw := range lines {
+				l, err := s.Parse([]byte(raw))
+				if err != nil {
+					t.Fatalf("output line %d is not a sealed record (%v): %q", i+1, err, raw)
+				}
+				if last := i == len(lines)-1; last != (l.Stream == logline.EOS) {
+					t.Fatalf("output line %d is %s: the marker must come last, once", i+1, l.Stream)
+				}
+				if l.Stream == logline.EOS {
+					if code, err := l.ExitCode(); err != nil || code != c.code {
+						t.Fatalf("the marker says exit code %d (%v), want %d", code, err, c.code)
+					}
+				}
+			}
+		})
+	}
+}
 
 type result struct {
 	code   int

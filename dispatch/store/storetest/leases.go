@@ -131,6 +131,10 @@ func testCancel(t *testing.T, b *bundle) {
 	if err != nil || !cmp.Equal(hb.Cancel, []string{l.Operation.ID}) {
 		t.Fatalf("heartbeat after a cancel request = %+v, %v", hb, err)
 	}
+	// A restarted worker learns of the cancel from the leases it re-adopts: its Job may be gone already.
+	if leases, err := b.s.Leases(b.ctx, "w", b.now); err != nil || len(leases) != 1 || !leases[0].Operation.CancelRequested {
+		t.Fatalf("Leases after a cancel request = %+v, %v; want the lease, saying a cancel was requested", leases, err)
+	}
 	op, _, err = b.s.Finish(b.ctx, ref(l, "w", b.now), store.Result{State: api.StateCancelled, Message: "cancelled by request"})
 	if err != nil || op.State != api.StateCancelled {
 		t.Errorf("Finish(cancelled) = %+v, %v", op, err)
