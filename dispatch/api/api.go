@@ -24,6 +24,8 @@ const (
 	// MaxPollsPerWorker bounds the lease long-polls one worker holds open at once (the agent holds one); more
 	// are refused with 429 CodeTooManyPolls.
 	MaxPollsPerWorker = 4
+	// MaxExitCode is the highest process exit code (a script killed by signal n ends with 128+n).
+	MaxExitCode = 255
 )
 
 // MinLogTime and MaxLogTime bound a log line's time: the times a store keeps as Unix nanoseconds in an int64

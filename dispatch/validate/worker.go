@@ -137,7 +137,7 @@ func Result(r *api.ResultRequest) error {
 			return fail("exit_code", "%d with state succeeded: an operation succeeds only with exit code 0; report state failed", *r.ExitCode)
 		}
 	case api.StateFailed, api.StateCancelled, api.StateTimedOut:
-		if r.ExitCode != nil && (*r.ExitCode < 0 || *r.ExitCode > 255) {
+		if r.ExitCode != nil && (*r.ExitCode < 0 || *r.ExitCode > api.MaxExitCode) {
 			return fail("exit_code", "%d is not a process exit code: use 0..255 (a signal is 128+n), or leave it out when the script did not run", *r.ExitCode)
 		}
 	case "":

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
 )
 
 // Streams a line can belong to. EOS is the end-of-stream marker: its sequence number is the number of lines
@@ -229,6 +231,10 @@ func (l Line) ExitCode() (int, error) {
 	code, err := strconv.Atoi(string(l.Payload))
 	if err != nil {
 		return 0, fmt.Errorf("decoding exit code of end-of-stream marker %q: %w", l.Payload, err)
+	}
+	if code < 0 || code > api.MaxExitCode {
+		// The server refuses such a result: the marker is as unreadable as a garbled one.
+		return 0, fmt.Errorf("end-of-stream marker carries exit code %d, outside 0..%d", code, api.MaxExitCode)
 	}
 	return code, nil
 }

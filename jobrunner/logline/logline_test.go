@@ -103,6 +103,11 @@ func TestExitCode(t *testing.T) {
 	if _, err := (Line{Stream: EOS, Payload: []byte("x")}).ExitCode(); err == nil {
 		t.Error("ExitCode of a garbled marker succeeded")
 	}
+	for _, code := range []string{"-1", "256", "4294967296"} {
+		if _, err := (Line{Stream: EOS, Payload: []byte(code)}).ExitCode(); err == nil {
+			t.Errorf("ExitCode of a marker carrying %s succeeded; the server refuses it", code)
+		}
+	}
 }
 
 func TestNewSealerKeySize(t *testing.T) {
