@@ -45,7 +45,7 @@ const (
 	leaseRoom = `EXISTS (SELECT 1 FROM workers w WHERE w.id = @worker AND w.drain_requested = 0
 		AND w.capacity > (SELECT COUNT(*) FROM operations l INDEXED BY operations_worker
 			WHERE l.worker_id = @worker AND l.state IN ('leased', 'running')))`
-	workerFit = `EXISTS (SELECT 1 FROM workers w WHERE w.id = @worker AND w.healthy = 1 AND w.last_heartbeat >= @since)`
+	workerFit      = `EXISTS (SELECT 1 FROM workers w WHERE w.id = @worker AND w.healthy = 1 AND w.last_heartbeat >= @since)`
 	leaseGuard     = leaseRoom + ` AND ` + workerFit
 	leaseReturning = ` RETURNING ` + opCols + `, body, secrets`
 )
