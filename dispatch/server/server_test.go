@@ -485,7 +485,7 @@ func TestDrainAndDesiredVersion(t *testing.T) {
 	if _, err := b.admin.DrainWorker(b.ctx, wid, true); err != nil {
 		t.Fatal(err)
 	}
-	hb, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1.0.0", Capacity: 1})
+	hb, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1.0.0", Capacity: 1, Health: api.Health{OK: true}})
 	if err != nil || !hb.Drain || hb.DesiredVersion != "1.2.0" || hb.ChartSHA256 != c.SHA256 {
 		t.Fatalf("heartbeat = %+v, %v", hb, err)
 	}
