@@ -416,9 +416,18 @@ func TestLeaseExpiry(t *testing.T) {
 	b := setup(t, Config{LeaseTTL: 3 * time.Second, HeartbeatInterval: 200 * time.Millisecond, PollInterval: time.Hour})
 	b.pool("p")
 	w, _ := b.worker("w", []string{"p"})
+	// A worker gets work only within three heartbeat intervals (600 ms here) of its last heartbeat.
+	alive := func() {
+		t.Helper()
+		if _, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1", Capacity: 4, Health: api.Health{OK: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	abandoned := b.submit(api.OperationSpec{Pool: "p"})
+	alive()
 	la := b.lease(w)
 	kept := b.submit(api.OperationSpec{Pool: "p"})
+	alive()
 	lk := b.lease(w)
 	// Heartbeat for kept only, until abandoned is lost.
 	stop := make(chan struct{})
