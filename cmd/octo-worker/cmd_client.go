@@ -356,30 +356,17 @@ func deploymentsCommand() *cli.Command {
 func workersCommand() *cli.Command {
 	return withClientFlags(&cli.Command{
 		Name:  "workers",
-		Usage: "list workers, drain and remove them, set the version they should run",
+		Usage: "list workers and their state, show and check one, drain and remove them, set the version they should run",
 		Subcommands: []*cli.Command{
 			{Name: "list", Usage: "list registered workers", Action: clientAction(func(c *cli.Context, cl *client.Client) error {
 				ws, err := cl.Workers(c.Context)
 				if err != nil {
 					return err
 				}
-				return output(c, ws, func(w io.Writer) {
-					// MESSAGE is last: a long one (a failed self-update's reason) does not widen the other columns.
-					fmt.Fprintln(w, "ID\tNAME\tPOOLS\tVERSION\tRUNNING\tHEALTH\tLAST HEARTBEAT\tCAPABILITIES\tMESSAGE")
-					for _, wk := range ws {
-						health := "healthy"
-						if !wk.Healthy {
-							health = "unhealthy"
-						}
-						if wk.Draining || wk.DrainRequested {
-							health += " (draining)"
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", esc(wk.ID), esc(wk.Name), esc(strings.Join(wk.Pools, ",")), esc(wk.Version),
-							wk.Running, wk.Capacity, health, when(wk.LastHeartbeat), esc(dash(strings.Join(wk.Capabilities, ","))),
-							esc(dash(oneLine(wk.HealthMessage))))
-					}
-				})
+				return output(c, ws, func(w io.Writer) { workersTable(w, ws) })
 			})},
+			workersShowCommand(),
+			workersCheckCommand(),
 			{Name: "drain", Usage: "ask a worker to stop taking operations (--resume to undo)", ArgsUsage: "ID",
 				Flags: []cli.Flag{&cli.BoolFlag{Name: "resume", Usage: "let the worker take operations again"}},
 				Action: idAction("worker id", func(c *cli.Context, cl *client.Client, id string) error {

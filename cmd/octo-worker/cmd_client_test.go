@@ -21,6 +21,8 @@ func TestOneArgumentRequired(t *testing.T) {
 		{[]string{"workers", "drain"}, "give exactly one worker id (see --help)"},
 		{[]string{"workers", "remove"}, "give exactly one worker id (see --help)"},
 		{[]string{"workers", "remove", "a", "b"}, "give exactly one worker id (see --help)"},
+		{[]string{"workers", "show"}, "give exactly one worker id (see --help)"},
+		{[]string{"workers", "check", "a", "b"}, "give exactly one worker id (see --help)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -30,7 +30,7 @@ func history(t *testing.T, db string, ended ...time.Time) []string {
 		t.Fatal(err)
 	}
 	if err := st.CreateWorker(ctx, store.Worker{Worker: api.Worker{ID: "w", Name: "w", Pools: []string{"p"}, Version: "1", Capacity: 1,
-		RegisteredAt: first, LastHeartbeat: first}, TokenHash: []byte("hash-w"), TokenID: "t"}); err != nil {
+		Healthy: true, RegisteredAt: first, LastHeartbeat: first}, TokenHash: []byte("hash-w"), TokenID: "t"}); err != nil {
 		t.Fatal(err)
 	}
 	var ids []string

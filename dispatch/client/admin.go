@@ -135,6 +135,22 @@ func (c *Client) Workers(ctx context.Context) ([]api.Worker, error) {
 	return out.Workers, err
 }
 
+// Worker shows one worker: its state, the checks of its last report and when it ran them.
+func (c *Client) Worker(ctx context.Context, id string) (api.Worker, error) {
+	var out api.Worker
+	_, err := c.call(ctx, retrySafe, "GET", "/api/v1/workers/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
+// CheckWorker asks a worker to run a health check now: it queues a tiny script operation that only that
+// worker takes, and returns it (follow it with FollowLogs or Operation). Retried only when the connection was
+// refused: a repeat would queue a second check.
+func (c *Client) CheckWorker(ctx context.Context, id string) (api.Operation, error) {
+	var out api.Operation
+	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/workers/"+url.PathEscape(id)+"/check", nil, &out)
+	return out, err
+}
+
 // DrainWorker asks a worker to drain (or to resume when drain is false).
 func (c *Client) DrainWorker(ctx context.Context, id string, drain bool) (api.Worker, error) {
 	var out api.Worker

@@ -90,7 +90,8 @@ func (s *Server) enqueue(ctx context.Context, op store.NewOperation) (api.Operat
 			out.Variables = masked(out.Variables)
 			return out, nil
 		}
-		// The waiting worker was removed a moment ago (its poll is ending): queue the operation instead.
+		// The waiting worker may not take it now (removed, asked to drain, unhealthy, silent or full since it
+		// began to wait): queue the operation instead, for another worker.
 		waiter.Release()
 	}
 	created, err := s.st.CreateOperation(ctx, op)

@@ -48,8 +48,13 @@ func (s *Server) routeTable() []route {
 			response: api.Deployment{}, status: 200, also: []int{404, 409}},
 
 		// admin: workers and versions
-		{method: "GET", pattern: "/api/v1/workers", auth: authAdmin, handle: s.listWorkers, summary: "List registered workers with their health",
+		{method: "GET", pattern: "/api/v1/workers", auth: authAdmin, handle: s.listWorkers, summary: "List registered workers with their state (healthy, unhealthy, unavailable, outdated)",
 			response: api.WorkerList{}, status: 200},
+		{method: "GET", pattern: "/api/v1/workers/{id}", auth: authAdmin, handle: s.getWorker, summary: "Show a worker: its state, every check of its last report and when it ran them",
+			response: api.Worker{}, status: 200, also: []int{400, 404}},
+		{method: "POST", pattern: "/api/v1/workers/{id}/check", auth: authAdmin, handle: s.checkWorker,
+			summary:  "Run a health check on a worker now: a tiny script pod that only this worker takes, first, whatever its health; follow the returned operation. 409 when the worker is asked to drain or unavailable",
+			response: api.Operation{}, status: 201, also: []int{400, 404, 409}},
 		{method: "DELETE", pattern: "/api/v1/workers/{id}", auth: authAdmin, handle: s.removeWorker,
 			summary:  "Remove a worker: its token stops working at once, the operations it held become lost (never re-run), it leaves the list",
 			response: api.WorkerRemoval{}, status: 200, also: []int{400, 404}},

@@ -416,9 +416,18 @@ func TestLeaseExpiry(t *testing.T) {
 	b := setup(t, Config{LeaseTTL: 3 * time.Second, HeartbeatInterval: 200 * time.Millisecond, PollInterval: time.Hour})
 	b.pool("p")
 	w, _ := b.worker("w", []string{"p"})
+	// A worker gets work only within three heartbeat intervals (600 ms here) of its last heartbeat.
+	alive := func() {
+		t.Helper()
+		if _, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1", Capacity: 4, Health: api.Health{OK: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	abandoned := b.submit(api.OperationSpec{Pool: "p"})
+	alive()
 	la := b.lease(w)
 	kept := b.submit(api.OperationSpec{Pool: "p"})
+	alive()
 	lk := b.lease(w)
 	// Heartbeat for kept only, until abandoned is lost.
 	stop := make(chan struct{})
@@ -485,7 +494,7 @@ func TestDrainAndDesiredVersion(t *testing.T) {
 	if _, err := b.admin.DrainWorker(b.ctx, wid, true); err != nil {
 		t.Fatal(err)
 	}
-	hb, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1.0.0", Capacity: 1})
+	hb, err := w.Heartbeat(b.ctx, api.HeartbeatRequest{Version: "1.0.0", Capacity: 1, Health: api.Health{OK: true}})
 	if err != nil || !hb.Drain || hb.DesiredVersion != "1.2.0" || hb.ChartSHA256 != c.SHA256 {
 		t.Fatalf("heartbeat = %+v, %v", hb, err)
 	}
@@ -512,7 +521,11 @@ func TestDrainAndDesiredVersion(t *testing.T) {
 func TestConcurrentWorkersLeaseEachOnce(t *testing.T) {
 	t.Parallel()
 	const workers, ops = 8, 2000
-	b := setup(t, testConfig())
+	// The workers do not heartbeat: a window of hours keeps them available however long the run takes (under
+	// -race on a loaded machine, longer than the default 15 s).
+	cfg := testConfig()
+	cfg.HeartbeatInterval, cfg.LeaseTTL = time.Hour, 2*time.Hour
+	b := setup(t, cfg)
 	b.pool("p")
 	var mu sync.Mutex
 	leasedBy := map[string]string{}

@@ -228,10 +228,12 @@ func (s *Server) noteAsleep(delta int) {
 }
 
 // stamped returns a claim's params with the lease's times set from now: a lease lasts LeaseTTL from when it
-// is granted, by a claim or by a hand-off alike.
+// is granted, by a claim or by a hand-off alike, and goes only to a worker that heartbeated within the window
+// (store.HeartbeatSince).
 func (s *Server) stamped(p store.ClaimParams) store.ClaimParams {
 	p.Now = time.Now().UTC()
 	p.ExpiresAt = p.Now.Add(s.cfg.LeaseTTL)
+	p.HeartbeatSince = store.HeartbeatSince(p.Now, s.cfg.HeartbeatInterval)
 	return p
 }
 
@@ -363,6 +365,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request, c caller) error 
 		return err
 	}
 	s.apply(ch)
+	s.wakeWorker(c.worker.ID) // a slot freed: a poll of this worker held back by its capacity may claim now
 	writeJSON(w, http.StatusOK, op)
 	return nil
 }

@@ -55,6 +55,12 @@ func MessageWorkerRemoved(name, id string) string {
 		name, id)
 }
 
+// MessageTargetRemoved is the message of a queued operation targeted at a worker (a health check) that was
+// removed before it claimed it: it is cancelled.
+func MessageTargetRemoved(name, id string) string {
+	return fmt.Sprintf("not run: worker %s (%s), the only worker that could run it, was removed", name, id)
+}
+
 // DeploymentState is a deployment's state from the number of its steps in each state: running while a step
 // is leased or running, succeeded when every step succeeded, failed when a step failed, timed out or was
 // lost, cancelled when one was cancelled, running between two steps, and queued before the first.
@@ -155,4 +161,30 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// SilentHeartbeats is how many heartbeat intervals a worker may stay silent before it is unavailable.
+const SilentHeartbeats = 3
+
+// HeartbeatSince is the oldest last heartbeat of a worker still available at now, when workers heartbeat
+// every interval: a claim leases only to a worker that heartbeated since (ClaimParams.HeartbeatSince).
+func HeartbeatSince(now time.Time, interval time.Duration) time.Time {
+	return now.Add(-SilentHeartbeats * interval)
+}
+
+// WorkerState is what the server makes of worker w at now: unavailable when it has not heartbeated within
+// SilentHeartbeats intervals; else unhealthy when its own report is not OK (a check failed); else outdated
+// when a desired version is set and it runs another; else healthy. Claim and the hand-off lease only to a
+// worker that is healthy or outdated (and not asked to drain, and with a free slot), by the same rule in SQL.
+func WorkerState(w api.Worker, now time.Time, interval time.Duration, desiredVersion string) api.WorkerState {
+	switch {
+	case w.LastHeartbeat.Before(HeartbeatSince(now, interval)):
+		return api.WorkerUnavailable
+	case !w.Healthy:
+		return api.WorkerUnhealthy
+	case desiredVersion != "" && w.Version != desiredVersion:
+		return api.WorkerOutdated
+	default:
+		return api.WorkerHealthy
+	}
 }

@@ -157,3 +157,31 @@ func TestMatches(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkerState(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	const interval = 5 * time.Second
+	tests := []struct {
+		name      string
+		heartbeat time.Time
+		healthy   bool
+		version   string
+		desired   string
+		want      api.WorkerState
+	}{
+		{"healthy", now, true, "1.0", "", api.WorkerHealthy},
+		{"healthy at the desired version", now, true, "1.0", "1.0", api.WorkerHealthy},
+		{"outdated", now, true, "1.0", "1.1", api.WorkerOutdated},
+		{"unhealthy before outdated", now, false, "1.0", "1.1", api.WorkerUnhealthy},
+		{"silent for exactly three intervals", now.Add(-3 * interval), true, "1.0", "", api.WorkerHealthy},
+		{"unavailable after three intervals", now.Add(-3*interval - time.Nanosecond), true, "1.0", "", api.WorkerUnavailable},
+		{"unavailable before unhealthy", now.Add(-time.Hour), false, "1.0", "1.1", api.WorkerUnavailable},
+	}
+	for _, tt := range tests {
+		w := api.Worker{LastHeartbeat: tt.heartbeat, Healthy: tt.healthy, Version: tt.version}
+		if got := WorkerState(w, now, interval, tt.desired); got != tt.want {
+			t.Errorf("%s: WorkerState = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}

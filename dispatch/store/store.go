@@ -28,7 +28,15 @@
 //     running it again elsewhere could run it twice. Its queued operations are untouched (they belong to a
 //     pool, not to a worker), and a deployment whose step is lost stops as on expiry.
 //   - Claim and CreateLeasedOperation lease only to a worker that exists when they commit, so a removed
-//     worker's long-poll still in flight is handed nothing.
+//     worker's long-poll still in flight is handed nothing. Who gets work is decided in that same statement:
+//     the worker was not asked to drain, its last heartbeat reported healthy and came at or after
+//     ClaimParams.HeartbeatSince (see WorkerState), and it holds fewer live leases than its capacity. So a
+//     drain, a failed check or a full worker also stops a long-poll already waiting; the operation stays
+//     queued for another worker.
+//   - An operation with a target worker (NewOperation.TargetWorker: a health check an admin asked for) is
+//     claimed by that worker only, before the other operations of its pools and whatever its health; it still
+//     needs a free slot and a worker not asked to drain. Removing the worker cancels its targeted operations
+//     still queued.
 //   - Retention (DeleteFinished) deletes history that ended before a cutoff, and nothing else: an operation
 //     outside a deployment once it ended before the cutoff, with its logs; a deployment once every one of its
 //     steps ended, the last before the cutoff, with all its steps and their logs (a deployment is never shown
@@ -129,11 +137,13 @@ type Workers interface {
 	CreateWorker(ctx context.Context, w Worker) error
 	// WorkerByTokenHash returns the worker whose token hashes to hash, or ErrNotFound.
 	WorkerByTokenHash(ctx context.Context, hash []byte) (Worker, error)
+	// Worker returns one worker, or ErrNotFound.
+	Worker(ctx context.Context, id string) (Worker, error)
 	// ListWorkers returns every worker ordered by registration time.
 	ListWorkers(ctx context.Context) ([]Worker, error)
 	// PoolWorkers returns the workers registered into pool.
 	PoolWorkers(ctx context.Context, pool string) ([]Worker, error)
-	// Heartbeat records a heartbeat, renews the leases of the listed operations the worker still holds and
+	// Heartbeat records a heartbeat (with the health it reports: OK, message, checks, when they ran), renews the leases of the listed operations the worker still holds and
 	// says what to cancel. ErrNotFound when the worker does not exist.
 	Heartbeat(ctx context.Context, h Heartbeat) (HeartbeatReply, error)
 	// SetDrain records an admin's drain request for a worker.
@@ -160,6 +170,9 @@ type NewOperation struct {
 	ID        string
 	Spec      api.OperationSpec
 	CreatedAt time.Time
+	// TargetWorker, when set, is the only worker that may claim the operation (see the rules above). Only
+	// CreateOperation takes it.
+	TargetWorker string
 }
 
 // NewDeployment is a deployment to enqueue: its steps run in order, each as one operation.
@@ -196,6 +209,9 @@ type ClaimParams struct {
 	LeaseID   string // id of the new lease
 	Now       time.Time
 	ExpiresAt time.Time
+	// HeartbeatSince is the oldest last heartbeat a worker may have to be leased to (HeartbeatSince(now,
+	// interval)); the zero time checks nothing.
+	HeartbeatSince time.Time
 }
 
 // LeaseRef names a worker's lease on an operation. Every worker call on an operation passes one.
@@ -229,13 +245,15 @@ type Queue interface {
 	CreateOperation(ctx context.Context, op NewOperation) (api.Operation, error)
 	// CreateLeasedOperation enqueues an operation already leased to a worker waiting for one (a direct
 	// hand-off: one transaction instead of an enqueue and a claim), with the lease fields a Claim with p would
-	// set. p.Pools and p.Capabilities are not checked: the caller matched them (with Matches). It returns nil, and stores nothing, when the worker no longer exists
-	// (it was removed while it waited): the caller enqueues the operation instead.
+	// set. p.Pools and p.Capabilities are not checked: the caller matched them (with Matches). It returns nil, and
+	// stores nothing, when the worker may not take work now (it was removed, asked to drain, reported a failed
+	// check, fell silent or is full, while it waited: see the rules): the caller enqueues the operation instead.
 	CreateLeasedOperation(ctx context.Context, op NewOperation, p ClaimParams) (*api.Lease, error)
 	// CreateDeployment enqueues a deployment; only its first step is claimable.
 	CreateDeployment(ctx context.Context, d NewDeployment) (api.Deployment, error)
-	// Claim leases the oldest claimable operation of the worker's pools whose required capabilities the
-	// worker has, or returns nil when there is none (or the worker no longer exists).
+	// Claim leases the oldest operation targeted at the worker, else the oldest claimable operation of the
+	// worker's pools whose required capabilities the worker has; nil when there is none, or the worker may
+	// not take work now (it no longer exists, is asked to drain, unhealthy, silent or full: see the rules).
 	Claim(ctx context.Context, p ClaimParams) (*api.Lease, error)
 	// Leases returns the live leases a worker holds, oldest first.
 	Leases(ctx context.Context, workerID string, now time.Time) ([]api.Lease, error)

@@ -149,6 +149,14 @@ func TestWorkerRequests(t *testing.T) {
 		{"result lost", Result(&api.ResultRequest{LeaseID: "l", State: api.StateLost}), "state", ""},
 		{"heartbeat ok", Heartbeat(&api.HeartbeatRequest{Version: "1", Capacity: 1, Running: []string{"op-1"}}), "", ""},
 		{"heartbeat running", Heartbeat(&api.HeartbeatRequest{Version: "1", Running: []string{""}}), "running[0]", ""},
+		{"heartbeat checks ok", Heartbeat(&api.HeartbeatRequest{Version: "1", Health: api.Health{Checks: []api.Check{
+			{Name: api.CheckKubernetesAPI, OK: true}, {Name: api.CheckPermissions, Message: "cannot create jobs"}}}}), "", ""},
+		{"heartbeat too many checks", Heartbeat(&api.HeartbeatRequest{Version: "1", Health: api.Health{Checks: make([]api.Check, api.MaxChecks+1)}}), "health.checks", ""},
+		{"heartbeat check unnamed", Heartbeat(&api.HeartbeatRequest{Version: "1", Health: api.Health{Checks: []api.Check{{OK: true}}}}), "health.checks[0].name", ""},
+		{"heartbeat check name control", Heartbeat(&api.HeartbeatRequest{Version: "1", Health: api.Health{Checks: []api.Check{{Name: "a\x1b[2Jb"}}}}), "health.checks[0].name", ""},
+		{"heartbeat check name long", Heartbeat(&api.HeartbeatRequest{Version: "1", Health: api.Health{Checks: []api.Check{{Name: strings.Repeat("n", MaxNameLen+1)}}}}), "health.checks[0].name", ""},
+		{"heartbeat check message long", Heartbeat(&api.HeartbeatRequest{Version: "1", Health: api.Health{Checks: []api.Check{
+			{Name: "x", Message: strings.Repeat("m", MaxMessageLen+1)}}}}), "health.checks[0].message", ""},
 		{"token pools", CreateToken(&api.CreateTokenRequest{}), "pools", ""},
 		{"token ttl", CreateToken(&api.CreateTokenRequest{Pools: []string{"p"}, TTLSeconds: -5}), "ttl_seconds", ""},
 		{"pool name", CreatePool(&api.CreatePoolRequest{Name: "-x"}), "name", ""},

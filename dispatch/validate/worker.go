@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 )
@@ -170,5 +171,32 @@ func Heartbeat(r *api.HeartbeatRequest) error {
 			return fail(fmt.Sprintf("running[%d]", i), "not an operation id")
 		}
 	}
-	return text("health.message", r.Health.Message, MaxMessageLen)
+	if err := text("health.message", r.Health.Message, MaxMessageLen); err != nil {
+		return err
+	}
+	return checks(r.Health.Checks)
+}
+
+// checks checks a heartbeat's health checks: at most api.MaxChecks, each named (printable, no control
+// characters: admins read them in a terminal) with a bounded message.
+func checks(cs []api.Check) error {
+	if len(cs) > api.MaxChecks {
+		return fail("health.checks", "%d checks; at most %d", len(cs), api.MaxChecks)
+	}
+	for i, c := range cs {
+		f := fmt.Sprintf("health.checks[%d]", i)
+		if c.Name == "" {
+			return fail(f+".name", "required: the check's name, such as %q", api.CheckKubernetesAPI)
+		}
+		if err := text(f+".name", c.Name, MaxNameLen); err != nil {
+			return err
+		}
+		if strings.IndexFunc(c.Name, unicode.IsControl) >= 0 {
+			return fail(f+".name", "%q holds control characters; name checks with printable text", c.Name)
+		}
+		if err := text(f+".message", c.Message, MaxMessageLen); err != nil {
+			return err
+		}
+	}
+	return nil
 }

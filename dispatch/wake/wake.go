@@ -209,6 +209,22 @@ func (q *Queue[D, V]) Notify(t Ticket) {
 	q.mu.Unlock()
 }
 
+// WakeWhere wakes every waiter whose Data match, without a ticket, to claim again: something only they may
+// claim was queued (an operation targeted at their worker), or they may claim again (their worker's slot
+// freed).
+func (q *Queue[D, V]) WakeWhere(match func(D) bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, w := range q.waiters {
+		if match(w.Data) {
+			select {
+			case w.c <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 func (q *Queue[D, V]) notifyLocked(t Ticket) {
 	var fallback *Waiter[D, V]
 	for _, w := range q.waiters {

@@ -14,9 +14,9 @@ import (
 // newCols are the columns of a new operation and newVals their values (the named args newOpArgs returns).
 const (
 	newCols = `id, deployment_id, step, name, pool, syntax, image, requests, timeout_seconds, capabilities, body,
-	secrets, ready, message, created_at`
+	secrets, ready, message, created_at, target_worker`
 	newVals = `@id, @dep, @step, @name, @pool, @syntax, @image, @requests, @timeout, @caps, @body, @secrets, @ready,
-	@message, @created`
+	@message, @created, @target`
 )
 
 // insertQueuedSQL enqueues an operation; insertLeasedSQL inserts it already leased, with the lease columns a
@@ -94,7 +94,8 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 		sql.Named("pool", spec.Pool), sql.Named("syntax", spec.Syntax), sql.Named("image", spec.Image),
 		sql.Named("requests", requestsJSON), sql.Named("timeout", spec.TimeoutSeconds), sql.Named("caps", capsJSON),
 		sql.Named("body", string(bodyJSON)), sql.Named("secrets", secretsJSON), sql.Named("ready", boolInt(ready)),
-		sql.Named("message", message), sql.Named("created", nanos(op.CreatedAt))}, body.Variables, nil
+		sql.Named("message", message), sql.Named("created", nanos(op.CreatedAt)),
+		sql.Named("target", sql.NullString{String: op.TargetWorker, Valid: op.TargetWorker != ""})}, body.Variables, nil
 }
 
 // CreateOperation enqueues one operation.
@@ -116,6 +117,7 @@ func (s *Store) CreateOperation(ctx context.Context, op store.NewOperation) (api
 func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation, p store.ClaimParams) (*api.Lease, error) {
 	var lease *api.Lease
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		op.TargetWorker = "" // a hand-off leases to the waiting worker: there is nothing to target
 		args, _, err := s.newOpArgs(ctx, tx, op, "", 0, true, "")
 		if err != nil {
 			return err

@@ -39,7 +39,7 @@ func leasedOp(t *testing.T, s *Store, id string) store.LeaseRef {
 // ensureWorker registers worker id in s unless it exists: only an existing worker can lease.
 func ensureWorker(tb testing.TB, s *Store, id string) {
 	tb.Helper()
-	err := s.CreateWorker(tb.Context(), store.Worker{Worker: api.Worker{ID: id, Name: id, Pools: []string{}, Version: "1", Capacity: 1,
+	err := s.CreateWorker(tb.Context(), store.Worker{Worker: api.Worker{ID: id, Name: id, Pools: []string{}, Version: "1", Capacity: 100, Healthy: true,
 		RegisteredAt: time.Now(), LastHeartbeat: time.Now()}, TokenHash: []byte("hash-" + id), TokenID: "t"})
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		tb.Fatalf("registering worker %s: %v", id, err)

@@ -156,8 +156,23 @@ func (s *Store) migrate(ctx context.Context) error {
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
-	var current int
-	if err := s.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+	// Every migration not applied yet is applied, in order, not only those above the highest applied: two
+	// branches that each added one must not leave a database without the lower-numbered one.
+	applied := map[int]bool{}
+	current := 0
+	rows, err := s.w.QueryContext(ctx, `SELECT version FROM schema_migrations`)
+	if err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading the schema version: %w", err)
+		}
+		applied[v], current = true, max(current, v)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return fmt.Errorf("reading the schema version: %w", err)
 	}
 	entries, err := fs.ReadDir(migrations, "migrations")
@@ -172,7 +187,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("migration %s: name must start with a number: %w", e.Name(), err)
 		}
 		latest = version
-		if version <= current {
+		if applied[version] {
 			continue
 		}
 		body, err := migrations.ReadFile("migrations/" + e.Name())

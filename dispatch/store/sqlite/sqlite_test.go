@@ -8,13 +8,16 @@ import (
 	"time"
 
 	"database/sql"
+
 	"go.uber.org/goleak"
 
-	"github.com/octo-worker/octo-worker/dispatch/api"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/store/storetest"
@@ -110,8 +113,9 @@ func TestClaimUsesQueueIndex(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
 	joined := queryPlan(t, s, claimSQL, sql.Named("worker", "w"), sql.Named("lease", "l"), sql.Named("request", nil),
-		sql.Named("expires", 0), sql.Named("now", 0), sql.Named("pools", `["p", "q"]`), sql.Named("caps", `[]`))
-	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || strings.Contains(joined, "TEMP B-TREE") {
+		sql.Named("expires", 0), sql.Named("now", 0), sql.Named("since", 0), sql.Named("pools", `["p", "q"]`), sql.Named("caps", `[]`))
+	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || !strings.Contains(joined, "USING COVERING INDEX operations_targeted") ||
+		!strings.Contains(joined, "SEARCH l USING INDEX operations_worker") || strings.Contains(joined, "TEMP B-TREE") {
 		t.Errorf("claim plan does not use the queue index:\n%s", joined)
 	}
 }
@@ -191,3 +195,46 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 
 // TestMain checks that Close stops the writer goroutine (and nothing else is left running).
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// A database that got a higher-numbered migration before a lower one (two branches each added one) still gets
+// the lower one when it opens: migrations are applied by what is missing, not by the highest version.
+func TestMigrateAppliesAMissingLowerVersion(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "dispatch.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Take migration 0003 back out, as if this database had been migrated by a build that lacked it.
+	db, err := sql.Open("sqlite", sqlitedsn.DSN(path, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`DROP INDEX operations_targeted`,
+		`DROP INDEX operations_queue`,
+		`CREATE INDEX operations_queue ON operations (pool, seq) WHERE state = 'queued' AND ready = 1`,
+		`ALTER TABLE operations DROP COLUMN target_worker`,
+		`ALTER TABLE workers DROP COLUMN checks`,
+		`ALTER TABLE workers DROP COLUMN last_check`,
+		`DELETE FROM schema_migrations WHERE version = 3`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	s, err = Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	if err := s.r.QueryRow(`SELECT COUNT(*) FROM pragma_table_info('operations') WHERE name = 'target_worker'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Error("migration 0003 was not applied to a database that already had 0004")
+	}
+}

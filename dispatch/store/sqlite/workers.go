@@ -33,16 +33,26 @@ func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
 }
 
 const workerCols = `id, name, token_hash, token_id, pools, capabilities, version, capacity, running, healthy,
-	health_message, draining, drain_requested, registered_at, last_heartbeat`
+	health_message, draining, drain_requested, registered_at, last_heartbeat, checks, last_check`
 
 func scanWorker(row scanner) (store.Worker, error) {
 	var w store.Worker
 	var pools, caps string
 	var healthy, draining, drainReq int
 	var registered, heartbeat int64
+	var checks sql.NullString
+	var lastCheck sql.NullInt64
 	if err := row.Scan(&w.ID, &w.Name, &w.TokenHash, &w.TokenID, &pools, &caps, &w.Version, &w.Capacity, &w.Running,
-		&healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat); err != nil {
+		&healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat, &checks, &lastCheck); err != nil {
 		return w, err
+	}
+	if checks.Valid {
+		if err := json.Unmarshal([]byte(checks.String), &w.Checks); err != nil {
+			return w, fmt.Errorf("decoding worker checks: %w", err)
+		}
+	}
+	if lastCheck.Valid {
+		w.LastCheck = fromNanos(lastCheck.Int64)
 	}
 	if err := json.Unmarshal([]byte(pools), &w.Pools); err != nil {
 		return w, fmt.Errorf("decoding worker pools: %w", err)
@@ -60,6 +70,15 @@ func (s *Store) WorkerByTokenHash(ctx context.Context, hash []byte) (store.Worke
 	w, err := scanWorker(s.rRow(ctx, `SELECT `+workerCols+` FROM workers WHERE token_hash = ?`, hash))
 	if err != nil {
 		return w, readErr(err, "worker token")
+	}
+	return w, nil
+}
+
+// Worker returns one worker.
+func (s *Store) Worker(ctx context.Context, id string) (store.Worker, error) {
+	w, err := scanWorker(s.rRow(ctx, `SELECT `+workerCols+` FROM workers WHERE id = ?`, id))
+	if err != nil {
+		return w, readErr(err, "worker %s", id)
 	}
 	return w, nil
 }
@@ -126,8 +145,23 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 		}
 		// RETURNING gives no order; the caller reports them oldest first.
 		slices.SortFunc(lost, func(a, b opRow) int { return cmp.Compare(a.seq, b.seq) })
-		if len(lost) > 0 {
-			s.truncateSoon()
+		// No one else may claim the operations targeted at it (its health checks): they end with it.
+		rows, err = s.txQuery(ctx, tx, `UPDATE operations SET state = 'cancelled', message = ?, finished_at = ?,
+			secrets = NULL WHERE target_worker = ? AND state = 'queued' RETURNING id`,
+			store.MessageTargetRemoved(w.Name, w.ID), nanos(now), id)
+		if err != nil {
+			return fmt.Errorf("cancelling the operations targeted at the worker: %w", err)
+		}
+		for rows.Next() {
+			var opID string
+			if err := rows.Scan(&opID); err != nil {
+				rows.Close()
+				return fmt.Errorf("cancelling the operations targeted at the worker: %w", err)
+			}
+			out.Changes.Ended = append(out.Changes.Ended, opID)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("cancelling the operations targeted at the worker: %w", err)
 		}
 		for _, o := range lost {
 			out.Lost = append(out.Lost, o.ID)
@@ -137,6 +171,9 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 					return err
 				}
 			}
+		}
+		if len(out.Changes.Ended) > 0 {
+			s.truncateSoon()
 		}
 		return nil
 	})
@@ -152,12 +189,22 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 	var reply store.HeartbeatReply
 	caps, _ := json.Marshal(nonNil(h.Capabilities))
 	now := nanos(h.Now)
+	var checks sql.NullString
+	if len(h.Health.Checks) > 0 {
+		b, _ := json.Marshal(h.Health.Checks)
+		checks = sql.NullString{String: string(b), Valid: true}
+	}
+	var lastCheck sql.NullInt64
+	if !h.Health.CheckedAt.IsZero() {
+		lastCheck = sql.NullInt64{Int64: nanos(h.Health.CheckedAt), Valid: true}
+	}
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var drain int
 		err := s.txRow(ctx, tx, `UPDATE workers SET version = ?, capacity = ?, capabilities = ?, running = ?,
-			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ? WHERE id = ? RETURNING drain_requested`,
+			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ?, checks = ?, last_check = ?
+			WHERE id = ? RETURNING drain_requested`,
 			h.Version, h.Capacity, string(caps), len(h.Running), boolInt(h.Health.OK), h.Health.Message,
-			boolInt(h.Draining), now, h.WorkerID).Scan(&drain)
+			boolInt(h.Draining), now, checks, lastCheck, h.WorkerID).Scan(&drain)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("worker %s: %w", h.WorkerID, store.ErrNotFound)
 		}

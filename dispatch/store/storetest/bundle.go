@@ -108,7 +108,8 @@ func wantErr(t *testing.T, err, target error) {
 
 func intp(i int) *int { return &i }
 
-// registerWorker creates worker id (named id, in pool p, token hash "hash-"+id) unless this bundle did before.
+// registerWorker creates worker id (named id, in pool p, token hash "hash-"+id, healthy, heartbeated at b.now,
+// room for 100 operations) unless this bundle did before.
 func (b *bundle) registerWorker(t *testing.T, id string) {
 	t.Helper()
 	if b.registered[id] {
@@ -116,7 +117,7 @@ func (b *bundle) registerWorker(t *testing.T, id string) {
 	}
 	b.registered[id] = true
 	if err := b.s.CreateWorker(b.ctx, store.Worker{Worker: api.Worker{ID: id, Name: id, Pools: []string{"p"}, Version: "1",
-		Capacity: 1, Healthy: true, RegisteredAt: b.now, LastHeartbeat: b.now}, TokenHash: []byte("hash-" + id), TokenID: "t"}); err != nil {
+		Capacity: 100, Healthy: true, RegisteredAt: b.now, LastHeartbeat: b.now}, TokenHash: []byte("hash-" + id), TokenID: "t"}); err != nil {
 		t.Fatalf("CreateWorker(%s): %v", id, err)
 	}
 }

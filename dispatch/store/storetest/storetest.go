@@ -13,8 +13,9 @@ type Open func(t *testing.T) store.Store
 
 // Run runs the whole suite. Each case gets its own store and runs in parallel. The cases live beside the
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
-// claim.go (enqueue and claim), leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go,
-// deployments.go, settings.go and retention.go; bundle.go holds the helpers they share.
+// claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
+// leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, deployments.go, settings.go and
+// retention.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -31,6 +32,10 @@ func Run(t *testing.T, open Open) {
 		{"ClaimRequestIDReplay", testClaimRequestID},
 		{"ClaimExactlyOnceConcurrently", testClaimConcurrent},
 		{"CreateLeasedOperation", testCreateLeased},
+		{"Capacity", testCapacity},
+		{"WhoTakesWork", testWhoTakesWork},
+		{"Targeted", testTargeted},
+		{"HealthReport", testHealthReport},
 		{"EnqueueUnknownPool", testEnqueueUnknownPool},
 		{"SensitiveValues", testSensitiveValues},
 		{"LeaseChecks", testLeaseChecks},
