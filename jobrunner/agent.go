@@ -54,6 +54,8 @@ type Agent struct {
 	log      *logrus.Entry
 	logs     podLogs
 	updates  *selfUpdates
+	checks   *checker // health checks; Run starts them
+	beats    *beats   // the heartbeat loop's progress, for the probes
 
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
@@ -89,7 +91,10 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		changed: make(chan struct{}),
 	}
 	a.updates = &selfUpdates{updater: deps.Updater, fetchChart: deps.FetchChart, version: cfg.Version,
-		running: a.running, log: a.log, health: api.Health{OK: true}}
+		running: a.running, log: a.log}
+	a.checks = &checker{interval: cfg.CheckInterval, kube: deps.Kube, ns: cfg.Namespace, build: &a.cfg,
+		workerID: deps.WorkerID, informers: &informerWatch{}, log: a.log.WithField("component", "health")}
+	a.beats = &beats{interval: cfg.HeartbeatInterval}
 	if deps.Updater != nil && deps.FetchChart == nil {
 		return nil, errors.New("jobrunner.New: an Updater needs FetchChart (the dispatch client's authenticated, checksummed download)")
 	}
@@ -105,8 +110,25 @@ func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 // Ready reports whether the agent has synced its informer and re-adopted its Jobs.
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
-// Health is the agent's own view of its health, as sent in heartbeats.
-func (a *Agent) Health() api.Health { return a.updates.Health() }
+// Health is the agent's own view of its health: its last round of checks and what the self-update has to say
+// (heartbeats add a refused upgrade of the release, which needs an API call).
+func (a *Agent) Health() api.Health {
+	checks, at := a.checks.last()
+	return healthOf(checks, at, a.updates.Note())
+}
+
+// Live says why the agent's heartbeat loop is stuck (the liveness probe restarts the container), or nil.
+func (a *Agent) Live(now time.Time) error { return a.beats.stuck(now) }
+
+// Readiness says why the agent cannot take work now (starting, a check fails, or the dispatch server did not
+// answer the last heartbeat), or nil.
+func (a *Agent) Readiness() error {
+	checks, at := a.checks.last()
+	a.beats.mu.Lock()
+	answered, beatErr := a.beats.answered, a.beats.err
+	a.beats.mu.Unlock()
+	return unready(!a.Ready(), healthOf(checks, at), answered, beatErr)
+}
 
 // running is how many operations the agent supervises now.
 func (a *Agent) running() int {
@@ -143,6 +165,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	secInf.Informer() // registered so the factory starts it (the sweeper reads it)
+	for name, inf := range map[string]cache.SharedIndexInformer{
+		"jobs": jobInf.Informer(), "pods": podInf.Informer(), "secrets": secInf.Informer(), "events": evInf.Informer(),
+	} {
+		if err := a.checks.informers.watch(name, inf); err != nil {
+			return fmt.Errorf("watching the %s informer: %w", name, err)
+		}
+	}
 	if _, err := evInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { a.onEvent(obj) },
 		UpdateFunc: func(_, obj any) { a.onEvent(obj) },
@@ -153,6 +182,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	events.Start(ctx.Done())
 	defer events.Shutdown()
 	defer factory.Shutdown()
+	// The health checks run from the start, so that a start that hangs (no permission to list Jobs, say) is
+	// logged with its reason.
+	checkCtx, stopChecks := context.WithCancel(ctx)
+	checksDone := make(chan struct{})
+	go func() {
+		defer close(checksDone)
+		_ = a.checks.Start(checkCtx)
+	}()
+	defer func() { stopChecks(); <-checksDone }()
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("syncing %v informer: %w", typ, context.Cause(ctx))
@@ -167,6 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.adopt(ctx); err != nil {
 		return err
 	}
+	a.checks.round(ctx) // the first heartbeat reports a round that saw the informers synced
 	a.ready.Store(true)
 	a.log.WithFields(logrus.Fields{"namespace": a.cfg.Namespace, "pools": a.cfg.Pools, "concurrency": a.cfg.Concurrency}).Info("worker agent running")
 	if a.onReady != nil {
@@ -199,7 +238,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // heartbeater returns the agent's heartbeat.
 func (a *Agent) heartbeater() *heartbeater {
-	return &heartbeater{cfg: a.cfg, kube: a.kube, d: a.d, ops: a, updates: a.updates, log: a.log}
+	return &heartbeater{cfg: a.cfg, kube: a.kube, d: a.d, ops: a, updates: a.updates, checks: a.checks, beats: a.beats, log: a.log}
 }
 
 // adopt re-lists the leases the server holds for this worker and supervises each again.

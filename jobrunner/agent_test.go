@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
@@ -95,6 +96,11 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every health check passed (the checks' own tests are TestHealthOf and e2e/chart's TestWorkerHealthChecks).
+	for _, name := range checkNames {
+		a.checks.checks = append(a.checks.checks, api.Check{Name: name, OK: true})
+	}
+	a.checks.at = time.Now()
 	// The leased operation runs (its supervision is not started: the heartbeat only lists it).
 	a.ops[lease.Operation.ID] = newOperation(a.operationDeps(), *lease, false)
 	worker := func() api.Worker {
