@@ -124,9 +124,7 @@ func (a *Agent) Live(now time.Time) error { return a.beats.stuck(now) }
 // answer the last heartbeat), or nil.
 func (a *Agent) Readiness() error {
 	checks, at := a.checks.last()
-	a.beats.mu.Lock()
-	answered, beatErr := a.beats.answered, a.beats.err
-	a.beats.mu.Unlock()
+	answered, beatErr := a.beats.last()
 	return unready(!a.Ready(), healthOf(checks, at), answered, beatErr)
 }
 
@@ -182,15 +180,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	events.Start(ctx.Done())
 	defer events.Shutdown()
 	defer factory.Shutdown()
-	// The health checks run from the start, so that a start that hangs (no permission to list Jobs, say) is
-	// logged with its reason.
-	checkCtx, stopChecks := context.WithCancel(ctx)
-	checksDone := make(chan struct{})
-	go func() {
-		defer close(checksDone)
-		_ = a.checks.Start(checkCtx)
-	}()
-	defer func() { stopChecks(); <-checksDone }()
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("syncing %v informer: %w", typ, context.Cause(ctx))
@@ -205,7 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.adopt(ctx); err != nil {
 		return err
 	}
-	a.checks.round(ctx) // the first heartbeat reports a round that saw the informers synced
+	a.checks.round(ctx) // the first round of health checks, which the first heartbeat reports
 	a.ready.Store(true)
 	a.log.WithFields(logrus.Fields{"namespace": a.cfg.Namespace, "pools": a.cfg.Pools, "concurrency": a.cfg.Concurrency}).Info("worker agent running")
 	if a.onReady != nil {
@@ -216,6 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// waited for separately (opsDone).
 	runnables := []interface{ Start(context.Context) error }{
 		a.heartbeater(),
+		a.checks,
 		&leaser{d: a.d, slots: a, log: a.log},
 		&sweeper{interval: a.cfg.SweepInterval, d: a.d, ops: a, objects: a.objects(), jobs: a.jobs, secrets: a.secrets, log: a.log},
 	}

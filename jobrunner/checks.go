@@ -73,14 +73,15 @@ type checker struct {
 // checkNames are the checks of a round, in the order they are reported.
 var checkNames = []string{api.CheckKubernetesAPI, api.CheckInformers, api.CheckPermissions, api.CheckScriptPodAdmission}
 
-// Start runs a round at once and then every interval, until ctx ends.
+// Start runs a round every interval until ctx ends. The agent runs the first round itself, once its informers
+// have synced, before it reports ready.
 func (c *checker) Start(ctx context.Context) error {
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	for {
-		c.round(ctx)
 		select {
 		case <-t.C:
+			c.round(ctx)
 		case <-ctx.Done():
 			return nil
 		}

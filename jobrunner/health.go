@@ -68,6 +68,13 @@ func (b *beats) end(now time.Time, err error) {
 	}
 }
 
+// last says whether the last heartbeat that ended got an answer, and if not, why.
+func (b *beats) last() (answered bool, err string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.answered, b.err
+}
+
 // stuck says why the heartbeat loop counts as stuck at now, or nil: it has started and neither began nor ended
 // an attempt within three intervals plus slowBeat.
 func (b *beats) stuck(now time.Time) error {
