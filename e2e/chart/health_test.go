@@ -51,9 +51,10 @@ func TestWorkerHealthChecks(t *testing.T) {
 	}
 	unhealthy := func(what, contains string) {
 		t.Helper()
-		d.waitWorker(t, 2*time.Minute, "unhealthy: "+what, func(w api.Worker) bool {
+		w := d.waitWorker(t, 2*time.Minute, "unhealthy: "+what, func(w api.Worker) bool {
 			return !w.Healthy && strings.Contains(w.HealthMessage, contains)
 		})
+		t.Logf("%s: the server shows %q", what, w.HealthMessage)
 		waitReadyz("failing: "+what, http.StatusServiceUnavailable, contains)
 	}
 
