@@ -46,6 +46,7 @@ type Worker struct {
 	RegistrationTokenSecret SecretKeyRef      `json:"registrationTokenSecret" doc:"An existing Secret holding the registration token (instead of registrationToken)."`
 	Concurrency             int               `json:"concurrency" min:"1" max:"1000" doc:"Operations this worker runs at once (its capacity). Each runs as its own Job, so this bounds the pods it creates, not its own CPU."`
 	HeartbeatInterval       Duration          `json:"heartbeatInterval" format:"duration" min:"1s" max:"5m" doc:"How often the worker reports health and renews its leases."`
+	HealthCheckInterval     Duration          `json:"healthCheckInterval" format:"duration" min:"1s" max:"1h" doc:"How often the worker checks what it needs: the Kubernetes API answers, its informers are synced, its Role grants what it uses, and a script pod passes admission (Pod Security, quotas, webhooks; a server-side dry run). Each heartbeat reports the last round."`
 	Capabilities            []string          `json:"capabilities" unique:"true" format:"dns-label" doc:"Extra capabilities the worker advertises (operations may require them). Never 'docker': script pods have no Docker daemon."`
 	HealthPort              int               `json:"healthPort" min:"1024" max:"65535" doc:"Port of the agent's /healthz and /readyz endpoints (probes)."`
 	LogLevel                string            `json:"logLevel" enum:"debug,info,warn,error" doc:"The agent's log level."`
@@ -164,6 +165,7 @@ func Defaults() Values {
 			RegistrationTokenSecret: SecretKeyRef{Key: "token"},
 			Concurrency:             10,
 			HeartbeatInterval:       Seconds(15),
+			HealthCheckInterval:     Seconds(60),
 			Capabilities:            []string{},
 			HealthPort:              8081,
 			LogLevel:                "info",

@@ -54,6 +54,8 @@ type Agent struct {
 	log      *logrus.Entry
 	logs     podLogs
 	updates  *selfUpdates
+	checks   *checker // health checks; Run starts them
+	beats    *beats   // the heartbeat loop's progress, for the probes
 
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
@@ -90,7 +92,10 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		changed: make(chan struct{}),
 	}
 	a.updates = &selfUpdates{updater: deps.Updater, fetchChart: deps.FetchChart, version: cfg.Version,
-		running: a.running, log: a.log, health: api.Health{OK: true}}
+		running: a.running, log: a.log}
+	a.checks = &checker{interval: cfg.CheckInterval, kube: deps.Kube, ns: cfg.Namespace, build: &a.cfg,
+		workerID: deps.WorkerID, informers: &informerWatch{}, log: a.log.WithField("component", "health")}
+	a.beats = &beats{interval: cfg.HeartbeatInterval}
 	if deps.Updater != nil && deps.FetchChart == nil {
 		return nil, errors.New("jobrunner.New: an Updater needs FetchChart (the dispatch client's authenticated, checksummed download)")
 	}
@@ -107,12 +112,25 @@ func (a *Agent) Selector() labels.Selector { return WorkerSelector(a.workerID) }
 func (a *Agent) Ready() bool { return a.ready.Load() }
 
 // Health is the agent's own view of its health, as sent in heartbeats: unhealthy while it waits for the
-// Kubernetes API server at start (startup.go).
+// Kubernetes API server at start (startup.go); after that its last round of checks and what the self-update has
+// to say (heartbeats add a refused upgrade of the release, which needs an API call).
 func (a *Agent) Health() api.Health {
 	if msg := a.kubeWait.Load(); msg != nil {
 		return api.Health{OK: false, Message: *msg}
 	}
-	return a.updates.Health()
+	checks, at := a.checks.last()
+	return healthOf(checks, at, a.updates.Note())
+}
+
+// Live says why the agent's heartbeat loop is stuck (the liveness probe restarts the container), or nil.
+func (a *Agent) Live(now time.Time) error { return a.beats.stuck(now) }
+
+// Readiness says why the agent cannot take work now (starting, a check fails, or the dispatch server did not
+// answer the last heartbeat), or nil.
+func (a *Agent) Readiness() error {
+	checks, at := a.checks.last()
+	answered, beatErr := a.beats.last()
+	return unready(!a.Ready(), healthOf(checks, at), answered, beatErr)
 }
 
 // running is how many operations the agent supervises now.
@@ -153,6 +171,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	secInf.Informer() // registered so the factory starts it (the sweeper reads it)
+	for name, inf := range map[string]cache.SharedIndexInformer{
+		"jobs": jobInf.Informer(), "pods": podInf.Informer(), "secrets": secInf.Informer(), "events": evInf.Informer(),
+	} {
+		if err := a.checks.informers.watch(name, inf); err != nil {
+			return fmt.Errorf("watching the %s informer: %w", name, err)
+		}
+	}
 	if _, err := evInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { a.onEvent(obj) },
 		UpdateFunc: func(_, obj any) { a.onEvent(obj) },
@@ -177,6 +202,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.adopt(ctx); err != nil {
 		return err
 	}
+	a.checks.round(ctx) // the first round of health checks, which the first heartbeat reports
 	a.ready.Store(true)
 	a.log.WithFields(logrus.Fields{"namespace": a.cfg.Namespace, "pools": a.cfg.Pools, "concurrency": a.cfg.Concurrency}).Info("worker agent running")
 	if a.onReady != nil {
@@ -187,6 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// waited for separately (opsDone).
 	runnables := []interface{ Start(context.Context) error }{
 		a.heartbeater(),
+		a.checks,
 		&leaser{d: a.d, slots: a, log: a.log},
 		&sweeper{interval: a.cfg.SweepInterval, d: a.d, ops: a, objects: a.objects(), jobs: a.jobs, secrets: a.secrets, log: a.log},
 	}
@@ -209,7 +236,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // heartbeater returns the agent's heartbeat.
 func (a *Agent) heartbeater() *heartbeater {
-	return &heartbeater{cfg: a.cfg, kube: a.kube, d: a.d, ops: a, updates: a.updates, log: a.log}
+	return &heartbeater{cfg: a.cfg, kube: a.kube, d: a.d, ops: a, updates: a.updates, checks: a.checks, beats: a.beats, log: a.log}
 }
 
 // adopt re-lists the leases the server holds for this worker and supervises each again.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
@@ -95,6 +96,11 @@ func TestSelfUpdateStartsWhileOperationsRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every health check passed (the checks' own tests are TestHealthOf and e2e/chart's TestWorkerHealthChecks).
+	for _, name := range checkNames {
+		a.checks.checks = append(a.checks.checks, api.Check{Name: name, OK: true})
+	}
+	a.checks.at = time.Now()
 	// The leased operation runs (its supervision is not started: the heartbeat only lists it).
 	a.ops[lease.Operation.ID] = newOperation(a.operationDeps(), *lease, false)
 	worker := func() api.Worker {
@@ -173,5 +179,70 @@ func TestCapMessage(t *testing.T) {
 				t.Fatalf("capMessage(%q, %d) = %q (%d bytes), want %q", c.in, c.n, got, len(got), c.want)
 			}
 		})
+	}
+}
+
+// Each heartbeat carries the last round of checks: a failing check makes the worker unhealthy on the server,
+// named with its reason, and the readiness probe fails with it; once it passes, both recover.
+func TestHeartbeatReportsChecks(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	admin := dispatchtest.Start(t, dispatchtest.Options{}).Admin
+	if _, err := admin.CreatePool(ctx, "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	w, reg := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "w", Pools: []string{"p"}, Version: "0.1.0", Capacity: 2})
+	cfg := testConfig()
+	cfg.Namespace, cfg.WorkerName, cfg.Pools, cfg.Version = "ns", "w", []string{"p"}, "0.1.0"
+	// The heartbeat path never calls the API server here (no release); New requires a client.
+	kube, err := kubernetes.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	a, err := New(cfg, Deps{Kube: kube, Dispatcher: w, WorkerID: reg.WorkerID, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.ready.Store(true)
+	round := func(permissions string) {
+		a.checks.mu.Lock()
+		defer a.checks.mu.Unlock()
+		a.checks.checks, a.checks.at = nil, time.Now().UTC()
+		for _, name := range checkNames {
+			c := api.Check{Name: name, OK: true}
+			if name == api.CheckPermissions && permissions != "" {
+				c = api.Check{Name: name, Message: permissions}
+			}
+			a.checks.checks = append(a.checks.checks, c)
+		}
+	}
+	worker := func() api.Worker {
+		t.Helper()
+		ws, err := admin.Workers(ctx)
+		if err != nil || len(ws) != 1 {
+			t.Fatalf("workers: %v %v", ws, err)
+		}
+		return ws[0]
+	}
+	hb := a.heartbeater()
+
+	const denied = "may not create jobs.batch in namespace ns"
+	round(denied)
+	hb.beat(ctx)
+	if wk := worker(); wk.Healthy || wk.HealthMessage != "permissions: "+denied {
+		t.Fatalf("the server sees healthy %v, message %q; want unhealthy, naming the failing check", wk.Healthy, wk.HealthMessage)
+	}
+	if err := a.Readiness(); err == nil || !strings.Contains(err.Error(), denied) {
+		t.Fatalf("Readiness() = %v; want it to name the failing check", err)
+	}
+	round("")
+	hb.beat(ctx)
+	if wk := worker(); !wk.Healthy || wk.HealthMessage != "" {
+		t.Fatalf("the server sees healthy %v, message %q; want healthy once every check passes", wk.Healthy, wk.HealthMessage)
+	}
+	if err := a.Readiness(); err != nil {
+		t.Fatalf("Readiness() = %v once every check passes and the server answered", err)
 	}
 }

@@ -26,6 +26,7 @@ type Config struct {
 	Concurrency       int           // operations run at once (capacity); the agent leases no more
 	Capabilities      []string      // what it advertises: BaseCapabilities and the chart's worker.capabilities
 	HeartbeatInterval time.Duration // how often it heartbeats (and renews leases)
+	CheckInterval     time.Duration // how often it runs its health checks (checks.go)
 	SweepInterval     time.Duration // how often orphaned Jobs and Secrets are looked for
 	IdentitySecret    string        // Secret holding the worker id and token across restarts
 	Release           string        // the worker's own Helm release ("" outside one): its values check is reported
@@ -83,6 +84,7 @@ func ConfigFrom(v chartgen.Values, env Env) (Config, error) {
 		Concurrency:       v.Worker.Concurrency,
 		Capabilities:      append(slices.Clone(BaseCapabilities), v.Worker.Capabilities...),
 		HeartbeatInterval: v.Worker.HeartbeatInterval.D(),
+		CheckInterval:     v.Worker.HealthCheckInterval.D(),
 		SweepInterval:     sweepInterval,
 		IdentitySecret:    IdentitySecretName(firstNonEmpty(env.Release, v.Worker.Name, env.PodName)),
 		WorkerImage:       v.Image.Ref(env.Version),
@@ -155,8 +157,8 @@ func (c *Config) Validate() error {
 	if c.Concurrency < 1 {
 		bad("Concurrency", "is %d: must be at least 1", c.Concurrency)
 	}
-	if c.HeartbeatInterval <= 0 || c.SweepInterval <= 0 || c.PendingTimeout <= 0 {
-		bad("HeartbeatInterval, SweepInterval, PendingTimeout", "must be positive")
+	if c.HeartbeatInterval <= 0 || c.CheckInterval <= 0 || c.SweepInterval <= 0 || c.PendingTimeout <= 0 {
+		bad("HeartbeatInterval, CheckInterval, SweepInterval, PendingTimeout", "must be positive")
 	}
 	if c.ImagePullGrace < 0 || c.TTLAfterFinish < 0 || c.BackoffLimit < 0 || c.DefaultTimeout < 0 {
 		bad("ImagePullGrace, TTLAfterFinish, BackoffLimit, DefaultTimeout", "must not be negative")

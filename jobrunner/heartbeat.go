@@ -32,12 +32,15 @@ type heartbeater struct {
 	d       Dispatcher
 	ops     heartbeatOps
 	updates *selfUpdates
+	checks  *checker // the last round of health checks
+	beats   *beats   // the loop's progress, for the probes
 	log     *logrus.Entry
 }
 
 // Start heartbeats until ctx ends.
 func (h *heartbeater) Start(ctx context.Context) error {
 	interval := h.cfg.HeartbeatInterval
+	h.beats.begin(time.Now())
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -61,20 +64,16 @@ func (h *heartbeater) Start(ctx context.Context) error {
 // whether to send the next one at once (a drain for a self-update began: the server hears of it before the
 // upgrade starts).
 func (h *heartbeater) beat(ctx context.Context) (time.Duration, bool) {
+	h.beats.begin(time.Now())
 	refused := refusedUpgrade(ctx, h.kube, h.cfg.Namespace, h.cfg.Release)
-	health := h.updates.Health()
+	checks, at := h.checks.last()
 	running, draining := h.ops.status()
-	// Every health message the worker sends passes here, capped to the server's limit (it refuses the whole
-	// heartbeat otherwise, and with it the renewal of every lease).
-	if refused != "" {
-		health.Message = strings.TrimPrefix(health.Message+"; "+refused, "; ")
-	}
-	health.Message = capMessage(health.Message, api.MaxMessageLen)
 	req := api.HeartbeatRequest{
 		Version: h.cfg.Version, Capacity: h.cfg.Concurrency, Capabilities: h.cfg.Capabilities,
-		Running: running, Health: health, Draining: draining,
+		Running: running, Health: healthOf(checks, at, h.updates.Note(), refused), Draining: draining,
 	}
 	resp, err := h.d.Heartbeat(ctx, req)
+	h.beats.end(time.Now(), err)
 	if err != nil {
 		if ctx.Err() == nil {
 			h.log.WithError(err).Warn("heartbeat failed")

@@ -27,9 +27,9 @@ type preflighter interface {
 }
 
 // selfUpdates is the self-update state: whether a self-update is under way (the agent drains while it is),
-// which chart failed last and when it may be tried again, and the worker's health message, which only the
-// version checks set. Only the heartbeat changes it; its lock is never held across a call out (Preflight, the
-// chart download, Update, running).
+// which chart failed last and when it may be tried again, and what the worker says about it (a note in its
+// health message, which healthOf puts together; it never makes the worker unhealthy). Only the heartbeat
+// changes it; its lock is never held across a call out (Preflight, the chart download, Update, running).
 type selfUpdates struct {
 	updater    Updater // nil: self-update disabled
 	fetchChart func(ctx context.Context, url, sha256 string) ([]byte, error)
@@ -38,20 +38,20 @@ type selfUpdates struct {
 	log        *logrus.Entry
 
 	mu       sync.Mutex
-	waiting  bool       // a self-update is under way (key): no new leases until it ends
-	key      string     // "version@sha256" of the chart being installed
-	updating bool       // the Updater is being called
-	started  time.Time  // when the Updater last accepted key (zero: not yet)
-	failed   string     // "version@sha256" of the desired chart whose self-update failed last
-	retryAt  time.Time  // when a failed self-update of that chart may be tried again
-	health   api.Health // as sent in heartbeats
+	waiting  bool      // a self-update is under way (key): no new leases until it ends
+	key      string    // "version@sha256" of the chart being installed
+	updating bool      // the Updater is being called
+	started  time.Time // when the Updater last accepted key (zero: not yet)
+	failed   string    // "version@sha256" of the desired chart whose self-update failed last
+	retryAt  time.Time // when a failed self-update of that chart may be tried again
+	note     string    // the self-update's state, for the health message ("": nothing to say)
 }
 
-// Health is the worker's health as the version checks left it.
-func (u *selfUpdates) Health() api.Health {
+// Note is what the version checks have to say in the health message ("": nothing).
+func (u *selfUpdates) Note() string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.health
+	return u.note
 }
 
 // Waiting reports whether a self-update is under way (the agent takes no new operations).
@@ -61,8 +61,7 @@ func (u *selfUpdates) Waiting() bool {
 	return u.waiting
 }
 
-// versionsAgree ends a self-update under way, and clears the health message: only the version checks set one,
-// and it is stale once the versions agree.
+// versionsAgree ends a self-update under way, and clears the note: it is stale once the versions agree.
 func (u *selfUpdates) versionsAgree() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -70,7 +69,7 @@ func (u *selfUpdates) versionsAgree() {
 		u.log.Info("the server no longer asks for another version: taking operations again")
 		u.waiting, u.key, u.started = false, "", time.Time{}
 	}
-	u.health, u.failed = api.Health{OK: true}, ""
+	u.note, u.failed = "", ""
 }
 
 // want acts on a heartbeat reply that names another version than this worker's: it drains and, at once, hands
@@ -86,10 +85,10 @@ func (u *selfUpdates) want(ctx context.Context, resp api.HeartbeatResponse) bool
 		msg := fmt.Sprintf("dispatch server wants version %s; this worker runs %s and self-update is disabled", resp.DesiredVersion, u.version)
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		if u.health.Message != msg {
+		if u.note != msg {
 			u.log.Warn(msg)
 		}
-		u.health = api.Health{OK: true, Message: msg}
+		u.note = msg
 		return false
 	}
 	key := resp.DesiredVersion + "@" + resp.ChartSHA256
@@ -118,7 +117,7 @@ func (u *selfUpdates) want(ctx context.Context, resp api.HeartbeatResponse) bool
 		defer u.mu.Unlock()
 		u.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": running}).Info("draining for self-update; running Jobs keep running")
 		u.waiting, u.key, u.started = true, key, time.Time{}
-		u.health = api.Health{OK: true, Message: "draining for a self-update to " + resp.DesiredVersion}
+		u.note = "draining for a self-update to " + resp.DesiredVersion
 		return true
 	}
 	if !u.started.IsZero() && time.Since(u.started) < updateRecheck {
@@ -149,20 +148,20 @@ func (u *selfUpdates) want(ctx context.Context, resp api.HeartbeatResponse) bool
 	}
 	if u.started.IsZero() {
 		u.log.WithFields(logrus.Fields{"version": resp.DesiredVersion, "running": running}).Info("self-update started; the new worker re-adopts the running Jobs")
-		u.health = api.Health{OK: true, Message: fmt.Sprintf("self-update to %s started: the new worker replaces this one and re-adopts its %d running operations", resp.DesiredVersion, running)}
+		u.note = fmt.Sprintf("self-update to %s started: the new worker replaces this one and re-adopts its %d running operations", resp.DesiredVersion, running)
 	}
 	u.started = time.Now()
 	return false
 }
 
 // failedLocked records a failed self-update: this version keeps running and takes operations again, the
-// health message says why, and the same chart is tried again after updateRetryDelay.
+// note says why, and the same chart is tried again after updateRetryDelay.
 func (u *selfUpdates) failedLocked(key, version string, err error) {
 	msg := "self-update to " + version + " failed: " + err.Error()
-	if u.health.Message != msg {
+	if u.note != msg {
 		u.log.WithError(err).WithField("retry_in", updateRetryDelay).Error("self-update failed; taking operations again")
 	}
-	u.health = api.Health{OK: true, Message: msg}
+	u.note = msg
 	u.failed, u.retryAt = key, time.Now().Add(updateRetryDelay)
 	u.waiting, u.key, u.started = false, "", time.Time{}
 }

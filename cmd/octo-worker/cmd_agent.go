@@ -218,7 +218,7 @@ func runAgent(c *cli.Context) error {
 		return cli.Exit(err.Error(), 2)
 	}
 	// Two runnables, both stopped by SIGTERM: the health server, and the agent (which runs its own: heartbeat,
-	// lease loop, sweeper).
+	// health checks, lease loop, sweeper).
 	health := jobrunner.NewHealthServer(ln, agent)
 	var wg sync.WaitGroup
 	wg.Add(1)
