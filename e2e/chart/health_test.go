@@ -46,15 +46,22 @@ func TestWorkerHealthChecks(t *testing.T) {
 	}
 	healthy := func(what string) {
 		t.Helper()
-		d.waitWorker(t, 2*time.Minute, "healthy "+what, func(w api.Worker) bool { return w.Healthy && w.HealthMessage == "" })
+		d.waitWorker(t, 2*time.Minute, "healthy "+what, func(w api.Worker) bool {
+			return w.State == api.WorkerHealthy && w.Healthy && w.HealthMessage == "" && len(w.Checks) == 4 &&
+				!w.LastCheck.IsZero() && !slices.ContainsFunc(w.Checks, func(c api.Check) bool { return !c.OK })
+		})
 		waitReadyz("ready "+what, http.StatusOK, "ready")
 	}
 	unhealthy := func(what, contains string) {
 		t.Helper()
 		w := d.waitWorker(t, 2*time.Minute, "unhealthy: "+what, func(w api.Worker) bool {
-			return !w.Healthy && strings.Contains(w.HealthMessage, contains)
+			return w.State == api.WorkerUnhealthy && !w.Healthy && strings.Contains(w.HealthMessage, contains) &&
+				slices.ContainsFunc(w.Checks, func(c api.Check) bool { return !c.OK && strings.Contains(c.Name+": "+c.Message, contains) })
 		})
 		t.Logf("%s: the server shows %q", what, w.HealthMessage)
+		if out := octo(t, d.env, "workers", "list"); !strings.Contains(out, "unhealthy") {
+			t.Errorf("workers list does not show the worker unhealthy:\n%s", out)
+		}
 		waitReadyz("failing: "+what, http.StatusServiceUnavailable, contains)
 	}
 
@@ -102,14 +109,28 @@ func TestWorkerHealthChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	unhealthy("a quota forbids the script pod", "no-more-pods")
-	w, _ := d.worker(t)
-	if w != nil && !strings.Contains(w.HealthMessage, "script-pod-admission: ") {
+	if w, _ := d.worker(t); w != nil && !strings.Contains(w.HealthMessage, "script-pod-admission: ") {
 		t.Errorf("health message %q: want the failing check named script-pod-admission", w.HealthMessage)
 	}
 	if err := kube.Client.CoreV1().ResourceQuotas(ns).Delete(ctx, quota.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	healthy("after the quota is deleted")
+
+	// An admin asks for a health check now: a script pod in the worker-tools image, its output shown.
+	w, desc := d.worker(t)
+	if w == nil {
+		t.Fatal(desc)
+	}
+	id := w.ID
+	out := octo(t, d.env, "workers", "check", id)
+	if !strings.Contains(out, "octo-worker health check") {
+		t.Errorf("workers check %s does not print the check pod's output:\n%s", id, out)
+	}
+	t.Logf("workers check:\n%s", out)
+	if out := octo(t, d.env, "workers", "show", id); !strings.Contains(out, "script-pod-admission") {
+		t.Errorf("workers show %s does not list the checks:\n%s", id, out)
+	}
 
 	// The worker stops: no heartbeat within three intervals.
 	scale, err := kube.Client.AppsV1().Deployments(ns).GetScale(ctx, releaseName+"-octo-worker", metav1.GetOptions{})
@@ -121,6 +142,6 @@ func TestWorkerHealthChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.waitWorker(t, 2*time.Minute, "without a heartbeat once stopped", func(w api.Worker) bool {
-		return !w.Healthy && strings.Contains(w.HealthMessage, "no heartbeat for")
+		return w.State == api.WorkerUnavailable && !w.Healthy && strings.Contains(w.HealthMessage, "no heartbeat for")
 	})
 }
