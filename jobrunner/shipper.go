@@ -140,6 +140,22 @@ func (s *shipper) signal() {
 
 // Flush waits until every queued line is acknowledged, and returns the highest contiguous seq the server holds.
 func (s *shipper) Flush(ctx context.Context) (int64, error) {
+	return s.await(ctx, func() bool { return s.queued() == 0 })
+}
+
+// Deliver waits until the lines queued before the call are acknowledged (not those queued meanwhile, which a
+// busy log keeps adding), sending without lingering; it returns why shipping stopped, if it did.
+func (s *shipper) Deliver(ctx context.Context) error {
+	s.mu.Lock()
+	target := s.added
+	s.mu.Unlock()
+	_, err := s.await(ctx, func() bool { return s.acked >= target })
+	return err
+}
+
+// await sends without lingering until done (called with s.mu held) or shipping stops, and returns the highest
+// contiguous seq the server holds and why shipping stopped, if it did.
+func (s *shipper) await(ctx context.Context, done func() bool) (int64, error) {
 	s.mu.Lock()
 	s.flushing++
 	s.signal()
@@ -151,7 +167,7 @@ func (s *shipper) Flush(ctx context.Context) (int64, error) {
 	}()
 	for {
 		s.mu.Lock()
-		if s.err != nil || s.queued() == 0 {
+		if s.err != nil || done() {
 			defer s.mu.Unlock()
 			return s.stored, s.err
 		}
@@ -161,35 +177,6 @@ func (s *shipper) Flush(ctx context.Context) (int64, error) {
 		case <-ch:
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		}
-	}
-}
-
-// Deliver waits until the lines queued before the call are acknowledged (not those queued meanwhile, which a
-// busy log keeps adding), sending without lingering; it returns why shipping stopped, if it did.
-func (s *shipper) Deliver(ctx context.Context) error {
-	s.mu.Lock()
-	target := s.added
-	s.flushing++
-	s.signal()
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.flushing--
-		s.mu.Unlock()
-	}()
-	for {
-		s.mu.Lock()
-		if s.err != nil || s.acked >= target {
-			defer s.mu.Unlock()
-			return s.err
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 }

@@ -134,20 +134,27 @@ func (c *checker) object() (*Error, bool) {
 		if e != nil || !ok {
 			return e, ok
 		}
-		c.space()
-		if c.i >= len(c.data) {
-			return nil, false
-		}
-		switch c.data[c.i] {
-		case ',':
-			c.i++
-		case '}':
-			c.i++
-			return nil, true
-		default:
-			return nil, false
+		if end, ok := c.next('}'); !ok || end {
+			return nil, ok
 		}
 	}
+}
+
+// next reads what follows a member or an element: ',' (more follow) or close (the object or array ends).
+func (c *checker) next(close byte) (end, ok bool) {
+	c.space()
+	if c.i >= len(c.data) {
+		return false, false
+	}
+	switch c.data[c.i] {
+	case ',':
+		c.i++
+		return false, true
+	case close:
+		c.i++
+		return true, true
+	}
+	return false, false
 }
 
 func (c *checker) array() (*Error, bool) {
@@ -164,18 +171,8 @@ func (c *checker) array() (*Error, bool) {
 		if e != nil || !ok {
 			return e, ok
 		}
-		c.space()
-		if c.i >= len(c.data) {
-			return nil, false
-		}
-		switch c.data[c.i] {
-		case ',':
-			c.i++
-		case ']':
-			c.i++
-			return nil, true
-		default:
-			return nil, false
+		if end, ok := c.next(']'); !ok || end {
+			return nil, ok
 		}
 	}
 }
