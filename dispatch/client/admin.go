@@ -13,9 +13,7 @@ import (
 
 // CreatePool creates a pool.
 func (c *Client) CreatePool(ctx context.Context, name, description string) (api.Pool, error) {
-	var out api.Pool
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/pools", api.CreatePoolRequest{Name: name, Description: description}, &out)
-	return out, err
+	return do[api.Pool](ctx, c, retryIfNotSent, "POST", "/api/v1/pools", api.CreatePoolRequest{Name: name, Description: description})
 }
 
 // Pools lists pools.
@@ -27,9 +25,7 @@ func (c *Client) Pools(ctx context.Context) ([]api.Pool, error) {
 
 // CreateToken creates a registration token for pools; ttl 0 means the server's default (24h).
 func (c *Client) CreateToken(ctx context.Context, pools []string, ttl time.Duration) (api.RegistrationToken, error) {
-	var out api.RegistrationToken
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/tokens", api.CreateTokenRequest{Pools: pools, TTLSeconds: int(ttl / time.Second)}, &out)
-	return out, err
+	return do[api.RegistrationToken](ctx, c, retryIfNotSent, "POST", "/api/v1/tokens", api.CreateTokenRequest{Pools: pools, TTLSeconds: int(ttl / time.Second)})
 }
 
 // Tokens lists registration tokens (without secrets).
@@ -41,23 +37,17 @@ func (c *Client) Tokens(ctx context.Context) ([]api.RegistrationToken, error) {
 
 // RevokeToken revokes a registration token.
 func (c *Client) RevokeToken(ctx context.Context, id string) (api.RegistrationToken, error) {
-	var out api.RegistrationToken
-	_, err := c.call(ctx, retrySafe, "DELETE", "/api/v1/tokens/"+url.PathEscape(id), nil, &out)
-	return out, err
+	return do[api.RegistrationToken](ctx, c, retrySafe, "DELETE", "/api/v1/tokens/"+url.PathEscape(id), nil)
 }
 
 // Submit submits an operation. Not retried once sent: a repeat would run it twice.
 func (c *Client) Submit(ctx context.Context, spec api.OperationSpec) (api.Operation, error) {
-	var out api.Operation
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/operations", spec, &out)
-	return out, err
+	return do[api.Operation](ctx, c, retryIfNotSent, "POST", "/api/v1/operations", spec)
 }
 
 // Deploy submits a deployment. Not retried once sent.
 func (c *Client) Deploy(ctx context.Context, spec api.DeploymentSpec) (api.Deployment, error) {
-	var out api.Deployment
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/deployments", spec, &out)
-	return out, err
+	return do[api.Deployment](ctx, c, retryIfNotSent, "POST", "/api/v1/deployments", spec)
 }
 
 // ListOptions filters Operations. Zero fields match everything; Limit 0 means 100.
@@ -89,16 +79,12 @@ func (c *Client) Operations(ctx context.Context, o ListOptions) ([]api.Operation
 
 // Operation returns one operation.
 func (c *Client) Operation(ctx context.Context, id string) (api.Operation, error) {
-	var out api.Operation
-	_, err := c.call(ctx, retrySafe, "GET", "/api/v1/operations/"+url.PathEscape(id), nil, &out)
-	return out, err
+	return do[api.Operation](ctx, c, retrySafe, "GET", "/api/v1/operations/"+url.PathEscape(id), nil)
 }
 
 // Cancel cancels an operation.
 func (c *Client) Cancel(ctx context.Context, id string) (api.Operation, error) {
-	var out api.Operation
-	_, err := c.call(ctx, retrySafe, "POST", "/api/v1/operations/"+url.PathEscape(id)+"/cancel", nil, &out)
-	return out, err
+	return do[api.Operation](ctx, c, retrySafe, "POST", "/api/v1/operations/"+url.PathEscape(id)+"/cancel", nil)
 }
 
 // Deployments lists deployments, newest first (limit 0 means 100).
@@ -116,16 +102,12 @@ func (c *Client) Deployments(ctx context.Context, limit int) ([]api.Deployment, 
 
 // Deployment returns one deployment.
 func (c *Client) Deployment(ctx context.Context, id string) (api.Deployment, error) {
-	var out api.Deployment
-	_, err := c.call(ctx, retrySafe, "GET", "/api/v1/deployments/"+url.PathEscape(id), nil, &out)
-	return out, err
+	return do[api.Deployment](ctx, c, retrySafe, "GET", "/api/v1/deployments/"+url.PathEscape(id), nil)
 }
 
 // CancelDeployment cancels a deployment.
 func (c *Client) CancelDeployment(ctx context.Context, id string) (api.Deployment, error) {
-	var out api.Deployment
-	_, err := c.call(ctx, retrySafe, "POST", "/api/v1/deployments/"+url.PathEscape(id)+"/cancel", nil, &out)
-	return out, err
+	return do[api.Deployment](ctx, c, retrySafe, "POST", "/api/v1/deployments/"+url.PathEscape(id)+"/cancel", nil)
 }
 
 // Workers lists registered workers.
@@ -137,34 +119,26 @@ func (c *Client) Workers(ctx context.Context) ([]api.Worker, error) {
 
 // Worker shows one worker: its state, the checks of its last report and when it ran them.
 func (c *Client) Worker(ctx context.Context, id string) (api.Worker, error) {
-	var out api.Worker
-	_, err := c.call(ctx, retrySafe, "GET", "/api/v1/workers/"+url.PathEscape(id), nil, &out)
-	return out, err
+	return do[api.Worker](ctx, c, retrySafe, "GET", "/api/v1/workers/"+url.PathEscape(id), nil)
 }
 
 // CheckWorker asks a worker to run a health check now: it queues a tiny script operation that only that
 // worker takes, and returns it (follow it with FollowLogs or Operation). Retried only when the connection was
 // refused: a repeat would queue a second check.
 func (c *Client) CheckWorker(ctx context.Context, id string) (api.Operation, error) {
-	var out api.Operation
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/workers/"+url.PathEscape(id)+"/check", nil, &out)
-	return out, err
+	return do[api.Operation](ctx, c, retryIfNotSent, "POST", "/api/v1/workers/"+url.PathEscape(id)+"/check", nil)
 }
 
 // DrainWorker asks a worker to drain (or to resume when drain is false).
 func (c *Client) DrainWorker(ctx context.Context, id string, drain bool) (api.Worker, error) {
-	var out api.Worker
-	_, err := c.call(ctx, retrySafe, "POST", "/api/v1/workers/"+url.PathEscape(id)+"/drain", api.DrainRequest{Drain: drain}, &out)
-	return out, err
+	return do[api.Worker](ctx, c, retrySafe, "POST", "/api/v1/workers/"+url.PathEscape(id)+"/drain", api.DrainRequest{Drain: drain})
 }
 
 // RemoveWorker removes a worker: its token stops working at once, the operations it held become lost, and it
 // leaves the list. Retried only when the connection was refused: a repeat after a removal that succeeded
 // would get 404.
 func (c *Client) RemoveWorker(ctx context.Context, id string) (api.WorkerRemoval, error) {
-	var out api.WorkerRemoval
-	_, err := c.call(ctx, retryIfNotSent, "DELETE", "/api/v1/workers/"+url.PathEscape(id), nil, &out)
-	return out, err
+	return do[api.WorkerRemoval](ctx, c, retryIfNotSent, "DELETE", "/api/v1/workers/"+url.PathEscape(id), nil)
 }
 
 // UploadChart uploads the chart archive of a worker version.
@@ -185,14 +159,10 @@ func (c *Client) UploadChart(ctx context.Context, version string, archive []byte
 
 // SetDesiredVersion sets the worker version every worker should run.
 func (c *Client) SetDesiredVersion(ctx context.Context, version string) (api.DesiredVersion, error) {
-	var out api.DesiredVersion
-	_, err := c.call(ctx, retrySafe, "PUT", "/api/v1/version", api.DesiredVersion{Version: version}, &out)
-	return out, err
+	return do[api.DesiredVersion](ctx, c, retrySafe, "PUT", "/api/v1/version", api.DesiredVersion{Version: version})
 }
 
 // DesiredVersion returns the desired worker version ("" when none is set).
 func (c *Client) DesiredVersion(ctx context.Context) (api.DesiredVersion, error) {
-	var out api.DesiredVersion
-	_, err := c.call(ctx, retrySafe, "GET", "/api/v1/version", nil, &out)
-	return out, err
+	return do[api.DesiredVersion](ctx, c, retrySafe, "GET", "/api/v1/version", nil)
 }

@@ -139,6 +139,13 @@ func readError(resp *http.Response) error {
 
 // call sends a JSON request and decodes the JSON reply into out (when not nil). It reports false when the
 // server replied 204.
+// do is call for the routes whose reply is one value: it returns the reply decoded as a T.
+func do[T any](ctx context.Context, c *Client, policy int, method, path string, in any) (T, error) {
+	var out T
+	_, err := c.call(ctx, policy, method, path, in, &out)
+	return out, err
+}
+
 func (c *Client) call(ctx context.Context, policy int, method, path string, in, out any) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

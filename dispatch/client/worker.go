@@ -17,9 +17,7 @@ import (
 // Register registers a worker; the client's token must be a registration token. Not retried: a repeat would
 // register a second worker.
 func (c *Client) Register(ctx context.Context, req api.RegisterRequest) (api.RegisterResponse, error) {
-	var out api.RegisterResponse
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/worker/register", req, &out)
-	return out, err
+	return do[api.RegisterResponse](ctx, c, retryIfNotSent, "POST", "/api/v1/worker/register", req)
 }
 
 // Lease long-polls up to wait (at most 30s) for one operation; nil when none arrived. Retries reuse one
@@ -45,9 +43,7 @@ func (c *Client) Leases(ctx context.Context) ([]api.Lease, error) {
 
 // Heartbeat reports the worker's state and renews the leases of req.Running.
 func (c *Client) Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
-	var out api.HeartbeatResponse
-	_, err := c.call(ctx, retrySafe, "POST", "/api/v1/worker/heartbeat", req, &out)
-	return out, err
+	return do[api.HeartbeatResponse](ctx, c, retrySafe, "POST", "/api/v1/worker/heartbeat", req)
 }
 
 // SetRunning reports that a leased operation runs (its Job exists).
@@ -100,18 +96,14 @@ func appendLogsBody(leaseID string, lines []api.LogLine) (jsonBody, error) {
 
 // Result ends a leased operation. Use MissingLines(err) to learn which lines to re-send.
 func (c *Client) Result(ctx context.Context, opID string, req api.ResultRequest) (api.Operation, error) {
-	var out api.Operation
-	_, err := c.call(ctx, retrySafe, "POST", "/api/v1/worker/operations/"+url.PathEscape(opID)+"/result", req, &out)
-	return out, err
+	return do[api.Operation](ctx, c, retrySafe, "POST", "/api/v1/worker/operations/"+url.PathEscape(opID)+"/result", req)
 }
 
 // Deregister removes this worker from the server (on uninstall): its token stops working at once and the
 // operations it held become lost. Retried only when the connection was refused: a repeat that reached the
 // server after the first succeeded gets 401, because the token it carries no longer works (IsUnauthorized).
 func (c *Client) Deregister(ctx context.Context) (api.WorkerRemoval, error) {
-	var out api.WorkerRemoval
-	_, err := c.call(ctx, retryIfNotSent, "POST", "/api/v1/worker/deregister", nil, &out)
-	return out, err
+	return do[api.WorkerRemoval](ctx, c, retryIfNotSent, "POST", "/api/v1/worker/deregister", nil)
 }
 
 // DownloadChart fetches a chart archive (chartURL as the heartbeat reply gives it, relative to the server)
