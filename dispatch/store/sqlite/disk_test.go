@@ -262,11 +262,7 @@ func deploy(t *testing.T, f *diskFixture, secret string) string {
 // 0600 at open, each with a warning naming the file and its old mode.
 func TestOpenMakesExistingFilesPrivate(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "dispatch.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	if err := s.SetSetting(t.Context(), "k", "v"); err != nil {
 		t.Fatal(err)
 	}

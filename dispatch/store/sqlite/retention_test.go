@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,11 +92,7 @@ func TestRetentionPicksUseIndexes(t *testing.T) {
 // before) is converted once, at open, with a logged VACUUM, and keeps its data.
 func TestOpenConvertsOldDatabaseToIncrementalVacuum(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "dispatch.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	if err := s.SetSetting(t.Context(), "k", "v"); err != nil {
 		t.Fatal(err)
 	}

@@ -41,11 +41,7 @@ func TestConformance(t *testing.T) {
 
 func TestReopenKeepsDataAndSchema(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "dispatch.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	if err := s.SetSetting(t.Context(), "k", "v"); err != nil {
 		t.Fatal(err)
 	}
@@ -83,16 +79,12 @@ func TestReopenKeepsDataAndSchema(t *testing.T) {
 
 func TestRefusesNewerSchema(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "dispatch.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	if _, err := s.w.Exec(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)`); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
-	_, err = Open(t.Context(), path)
+	_, err := Open(t.Context(), path)
 	if err == nil || !strings.Contains(err.Error(), "schema version 999") {
 		t.Fatalf("Open of a newer database: error = %v, want one naming schema version 999", err)
 	}
@@ -200,11 +192,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // the lower one when it opens: migrations are applied by what is missing, not by the highest version.
 func TestMigrateAppliesAMissingLowerVersion(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "dispatch.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, path := openFile(t)
 	s.Close()
 	// Take migration 0003 back out, as if this database had been migrated by a build that lacked it.
 	db, err := sql.Open("sqlite", sqlitedsn.DSN(path, true))
@@ -237,4 +225,16 @@ func TestMigrateAppliesAMissingLowerVersion(t *testing.T) {
 	if n != 1 {
 		t.Error("migration 0003 was not applied to a database that already had 0004")
 	}
+}
+
+// openFile opens a store in a new file of the test's temp dir and returns it with the file's path, for tests
+// that close, change and reopen the file themselves.
+func openFile(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dispatch.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, path
 }
