@@ -20,7 +20,13 @@
 // messages (terminationMessagePath, FallbackToLogsOnError); image names that fail to pull
 // (Config.PullFailurePatterns: ErrImagePull then ImagePullBackOff, forever) and invalid image names
 // (InvalidImageName). Logs are kept in the CRI format and served with follow, timestamps, sinceTime,
-// sinceSeconds, tailLines, limitBytes, previous and stream.
+// sinceSeconds, tailLines, limitBytes, previous and stream. They are rotated as the kubelet's container log
+// manager rotates them (Config.ContainerLogMaxSize, ContainerLogMaxFiles, ContainerLogMonitorInterval; the
+// kubelet's defaults 10Mi, 5 and 10s): every interval, a running container's current file that has reached
+// the size is renamed to <name>.<YYYYMMDD-hhmmss> and a new one opened, older rotated files are gzipped and
+// the oldest removed so that at most MaxFiles remain. Sizes are checked only then, so a file exceeds the size
+// between checks. The log endpoint reads only the current file, and a follower goes on in the new file
+// after a rotation (see rotate.go for what differs from the kubelet).
 //
 // Not supported: resource limits and OOMKilled (no cgroups are used), probes (containers are ready when
 // running), sidecar init containers (restartPolicy Always on an init container), exec/attach/port-forward,
