@@ -41,7 +41,7 @@ func Requests(pool, step string, samples []store.UsageSample) api.RequestsAdvice
 		return a
 	}
 	memBytes := max(int64(math.Ceil(a.Memory.P90*(1+api.AdviceHeadroom))), minMemory)
-	memBytes = (memBytes + 1<<20 - 1) &^ (1<<20 - 1) // whole Mi
+	memBytes = (memBytes + 1<<20 - 1) &^ (1<<20 - 1)                 // whole Mi
 	milli := max(int64(math.Ceil(a.CPU.Median*100))*10, minMilliCPU) // whole 10m
 	a.Requests = api.Resources{
 		CPU:    resource.NewMilliQuantity(milli, resource.DecimalSI).String(),

@@ -47,7 +47,7 @@ func testUsageSamples(t *testing.T, b *bundle) {
 	run("build", "p", 100, 2*time.Second, true)
 	run("test", "p", 200, 4*time.Second, true)
 	run("build", "p", 300, 6*time.Second, true)
-	run("build", "p", 0, time.Second, false) // not measured: left out
+	run("build", "p", 0, time.Second, false)  // not measured: left out
 	run("build", "q", 400, time.Second, true) // another pool
 
 	mems := func(f store.UsageFilter) []int64 {
