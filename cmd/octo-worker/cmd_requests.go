@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -72,6 +73,24 @@ func adviceText(w io.Writer, a api.RequestsAdvice, release, namespace, chart str
 		return
 	}
 	fmt.Fprintf(w, "Apply:\t%s\n", adviceHelm(a, release, namespace, chart))
+	if above := aboveDefaultMax(a.Requests); len(above) > 0 {
+		fmt.Fprintf(w, "Note:\tthe advice is above the chart's default scriptPods.resources.maxRequests (%s), which the chart refuses: unless your release raised it, add --set scriptPods.resources.maxRequests.<name>=<value> to the command\n",
+			strings.Join(above, ", "))
+	}
+}
+
+// aboveDefaultMax names the advised requests above the chart's default maxRequests.
+func aboveDefaultMax(r api.Resources) []string {
+	limit := chartgen.Defaults().ScriptPods.Resources.MaxRequests
+	var out []string
+	for _, c := range []struct{ name, advice, max string }{{"cpu", r.CPU, string(limit.CPU)}, {"memory", r.Memory, string(limit.Memory)}} {
+		a, err1 := resource.ParseQuantity(c.advice)
+		m, err2 := resource.ParseQuantity(c.max)
+		if err1 == nil && err2 == nil && a.Cmp(m) > 0 {
+			out = append(out, c.name+" "+c.max)
+		}
+	}
+	return out
 }
 
 // adviceHelm is the helm command that sets the advised requests on the workers' release, shell-quoted.
