@@ -14,14 +14,7 @@ import (
 // streams would.
 func writeLog(t *testing.T, stdout string) *containerLog {
 	t.Helper()
-	l, err := newContainerLog(filepath.Join(t.TempDir(), "c.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	n := 0
-	l.now = func() time.Time { n++; return start.Add(time.Duration(n-1) * time.Second) }
-	l.addStreams(1)
+	l := runningLog(t)
 	l.copyStream("stdout", strings.NewReader(stdout))
 	return l
 }
