@@ -68,6 +68,9 @@ var staticFS embed.FS
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
+// maxForm bounds a form post's body: the portal's forms hold a few short fields.
+const maxForm = 64 << 10
+
 // Portal serves the pages. Its zero value is not usable; use New.
 type Portal struct {
 	b        Backend
@@ -108,6 +111,9 @@ func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	}
 	if _, pattern := p.mux.Handler(r); pattern == "" {
 		p.fail(w, r, http.StatusNotFound, fmt.Sprintf("no page %s %s", r.Method, r.URL.Path), nil)
 		return

@@ -178,12 +178,11 @@ func (p *Portal) showLogin(w http.ResponseWriter, r *http.Request, status int, m
 
 // login checks the admin token (in constant time, through the backend) and opens a session.
 func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
-	c, err := r.Cookie(loginCookie)
-	if err != nil || forged(r, c.Value) != "" {
-		msg := "the login form expired or was posted from another site: log in again"
-		if err == nil {
-			msg = forged(r, c.Value)
-		}
+	msg := "the login form expired: log in again"
+	if c, err := r.Cookie(loginCookie); err == nil {
+		msg = forged(r, c.Value)
+	}
+	if msg != "" {
 		p.fail(w, r, http.StatusForbidden, msg, nil)
 		return
 	}
