@@ -130,7 +130,7 @@ type ScriptContainer struct {
 
 // ScriptResources are the requests of script pods and the cap on a step's own requests.
 type ScriptResources struct {
-	Requests    Quantities `json:"requests" doc:"Requests of every script pod: what the scheduler and the cluster autoscaler see. Too low: pods pack onto few nodes and starve each other, and the autoscaler adds nodes too late. Too high: pods wait for capacity, and the autoscaler adds nodes that sit mostly idle."`
+	Requests    Quantities `json:"requests" doc:"Requests of every script pod: what the scheduler and the cluster autoscaler see. Too low: pods pack onto few nodes and starve each other, and the autoscaler adds nodes too late. Too high: pods wait for capacity, and the autoscaler adds nodes that sit mostly idle. 'octo-worker requests advise' recommends them from the usage operations measured."`
 	MaxRequests Quantities `json:"maxRequests" doc:"The most a single step may request for itself; larger step requests are capped to this. Empty: steps cannot raise requests above resources.requests."`
 }
 

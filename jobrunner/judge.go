@@ -34,6 +34,7 @@ const idle = time.Hour
 type outcome struct {
 	State     api.State
 	ExitCode  *int
+	Usage     *api.Usage // what the script consumed, from the end-of-stream marker (nil: not measured, or unreadable)
 	Message   string
 	DeleteJob bool // the worker ends the Job itself (cancel, no capacity, bad image)
 }
@@ -257,6 +258,7 @@ func logResult(pod *corev1.Pod, eos *logline.Line, fallback *outcome) *outcome {
 			out.Message = err.Error()
 			break
 		}
+		out.Usage, _ = eos.Usage() // advice data only: an unreadable one is left out, the result stands
 		if term != nil && int(term.ExitCode) != code {
 			out.ExitCode = ptr(int(term.ExitCode))
 			out.Message = fmt.Sprintf("the runner reported exit code %d but the container ended with %d (%s)", code, term.ExitCode, term.Reason)

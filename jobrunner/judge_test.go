@@ -167,6 +167,10 @@ func TestJudge(t *testing.T) {
 		// Results: the marker and the container state.
 		{name: "succeeded", obs: observation{JobObject: job(complete), FollowedPod: "p1", EOS: eos("0"), Pods: pods(pod("p1", t0, corev1.PodSucceeded, exited(0, "Completed")))}, now: t0,
 			want: verdict{Outcome: &outcome{State: api.StateSucceeded, ExitCode: ptr(0), Message: "the script exited with code 0"}, Memory: seen}},
+		{name: "succeeded, the marker carrying the script's usage", obs: observation{JobObject: job(complete), FollowedPod: "p1", EOS: eos(`0 {"peak_memory_bytes":1048576,"cpu_seconds":0.5,"source":"cgroup"}`), Pods: pods(pod("p1", t0, corev1.PodSucceeded, exited(0, "Completed")))}, now: t0,
+			want: verdict{Outcome: &outcome{State: api.StateSucceeded, ExitCode: ptr(0), Usage: &api.Usage{PeakMemoryBytes: 1 << 20, CPUSeconds: 0.5, Source: api.UsageCgroup}, Message: "the script exited with code 0"}, Memory: seen}},
+		{name: "a forged usage is left out, the result stands", obs: observation{JobObject: job(complete), FollowedPod: "p1", EOS: eos(`0 {"peak_memory_bytes":-1,"cpu_seconds":0.5,"source":"cgroup"}`), Pods: pods(pod("p1", t0, corev1.PodSucceeded, exited(0, "Completed")))}, now: t0,
+			want: verdict{Outcome: &outcome{State: api.StateSucceeded, ExitCode: ptr(0), Message: "the script exited with code 0"}, Memory: seen}},
 		{name: "script failed", obs: observation{JobObject: job(backoff), FollowedPod: "p1", EOS: eos("3"), Pods: pods(pod("p1", t0, corev1.PodFailed, exited(3, "Error")))}, now: t0,
 			want: verdict{Outcome: &outcome{State: api.StateFailed, ExitCode: ptr(3), Message: "the script exited with code 3"}, Memory: seen}},
 		{name: "exit code mismatch: the container's state wins", obs: observation{JobObject: job(complete), FollowedPod: "p1", EOS: eos("0"), Pods: pods(pod("p1", t0, corev1.PodFailed, exited(1, "Error")))}, now: t0,

@@ -34,7 +34,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	if o.fol != nil {
 		lastSeq = max(lastSeq, o.fol.delivered)
 	}
-	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.State, ExitCode: out.ExitCode, Message: out.Message, LastSeq: lastSeq}
+	req := api.ResultRequest{LeaseID: o.lease.LeaseID, State: out.State, ExitCode: out.ExitCode, Message: out.Message, LastSeq: lastSeq, Usage: out.Usage}
 	backoff := 200 * time.Millisecond
 	rereads := 0
 	for {

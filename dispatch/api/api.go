@@ -115,6 +115,7 @@ type Operation struct {
 	CreatedAt       time.Time  `json:"created_at"`
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
+	Usage           *Usage     `json:"usage,omitempty"` // what the script consumed, when its runner measured it
 }
 
 // LogLine is one line of an operation's output.
@@ -388,7 +389,8 @@ type ResultRequest struct {
 	State    State  `json:"state"` // succeeded, failed, cancelled, timed-out
 	ExitCode *int   `json:"exit_code,omitempty"`
 	Message  string `json:"message,omitempty"`
-	LastSeq  int64  `json:"last_seq"` // the worker's count of lines; the server refuses a result with missing lines
+	LastSeq  int64  `json:"last_seq"`        // the worker's count of lines; the server refuses a result with missing lines
+	Usage    *Usage `json:"usage,omitempty"` // what the script consumed, when its runner measured it
 }
 
 // Health is a worker's own view of its health: OK is false when any check fails, Message says why (the

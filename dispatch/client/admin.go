@@ -166,3 +166,16 @@ func (c *Client) SetDesiredVersion(ctx context.Context, version string) (api.Des
 func (c *Client) DesiredVersion(ctx context.Context) (api.DesiredVersion, error) {
 	return do[api.DesiredVersion](ctx, c, retrySafe, "GET", "/api/v1/version", nil)
 }
+
+// RequestsAdvice recommends script pod requests for a pool, or for the operations named step in it.
+func (c *Client) RequestsAdvice(ctx context.Context, pool, step string) (api.RequestsAdvice, error) {
+	q := url.Values{"pool": {pool}}
+	if step != "" {
+		q.Set("step", step)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var out api.RequestsAdvice
+	_, err := c.callNoTimeout(ctx, retrySafe, "GET", "/api/v1/requests/advice", q, nil, &out)
+	return out, err
+}

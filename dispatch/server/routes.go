@@ -47,6 +47,10 @@ func (s *Server) routeTable() []route {
 			summary:  "Cancel a deployment: queued steps at once, the running step through its worker",
 			response: api.Deployment{}, status: 200, also: []int{404, 409}},
 
+		{method: "GET", pattern: "/api/v1/requests/advice", auth: authAdmin, handle: s.requestsAdvice,
+			summary:  "Recommend script pod requests for a pool (or one step name) from the peak memory and CPU its ended operations used",
+			response: api.RequestsAdvice{}, status: 200, also: []int{404}, query: []string{"pool", "step"}},
+
 		// admin: workers and versions
 		{method: "GET", pattern: "/api/v1/workers", auth: authAdmin, handle: s.listWorkers, summary: "List registered workers with their state (healthy, unhealthy, unavailable, outdated)",
 			response: api.WorkerList{}, status: 200},

@@ -360,7 +360,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request, c caller) error 
 		return err
 	}
 	op, ch, err := s.st.Finish(r.Context(), s.ref(r, c, req.LeaseID),
-		store.Result{State: req.State, ExitCode: req.ExitCode, Message: m.Mask(req.Message), LastSeq: req.LastSeq})
+		store.Result{State: req.State, ExitCode: req.ExitCode, Message: m.Mask(req.Message), LastSeq: req.LastSeq, Usage: req.Usage})
 	if err != nil {
 		return err
 	}

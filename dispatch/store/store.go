@@ -70,6 +70,7 @@ type Store interface {
 	Logs
 	Settings
 	Retention
+	UsageHistory
 	// Close releases the store's resources.
 	Close() error
 }
@@ -228,6 +229,7 @@ type Result struct {
 	ExitCode *int
 	Message  string
 	LastSeq  int64
+	Usage    *api.Usage // what the script consumed, when measured
 }
 
 // OperationFilter selects operations to list. Empty fields match everything.
@@ -292,6 +294,25 @@ type Logs interface {
 	AppendLogs(ctx context.Context, ref LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error)
 	// Logs returns up to limit lines of an operation with Pos > after, in Pos order.
 	Logs(ctx context.Context, id string, after int64, limit int) ([]api.LogLine, error)
+}
+
+// UsageFilter selects the operations whose usage the requests advice reads.
+type UsageFilter struct {
+	Pool  string // required
+	Name  string // an operation's (step's) name; empty: every operation of the pool
+	Limit int    // the newest this many
+}
+
+// UsageSample is one ended operation's measured usage and how long its script ran.
+type UsageSample struct {
+	Usage    api.Usage
+	Duration time.Duration // started to finished; 0 when it never started
+}
+
+// UsageHistory reads what ended operations consumed.
+type UsageHistory interface {
+	// UsageSamples returns the measured usage of the newest ended operations that match f, newest first.
+	UsageSamples(ctx context.Context, f UsageFilter) ([]UsageSample, error)
 }
 
 // Retention deletes old history (see the rules above).

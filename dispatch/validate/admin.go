@@ -33,3 +33,11 @@ func DesiredVersion(r *api.DesiredVersion) error {
 	}
 	return nil
 }
+
+// AdviceQuery checks the query of the requests advice: a pool, and optionally an operation (step) name.
+func AdviceQuery(pool, step string) error {
+	if err := PoolName("pool", pool); err != nil {
+		return err
+	}
+	return name("step", step, MaxNameLen)
+}

@@ -146,6 +146,11 @@ func Result(r *api.ResultRequest) error {
 	default:
 		return fail("state", "%q: a result is succeeded, failed, cancelled or timed-out", r.State)
 	}
+	if r.Usage != nil {
+		if err := Usage(r.Usage); err != nil {
+			return err
+		}
+	}
 	if r.LastSeq < 0 {
 		return fail("last_seq", "%d is negative: the number of runner lines sent", r.LastSeq)
 	}
@@ -197,6 +202,20 @@ func checks(cs []api.Check) error {
 		if err := text(f+".message", c.Message, MaxMessageLen); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// Usage refuses a usage no runner measures. The worker checks the runner's report too: a script can forge its
+// runner's records, whose key is in its pod.
+func Usage(u *api.Usage) error {
+	switch {
+	case u.PeakMemoryBytes < 0 || u.PeakMemoryBytes > api.MaxUsageMemoryBytes:
+		return fail("usage.peak_memory_bytes", "%d is outside 0..%d", u.PeakMemoryBytes, int64(api.MaxUsageMemoryBytes))
+	case !(u.CPUSeconds >= 0 && u.CPUSeconds <= api.MaxUsageCPUSeconds): // NaN fails too
+		return fail("usage.cpu_seconds", "%v is outside 0..%g", u.CPUSeconds, float64(api.MaxUsageCPUSeconds))
+	case u.Source != api.UsageCgroup && u.Source != api.UsageRusage:
+		return fail("usage.source", "%q: use %q or %q", u.Source, api.UsageCgroup, api.UsageRusage)
 	}
 	return nil
 }

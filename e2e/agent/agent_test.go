@@ -76,6 +76,11 @@ func TestExitCodesAndStreams(t *testing.T) {
 		if op.State != tc.state || op.ExitCode == nil || *op.ExitCode != tc.code {
 			t.Errorf("%s: state %s exit %v (%s), want %s exit %d", tc.name, op.State, deref(op.ExitCode), op.Message, tc.state, tc.code)
 		}
+		// The runner measured what the script used and the worker reported it. On the process node the runner
+		// shares the host's cgroup, so it falls back to rusage.
+		if u := op.Usage; u == nil || u.Source != api.UsageRusage || u.PeakMemoryBytes <= 0 {
+			t.Errorf("%s: usage %+v, want a rusage measurement", tc.name, u)
+		}
 		lines := checkLines(t, e.logs(op.ID), int64(len(tc.stdout)+len(tc.stderr)))
 		if got := texts(lines, api.StreamStdout); strings.Join(got, "|") != strings.Join(tc.stdout, "|") {
 			t.Errorf("%s: stdout %q, want %q", tc.name, got, tc.stdout)

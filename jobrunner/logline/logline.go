@@ -13,12 +13,15 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/validate"
 )
 
 // Streams a line can belong to. EOS is the end-of-stream marker: its sequence number is the number of lines
@@ -223,12 +226,27 @@ func daysIn(m time.Month, year int) int {
 	return time.Date(year, m+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
+// EndPayload is the payload of an end-of-stream marker: the exit code, then, when the runner measured it, a
+// space and the script's usage as JSON ("0" or `0 {"peak_memory_bytes":…}`).
+func EndPayload(code int, usage *api.Usage) []byte {
+	b := strconv.AppendInt(nil, int64(code), 10)
+	if usage == nil {
+		return b
+	}
+	u, err := json.Marshal(usage)
+	if err != nil {
+		return b // a Usage always encodes; without one the marker still says the exit code
+	}
+	return append(append(b, ' '), u...)
+}
+
 // ExitCode decodes the exit code carried by an end-of-stream marker.
 func (l Line) ExitCode() (int, error) {
 	if l.Stream != EOS {
 		return 0, fmt.Errorf("line %d is a %s line, not an end-of-stream marker", l.Seq, l.Stream)
 	}
-	code, err := strconv.Atoi(string(l.Payload))
+	first, _, _ := bytes.Cut(l.Payload, []byte(" "))
+	code, err := strconv.Atoi(string(first))
 	if err != nil {
 		return 0, fmt.Errorf("decoding exit code of end-of-stream marker %q: %w", l.Payload, err)
 	}
@@ -237,4 +255,29 @@ func (l Line) ExitCode() (int, error) {
 		return 0, fmt.Errorf("end-of-stream marker carries exit code %d, outside 0..%d", code, api.MaxExitCode)
 	}
 	return code, nil
+}
+
+// Usage decodes the script's usage carried by an end-of-stream marker: nil when it carries none (an older
+// runner, or a script that did not start) or one that is not a plausible measurement.
+func (l Line) Usage() (*api.Usage, error) {
+	if l.Stream != EOS {
+		return nil, fmt.Errorf("line %d is a %s line, not an end-of-stream marker", l.Seq, l.Stream)
+	}
+	_, rest, ok := bytes.Cut(l.Payload, []byte(" "))
+	if !ok {
+		return nil, nil
+	}
+	var u api.Usage
+	dec := json.NewDecoder(bytes.NewReader(rest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&u); err != nil {
+		return nil, fmt.Errorf("decoding the usage in the end-of-stream marker: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("the usage in the end-of-stream marker %q has more after its JSON object", l.Payload)
+	}
+	if err := validate.Usage(&u); err != nil {
+		return nil, fmt.Errorf("end-of-stream marker: %w", err)
+	}
+	return &u, nil
 }

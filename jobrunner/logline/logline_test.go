@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
 )
 
 func newSealer(t *testing.T, op string) (*Sealer, []byte) {
@@ -106,6 +108,38 @@ func TestExitCode(t *testing.T) {
 	for _, code := range []string{"-1", "256", "4294967296"} {
 		if _, err := (Line{Stream: EOS, Payload: []byte(code)}).ExitCode(); err == nil {
 			t.Errorf("ExitCode of a marker carrying %s succeeded; the server refuses it", code)
+		}
+	}
+}
+
+// The end-of-stream marker carries the script's usage after its exit code; a marker without one (an older
+// runner, a script that did not start) still reads, and a forged or garbled usage is left out, never taken.
+func TestEndPayloadUsage(t *testing.T) {
+	t.Parallel()
+	u := &api.Usage{PeakMemoryBytes: 52428800, CPUSeconds: 1.25, Source: api.UsageCgroup}
+	eos := func(p []byte) Line { return Line{Stream: EOS, Payload: p} }
+	if code, err := eos(EndPayload(7, u)).ExitCode(); err != nil || code != 7 {
+		t.Errorf("ExitCode with usage = %d, %v; want 7", code, err)
+	}
+	if got, err := eos(EndPayload(7, u)).Usage(); err != nil || !cmp.Equal(got, u) {
+		t.Errorf("Usage = %+v, %v; want %+v", got, err, u)
+	}
+	if got, err := eos(EndPayload(0, nil)).Usage(); err != nil || got != nil || string(EndPayload(0, nil)) != "0" {
+		t.Errorf("a marker without usage: payload %q, Usage = %+v, %v", EndPayload(0, nil), got, err)
+	}
+	for _, bad := range []string{
+		`0 {`,
+		`0 {"peak_memory_bytes":-1,"cpu_seconds":1,"source":"cgroup"}`,
+		`0 {"peak_memory_bytes":1,"cpu_seconds":1e300,"source":"cgroup"}`,
+		`0 {"peak_memory_bytes":1,"cpu_seconds":1,"source":"guess"}`,
+		`0 {"peak_memory_bytes":1,"cpu_seconds":1,"source":"cgroup","extra":1}`,
+		`0 {"peak_memory_bytes":1,"cpu_seconds":1,"source":"cgroup"} trailing`,
+	} {
+		if got, err := eos([]byte(bad)).Usage(); err == nil {
+			t.Errorf("Usage of %q = %+v; want an error", bad, got)
+		}
+		if code, err := eos([]byte(bad)).ExitCode(); err != nil || code != 0 {
+			t.Errorf("ExitCode of %q = %d, %v; the code still reads", bad, code, err)
 		}
 	}
 }

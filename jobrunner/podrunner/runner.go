@@ -69,6 +69,13 @@ func Shell(syntax, scriptPath string) ([]string, error) {
 	return nil, fmt.Errorf("syntax %q is not supported: use bash, sh, python3 or pwsh", syntax)
 }
 
+// cgroupFS says where the kernel shows the runner's cgroup: the file naming its path in the unified (v2)
+// hierarchy, and where that hierarchy is mounted.
+type cgroupFS struct{ SelfFile, Root string }
+
+// hostCgroups is where they are in a container (never changed: tests give a Runner their own).
+var hostCgroups = cgroupFS{SelfFile: "/proc/self/cgroup", Root: "/sys/fs/cgroup"}
+
 // Runner runs one operation's script.
 type Runner struct {
 	spec    Spec
@@ -76,6 +83,8 @@ type Runner struct {
 	workDir string
 	// OutputGrace is how long to keep reading output after the script exited (DefaultOutputGrace).
 	OutputGrace time.Duration
+	// cgroups is where the runner finds its own cgroup to measure the script's usage (hostCgroups).
+	cgroups cgroupFS
 
 	mu  sync.Mutex // guards out, seq and buf
 	out *bufio.Writer
@@ -90,17 +99,17 @@ func New(spec Spec, key []byte, workDir string, out io.Writer) (*Runner, error) 
 	if err != nil {
 		return nil, fmt.Errorf("loading sealing key: %w", err)
 	}
-	return &Runner{spec: spec, sealer: s, workDir: workDir, OutputGrace: DefaultOutputGrace, out: bufio.NewWriterSize(out, 64<<10)}, nil
+	return &Runner{spec: spec, sealer: s, workDir: workDir, OutputGrace: DefaultOutputGrace, cgroups: hostCgroups, out: bufio.NewWriterSize(out, 64<<10)}, nil
 }
 
 // Run runs the script and writes its output and the end-of-stream marker. It returns the script's exit code
 // (ExitRunnerError or ExitShellMissing when it could not run it, reported as a sealed stderr line too). The
 // error is non-nil only when the records could not be written.
 func (r *Runner) Run(ctx context.Context) (int, error) {
-	code := r.run(ctx)
+	code, usage := r.run(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.writeLocked(logline.EOS, []byte(fmt.Sprint(code)))
+	r.writeLocked(logline.EOS, logline.EndPayload(code, usage))
 	if err := r.out.Flush(); err != nil && r.err == nil {
 		r.err = err
 	}
@@ -115,43 +124,44 @@ func (r *Runner) fail(code int, format string, args ...any) int {
 	return code
 }
 
-func (r *Runner) run(ctx context.Context) int {
+// run runs the script; the usage is nil when the script did not start.
+func (r *Runner) run(ctx context.Context) (int, *api.Usage) {
 	if err := os.MkdirAll(r.workDir, 0o755); err != nil {
-		return r.fail(ExitRunnerError, "creating working directory: %v", err)
+		return r.fail(ExitRunnerError, "creating working directory: %v", err), nil
 	}
 	if err := WriteFiles(r.workDir, r.spec.Files); err != nil {
-		return r.fail(ExitRunnerError, "%v", err)
+		return r.fail(ExitRunnerError, "%v", err), nil
 	}
 	scriptDir, err := os.MkdirTemp("", "octo-script-")
 	if err != nil {
 		scriptDir, err = os.MkdirTemp(r.workDir, ".octo-script-")
 		if err != nil {
-			return r.fail(ExitRunnerError, "creating a directory for the script: %v", err)
+			return r.fail(ExitRunnerError, "creating a directory for the script: %v", err), nil
 		}
 	}
 	defer os.RemoveAll(scriptDir)
 	scriptPath := filepath.Join(scriptDir, "script")
 	if err := os.WriteFile(scriptPath, []byte(r.spec.Script), 0o700); err != nil {
-		return r.fail(ExitRunnerError, "writing the script: %v", err)
+		return r.fail(ExitRunnerError, "writing the script: %v", err), nil
 	}
 	argv, err := Shell(r.spec.Syntax, scriptPath)
 	if err != nil {
-		return r.fail(ExitRunnerError, "%v", err)
+		return r.fail(ExitRunnerError, "%v", err), nil
 	}
 	bin, err := exec.LookPath(argv[0])
 	if err != nil {
-		return r.fail(ExitShellMissing, "this image has no %s on its PATH (%s): run the step in an image that has it, or change the step's syntax", argv[0], os.Getenv("PATH"))
+		return r.fail(ExitShellMissing, "this image has no %s on its PATH (%s): run the step in an image that has it, or change the step's syntax", argv[0], os.Getenv("PATH")), nil
 	}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return r.fail(ExitRunnerError, "creating stdout pipe: %v", err)
+		return r.fail(ExitRunnerError, "creating stdout pipe: %v", err), nil
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return r.fail(ExitRunnerError, "creating stderr pipe: %v", err)
+		return r.fail(ExitRunnerError, "creating stderr pipe: %v", err), nil
 	}
 	cmd := exec.Command(bin, argv[1:]...)
 	cmd.Dir = r.workDir
@@ -162,13 +172,14 @@ func (r *Runner) run(ctx context.Context) int {
 		cmd.Env = append(cmd.Env, v.Name+"="+v.Value)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	meter := startMeter(r.cgroups)
 	startErr := cmd.Start()
 	outW.Close()
 	errW.Close()
 	if startErr != nil {
 		outR.Close()
 		errR.Close()
-		return r.fail(ExitShellMissing, "starting %s: %v", bin, startErr)
+		return r.fail(ExitShellMissing, "starting %s: %v", bin, startErr), nil
 	}
 
 	var readers sync.WaitGroup
@@ -202,17 +213,18 @@ func (r *Runner) run(ctx context.Context) int {
 	outR.Close()
 	errR.Close()
 
+	usage := meter.stop()
 	if waitErr == nil {
-		return 0
+		return 0, usage
 	}
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal())
+			return 128 + int(ws.Signal()), usage
 		}
-		return ee.ExitCode()
+		return ee.ExitCode(), usage
 	}
-	return r.fail(ExitRunnerError, "waiting for the script: %v", waitErr)
+	return r.fail(ExitRunnerError, "waiting for the script: %v", waitErr), nil
 }
 
 // copyLines turns one pipe into records, splitting lines longer than logline.MaxPayload.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,3 +303,59 @@ func TestInstall(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// The end-of-stream marker carries what the script used. Here the runner shares its cgroup with the rest of the
+// machine, so it measures the largest process (rusage): a script holding a 40 MB string in bash peaks above it.
+func TestRunnerMeasuresUsage(t *testing.T) {
+	res := run(t, Spec{Syntax: "bash", Script: `s=$(head -c 40000000 /dev/zero | tr '\0' x); i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo ${#s}`}, nil)
+	u, err := res.eos.Usage()
+	if err != nil || u == nil {
+		t.Fatalf("marker %q: usage = %+v, %v", res.eos.Payload, u, err)
+	}
+	if u.Source != api.UsageRusage || u.PeakMemoryBytes < 40e6 || u.CPUSeconds <= 0 {
+		t.Errorf("usage = %+v; want rusage, a peak of at least 40 MB and some CPU", u)
+	}
+}
+
+// A runner alone in its cgroup (a pod's container) reads the cgroup: memory.peak, and cpu.stat's usage over the
+// script's run. One that shares it with any other process falls back to rusage.
+func TestMeterReadsItsOwnCgroup(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		procs  string
+		source string
+	}{
+		{"alone", fmt.Sprintf("%d\n", os.Getpid()), api.UsageCgroup},
+		{"shared", fmt.Sprintf("%d\n1\n", os.Getpid()), api.UsageRusage},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			dir := filepath.Join(root, "kubepods", "pod1", "ctr")
+			write := func(name, content string) {
+				t.Helper()
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			self := filepath.Join(root, "self-cgroup")
+			if err := os.WriteFile(self, []byte("0::/kubepods/pod1/ctr\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			write("cgroup.procs", tt.procs)
+			write("memory.peak", "123456789\n")
+			write("cpu.stat", "usage_usec 1000000\nuser_usec 800000\n")
+			m := startMeter(cgroupFS{SelfFile: self, Root: root})
+			write("cpu.stat", "usage_usec 3500000\nuser_usec 3000000\n")
+			u := m.stop()
+			if u == nil || u.Source != tt.source {
+				t.Fatalf("usage = %+v, want source %s", u, tt.source)
+			}
+			if tt.source == api.UsageCgroup && (u.PeakMemoryBytes != 123456789 || u.CPUSeconds != 2.5) {
+				t.Errorf("usage = %+v, want 123456789 bytes and 2.5 CPU seconds", u)
+			}
+		})
+	}
+}

@@ -31,18 +31,18 @@ type opRow struct {
 
 const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, image, requests, timeout_seconds,
 	capabilities, state, exit_code, message, COALESCE(worker_id, ''), cancel_requested, COALESCE(lease_id, ''),
-	lease_expires_at, last_seq, created_at, started_at, finished_at`
+	lease_expires_at, last_seq, created_at, started_at, finished_at, usage`
 
 // scanOp reads opCols, followed by body and secrets when full is set.
 func scanOp(row scanner, full bool) (opRow, error) {
 	var o opRow
-	var requests, caps, body, secrets sql.NullString
+	var requests, caps, body, secrets, usage sql.NullString
 	var exit, expires, started, finished sql.NullInt64
 	var cancel int
 	var created int64
 	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &requests,
 		&o.TimeoutSeconds, &caps, &o.State, &exit, &o.Message, &o.WorkerID, &cancel, &o.leaseID, &expires, &o.lastSeq,
-		&created, &started, &finished}
+		&created, &started, &finished, &usage}
 	if full {
 		dest = append(dest, &body, &secrets)
 	}
@@ -63,6 +63,12 @@ func scanOp(row scanner, full bool) (opRow, error) {
 	if exit.Valid {
 		code := int(exit.Int64)
 		o.ExitCode = &code
+	}
+	if usage.Valid {
+		o.Usage = new(api.Usage)
+		if err := json.Unmarshal([]byte(usage.String), o.Usage); err != nil {
+			return o, fmt.Errorf("decoding usage of %s: %w", o.ID, err)
+		}
 	}
 	o.CancelRequested = cancel == 1
 	if expires.Valid {

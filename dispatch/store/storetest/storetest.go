@@ -15,7 +15,7 @@ type Open func(t *testing.T) store.Store
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
 // leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, deployments.go, settings.go and
-// retention.go; bundle.go holds the helpers they share.
+// retention.go, usage.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -55,6 +55,7 @@ func Run(t *testing.T, open Open) {
 		{"SettingsAndCharts", testSettingsAndCharts},
 		{"Retention", testRetention},
 		{"RetentionBatches", testRetentionBatches},
+		{"UsageSamples", testUsageSamples},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
