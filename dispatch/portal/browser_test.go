@@ -73,8 +73,8 @@ func browser(t *testing.T) context.Context {
 
 // TestPortalInBrowser drives the portal in a real browser against a real dispatch server: log in, add a
 // worker (its registration token, from the page, registers the test's worker), follow a running operation's
-// log while the worker appends lines, cancel it from the page and see it cancelled; a logged-out request and
-// forged form posts are refused. It takes a screenshot of every page.
+// log while the worker appends lines, cancel it from the page and see it cancelled, read the requests advice;
+// a logged-out request and forged form posts are refused. It takes a screenshot of every page.
 func TestPortalInBrowser(t *testing.T) {
 	ctx := browser(t)
 	out := outputDir(t)
@@ -332,6 +332,35 @@ func TestPortalInBrowser(t *testing.T) {
 	do("seeing it cancelled", chromedp.WaitVisible(css("#state.cancelled")), shot("operation-cancelled"))
 	if state := text("#state"); state != "cancelled" {
 		t.Fatalf("state %q, want cancelled", state)
+	}
+
+	// The requests advice: five operations end with a measured usage; the page shows what the API advises.
+	for i := range 5 {
+		o, err := admin.Submit(tctx, api.OperationSpec{Name: "sized", Pool: "web", Script: "true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := worker.Lease(tctx, 10*time.Second)
+		if err != nil || l == nil || l.Operation.ID != o.ID {
+			t.Fatalf("leasing %s: %+v, %v", o.ID, l, err)
+		}
+		if _, err := worker.SetRunning(tctx, o.ID, l.LeaseID, ""); err != nil {
+			t.Fatal(err)
+		}
+		usage := &api.Usage{PeakMemoryBytes: int64(100+i) << 20, CPUSeconds: 0.001, Source: api.UsageCgroup}
+		if _, err := worker.Result(tctx, o.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: new(int), Usage: usage}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	advice, err := admin.RequestsAdvice(tctx, "web", "")
+	if err != nil || advice.Requests.Memory == "" {
+		t.Fatalf("the API's advice: %+v, %v; want requests", advice, err)
+	}
+	do("the requests advice", chromedp.Navigate(srv.URL+"/advice"), chromedp.WaitVisible(css("#advice-form")),
+		chromedp.Click(css("#advise")), chromedp.WaitVisible(css("#advice-command")), shot("advice"))
+	want = chartgen.RequestsUpgrade("octo-worker", "octo-worker", "./octo-worker-"+v+".tgz", advice.Requests.CPU, advice.Requests.Memory)
+	if got := text("#advice-command"); strings.TrimSpace(got) != want {
+		t.Fatalf("the advice page's command:\n%s\nwant what `requests advise` prints:\n%s", got, want)
 	}
 
 	// Lists: operations and a deployment.

@@ -1,8 +1,8 @@
 // Package portal is the dispatch server's web portal, served at / beside the API: server-rendered pages of
-// pools, workers, operations and deployments (with a live log view), cancelling, and "Add a Kubernetes
-// worker" (a registration token and the helm command `octo-worker install` prints). An admin logs in with the
-// admin token and gets a cookie session; every form carries a CSRF token. The portal reaches the server only
-// through Backend, which it declares; package server implements it with its own API routes.
+// pools, workers, operations and deployments (with a live log view), cancelling, "Add a Kubernetes worker" (a
+// registration token and the helm command `octo-worker install` prints) and the requests advice. An admin
+// logs in with the admin token and gets a cookie session; every form carries a CSRF token. The portal reaches
+// the server only through Backend, which it declares; package server implements it with its own API routes.
 package portal
 
 import (
@@ -35,6 +35,8 @@ type Backend interface {
 	Deployment(ctx context.Context, id string) (api.Deployment, error)
 	CancelDeployment(ctx context.Context, id string) (api.Deployment, error)
 	CreateToken(ctx context.Context, req api.CreateTokenRequest) (api.RegistrationToken, error)
+	// RequestsAdvice is GET /api/v1/requests/advice: script pod requests from measured usage.
+	RequestsAdvice(ctx context.Context, pool, step string) (api.RequestsAdvice, error)
 	// FollowLogs serves an operation's log stream, GET /api/v1/operations/{id}/logs with r's after and
 	// follow parameters (NDJSON api.LogEvent records), the stream the CLI follows.
 	FollowLogs(w http.ResponseWriter, r *http.Request, id string)
@@ -100,6 +102,7 @@ func New(b Backend, log *logrus.Entry) *Portal {
 	p.mux.HandleFunc("GET /deployments", p.admin(p.deploymentsPage))
 	p.mux.HandleFunc("GET /deployments/{id}", p.admin(p.deploymentPage))
 	p.mux.HandleFunc("POST /deployments/{id}/cancel", p.admin(p.cancelDeployment))
+	p.mux.HandleFunc("GET /advice", p.admin(p.advicePage))
 	return p
 }
 
@@ -122,7 +125,7 @@ func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func parsePages() map[string]*template.Template {
-	funcs := template.FuncMap{"ago": ago, "duration": duration, "when": when, "terminal": func(s api.State) bool { return s.Terminal() }, "has": slices.Contains[[]string]}
+	funcs := template.FuncMap{"ago": ago, "duration": duration, "when": when, "terminal": func(s api.State) bool { return s.Terminal() }, "has": slices.Contains[[]string], "mib": mib}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	pages := map[string]*template.Template{}
 	names, _ := fs.Glob(templateFS, "templates/*.html")
@@ -174,6 +177,9 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, status int, msg st
 	}
 	p.render(w, r, status, "error", http.StatusText(status), msg)
 }
+
+// mib formats a byte count in MiB.
+func mib(b float64) string { return fmt.Sprintf("%.0fMi", b/(1<<20)) }
 
 // ago says how long before now t was, to the second ("" for a zero time).
 func ago(t time.Time) string {

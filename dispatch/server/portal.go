@@ -78,6 +78,15 @@ func (b portalBackend) CreateToken(ctx context.Context, req api.CreateTokenReque
 	return out, b.call(ctx, "POST", "/api/v1/tokens", nil, nil, req, &out)
 }
 
+func (b portalBackend) RequestsAdvice(ctx context.Context, pool, step string) (api.RequestsAdvice, error) {
+	var out api.RequestsAdvice
+	q := url.Values{"pool": {pool}}
+	if step != "" {
+		q.Set("step", step)
+	}
+	return out, b.call(ctx, "GET", "/api/v1/requests/advice", nil, q, nil, &out)
+}
+
 // FollowLogs serves GET /api/v1/operations/{id}/logs (the stream `octo-worker logs -f` follows) to w, with
 // r's after and follow parameters.
 func (b portalBackend) FollowLogs(w http.ResponseWriter, r *http.Request, id string) {
