@@ -211,3 +211,6 @@ func ShellQuote(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// ValuesYAML is the content of the values file Write writes (it holds the registration token: keep it private).
+func (c InstallCommand) ValuesYAML() ([]byte, error) { return c.valuesYAML() }

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -80,28 +79,11 @@ func adviceText(w io.Writer, a api.RequestsAdvice, release, namespace, chart str
 }
 
 // aboveDefaultMax names the advised requests above the chart's default maxRequests.
-func aboveDefaultMax(r api.Resources) []string {
-	limit := chartgen.Defaults().ScriptPods.Resources.MaxRequests
-	var out []string
-	for _, c := range []struct{ name, advice, max string }{{"cpu", r.CPU, string(limit.CPU)}, {"memory", r.Memory, string(limit.Memory)}} {
-		a, err1 := resource.ParseQuantity(c.advice)
-		m, err2 := resource.ParseQuantity(c.max)
-		if err1 == nil && err2 == nil && a.Cmp(m) > 0 {
-			out = append(out, c.name+" "+c.max)
-		}
-	}
-	return out
-}
+func aboveDefaultMax(r api.Resources) []string { return chartgen.AboveDefaultMax(r.CPU, r.Memory) }
 
 // adviceHelm is the helm command that sets the advised requests on the workers' release, shell-quoted.
 func adviceHelm(a api.RequestsAdvice, release, namespace, chart string) string {
-	args := []string{"helm", "upgrade", release, chart, "--namespace", namespace, "--reuse-values",
-		"--set", "scriptPods.resources.requests.cpu=" + a.Requests.CPU,
-		"--set", "scriptPods.resources.requests.memory=" + a.Requests.Memory}
-	for i, s := range args {
-		args[i] = chartgen.ShellQuote(s)
-	}
-	return strings.Join(args, " ")
+	return chartgen.RequestsUpgrade(release, namespace, chart, a.Requests.CPU, a.Requests.Memory)
 }
 
 // bytesText prints a byte count in Mi (Gi from 10Gi), rounded.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/mask"
+	"github.com/octo-worker/octo-worker/dispatch/portal"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/wake"
 )
@@ -136,9 +137,10 @@ func (s *Server) Handler() http.Handler {
 	for _, rt := range s.routes {
 		mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("no route %s %s: see GET /api/v1/openapi.json", r.Method, r.URL.Path)})
 	})
+	mux.Handle("/", portal.New(portalBackend{s}, s.log.WithField("component", "portal"))) // the web portal
 	return s.recoverer(mux)
 }
 
