@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
 	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
 
@@ -108,22 +109,30 @@ func (c *Config) operationAnnotations(lease *api.Lease) map[string]string {
 }
 
 // BuildSecret returns the Secret that carries an operation's script, files, variables and sealing key to its
-// pod. It is created before the Job and then owned by it.
+// pod, and the lease's pod token with the server's URL when the lease has one (the pod's own channel). It is
+// created before the Job and then owned by it.
 func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*corev1.Secret, error) {
 	op := &lease.Operation
-	spec, err := json.Marshal(podrunner.Spec{
+	rs := podrunner.Spec{
 		OperationID: op.ID,
 		Syntax:      op.Syntax,
 		Script:      op.Script,
 		Files:       op.Files,
 		Variables:   op.Variables,
-	})
+	}
+	data := map[string][]byte{podrunner.SealingKeyKey: key}
+	if lease.PodToken != "" {
+		rs.DispatchURL = c.DispatchURL
+		data[podrunner.PodTokenKey] = []byte(lease.PodToken)
+	}
+	spec, err := json.Marshal(rs)
 	if err != nil {
 		return nil, fmt.Errorf("encoding runner spec: %w", err)
 	}
 	if len(spec) > MaxSecretBytes {
 		return nil, fmt.Errorf("the operation's script, files and variables take %d bytes, more than a Kubernetes Secret holds (%d): move large files into a package or the image", len(spec), MaxSecretBytes)
 	}
+	data[podrunner.SpecKey] = spec
 	if _, err := podrunner.Shell(op.Syntax, "script"); err != nil {
 		return nil, fmt.Errorf("syntax: %w", err)
 	}
@@ -141,7 +150,7 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 		},
 		Type:      corev1.SecretTypeOpaque,
 		Immutable: ptr(true),
-		Data:      map[string][]byte{podrunner.SpecKey: spec, podrunner.SealingKeyKey: key},
+		Data:      data,
 	}, nil
 }
 
@@ -374,3 +383,12 @@ func deletedBy(err error) (bool, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// sealingKey is the key an operation's lines are sealed with: the server's, from the lease, so that the
+// server can open what the pod pushes; a new one when the lease has none (an older server).
+func sealingKey(lease *api.Lease) ([]byte, error) {
+	if len(lease.SealingKey) == logline.KeySize {
+		return lease.SealingKey, nil
+	}
+	return logline.NewKey()
+}

@@ -289,7 +289,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key, err := logline.NewKey()
+	key, err := sealingKey(&o.lease)
 	if err != nil {
 		return err
 	}

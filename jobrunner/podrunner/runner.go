@@ -32,6 +32,9 @@ type Spec struct {
 	Script      string         `json:"script"`
 	Files       []api.File     `json:"files,omitempty"`
 	Variables   []api.Variable `json:"variables,omitempty"`
+	// DispatchURL is the dispatch server the runner calls with the pod token (the Secret's PodTokenKey):
+	// empty, or no token, and the pod makes no calls.
+	DispatchURL string `json:"dispatch_url,omitempty"`
 }
 
 // Exit codes the runner uses for its own failures, in the range shells use for "could not run".
@@ -43,6 +46,7 @@ const (
 	WorkDir       = "/octo/work"      // emptyDir: the script's working directory and HOME
 	SpecKey       = "operation.json"  // the Secret's key (and file in OperationDir) holding the Spec
 	SealingKeyKey = "sealing-key"     // the Secret's key (and file) holding the per-operation sealing key
+	PodTokenKey   = "pod-token"       // the Secret's key (and file) holding the pod token, when the lease had one
 )
 
 const (

@@ -56,7 +56,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 			exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
 		}
 		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
-			finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
+			finished_at = ?, secrets = NULL, pod_token_hash = NULL, sealing_key = NULL WHERE seq = ? RETURNING `+opCols,
 			r.State, exit, r.Message, nanos(ref.Now), o.seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
