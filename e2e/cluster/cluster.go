@@ -55,6 +55,12 @@ type NodeOptions struct {
 	Memory string
 	// Pods is the node's pod capacity. Default 110.
 	Pods int
+	// ContainerLogMaxSize, ContainerLogMaxFiles and ContainerLogMonitorInterval rotate the node's container
+	// logs like a kubelet (kubelet.Config). Defaults, the kubelet's: "10Mi", 5 files, checked every 10s;
+	// "-1" turns rotation off.
+	ContainerLogMaxSize         string
+	ContainerLogMaxFiles        int
+	ContainerLogMonitorInterval time.Duration
 }
 
 // Cluster is a running local control plane with process nodes.

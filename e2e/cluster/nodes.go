@@ -49,6 +49,10 @@ func (c *Cluster) AddNode(ctx context.Context, o NodeOptions) (string, error) {
 		StateDir:            filepath.Join(c.Dir, "nodes", name),
 		TLSCertificate:      c.nodeCert,
 		Logger:              c.log,
+
+		ContainerLogMaxSize:         o.ContainerLogMaxSize,
+		ContainerLogMaxFiles:        o.ContainerLogMaxFiles,
+		ContainerLogMonitorInterval: o.ContainerLogMonitorInterval,
 	})
 	if err != nil {
 		return "", fmt.Errorf("AddNode %s: %w", name, err)
@@ -87,6 +91,9 @@ func parseNodeOptions(o NodeOptions) (cpu, mem resource.Quantity, err error) {
 	}
 	if o.Pods < 0 {
 		return cpu, mem, fmt.Errorf("NodeOptions.Pods is %d: use a positive number", o.Pods)
+	}
+	if err := kubelet.ValidateLogRotation(o.ContainerLogMaxSize, o.ContainerLogMaxFiles, o.ContainerLogMonitorInterval); err != nil {
+		return cpu, mem, fmt.Errorf("NodeOptions.%w", err)
 	}
 	return cpu, mem, nil
 }

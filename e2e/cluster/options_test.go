@@ -19,6 +19,8 @@ func TestStartRejectsBadOptions(t *testing.T) {
 		{"negative nodes", cluster.Options{Nodes: -1}, "cluster.Options.Nodes"},
 		{"bad cpu", cluster.Options{Node: cluster.NodeOptions{CPU: "four"}}, "NodeOptions.CPU"},
 		{"bad memory", cluster.Options{Node: cluster.NodeOptions{Memory: "lots"}}, "NodeOptions.Memory"},
+		{"bad log size", cluster.Options{Node: cluster.NodeOptions{ContainerLogMaxSize: "big"}}, "NodeOptions.ContainerLogMaxSize"},
+		{"one log file", cluster.Options{Node: cluster.NodeOptions{ContainerLogMaxFiles: 1}}, "NodeOptions.ContainerLogMaxFiles"},
 		{"missing image file", cluster.Options{Images: map[string]cluster.Image{"x:1": {Files: map[string]string{"/bin/x": "/nonexistent/octo"}}}}, `cluster.Options.Images["x:1"].Files["/bin/x"]`},
 		{"relative image path", cluster.Options{Images: map[string]cluster.Image{"x:1": {Files: map[string]string{"bin/x": "/bin/sh"}}}}, "must be absolute"},
 		{"missing root", cluster.Options{Images: map[string]cluster.Image{"x:1": {Root: "/nonexistent/root"}}}, `cluster.Options.Images["x:1"].Root`},

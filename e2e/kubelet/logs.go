@@ -16,16 +16,19 @@ import (
 const maxLogLine = 16 * 1024
 
 // containerLog is one container run's log file in the CRI format the kubelet reads
-// ("<RFC3339Nano time> <stream> <F|P> <content>\n"), plus the signals a follower waits on.
+// ("<RFC3339Nano time> <stream> <F|P> <content>\n"), plus the signals a follower waits on. path is the
+// current file; rotation (rotate.go) renames it and opens a new one.
 type containerLog struct {
 	path string
 
-	mu      sync.Mutex
-	f       *os.File
-	changed chan struct{} // closed and replaced after every append
-	done    chan struct{} // closed when the container's output streams have ended
-	streams int           // output streams still open
-	now     func() time.Time
+	mu           sync.Mutex
+	f            *os.File
+	changed      chan struct{} // closed and replaced after every append and every rotation
+	done         chan struct{} // closed when the container's output streams have ended
+	streams      int           // output streams still open
+	gen          int           // rotations so far: which file is at path
+	lastRotation time.Time     // the time in the last rotated file's name
+	now          func() time.Time
 }
 
 func newContainerLog(path string) (*containerLog, error) {
@@ -108,12 +111,23 @@ func (l *containerLog) write(records []byte) {
 	l.changed = make(chan struct{})
 }
 
-// state returns the channels a follower waits on: changed fires on the next append, done when the log is
-// complete.
-func (l *containerLog) state() (changed, done <-chan struct{}) {
+// state returns the channels a follower waits on (changed fires on the next append or rotation, done when
+// the log is complete) and the current file's generation.
+func (l *containerLog) state() (changed, done <-chan struct{}, gen int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.changed, l.done
+	return l.changed, l.done, l.gen
+}
+
+// open opens the current file for reading and returns its generation.
+func (l *containerLog) open() (*os.File, int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("opening container log: %w", err)
+	}
+	return f, l.gen, nil
 }
 
 // tail returns up to max bytes of the log's content (no timestamps), for FallbackToLogsOnError.
@@ -176,13 +190,15 @@ func (r logRecord) before(t time.Time) (bool, error) {
 var errLimitReached = errors.New("limitBytes reached")
 
 // read writes the log to w as the kubelet's /containerLogs endpoint does, following it when asked until the
-// container's output ends or ctx is done. flush, when not nil, is called after each batch.
+// container's output ends or ctx is done. flush, when not nil, is called after each batch. Like the kubelet,
+// it reads only the current file (rotated files are not served); a follower whose file is rotated finishes
+// it and goes on in the new current file.
 func (l *containerLog) read(ctx context.Context, w io.Writer, o logOptions, flush ...func()) error {
-	f, err := os.Open(l.path)
+	f, gen, err := l.open()
 	if err != nil {
-		return fmt.Errorf("opening container log: %w", err)
+		return err
 	}
-	defer f.Close()
+	defer func() { f.Close() }()
 	if o.tailLines != nil {
 		if err := seekTail(f, *o.tailLines); err != nil {
 			return err
@@ -214,7 +230,7 @@ func (l *containerLog) read(ctx context.Context, w io.Writer, o logOptions, flus
 	var pending []byte // an incomplete line at the end of the file (a write in progress)
 	var out []byte
 	for {
-		changed, done := l.state()
+		changed, done, current := l.state()
 		for {
 			chunk, err := br.ReadSlice('\n')
 			if errors.Is(err, bufio.ErrBufferFull) {
@@ -269,6 +285,19 @@ func (l *containerLog) read(ctx context.Context, w io.Writer, o logOptions, flus
 			if err != nil {
 				return fmt.Errorf("reading container log: %w", err)
 			}
+		}
+		if o.follow && current != gen {
+			// The file was rotated before the read above began, so that read reached its end: go on in the
+			// new current file, as the kubelet's follow reopens the path when the runtime creates it again.
+			// A follower more than one rotation behind misses the files in between, as with the kubelet.
+			nf, ngen, err := l.open()
+			if err != nil {
+				return err
+			}
+			f.Close()
+			f, gen = nf, ngen
+			br.Reset(f)
+			continue
 		}
 		if err := bw.Flush(); err != nil {
 			return err

@@ -56,6 +56,13 @@ type Config struct {
 	Logger logrus.FieldLogger
 	// Version is reported as the node's kubelet version. Default "v1.37.2".
 	Version string
+	// ContainerLogMaxSize, ContainerLogMaxFiles and ContainerLogMonitorInterval rotate container logs as the
+	// kubelet's settings of the same names do (see rotate.go). Defaults, as the kubelet's: "10Mi", 5, 10s.
+	// A negative size ("-1") turns rotation off; MaxFiles must be at least 2. The interval may be shorter
+	// than the kubelet's minimum (3s) so that tests rotate quickly.
+	ContainerLogMaxSize         string
+	ContainerLogMaxFiles        int
+	ContainerLogMonitorInterval time.Duration
 }
 
 // Node is a Kubernetes node whose containers are host processes.
@@ -63,6 +70,7 @@ type Node struct {
 	cfg       Config
 	log       *logrus.Entry
 	pullFails globMatcher
+	rotation  rotationPolicy
 	recorder  record.EventRecorder
 	ctx       context.Context // the node's lifetime (set by Run)
 
@@ -105,6 +113,10 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Version == "" {
 		cfg.Version = "v1.37.2"
 	}
+	rotation, err := newRotationPolicy(cfg.ContainerLogMaxSize, cfg.ContainerLogMaxFiles, cfg.ContainerLogMonitorInterval)
+	if err != nil {
+		return nil, fmt.Errorf("kubelet.Config.%w", err)
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		l := logrus.New()
@@ -125,6 +137,7 @@ func New(cfg Config) (*Node, error) {
 		cfg:       cfg,
 		log:       logger.WithFields(logrus.Fields{"component": "kubelet", "node": cfg.Name}),
 		pullFails: newGlobMatcher(cfg.PullFailurePatterns),
+		rotation:  rotation,
 		ready:     make(chan struct{}),
 		workers:   map[types.UID]*podWorker{},
 		byName:    map[string]*podWorker{},
@@ -198,6 +211,11 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() {
 		defer bg.Done()
 		n.heartbeat(ctx)
+	}()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		n.rotateLogs(ctx)
 	}()
 
 	factory := informers.NewSharedInformerFactoryWithOptions(n.cfg.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {

@@ -115,7 +115,7 @@ func (w *podWorker) runContainer(ctx context.Context, pod *corev1.Pod, vols map[
 		proc.signal(syscall.SIGKILL)
 		<-proc.done
 	}
-	_, logDone := clog.state()
+	_, logDone, _ := clog.state()
 	<-logDone
 	finished := metav1.Now()
 	term := &corev1.ContainerStateTerminated{ExitCode: int32(proc.exitCode), StartedAt: started, FinishedAt: finished, ContainerID: containerID, Reason: "Completed"}

@@ -4,6 +4,11 @@
 //
 //	localcluster --dir .cluster [--nodes 1] [--cpu 4] [--memory 8Gi] [--pods 110]
 //	             [--image NAME=CONTAINER_PATH=HOST_FILE ...] [--pull-fails PATTERN ...] [--bin-dir DIR]
+//	             [--container-log-max-size 10Mi] [--container-log-max-files 5]
+//	             [--container-log-monitor-interval 10s]
+//
+// The nodes rotate container logs like a kubelet, with the kubelet's defaults; --container-log-max-size -1
+// turns rotation off.
 package main
 
 import (
@@ -20,6 +25,7 @@ import (
 	"time"
 
 	"github.com/octo-worker/octo-worker/e2e/cluster"
+	"github.com/octo-worker/octo-worker/e2e/kubelet"
 	"github.com/sirupsen/logrus"
 )
 
@@ -43,6 +49,9 @@ func run() error {
 		cpu      = flag.String("cpu", "4", "CPU of each node")
 		memory   = flag.String("memory", "8Gi", "memory of each node")
 		pods     = flag.Int("pods", 110, "pod capacity of each node")
+		logSize  = flag.String("container-log-max-size", kubelet.DefaultContainerLogMaxSize, "size at which a running container's log file is rotated, as the kubelet's containerLogMaxSize (-1: no rotation)")
+		logFiles = flag.Int("container-log-max-files", kubelet.DefaultContainerLogMaxFiles, "log files kept per container, the current one included, as the kubelet's containerLogMaxFiles (2 or more)")
+		logCheck = flag.Duration("container-log-monitor-interval", kubelet.DefaultContainerLogMonitorInterval, "how often log sizes are checked, as the kubelet's containerLogMonitorInterval")
 		images   listFlag
 		failures listFlag
 	)
@@ -67,6 +76,9 @@ func run() error {
 		KeepDir: true,
 		Logger:  log,
 	}
+	opts.Node.ContainerLogMaxSize = *logSize
+	opts.Node.ContainerLogMaxFiles = *logFiles
+	opts.Node.ContainerLogMonitorInterval = *logCheck
 	if len(failures) > 0 {
 		opts.PullFailurePatterns = failures
 	}
