@@ -121,7 +121,7 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 		Variables:   op.Variables,
 	}
 	data := map[string][]byte{podrunner.SealingKeyKey: key}
-	if lease.PodToken != "" {
+	if lease.PodToken != "" && c.BackoffLimit == 0 { // a retried pod would number its lines from 1 again
 		rs.DispatchURL = c.DispatchURL
 		data[podrunner.PodTokenKey] = []byte(lease.PodToken)
 	}
@@ -260,6 +260,7 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 							{Name: "octo-bin", MountPath: podrunner.BinDir, ReadOnly: true},
 							{Name: "octo-operation", MountPath: podrunner.OperationDir, ReadOnly: true},
 							{Name: "octo-work", MountPath: podrunner.WorkDir},
+							{Name: "octo-spool", MountPath: podrunner.SpoolDir},
 						},
 					}},
 					Volumes: []corev1.Volume{
@@ -268,6 +269,7 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 						// 0444: the pod's only processes are the runner and the script, which must read it whatever
 						// user the image runs as; the files live in the pod's own tmpfs.
 						{Name: "octo-operation", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr(int32(0o444))}}},
+						{Name: "octo-spool", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					},
 				},
 			},

@@ -1,13 +1,18 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
 
 // podClient is a client of the pod routes with token.
@@ -124,4 +129,87 @@ func TestPodTokenDiesWithExpiredLease(t *testing.T) {
 	b.waitOp("the lease to expire", op.ID, func(op api.Operation) bool { return op.State == api.StateLost })
 	_, err := pod.LogState(b.ctx)
 	wantStatus(t, "the pod token of a lost operation", err, http.StatusUnauthorized)
+}
+
+// sealed returns the records a runner with key prints for lines of operation id (seq from 1), and the
+// marker with code last when code >= 0.
+func sealed(t *testing.T, key []byte, id string, code int, texts ...string) []string {
+	t.Helper()
+	s, err := logline.NewSealer(key, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	add := func(l logline.Line) {
+		b, err := s.Append(nil, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	for i, text := range texts {
+		add(logline.Line{Seq: int64(i + 1), Time: time.Now(), Stream: logline.Stdout, Payload: []byte(text)})
+	}
+	if code >= 0 {
+		add(logline.Line{Seq: int64(len(texts)), Time: time.Now(), Stream: logline.EOS, Payload: []byte(strconv.Itoa(code))})
+	}
+	return out
+}
+
+// TestPodPush: pushed records are opened with the operation's key, masked, and stored through the worker's own
+// idempotent append: a line both send is stored once (the worker's text, invalid UTF-8 included, is the
+// pod's), another text under a stored seq is a conflict, and the marker reaches the worker. Records of
+// another operation, or not records at all, are refused.
+func TestPodPush(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	b.pool("p")
+	w, _ := b.worker("w", []string{"p"})
+	op := b.submit(api.OperationSpec{Pool: "p", Variables: []api.Variable{{Name: "PW", Value: "hunter2", Sensitive: true}}})
+	l := b.lease(w)
+	other := b.submit(api.OperationSpec{Pool: "p"})
+	lo := b.lease(w)
+	pod := b.podClient(l.PodToken)
+	texts := []string{"one", "the password is hunter2", "bad \xff byte", "four"}
+	recs := sealed(t, l.SealingKey, op.ID, 7, texts...)
+
+	// The worker delivered lines 1 and 3 (its client sends what encoding/json makes of them).
+	if _, err := w.AppendLogs(b.ctx, op.ID, l.LeaseID, []api.LogLine{line(1, texts[0]), line(3, texts[2])}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := pod.PushLogs(b.ctx, recs)
+	if err != nil || st.LastSeq != 4 || !st.End {
+		t.Fatalf("PushLogs = %+v, %v; want last_seq 4 and the end", st, err)
+	}
+	if st, err := pod.PushLogs(b.ctx, recs[:2]); err != nil || st.LastSeq != 4 {
+		t.Errorf("a repeated push = %+v, %v", st, err)
+	}
+	var got []string
+	if _, err := b.admin.Logs(b.ctx, op.ID, client.LogsOptions{}, func(ll api.LogLine) error {
+		got = append(got, fmt.Sprintf("%d %s %s", ll.Seq, ll.Stream, ll.Text))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"1 stdout one", "3 stdout bad \uFFFD byte", "2 stdout the password is ********", "4 stdout four"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("stored lines (-want +got):\n%s", diff)
+	}
+	resp, err := w.AppendLogs(b.ctx, op.ID, l.LeaseID, nil)
+	if err != nil || resp.LastSeq != 4 || resp.PodEnd == nil || *resp.PodEnd != (api.PodEnd{Seq: 4, ExitCode: 7}) {
+		t.Errorf("the worker asks: %+v, %v; want last_seq 4 and the pod's end (4, exit 7)", resp, err)
+	}
+	if _, err := w.AppendLogs(b.ctx, op.ID, l.LeaseID, []api.LogLine{line(4, "not four")}); client.Code(err) != api.CodeLogConflict {
+		t.Errorf("the worker sends another text under a pushed seq: %v, want log_conflict", err)
+	}
+
+	// Refused: another operation's records (sealed for op, pushed with other's token), and non-records.
+	_, err = b.podClient(lo.PodToken).PushLogs(b.ctx, recs[:1])
+	wantStatus(t, "records of another operation", err, http.StatusUnprocessableEntity)
+	_, err = pod.PushLogs(b.ctx, []string{"hello"})
+	wantStatus(t, "not a record", err, http.StatusUnprocessableEntity)
+	if st, err := b.podClient(lo.PodToken).LogState(b.ctx); err != nil || st.LastSeq != 0 || st.End {
+		t.Errorf("the other operation's log = %+v, %v; want it untouched", st, err)
+	}
+	_ = other
 }
