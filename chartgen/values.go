@@ -121,6 +121,7 @@ type ScriptPods struct {
 	Annotations             map[string]string          `json:"annotations" keys:"label-key" doc:"Extra annotations on script Jobs and pods."`
 	PodSecurityContext      *corev1.PodSecurityContext `json:"podSecurityContext" kind:"object" doc:"Security context of script pods. The default passes Pod Security 'restricted' (non-root user 1000); containers always drop all capabilities and disallow privilege escalation."`
 	ServiceAccount          ScriptServiceAccount       `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
+	DispatchURL             string                     `json:"dispatchURL" format:"uri" doc:"Absolute http(s) URL at which script pods reach the dispatch server themselves, with a token good for their one operation only: they push the log lines the kubelet can no longer serve (rotated away while the worker was restarting or the server away). Empty: worker.serverUrl."`
 }
 
 // ScriptContainer is the image that runs scripts.

@@ -36,6 +36,7 @@ type Config struct {
 	RunnerPath       string // the octo-worker binary inside WorkerImage
 	ToolsImage       string // runs scripts of steps that name no image
 	ToolsPullPolicy  corev1.PullPolicy
+	DispatchURL      string // the dispatch server as script pods reach it (their own channel)
 
 	Requests    corev1.ResourceList // requests of every script pod
 	MaxRequests corev1.ResourceList // cap on a step's own requests; empty: steps cannot exceed Requests
@@ -92,6 +93,7 @@ func ConfigFrom(v chartgen.Values, env Env) (Config, error) {
 		RunnerPath:        RunnerPath,
 		ToolsImage:        v.ScriptPods.Worker.Image.Ref(env.Version),
 		ToolsPullPolicy:   corev1.PullPolicy(v.ScriptPods.Worker.Image.PullPolicy),
+		DispatchURL:       firstNonEmpty(v.ScriptPods.DispatchURL, v.Worker.ServerURL),
 		Requests:          resourceList(v.ScriptPods.Resources.Requests),
 		MaxRequests:       resourceList(v.ScriptPods.Resources.MaxRequests),
 		PendingTimeout:    v.ScriptPods.PendingTimeout.D(),

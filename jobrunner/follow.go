@@ -46,6 +46,9 @@ type follower struct {
 	buf       []byte    // scratch for opening records
 	rereading bool      // a gap was seen after gapAt and a full re-read is under way
 	gapAt     int64
+	// ask, when the pod can push, waits (bounded) until the server holds lines up to want (podpush.go).
+	ask  func(want int64) (api.AppendLogsResponse, bool)
+	lost string // what was said of lines lost for good (result.go reports it)
 	// eos is the end-of-stream marker once read. The follower's goroutine sets it while the operation's loop
 	// looks at it (the judge's observation), hence atomic.
 	eos atomic.Pointer[logline.Line]
@@ -169,6 +172,15 @@ func (f *follower) gap(next int64, emit func(api.LogLine) error) error {
 		return errGap
 	}
 	msg := fmt.Sprintf("lines %d to %d are missing from the pod's log (rotated away or lost by the container runtime) and cannot be delivered", f.delivered+1, next-1)
+	if f.ask != nil {
+		if resp, _ := f.ask(next - 1); resp.LastSeq >= next-1 {
+			f.rereading = false // the pod pushed them: go on after what the server holds
+			f.delivered = max(f.delivered, resp.LastSeq)
+			return nil
+		}
+		msg += "; the pod could not push them to the server either"
+	}
+	f.lost = msg
 	if err := emit(systemLine(msg)); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/jobrunner/logline"
 	"github.com/octo-worker/octo-worker/jobrunner/podrunner"
 )
 
@@ -108,22 +109,30 @@ func (c *Config) operationAnnotations(lease *api.Lease) map[string]string {
 }
 
 // BuildSecret returns the Secret that carries an operation's script, files, variables and sealing key to its
-// pod. It is created before the Job and then owned by it.
+// pod, and the lease's pod token with the server's URL when the lease has one (the pod's own channel). It is
+// created before the Job and then owned by it.
 func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*corev1.Secret, error) {
 	op := &lease.Operation
-	spec, err := json.Marshal(podrunner.Spec{
+	rs := podrunner.Spec{
 		OperationID: op.ID,
 		Syntax:      op.Syntax,
 		Script:      op.Script,
 		Files:       op.Files,
 		Variables:   op.Variables,
-	})
+	}
+	data := map[string][]byte{podrunner.SealingKeyKey: key}
+	if lease.PodToken != "" && c.BackoffLimit == 0 { // a retried pod would number its lines from 1 again
+		rs.DispatchURL = c.DispatchURL
+		data[podrunner.PodTokenKey] = []byte(lease.PodToken)
+	}
+	spec, err := json.Marshal(rs)
 	if err != nil {
 		return nil, fmt.Errorf("encoding runner spec: %w", err)
 	}
 	if len(spec) > MaxSecretBytes {
 		return nil, fmt.Errorf("the operation's script, files and variables take %d bytes, more than a Kubernetes Secret holds (%d): move large files into a package or the image", len(spec), MaxSecretBytes)
 	}
+	data[podrunner.SpecKey] = spec
 	if _, err := podrunner.Shell(op.Syntax, "script"); err != nil {
 		return nil, fmt.Errorf("syntax: %w", err)
 	}
@@ -141,7 +150,7 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 		},
 		Type:      corev1.SecretTypeOpaque,
 		Immutable: ptr(true),
-		Data:      map[string][]byte{podrunner.SpecKey: spec, podrunner.SealingKeyKey: key},
+		Data:      data,
 	}, nil
 }
 
@@ -251,6 +260,7 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 							{Name: "octo-bin", MountPath: podrunner.BinDir, ReadOnly: true},
 							{Name: "octo-operation", MountPath: podrunner.OperationDir, ReadOnly: true},
 							{Name: "octo-work", MountPath: podrunner.WorkDir},
+							{Name: "octo-spool", MountPath: podrunner.SpoolDir},
 						},
 					}},
 					Volumes: []corev1.Volume{
@@ -259,6 +269,7 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 						// 0444: the pod's only processes are the runner and the script, which must read it whatever
 						// user the image runs as; the files live in the pod's own tmpfs.
 						{Name: "octo-operation", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr(int32(0o444))}}},
+						{Name: "octo-spool", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					},
 				},
 			},
@@ -374,3 +385,12 @@ func deletedBy(err error) (bool, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// sealingKey is the key an operation's lines are sealed with: the server's, from the lease, so that the
+// server can open what the pod pushes; a new one when the lease has none (an older server).
+func sealingKey(lease *api.Lease) ([]byte, error) {
+	if len(lease.SealingKey) == logline.KeySize {
+		return lease.SealingKey, nil
+	}
+	return logline.NewKey()
+}

@@ -50,6 +50,7 @@ type operation struct {
 
 	ship   *shipper
 	sealer *logline.Sealer
+	pushes bool // the pod can push to the server what its log lost (its Secret has a pod token)
 
 	// follow state: one follower per pod (a Job with retries has several); numbering continues across them.
 	fol        *follower
@@ -267,6 +268,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 		if o.sealer, err = logline.NewSealer(sec.Data[podrunner.SealingKeyKey], o.id); err != nil {
 			return fmt.Errorf("adopting Job %s: %w", o.name, err)
 		}
+		o.pushes = len(sec.Data[podrunner.PodTokenKey]) > 0
 		// A Job being deleted after a cancel was requested: the worker before this one deleted it for the cancel.
 		o.cancelling = o.lease.Operation.CancelRequested && job.DeletionTimestamp != nil
 		o.log.WithField("last_seq", o.lease.LastSeq).Info("re-adopted running Job")
@@ -289,7 +291,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key, err := logline.NewKey()
+	key, err := sealingKey(&o.lease)
 	if err != nil {
 		return err
 	}
@@ -303,6 +305,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	job := o.deps.build.BuildJob(o.deps.workerID, &o.lease, requests)
 
 	objs := o.deps.objects
+	o.pushes = len(secret.Data[podrunner.PodTokenKey]) > 0
 	if sec, existed, err := objs.createSecret(ctx, secret); err != nil {
 		return err
 	} else if existed {
@@ -396,6 +399,9 @@ func (o *operation) perform(ctx context.Context, v verdict) {
 func (o *operation) startFollower(ctx context.Context, pod string, fromStart bool) {
 	if o.fol == nil || o.folPod != pod {
 		o.fol = &follower{logs: o.deps.logs, pod: pod, sealer: o.sealer, offset: o.base, delivered: max(o.base, o.lease.LastSeq)}
+		if o.pushes {
+			o.fol.ask = o.askServer(ctx)
+		}
 		o.folPod = pod
 	}
 	o.folDone = make(chan error, 1)
@@ -424,6 +430,7 @@ func (o *operation) followLoop(ctx context.Context, f *follower, fromStart bool)
 		}
 		if gone || (st != nil && st.State.Terminated != nil) {
 			if finalRead || gone {
+				f.podEnd() // the pod log lost the marker: the pod may have pushed it
 				return err
 			}
 			finalRead = true // the stream may have been cut before the end: read what is left once more

@@ -39,6 +39,13 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 	rereads := 0
 	for {
 		_, err := o.deps.d.Result(ctx, o.id, req)
+		if held, ok := api.MissingLines(err); ok && o.fol != nil && o.fol.lost != "" {
+			// Lines are lost for good (follow.go said which): the operation fails, saying so, rather than
+			// waiting for lines nobody can deliver.
+			req.State, req.LastSeq, req.Message = api.StateFailed, held, o.fol.lost+"; "+out.Message
+			o.fol.lost = ""
+			continue
+		}
 		if held, ok := api.MissingLines(err); ok && rereads < 3 && o.fol != nil {
 			// The server lacks lines it once acknowledged (or never got): read them from the pod again.
 			rereads++

@@ -356,6 +356,12 @@ type Lease struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	LastSeq   int64     `json:"last_seq"`
 	Operation Operation `json:"operation"`
+	// PodToken and SealingKey travel once, in the lease that grants the operation (not in the re-adoption
+	// listing): the worker puts both in the operation's Secret, so that the script pod can call the server
+	// (PROTOCOL.md, "The script pod's channel") and the server can open what it pushes. An older server sends
+	// neither: the worker makes its own key and the pod makes no calls.
+	PodToken   string `json:"pod_token,omitempty"`
+	SealingKey []byte `json:"sealing_key,omitempty"`
 }
 
 // LeasesResponse lists the leases a worker holds (used when it restarts and re-adopts its Jobs).
@@ -381,6 +387,9 @@ type AppendLogsRequest struct {
 type AppendLogsResponse struct {
 	LastSeq int64 `json:"last_seq"`
 	Gap     bool  `json:"gap,omitempty"`
+	// PodEnd is the end-of-stream marker the script pod pushed, in the reply to an empty batch (the form that
+	// asks): a worker whose pod log lost the marker learns it here.
+	PodEnd *PodEnd `json:"pod_end,omitempty"`
 }
 
 // ResultRequest ends a leased operation.

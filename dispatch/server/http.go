@@ -43,6 +43,7 @@ const (
 	authRegistration           // a registration token
 	authWorker                 // a worker token
 	authWorkerOrAdmin          // a worker token or the admin token (chart downloads)
+	authPod                    // the pod token of a live lease (the script pod's channel: pod.go)
 )
 
 // Token prefixes make a token's kind visible to a human; authentication never relies on them.
@@ -58,6 +59,7 @@ type caller struct {
 	worker    *store.Worker
 	tokenHash []byte // the worker token's hash
 	token     *store.Token
+	pod       *store.PodLease // the lease a pod token names
 }
 
 // route is one endpoint: the mux pattern, its auth, its handler, and what the OpenAPI document says of it.
@@ -330,6 +332,13 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (caller, error) {
 	if kind == authPublic {
 		return caller{}, nil
 	}
+	if kind == authPod {
+		pl, err := s.podLease(r)
+		if err != nil {
+			return caller{}, err
+		}
+		return caller{pod: &pl}, nil
+	}
 	token := bearer(r)
 	if token == "" {
 		return caller{}, errf(http.StatusUnauthorized, "", "", "missing bearer token: send Authorization: Bearer <token> (the CLI takes --token or OCTO_TOKEN)")
@@ -348,12 +357,18 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (caller, error) {
 		if _, err := s.st.TokenByHash(ctx, h); err == nil {
 			return caller{}, errf(http.StatusForbidden, "", "", "this endpoint needs the admin token; a registration token may only call POST /api/v1/worker/register")
 		}
+		if err := s.refusePodToken(ctx, h); err != nil {
+			return caller{}, err
+		}
 		return caller{}, errf(http.StatusUnauthorized, "", "", "invalid token: use the admin token printed at the server's first start (or given with --admin-token)")
 	case authRegistration:
 		t, err := s.st.TokenByHash(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {
 			if admin {
 				return caller{}, errf(http.StatusForbidden, "", "", "registering needs a registration token, not the admin token: create one with `octo-worker token create --pool P`")
+			}
+			if err := s.refusePodToken(ctx, h); err != nil {
+				return caller{}, err
 			}
 			return caller{}, errf(http.StatusUnauthorized, "", "", "invalid registration token: create one with `octo-worker token create --pool P`")
 		}
@@ -377,6 +392,9 @@ func (s *Server) authenticate(r *http.Request, kind authKind) (caller, error) {
 		}
 		w, err := s.workerByHash(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {
+			if err := s.refusePodToken(ctx, h); err != nil {
+				return caller{}, err
+			}
 			return caller{}, errf(http.StatusUnauthorized, "", "", "invalid worker token: it is unknown, or its worker was removed; register again with a registration token")
 		}
 		if err != nil {

@@ -96,5 +96,13 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/api/v1/worker/operations/{id}/result", auth: authWorker, handle: s.result,
 			summary: "End a leased operation (a retry of the same result is accepted); 409 missing_lines when lines are missing",
 			request: api.ResultRequest{}, response: api.Operation{}, status: 200, also: []int{403, 404, 409, 410}},
+
+		// the script pod's channel (pod token)
+		{method: "GET", pattern: "/api/v1/pod/log-state", auth: authPod, handle: s.podLogState,
+			summary:  "How far the server holds the pod's operation's log contiguously, and whether it holds the runner's end-of-stream marker",
+			response: api.PodLogState{}, status: 200, also: []int{403}},
+		{method: "POST", pattern: "/api/v1/pod/logs", auth: authPod, handle: s.podLogs,
+			summary: "Push sealed runner records as printed; the server opens, masks and appends them like the worker's lines (idempotent on seq) and keeps the end-of-stream marker",
+			request: api.PodLogsRequest{}, response: api.PodLogState{}, status: 200, also: []int{403, 409, 410}, limit: logsBodyLimit},
 	}
 }

@@ -77,8 +77,11 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
+	// The pod token and sealing key of whatever this poll leases (pod.go): minted once per poll, so a hand-off
+	// and a claim carry the same ones.
+	podToken, podHash, sealingKey := newPodCredentials()
 	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
-		LeaseID: newID("lease-")}
+		LeaseID: newID("lease-"), PodTokenHash: podHash, SealingKey: sealingKey}
 	// The waiter offers the same claim for a direct hand-off (see enqueue): one lease, whichever path grants it.
 	var waiter *wake.Waiter[store.ClaimParams, *api.Lease]
 	if req.WaitSeconds > 0 {
@@ -98,6 +101,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	}
 	// Remember the masker (empty or not): every log append and result of the operation needs it.
 	s.rememberMasker(l.Operation.ID, mask.New(sensitive(l.Operation.Variables)))
+	l.PodToken = podToken
 	writeJSON(w, http.StatusOK, l)
 	return nil
 }
@@ -326,28 +330,42 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, c caller) er
 	if err := validate.AppendLogs(&req); err != nil {
 		return err
 	}
-	id := r.PathValue("id")
-	m, err := s.maskFor(r.Context(), id)
+	resp, err := s.appendLines(r.Context(), s.ref(r, c, req.LeaseID), req.Lines)
 	if err != nil {
 		return err
 	}
+	if len(req.Lines) == 0 { // the form that asks: it learns the marker the pod pushed, if any
+		if resp.PodEnd, err = s.st.PodEnd(r.Context(), r.PathValue("id")); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// appendLines masks and stores validated lines of a leased operation, the worker's and those its pod pushes
+// alike, and wakes the log's followers.
+func (s *Server) appendLines(ctx context.Context, ref store.LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error) {
+	m, err := s.maskFor(ctx, ref.OperationID)
+	if err != nil {
+		return api.AppendLogsResponse{}, err
+	}
 	now := time.Now().UTC()
-	for i := range req.Lines {
-		l := &req.Lines[i]
+	for i := range lines {
+		l := &lines[i]
 		l.Text = m.Mask(l.Text)
 		if l.Time.IsZero() {
 			l.Time = now
 		}
 	}
-	resp, err := s.st.AppendLogs(r.Context(), s.ref(r, c, req.LeaseID), req.Lines)
+	resp, err := s.st.AppendLogs(ctx, ref, lines)
 	if err != nil {
-		return err
+		return resp, err
 	}
-	if len(req.Lines) > 0 {
-		s.logs.Signal(id)
+	if len(lines) > 0 {
+		s.logs.Signal(ref.OperationID)
 	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
+	return resp, nil
 }
 
 func (s *Server) result(w http.ResponseWriter, r *http.Request, c caller) error {

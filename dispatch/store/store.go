@@ -17,7 +17,8 @@
 //   - Deployment steps become claimable one at a time; a step that ends in any state but succeeded cancels the
 //     steps after it.
 //   - Sensitive variable values are kept apart from the operation's spec, returned in clear only in a Lease,
-//     and erased when the operation ends.
+//     and erased when the operation ends. So are the pod token's hash and the sealing key a lease stores
+//     (ClaimParams): a pod token names its one operation only while that operation is leased or running.
 //   - Removing a worker deletes its row; there is no tombstone. Its token stops authenticating with the commit
 //     and it leaves every list, and a second removal is ErrNotFound. A tombstone would have to be filtered by
 //     every query that authenticates, lists or leases, and one forgotten filter is a removed worker's token
@@ -213,6 +214,26 @@ type ClaimParams struct {
 	// HeartbeatSince is the oldest last heartbeat a worker may have to be leased to (HeartbeatSince(now,
 	// interval)); the zero time checks nothing.
 	HeartbeatSince time.Time
+	// PodTokenHash (hex SHA-256 of the pod token the caller minted) and SealingKey are stored on the operation
+	// the claim leases, for the script pod's channel (see PodLease); the lease carries SealingKey. A claim
+	// that replays a request id replaces the stored hash (the reply with the old token was lost) and returns
+	// the stored key. Empty: the pod has no channel.
+	PodTokenHash string
+	SealingKey   []byte
+}
+
+// PodLease is what a pod token names: an operation and its lease, while the operation is leased or running.
+// The token dies when the operation ends; the caller checks ExpiresAt against its clock.
+type PodLease struct {
+	OperationID string
+	LeaseID     string
+	WorkerID    string
+	ExpiresAt   time.Time
+	// SealingKey opens the lines the pod pushes.
+	SealingKey []byte
+	// LastSeq is the highest seq the operation's log holds contiguously; End the marker the pod pushed, if any.
+	LastSeq int64
+	End     *api.PodEnd
 }
 
 // LeaseRef names a worker's lease on an operation. Every worker call on an operation passes one.
@@ -283,6 +304,9 @@ type Queue interface {
 	ListDeployments(ctx context.Context, limit int) ([]api.Deployment, error)
 	// SensitiveValues returns the sensitive variable values of an operation that has not ended (none after).
 	SensitiveValues(ctx context.Context, id string) ([]string, error)
+	// PodLease returns the lease of the leased or running operation whose pod token hashes to tokenHash (hex
+	// SHA-256), or ErrNotFound (no such token, or its operation ended).
+	PodLease(ctx context.Context, tokenHash string) (PodLease, error)
 }
 
 // Logs keeps operations' log lines.
@@ -294,6 +318,10 @@ type Logs interface {
 	AppendLogs(ctx context.Context, ref LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error)
 	// Logs returns up to limit lines of an operation with Pos > after, in Pos order.
 	Logs(ctx context.Context, id string, after int64, limit int) ([]api.LogLine, error)
+	// SetPodEnd records the end-of-stream marker the script pod of a leased operation pushed (the first stays).
+	SetPodEnd(ctx context.Context, ref LeaseRef, end api.PodEnd) error
+	// PodEnd returns the marker SetPodEnd recorded, or nil; ErrNotFound when the operation does not exist.
+	PodEnd(ctx context.Context, id string) (*api.PodEnd, error)
 }
 
 // UsageFilter selects the operations whose usage the requests advice reads.

@@ -6,6 +6,7 @@ package podrunner
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,13 @@ type Spec struct {
 	Script      string         `json:"script"`
 	Files       []api.File     `json:"files,omitempty"`
 	Variables   []api.Variable `json:"variables,omitempty"`
+	// DispatchURL is the dispatch server the runner calls with the pod token (the Secret's PodTokenKey):
+	// empty, or no token, and the pod makes no calls.
+	DispatchURL string `json:"dispatch_url,omitempty"`
+	// SpoolBytes bounds the records kept until the server holds them (0: DefaultSpoolBytes); DrainSeconds
+	// bounds the delivery after the script exited (0: DefaultDrainTimeout). See push.go.
+	SpoolBytes   int64 `json:"spool_bytes,omitempty"`
+	DrainSeconds int   `json:"drain_seconds,omitempty"`
 }
 
 // Exit codes the runner uses for its own failures, in the range shells use for "could not run".
@@ -41,8 +49,10 @@ const (
 	BinDir        = "/octo/bin"       // emptyDir: the init container installs the octo-worker binary here
 	OperationDir  = "/octo/operation" // the operation's Secret, mounted read-only
 	WorkDir       = "/octo/work"      // emptyDir: the script's working directory and HOME
+	SpoolDir      = "/octo/spool"     // emptyDir beside WorkDir, where the runner finds it: records kept for the server
 	SpecKey       = "operation.json"  // the Secret's key (and file in OperationDir) holding the Spec
 	SealingKeyKey = "sealing-key"     // the Secret's key (and file) holding the per-operation sealing key
+	PodTokenKey   = "pod-token"       // the Secret's key (and file) holding the pod token, when the lease had one
 )
 
 const (
@@ -86,6 +96,8 @@ type Runner struct {
 	// cgroups is where the runner finds its own cgroup to measure the script's usage (hostCgroups).
 	cgroups cgroupFS
 
+	push *pusher // the pod's own channel to the server; nil without one
+
 	mu  sync.Mutex // guards out, seq and buf
 	out *bufio.Writer
 	seq int64
@@ -106,12 +118,24 @@ func New(spec Spec, key []byte, workDir string, out io.Writer) (*Runner, error) 
 // (ExitRunnerError or ExitShellMissing when it could not run it, reported as a sealed stderr line too). The
 // error is non-nil only when the records could not be written.
 func (r *Runner) Run(ctx context.Context) (int, error) {
+	pushed := make(chan struct{})
+	if r.push != nil {
+		go func() { defer close(pushed); r.push.run(ctx) }()
+	}
 	code, usage := r.run(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.writeLocked(logline.EOS, logline.EndPayload(code, usage))
+	eos := string(bytes.TrimSuffix(r.buf, []byte{'\n'}))
 	if err := r.out.Flush(); err != nil && r.err == nil {
 		r.err = err
+	}
+	if r.push != nil {
+		// The script has exited: deliver what the server lacks, for a bounded time, then exit all the same.
+		r.push.spool.flush()
+		r.push.finish(eos, r.seq)
+		<-pushed
+		r.push.spool.close()
 	}
 	if r.err != nil {
 		return code, fmt.Errorf("writing records: %w", r.err)
@@ -254,20 +278,26 @@ func (r *Runner) line(stream string, text []byte, flush bool) {
 	defer r.mu.Unlock()
 	r.seq++
 	r.writeLocked(stream, text)
+	if r.push != nil {
+		r.push.spool.add(r.seq, r.buf)
+	}
 	if flush {
 		if err := r.out.Flush(); err != nil && r.err == nil {
 			r.err = err
+		}
+		if r.push != nil {
+			r.push.spool.flush()
 		}
 	}
 }
 
 func (r *Runner) writeLocked(stream string, payload []byte) {
 	buf, err := r.sealer.Append(r.buf[:0], logline.Line{Seq: r.seq, Time: time.Now(), Stream: stream, Payload: payload})
-	r.buf = buf
 	if err == nil {
 		buf = append(buf, '\n')
 		_, err = r.out.Write(buf)
 	}
+	r.buf = buf
 	if err != nil && r.err == nil {
 		r.err = err
 	}
@@ -333,6 +363,12 @@ func Main(ctx context.Context, specPath, keyPath, workDir string, stdout, stderr
 	if err != nil {
 		fmt.Fprintf(stderr, "runner: %v\n", err)
 		return ExitRunnerError
+	}
+	token, _ := os.ReadFile(filepath.Join(filepath.Dir(keyPath), PodTokenKey)) // none: an older server
+	if len(token) > 0 && spec.DispatchURL != "" {
+		if err := r.openChannel(spec, strings.TrimSpace(string(token)), filepath.Join(workDir, "..", "spool")); err != nil {
+			r.line(logline.Stderr, []byte("octo-worker runner: this pod cannot deliver the lines the kubelet may lose: "+err.Error()), true)
+		}
 	}
 	code, err := r.Run(ctx)
 	if err != nil {

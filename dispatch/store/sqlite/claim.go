@@ -40,8 +40,8 @@ const (
 // them, through leaseRow, so the decision is taken in the statement that leases: a drain, a failed check or
 // a full worker stops a long-poll that was already waiting.
 const (
-	leaseCols = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at`
-	leaseVals = `'leased', @worker, @lease, @request, @expires, @now`
+	leaseCols = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at, pod_token_hash, sealing_key`
+	leaseVals = `'leased', @worker, @lease, @request, @expires, @now, @podtoken, @sealkey`
 	leaseRoom = `EXISTS (SELECT 1 FROM workers w WHERE w.id = @worker AND w.drain_requested = 0
 		AND w.capacity > (SELECT COUNT(*) FROM operations l INDEXED BY operations_worker
 			WHERE l.worker_id = @worker AND l.state IN ('leased', 'running')))`
@@ -87,6 +87,11 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 				p.WorkerID, p.RequestID, nanos(p.Now)), true)
 			if err == nil {
 				l := o.lease()
+				// The reply with the token minted then was lost: the token of this reply replaces it.
+				if err := s.txRow(ctx, tx, `UPDATE operations SET pod_token_hash = ? WHERE seq = ? RETURNING sealing_key`,
+					nullString(p.PodTokenHash), o.seq).Scan(&l.SealingKey); err != nil {
+					return fmt.Errorf("replacing the pod token of request %s: %w", p.RequestID, err)
+				}
 				lease = &l
 				return nil
 			}
@@ -123,7 +128,8 @@ func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.Clai
 		reqID = sql.NullString{String: p.RequestID, Valid: true}
 	}
 	args = append(args, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID), sql.Named("request", reqID),
-		sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)), sql.Named("since", sinceNanos(p.HeartbeatSince)))
+		sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)), sql.Named("since", sinceNanos(p.HeartbeatSince)),
+		sql.Named("podtoken", nullString(p.PodTokenHash)), sql.Named("sealkey", p.SealingKey))
 	o, err := scanOp(s.txRow(ctx, tx, q, args...), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
@@ -138,5 +144,9 @@ func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.Clai
 		}
 	}
 	l := o.lease()
+	l.SealingKey = p.SealingKey
 	return &l, nil
 }
+
+// nullString stores "" as NULL.
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }

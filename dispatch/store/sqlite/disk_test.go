@@ -173,6 +173,16 @@ func TestSensitiveValuesLeaveNoTraceOnDisk(t *testing.T) {
 			f.live(t, secret)
 			f.finish(t, store.LeaseRef{OperationID: "op-h", LeaseID: "l-h", WorkerID: "w", Now: f.now}, api.StateSucceeded, 0)
 		}},
+		{"the sealing key a lease stored", func(t *testing.T, f *diskFixture, secret string) {
+			f.enqueue(t, api.OperationSpec{Pool: "p", Script: "deploy"})
+			l, err := f.s.Claim(t.Context(), store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, LeaseID: "l-k",
+				Now: f.now, ExpiresAt: f.now.Add(time.Minute), PodTokenHash: "pod-token-hash", SealingKey: []byte(secret)})
+			if err != nil || l == nil {
+				t.Fatalf("Claim = %v, %v; want a lease", l, err)
+			}
+			f.live(t, secret)
+			f.finish(t, store.LeaseRef{OperationID: l.Operation.ID, LeaseID: "l-k", WorkerID: "w", Now: f.now}, api.StateSucceeded, 0)
+		}},
 		{"cancelled while queued", func(t *testing.T, f *diskFixture, secret string) {
 			id := f.enqueue(t, f.spec(secret))
 			f.live(t, secret)

@@ -27,7 +27,7 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 		for _, o := range expired {
 			msg := store.MessageExpired(o.WorkerID, o.leaseExpiresAt, o.CancelRequested)
 			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'lost', message = ?, finished_at = ?,
-				secrets = NULL WHERE seq = ? AND lease_id = ? AND state IN ('leased', 'running') AND lease_expires_at < ?
+				secrets = NULL, pod_token_hash = NULL, sealing_key = NULL WHERE seq = ? AND lease_id = ? AND state IN ('leased', 'running') AND lease_expires_at < ?
 				RETURNING `+opCols, msg, nanos(now), o.seq, o.leaseID, nanos(now)), false)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue

@@ -62,7 +62,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 			usage = sql.NullString{String: string(b), Valid: true}
 		}
 		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
-			finished_at = ?, secrets = NULL, usage = ? WHERE seq = ? RETURNING `+opCols,
+			finished_at = ?, secrets = NULL, pod_token_hash = NULL, sealing_key = NULL, usage = ? WHERE seq = ? RETURNING `+opCols,
 			r.State, exit, r.Message, nanos(ref.Now), usage, o.seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)

@@ -134,7 +134,7 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 		msg := store.MessageWorkerRemoved(w.Name, w.ID)
 		rows, err := s.txQuery(ctx, tx, `UPDATE operations SET state = 'lost',
 			message = ? || CASE WHEN cancel_requested = 1 THEN ? ELSE '' END,
-			finished_at = ?, secrets = NULL
+			finished_at = ?, secrets = NULL, pod_token_hash = NULL, sealing_key = NULL
 			WHERE worker_id = ? AND state IN ('leased', 'running') RETURNING `+opCols, msg, store.MessageCancelRequested, nanos(now), id)
 		if err != nil {
 			return fmt.Errorf("ending the worker's leases: %w", err)

@@ -51,6 +51,8 @@ func Run(t *testing.T, open Open) {
 		{"DeploymentCancel", testDeploymentCancel},
 		{"DeploymentLostStep", testDeploymentLostStep},
 		{"Leases", testLeases},
+		{"PodLease", testPodLease},
+		{"PodEnd", testPodEnd},
 		{"ListOperations", testListOperations},
 		{"SettingsAndCharts", testSettingsAndCharts},
 		{"Retention", testRetention},
