@@ -35,6 +35,8 @@ type Spec struct {
 	// DispatchURL is the dispatch server the runner calls with the pod token (the Secret's PodTokenKey):
 	// empty, or no token, and the pod makes no calls.
 	DispatchURL string `json:"dispatch_url,omitempty"`
+	// Packages are downloaded (with the pod token) and unpacked into the work directory before the script runs.
+	Packages []api.Package `json:"packages,omitempty"`
 }
 
 // Exit codes the runner uses for its own failures, in the range shells use for "could not run".
@@ -80,6 +82,8 @@ type Runner struct {
 	workDir string
 	// OutputGrace is how long to keep reading output after the script exited (DefaultOutputGrace).
 	OutputGrace time.Duration
+	// PodToken authenticates the runner's calls to the dispatch server (Spec.DispatchURL).
+	PodToken string
 
 	mu  sync.Mutex // guards out, seq and buf
 	out *bufio.Writer
@@ -122,6 +126,9 @@ func (r *Runner) fail(code int, format string, args ...any) int {
 func (r *Runner) run(ctx context.Context) int {
 	if err := os.MkdirAll(r.workDir, 0o755); err != nil {
 		return r.fail(ExitRunnerError, "creating working directory: %v", err)
+	}
+	if err := r.fetchPackages(ctx); err != nil {
+		return r.fail(ExitRunnerError, "%v", err)
 	}
 	if err := WriteFiles(r.workDir, r.spec.Files); err != nil {
 		return r.fail(ExitRunnerError, "%v", err)
@@ -325,6 +332,9 @@ func Main(ctx context.Context, specPath, keyPath, workDir string, stdout, stderr
 	if err != nil {
 		fmt.Fprintf(stderr, "runner: %v\n", err)
 		return ExitRunnerError
+	}
+	if token, err := os.ReadFile(filepath.Join(filepath.Dir(keyPath), PodTokenKey)); err == nil {
+		r.PodToken = strings.TrimSpace(string(token))
 	}
 	code, err := r.Run(ctx)
 	if err != nil {
