@@ -119,6 +119,7 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 		Script:      op.Script,
 		Files:       op.Files,
 		Variables:   op.Variables,
+		Packages:    op.ResolvedPackages,
 	}
 	data := map[string][]byte{podrunner.SealingKeyKey: key}
 	if lease.PodToken != "" && c.BackoffLimit == 0 { // a retried pod would number its lines from 1 again

@@ -33,7 +33,7 @@ func newApp(version string) *cli.App {
 			chartgenCommand(),
 			installCommand(),
 			serverCommand(), poolCommand(), tokenCommand(), submitCommand(), deployCommand(), opsCommand(),
-			deploymentsCommand(), workersCommand(), requestsCommand(),
+			deploymentsCommand(), workersCommand(), requestsCommand(), packageCommand(),
 		},
 	}
 }

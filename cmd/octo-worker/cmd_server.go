@@ -12,6 +12,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/octo-worker/octo-worker/dispatch/pkgfiles"
 	"github.com/octo-worker/octo-worker/dispatch/server"
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
@@ -29,7 +32,9 @@ func serverCommand() *cli.Command {
 			"that ended longer ago than --retention are deleted, and the file gives the space back. Operations and\n" +
 			"deployments that have not ended are kept however old. On disk, the database, its WAL and shared-memory\n" +
 			"files are made 0600 (with a warning if they were not), and a sensitive variable's value is erased from\n" +
-			"all of them, free space included, within a second of its operation's end.",
+			"all of them, free space included, within a second of its operation's end.\n\n" +
+			"Packages (`octo-worker package push`) are kept as files named by their sha256 in --packages-dir; retention\n" +
+			"deletes those created longer ago than --retention that no operation references.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"OCTO_LISTEN"}, Usage: "address to listen on"},
 			&cli.StringFlag{Name: "db", Value: "octo-worker.db", EnvVars: []string{"OCTO_DB"}, Usage: "SQLite database file (created if missing, mode 0600)"},
@@ -38,6 +43,8 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OCTO_TLS_KEY"}, Usage: "PEM private key for --tls-cert"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 2 * time.Minute, EnvVars: []string{"OCTO_LEASE_TTL"}, Usage: "how long a lease lives without a heartbeat; an operation whose lease expires becomes lost (never re-run)"},
 			&cli.DurationFlag{Name: "retention", Value: 30 * 24 * time.Hour, EnvVars: []string{"OCTO_RETENTION"}, Usage: "delete operations (with their logs) and deployments that ended longer ago than this, at start and then hourly; 0 keeps everything"},
+			&cli.StringFlag{Name: "packages-dir", EnvVars: []string{"OCTO_PACKAGES_DIR"}, Usage: "directory that keeps package content, by sha256 (created 0700; default: DB.packages beside the database)"},
+			&cli.StringFlag{Name: "max-package-size", Value: "2Gi", EnvVars: []string{"OCTO_MAX_PACKAGE_SIZE"}, Usage: "largest package the server takes (a quantity: 500Mi, 2Gi, 10G); larger uploads get 413"},
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: 5 * time.Second, EnvVars: []string{"OCTO_HEARTBEAT_INTERVAL"}, Usage: "heartbeat interval told to workers (at most half the lease TTL)"},
 		},
 		Action: runServer,
@@ -53,6 +60,11 @@ func runServer(c *cli.Context) error {
 	if err := cfg.Validate(); err != nil {
 		return cli.Exit("--lease-ttl / --heartbeat-interval: "+err.Error(), 2)
 	}
+	maxPackage, err := resource.ParseQuantity(c.String("max-package-size"))
+	if err != nil || maxPackage.Sign() <= 0 {
+		return cli.Exit(fmt.Sprintf("--max-package-size: %q is not a positive size: give a quantity such as 500Mi or 2Gi", c.String("max-package-size")), 2)
+	}
+	cfg.MaxPackageSize = maxPackage.Value()
 	keep := c.Duration("retention")
 	if keep < 0 {
 		return cli.Exit(fmt.Sprintf("--retention: %s is negative; give how long to keep what ended (e.g. 720h for 30 days), or 0 to keep everything", keep), 2)
@@ -79,6 +91,13 @@ func runServer(c *cli.Context) error {
 		return fmt.Errorf("--db: %w", err)
 	}
 	defer st.Close()
+	dir := c.String("packages-dir")
+	if dir == "" {
+		dir = c.String("db") + ".packages"
+	}
+	if cfg.Packages, err = pkgfiles.Open(dir); err != nil {
+		return fmt.Errorf("--packages-dir: %w", err)
+	}
 	srv, err := server.New(st, cfg, log)
 	if err != nil {
 		return err
@@ -88,7 +107,7 @@ func runServer(c *cli.Context) error {
 	if keep > 0 {
 		rctx, stopRetention := context.WithCancel(ctx)
 		defer stopRetention()
-		wg.Go(func() { _ = server.NewRetention(st, keep, log).Start(rctx) })
+		wg.Go(func() { _ = server.NewRetention(st, keep, log).WithPackages(st, cfg.Packages).Start(rctx) })
 	} else {
 		log.Info("--retention 0: keeping every operation and deployment")
 	}

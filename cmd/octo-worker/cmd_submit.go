@@ -41,6 +41,7 @@ func submitCommand() *cli.Command {
 			&cli.StringFlag{Name: "memory", Usage: "memory request, e.g. 512Mi (capped by the worker)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "time limit (default: the worker's)"},
 			&cli.StringSliceFlag{Name: "capability", Usage: "required worker capability (repeatable)"},
+			&cli.StringSliceFlag{Name: "package", Usage: "package to unpack into the working directory before the script runs, NAME@sha256:HEX or NAME@VERSION (repeatable; see `package push`)"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "print the log as it arrives and exit with the operation's exit code"},
 		},
 		Action: runSubmit,
@@ -90,6 +91,8 @@ func flagError(err error) string {
 		flag = "--attach"
 	case strings.HasPrefix(ve.Field, "capabilities"):
 		flag = "--capability"
+	case strings.HasPrefix(ve.Field, "packages"):
+		flag = "--package"
 	default:
 		flag = ve.Field
 	}
@@ -98,7 +101,7 @@ func flagError(err error) string {
 
 func specFromFlags(c *cli.Context) (api.OperationSpec, error) {
 	spec := api.OperationSpec{Name: c.String("name"), Pool: c.String("pool"), Syntax: c.String("syntax"), Image: c.String("image"),
-		Capabilities: c.StringSlice("capability")}
+		Capabilities: c.StringSlice("capability"), Packages: c.StringSlice("package")}
 	switch script, file := c.String("script"), c.String("file"); {
 	case script != "" && file != "":
 		return spec, cli.Exit("give --script or --file, not both", 2)
@@ -240,7 +243,7 @@ func deployCommand() *cli.Command {
 		Description: "The file is a DeploymentSpec in YAML (or JSON):\n\n" +
 			"  name: release-42\n  pool: web               # default pool of the steps\n  steps:\n" +
 			"    - name: migrate\n      pool: db           # a step may name its own pool\n      script: ./migrate.sh\n" +
-			"      image: ghcr.io/acme/tools:1.4\n      variables:\n        - {name: DB_PASSWORD, value: hunter2, sensitive: true}\n" +
+			"      image: ghcr.io/acme/tools:1.4\n      packages: [migrations@1.4.0]   # unpacked into the work directory\n      variables:\n        - {name: DB_PASSWORD, value: hunter2, sensitive: true}\n" +
 			"    - name: deploy\n      script: |\n        helm upgrade --install web ./chart\n      timeout_seconds: 600\n\n" +
 			"Unknown fields are refused with their path. With --follow, each step's log is printed as it runs and the\n" +
 			"exit code is that of the step that failed (0 when all succeeded).",

@@ -99,6 +99,10 @@ type OperationSpec struct {
 	Requests       *Resources `json:"requests,omitempty"` // capped by the worker's configured maximum
 	TimeoutSeconds int        `json:"timeout_seconds,omitempty"`
 	Capabilities   []string   `json:"capabilities,omitempty"` // required worker capabilities, e.g. "docker"
+
+	// Packages are references (NAME@sha256:HEX or NAME@VERSION) to packages the server holds; the script pod
+	// unpacks them into its work directory before the script runs. The server refuses one it does not hold.
+	Packages []string `json:"packages,omitempty"`
 }
 
 // Operation is an operation as the server holds it.
@@ -116,6 +120,10 @@ type Operation struct {
 	StartedAt       *time.Time `json:"started_at,omitempty"`
 	FinishedAt      *time.Time `json:"finished_at,omitempty"`
 	Usage           *Usage     `json:"usage,omitempty"` // what the script consumed, when its runner measured it
+
+	// ResolvedPackages are the packages Packages named when the operation was submitted, in order: what the
+	// script pod downloads (by SHA256) and unpacks.
+	ResolvedPackages []Package `json:"resolved_packages,omitempty"`
 }
 
 // LogLine is one line of an operation's output.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/pkgfiles"
 	"github.com/octo-worker/octo-worker/dispatch/server"
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
@@ -31,6 +32,8 @@ type Options struct {
 	// Addr is the address to listen on (default: a free loopback port). Pass an earlier server's to restart
 	// it; Start waits up to 10 s for the address to be free again.
 	Addr string
+	// MaxPackageSize is the server's package size limit (default: the server's default).
+	MaxPackageSize int64
 }
 
 // Server is a dispatch server running until Stop or the end of the test. Its config sets the store re-check to
@@ -40,6 +43,8 @@ type Server struct {
 	Addr  string         // the address it listens on
 	DB    string         // its SQLite file
 	Admin *client.Client // a client with AdminToken
+	// Packages is its package directory (DB.packages): tests reach the stored content there.
+	Packages *pkgfiles.Dir
 
 	stop func()
 }
@@ -59,7 +64,12 @@ func Start(tb testing.TB, o Options) *Server {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv, err := server.New(st, server.Config{PollInterval: time.Hour}, log)
+	files, err := pkgfiles.Open(o.DB + ".packages")
+	if err != nil {
+		_ = st.Close()
+		tb.Fatalf("opening the package directory: %v", err)
+	}
+	srv, err := server.New(st, server.Config{PollInterval: time.Hour, Packages: files, MaxPackageSize: o.MaxPackageSize}, log)
 	if err != nil {
 		_ = st.Close()
 		tb.Fatalf("creating the dispatch server: %v", err)
@@ -81,7 +91,7 @@ func Start(tb testing.TB, o Options) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	s := &Server{Addr: ln.Addr().String(), DB: o.DB}
+	s := &Server{Addr: ln.Addr().String(), DB: o.DB, Packages: files}
 	s.URL = "http://" + s.Addr
 	var once sync.Once
 	s.stop = func() {

@@ -76,6 +76,9 @@ type route struct {
 	also            []int    // other documented statuses beyond the common ones
 	query           []string // query parameters
 	limit           int64    // body limit (defaultBodyLimit when 0)
+	// stream marks a body that may take long to arrive (a package upload): its read deadline is renewed by
+	// every read instead of bounding the whole body.
+	stream bool
 }
 
 // httpError is an error with its HTTP status and api.Error body.
@@ -106,7 +109,7 @@ func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = bodyDeadline(w, r.Body, readTimeout)
+			r.Body = bodyDeadline(w, r.Body, readTimeout, rt.stream)
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		c, err := s.authenticate(r, rt.auth)
@@ -131,21 +134,29 @@ func (s *Server) wrap(rt route) http.Handler {
 // bodyDeadline sets a deadline for reading body: a client that sends it slower than that gets a read error
 // (answered 408, see toHTTPError) rather than holding its connection open. The deadline ends with the body, so
 // that a long-poll or a log stream is not cut once its request has arrived.
-func bodyDeadline(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration) io.ReadCloser {
+func bodyDeadline(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration, idle bool) io.ReadCloser {
 	rc := http.NewResponseController(w)
 	if rc.SetReadDeadline(time.Now().Add(timeout)) != nil {
 		return body // not a connection that has deadlines (a test's recorder)
 	}
-	return &deadlineBody{ReadCloser: body, rc: rc}
+	b := &deadlineBody{ReadCloser: body, rc: rc}
+	if idle {
+		b.idle = timeout
+	}
+	return b
 }
 
 type deadlineBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
-	done bool // the body was read to its end and the deadline lifted
+	done bool          // the body was read to its end and the deadline lifted
+	idle time.Duration // when set, each read may wait this long (a streamed body)
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
+	if b.idle > 0 && !b.done {
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	n, err := b.ReadCloser.Read(p)
 	if err == io.EOF && !b.done {
 		b.done = true

@@ -63,7 +63,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, _ caller) error 
 	if err := s.checkCapabilities(ctx, "", &spec); err != nil {
 		return err
 	}
-	op, err := s.enqueue(ctx, store.NewOperation{ID: newID("op-"), Spec: spec, CreatedAt: time.Now().UTC()})
+	pkgs, err := s.resolvePackages(ctx, "", &spec)
+	if err != nil {
+		return err
+	}
+	op, err := s.enqueue(ctx, store.NewOperation{ID: newID("op-"), Spec: spec, CreatedAt: time.Now().UTC(), Packages: pkgs})
 	if errors.Is(err, store.ErrNotFound) {
 		return errf(http.StatusUnprocessableEntity, "pool", "", "pool %q does not exist: create it first with `octo-worker pool create %s`", spec.Pool, spec.Pool)
 	}
@@ -198,7 +202,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, _ caller) error 
 		if err := s.checkCapabilities(ctx, prefix, &step); err != nil {
 			return err
 		}
-		d.Steps = append(d.Steps, store.NewOperation{ID: newID("op-"), Spec: step, CreatedAt: now})
+		pkgs, err := s.resolvePackages(ctx, prefix, &step)
+		if err != nil {
+			return err
+		}
+		d.Steps = append(d.Steps, store.NewOperation{ID: newID("op-"), Spec: step, CreatedAt: now, Packages: pkgs})
 	}
 	dep, err := s.st.CreateDeployment(ctx, d)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/octo-worker/octo-worker/dispatch/pkgfiles"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
@@ -19,10 +20,23 @@ const (
 // Retention deletes the history that ended more than Keep ago (operations with their logs, deployments with
 // their steps: see store.Retention for the rule), once at start and then every RetentionEvery.
 type Retention struct {
-	st   store.Retention
-	keep time.Duration
-	log  *logrus.Entry
+	st    store.Retention
+	keep  time.Duration
+	log   *logrus.Entry
+	files *pkgfiles.Dir
+	pkgs  store.Packages
 }
+
+// WithPackages makes the retention delete packages too: those created more than Keep ago that no operation
+// references (rows and files), content no package names that was not pushed within Keep, and uploads not
+// continued for uploadTTL (or Keep when shorter).
+func (r *Retention) WithPackages(pkgs store.Packages, files *pkgfiles.Dir) *Retention {
+	r.pkgs, r.files = pkgs, files
+	return r
+}
+
+// uploadTTL is how long an unfinished package upload waits to be continued.
+const uploadTTL = 24 * time.Hour
 
 // NewRetention returns a Retention keeping what ended in the last keep (which must be positive: a server that
 // keeps everything runs none).
@@ -57,4 +71,36 @@ func (r *Retention) run(ctx context.Context, now time.Time) {
 	case err == nil:
 		log.Info("deleted the operations and deployments that ended before the retention")
 	}
+	if r.files != nil {
+		r.packages(ctx, before, now.Add(-min(r.keep, uploadTTL)))
+	}
+}
+
+// packages deletes the packages no operation references that were created before before, then the files no
+// package names (content last pushed before before, uploads last continued before uploadsBefore).
+func (r *Retention) packages(ctx context.Context, before, uploadsBefore time.Time) {
+	unused, err := r.st.DeletePackages(ctx, before)
+	if err != nil {
+		r.log.WithError(err).Error("deleting unused packages (the next run tries again)")
+		return
+	}
+	for _, sha := range unused {
+		if err := r.files.Remove(sha); err != nil {
+			r.log.WithError(err).Error("deleting package content (the next run tries again)")
+		}
+	}
+	list, err := r.pkgs.ListPackages(ctx)
+	if err != nil {
+		r.log.WithError(err).Error("listing packages (the next run tries again)")
+		return
+	}
+	named := map[string]bool{}
+	for _, p := range list {
+		named[p.SHA256] = true
+	}
+	n, err := r.files.Sweep(before, uploadsBefore, func(sha string) bool { return named[sha] })
+	if err != nil {
+		r.log.WithError(err).Error("deleting unused package files (the next run tries again)")
+	}
+	r.log.WithField("packages", len(unused)).WithField("files", n+len(unused)).Info("deleted the packages no operation references that were created before the retention")
 }

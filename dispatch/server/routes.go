@@ -73,6 +73,21 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/api/v1/version", auth: authAdmin, handle: s.getVersion, summary: "Show the desired worker version",
 			response: api.DesiredVersion{}, status: 200},
 
+		// admin: packages
+		{method: "POST", pattern: "/api/v1/packages/uploads", auth: authAdmin, handle: s.startUpload,
+			summary: "Start the resumable upload of a package's content (sha256, size), or find the one in progress; 413 over the server's package size limit",
+			request: api.UploadRequest{}, response: api.Upload{}, status: 201},
+		{method: "GET", pattern: "/api/v1/packages/uploads/{sha256}", auth: authAdmin, handle: s.uploadStatus,
+			summary: "How many bytes of an upload the server holds (offset), and whether its content is stored", response: api.Upload{}, status: 200, also: []int{404}},
+		{method: "PATCH", pattern: "/api/v1/packages/uploads/{sha256}", auth: authAdmin, handle: s.appendUpload,
+			summary:    "Append to an upload from the Upload-Offset header (the server's offset); what arrives before a broken connection is kept. The last byte verifies the sha256 (422 checksum_mismatch discards the upload)",
+			rawRequest: "application/octet-stream", response: api.Upload{}, status: 200, also: []int{404, 409}, limit: s.cfg.MaxPackageSize, stream: true},
+		{method: "POST", pattern: "/api/v1/packages", auth: authAdmin, handle: s.createPackage,
+			summary: "Name uploaded content: a package (name, version; the version defaults to the sha256's first 12 digits); 409 when the name and version hold other content",
+			request: api.CreatePackageRequest{}, response: api.Package{}, status: 201, also: []int{409}},
+		{method: "GET", pattern: "/api/v1/packages", auth: authAdmin, handle: s.listPackages, summary: "List packages: name, version, size, sha256",
+			response: api.PackageList{}, status: 200},
+
 		// workers
 		{method: "POST", pattern: "/api/v1/worker/register", auth: authRegistration, handle: s.register,
 			summary: "Register a worker with a registration token; returns the worker token",
@@ -101,6 +116,9 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/api/v1/pod/log-state", auth: authPod, handle: s.podLogState,
 			summary:  "How far the server holds the pod's operation's log contiguously, and whether it holds the runner's end-of-stream marker",
 			response: api.PodLogState{}, status: 200, also: []int{403}},
+		{method: "GET", pattern: "/api/v1/pod/packages/{sha256}", auth: authPod, handle: s.podPackage,
+			summary:     "Download one of the operation's packages (Range requests resume a broken download: 206); 403 for a package the operation does not reference",
+			rawResponse: "application/octet-stream", status: 200, also: []int{404}},
 		{method: "POST", pattern: "/api/v1/pod/logs", auth: authPod, handle: s.podLogs,
 			summary: "Push sealed runner records as printed; the server opens, masks and appends them like the worker's lines (idempotent on seq) and keeps the end-of-stream marker",
 			request: api.PodLogsRequest{}, response: api.PodLogState{}, status: 200, also: []int{403, 409, 410}, limit: logsBodyLimit},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/mask"
+	"github.com/octo-worker/octo-worker/dispatch/pkgfiles"
 	"github.com/octo-worker/octo-worker/dispatch/portal"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/wake"
@@ -44,6 +45,10 @@ type Config struct {
 	// slower gets 408 and its connection closed, so that slow bodies cannot hold connections open for ever.
 	BodyReadTimeout      time.Duration
 	LargeBodyReadTimeout time.Duration
+	// Packages is the directory that keeps package content (nil: the server keeps no packages, and its package
+	// routes answer 501). MaxPackageSize bounds one package (default api.DefaultMaxPackageSize).
+	Packages       *pkgfiles.Dir
+	MaxPackageSize int64
 }
 
 func (c Config) withDefaults() Config {
@@ -67,6 +72,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LargeBodyReadTimeout <= 0 {
 		c.LargeBodyReadTimeout = 2 * time.Minute
+	}
+	if c.MaxPackageSize <= 0 {
+		c.MaxPackageSize = api.DefaultMaxPackageSize
 	}
 	return c
 }

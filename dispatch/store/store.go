@@ -43,6 +43,8 @@
 //     steps ended, the last before the cutoff, with all its steps and their logs (a deployment is never shown
 //     with some of its steps gone). Nothing that has not ended is deleted, however old; pools, tokens, workers,
 //     settings and charts are kept. "Before" is strict: what ended at the cutoff stays.
+//   - An operation keeps the packages it references (a foreign key): DeletePackages deletes only packages
+//     created before its cutoff that no stored operation references.
 //   - A driver keeps no sensitive value of an ended operation anywhere on disk (its files, journals and free
 //     space included), and gives the space of deleted history back to the file system.
 //
@@ -72,6 +74,7 @@ type Store interface {
 	Settings
 	Retention
 	UsageHistory
+	Packages
 	// Close releases the store's resources.
 	Close() error
 }
@@ -175,6 +178,10 @@ type NewOperation struct {
 	// TargetWorker, when set, is the only worker that may claim the operation (see the rules above). Only
 	// CreateOperation takes it.
 	TargetWorker string
+	// Packages are the packages Spec.Packages resolved to, in order (api.Operation.ResolvedPackages). The
+	// store refuses (ErrNotFound) a package it does not hold, and keeps every one it holds while the
+	// operation exists.
+	Packages []api.Package
 }
 
 // NewDeployment is a deployment to enqueue: its steps run in order, each as one operation.
@@ -351,6 +358,21 @@ type Retention interface {
 	// are not held up behind one long delete, and each write gives the space it freed back to the file system.
 	// ErrInvalid when batch is not positive.
 	DeleteFinished(ctx context.Context, before time.Time, batch int) (n int, err error)
+	// DeletePackages deletes the packages created before before that no operation references, and returns
+	// the SHA-256 of the content that no package names any more (the caller deletes those files).
+	DeletePackages(ctx context.Context, before time.Time) (unused []string, err error)
+}
+
+// Packages keeps the metadata of packages (their content lives in files the server keeps, named by SHA-256).
+type Packages interface {
+	// CreatePackage stores a package. Storing the same name, version and SHA-256 again returns the stored
+	// one; ErrExists when the name and version hold another SHA-256.
+	CreatePackage(ctx context.Context, p api.Package) (api.Package, error)
+	// Package resolves a reference (by SHA-256 when ref.SHA256 is set, the oldest package of that name and
+	// content; else by version), or ErrNotFound.
+	Package(ctx context.Context, ref api.PackageRef) (api.Package, error)
+	// ListPackages returns every package ordered by name, newest first within a name.
+	ListPackages(ctx context.Context) ([]api.Package, error)
 }
 
 // Settings keeps server-wide values and chart archives.

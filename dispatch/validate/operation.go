@@ -60,6 +60,9 @@ func OperationSpec(prefix string, s *api.OperationSpec, poolOptional bool) error
 	if err := Capabilities(join(prefix, "capabilities"), s.Capabilities); err != nil {
 		return err
 	}
+	if err := packageRefs(join(prefix, "packages"), s.Packages); err != nil {
+		return err
+	}
 	return size(prefix, s)
 }
 

@@ -40,6 +40,8 @@ type Spec struct {
 	// bounds the delivery after the script exited (0: DefaultDrainTimeout). See push.go.
 	SpoolBytes   int64 `json:"spool_bytes,omitempty"`
 	DrainSeconds int   `json:"drain_seconds,omitempty"`
+	// Packages are downloaded (with the pod token) and unpacked into the work directory before the script runs.
+	Packages []api.Package `json:"packages,omitempty"`
 }
 
 // Exit codes the runner uses for its own failures, in the range shells use for "could not run".
@@ -97,6 +99,8 @@ type Runner struct {
 	cgroups cgroupFS
 
 	push *pusher // the pod's own channel to the server; nil without one
+	// PodToken authenticates the runner's calls to the dispatch server (Spec.DispatchURL).
+	PodToken string
 
 	mu  sync.Mutex // guards out, seq and buf
 	out *bufio.Writer
@@ -152,6 +156,9 @@ func (r *Runner) fail(code int, format string, args ...any) int {
 func (r *Runner) run(ctx context.Context) (int, *api.Usage) {
 	if err := os.MkdirAll(r.workDir, 0o755); err != nil {
 		return r.fail(ExitRunnerError, "creating working directory: %v", err), nil
+	}
+	if err := r.fetchPackages(ctx); err != nil {
+		return r.fail(ExitRunnerError, "%v", err), nil
 	}
 	if err := WriteFiles(r.workDir, r.spec.Files); err != nil {
 		return r.fail(ExitRunnerError, "%v", err), nil
@@ -365,6 +372,7 @@ func Main(ctx context.Context, specPath, keyPath, workDir string, stdout, stderr
 		return ExitRunnerError
 	}
 	token, _ := os.ReadFile(filepath.Join(filepath.Dir(keyPath), PodTokenKey)) // none: an older server
+	r.PodToken = strings.TrimSpace(string(token))
 	if len(token) > 0 && spec.DispatchURL != "" {
 		if err := r.openChannel(spec, strings.TrimSpace(string(token)), filepath.Join(workDir, "..", "spool")); err != nil {
 			r.line(logline.Stderr, []byte("octo-worker runner: this pod cannot deliver the lines the kubelet may lose: "+err.Error()), true)

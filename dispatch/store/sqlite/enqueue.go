@@ -36,8 +36,11 @@ func (s *Store) insertOperation(ctx context.Context, tx *sql.Tx, op store.NewOpe
 	if _, err := s.txExec(ctx, tx, insertQueuedSQL, args...); err != nil {
 		return api.Operation{}, insertErr(op.ID, err)
 	}
+	if err := s.insertPackageRefs(ctx, tx, op.ID, op.Packages); err != nil {
+		return api.Operation{}, err
+	}
 	out := api.Operation{ID: op.ID, DeploymentID: depID, Step: step, OperationSpec: op.Spec, State: api.StateQueued,
-		Message: message, CreatedAt: op.CreatedAt.UTC()}
+		Message: message, CreatedAt: op.CreatedAt.UTC(), ResolvedPackages: op.Packages}
 	out.Variables = vars
 	return out, nil
 }
@@ -60,7 +63,7 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 	if exists == 0 {
 		return nil, nil, fmt.Errorf("pool %q: %w", spec.Pool, store.ErrNotFound)
 	}
-	body := opBody{Script: spec.Script, Files: spec.Files}
+	body := opBody{Script: spec.Script, Files: spec.Files, Packages: spec.Packages, Resolved: op.Packages}
 	secrets := map[int]string{}
 	for i, v := range spec.Variables {
 		if v.Sensitive {
@@ -125,7 +128,10 @@ func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation
 		if lease, err = s.leaseRow(ctx, tx, insertLeasedSQL, p, args...); err != nil {
 			return insertErr(op.ID, err)
 		}
-		return nil
+		if lease == nil {
+			return nil
+		}
+		return s.insertPackageRefs(ctx, tx, op.ID, op.Packages)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)

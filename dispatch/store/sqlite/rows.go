@@ -17,6 +17,8 @@ type opBody struct {
 	Script    string         `json:"script"`
 	Files     []api.File     `json:"files,omitempty"`
 	Variables []api.Variable `json:"variables,omitempty"` // sensitive values replaced by mask.Placeholder
+	Packages  []string       `json:"packages,omitempty"`
+	Resolved  []api.Package  `json:"resolved_packages,omitempty"`
 }
 
 // opRow is an operation row with the columns api.Operation does not show.
@@ -81,6 +83,7 @@ func scanOp(row scanner, full bool) (opRow, error) {
 			return o, fmt.Errorf("decoding body of %s: %w", o.ID, err)
 		}
 		o.Script, o.Files, o.Variables = b.Script, b.Files, b.Variables
+		o.Packages, o.ResolvedPackages = b.Packages, b.Resolved
 	}
 	if secrets.Valid {
 		if err := json.Unmarshal([]byte(secrets.String), &o.secrets); err != nil {
