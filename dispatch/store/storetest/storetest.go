@@ -14,8 +14,8 @@ type Open func(t *testing.T) store.Store
 // Run runs the whole suite. Each case gets its own store and runs in parallel. The cases live beside the
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
-// leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, deployments.go, settings.go and
-// retention.go, usage.go; bundle.go holds the helpers they share.
+// leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, loglimit.go, deployments.go,
+// settings.go and retention.go, usage.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -42,6 +42,8 @@ func Run(t *testing.T, open Open) {
 		{"SetRunning", testSetRunning},
 		{"AppendLogs", testAppendLogs},
 		{"AppendLogsConflict", testAppendLogsConflict},
+		{"LogLimit", testLogLimit},
+		{"LogLimitUnderIt", testLogLimitUnderIt},
 		{"Finish", testFinish},
 		{"Cancel", testCancel},
 		{"Heartbeat", testHeartbeat},
