@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -78,7 +79,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		return nil
 	}
 	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
-		LeaseID: newID("lease-")}
+		LeaseID: newID("lease-"), LogLimit: cmp.Or(req.LogLimit, api.DefaultLogLimit)}
 	// The waiter offers the same claim for a direct hand-off (see enqueue): one lease, whichever path grants it.
 	var waiter *wake.Waiter[store.ClaimParams, *api.Lease]
 	if req.WaitSeconds > 0 {
