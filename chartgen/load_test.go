@@ -143,6 +143,10 @@ func TestValidateSemantic(t *testing.T) {
 		{"request over limit", func(v *Values) { v.Resources.Requests.Memory = "1Gi" }, []string{"resources.requests.memory"}},
 		{"bad quantity", func(v *Values) { v.ScriptPods.Resources.Requests.CPU = "lots" }, []string{"scriptPods.resources.requests.cpu"}},
 		{"duration too short", func(v *Values) { v.ScriptPods.PendingTimeout = Seconds(1) }, []string{"scriptPods.pendingTimeout"}},
+		{"log limit below 1Mi", func(v *Values) { v.ScriptPods.LogLimit = "512Ki" }, []string{"scriptPods.logLimit"}},
+		{"log limit above 10Gi", func(v *Values) { v.ScriptPods.LogLimit = "11Gi" }, []string{"scriptPods.logLimit"}},
+		{"log limit 0", func(v *Values) { v.ScriptPods.LogLimit = "0" }, []string{"scriptPods.logLimit"}},
+		{"log limit empty: the default", func(v *Values) { v.ScriptPods.LogLimit = "" }, nil},
 		{"bad image", func(v *Values) { v.Image.Repository = "Ghcr.io/Org/Name:1" }, []string{"image.repository"}},
 		{"resourceNames with list", func(v *Values) {
 			v.ScriptPods.ServiceAccount.Rules = []PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list"}, ResourceNames: []string{"a"}}}

@@ -26,6 +26,7 @@ import (
 func (v Values) Validate() []Problem {
 	var ps problems
 	checkLeaves(&ps, "", reflect.ValueOf(v))
+	checkLogLimit(&ps, v.ScriptPods.LogLimit)
 
 	w := v.Worker
 	if w.ServerURL != "" && regexp.MustCompile(formatPatterns["uri"]).MatchString(w.ServerURL) {

@@ -122,6 +122,7 @@ type ScriptPods struct {
 	PodSecurityContext      *corev1.PodSecurityContext `json:"podSecurityContext" kind:"object" doc:"Security context of script pods. The default passes Pod Security 'restricted' (non-root user 1000); containers always drop all capabilities and disallow privilege escalation."`
 	ServiceAccount          ScriptServiceAccount       `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
 	DispatchURL             string                     `json:"dispatchURL" format:"uri" doc:"Absolute http(s) URL at which script pods reach the dispatch server themselves, with a token good for their one operation only: they push the log lines the kubelet can no longer serve (rotated away while the worker was restarting or the server away). Empty: worker.serverUrl."`
+	LogLimit                Quantity                   `json:"logLimit" format:"memory" doc:"The most log the dispatch server keeps of one operation, 1Mi..10Gi (a line counts as its text plus about 35 bytes of seq, time and stream). Past it the server keeps the first half and the latest part, drops the middle and leaves one line there saying how many lines and bytes it dropped; the result and exit code are unchanged. Empty: 100Mi. There is no unlimited."`
 }
 
 // ScriptContainer is the image that runs scripts.
@@ -202,6 +203,7 @@ func Defaults() Values {
 				Requests:    Quantities{CPU: "250m", Memory: "256Mi"},
 				MaxRequests: Quantities{CPU: "2", Memory: "4Gi"},
 			},
+			LogLimit:                "100Mi",
 			PendingTimeout:          Seconds(15 * 60),
 			ImagePullGrace:          Seconds(60),
 			TTLSecondsAfterFinished: 600,

@@ -55,6 +55,7 @@ type Config struct {
 	ImagePullSecret []string
 	Labels          map[string]string
 	Annotations     map[string]string
+	LogLimit        int64 // bytes of log the server keeps of each operation (sent with every lease long-poll)
 }
 
 // BaseCapabilities are what every octo-worker offers: it runs steps as Kubernetes Jobs, in a step's own image
@@ -108,6 +109,7 @@ func ConfigFrom(v chartgen.Values, env Env) (Config, error) {
 		Affinity:          v.ScriptPods.Affinity,
 		Labels:            v.ScriptPods.Labels,
 		Annotations:       v.ScriptPods.Annotations,
+		LogLimit:          v.ScriptPods.LogLimitBytes(),
 	}
 	grants := len(v.ScriptPods.ServiceAccount.Rules) > 0 || v.ScriptPods.ServiceAccount.ClusterRole != ""
 	c.AutomountToken = &grants

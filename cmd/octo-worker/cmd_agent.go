@@ -184,7 +184,7 @@ func runAgent(c *cli.Context) error {
 		return err
 	}
 	log.WithFields(logrus.Fields{"component": "agent", "worker": id.WorkerID, "registered": created}).Info("worker identity")
-	d := dc.WithToken(id.Token)
+	d := dc.WithToken(id.Token).WithLogLimit(cfg.LogLimit)
 	deps := jobrunner.Deps{Kube: kube, Dispatcher: d, WorkerID: id.WorkerID, Log: log,
 		FetchChart: d.DownloadChart}
 	if c.Bool("release-startup-pages") {

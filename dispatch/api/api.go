@@ -355,6 +355,10 @@ type LeaseRequest struct {
 	// (the reply was lost on the way), the server returns that same lease instead of handing out another
 	// operation. Use a fresh random id per logical call and the same id for its retries.
 	RequestID string `json:"request_id,omitempty"`
+	// LogLimit is the most log the server keeps of each operation this poll leases, in bytes as stored (see
+	// DefaultLogLimit); 0 or absent: DefaultLogLimit. The server records it on the operation when it leases
+	// it and enforces it on every append, whoever writes.
+	LogLimit int64 `json:"log_limit,omitempty"`
 }
 
 // Lease is an operation handed to one worker. The operation carries sensitive variable values in clear: the

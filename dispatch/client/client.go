@@ -61,6 +61,8 @@ type Client struct {
 	rc      *retryablehttp.Client
 	timeout time.Duration
 	agent   string
+	// logLimit is sent with every lease long-poll (api.LeaseRequest.LogLimit); 0: the server's default.
+	logLimit int64
 }
 
 // New returns a client for cfg.Server.
@@ -123,6 +125,14 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) WithToken(token string) *Client {
 	cp := *c
 	cp.token = token
+	return &cp
+}
+
+// WithLogLimit returns a client whose lease long-polls ask the server to keep at most n bytes of log of each
+// operation leased (the chart's scriptPods.logLimit); 0: the server's default.
+func (c *Client) WithLogLimit(n int64) *Client {
+	cp := *c
+	cp.logLimit = n
 	return &cp
 }
 

@@ -23,7 +23,7 @@ func (c *Client) Register(ctx context.Context, req api.RegisterRequest) (api.Reg
 // Lease long-polls up to wait (at most 30s) for one operation; nil when none arrived. Retries reuse one
 // request id, so a lost reply never strands an operation.
 func (c *Client) Lease(ctx context.Context, wait time.Duration) (*api.Lease, error) {
-	req := api.LeaseRequest{WaitSeconds: int(wait / time.Second), RequestID: newRequestID()}
+	req := api.LeaseRequest{WaitSeconds: int(wait / time.Second), RequestID: newRequestID(), LogLimit: c.logLimit}
 	ctx, cancel := context.WithTimeout(ctx, wait+c.timeout)
 	defer cancel()
 	var l api.Lease

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -81,7 +82,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	// and a claim carry the same ones.
 	podToken, podHash, sealingKey := newPodCredentials()
 	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
-		LeaseID: newID("lease-"), PodTokenHash: podHash, SealingKey: sealingKey}
+		LeaseID: newID("lease-"), PodTokenHash: podHash, SealingKey: sealingKey, LogLimit: cmp.Or(req.LogLimit, api.DefaultLogLimit)}
 	// The waiter offers the same claim for a direct hand-off (see enqueue): one lease, whichever path grants it.
 	var waiter *wake.Waiter[store.ClaimParams, *api.Lease]
 	if req.WaitSeconds > 0 {

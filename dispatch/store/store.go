@@ -11,7 +11,16 @@
 //   - A worker touches an operation only through a LeaseRef naming its live lease.
 //   - Log lines with seq >= 1 are stored once per (operation, seq); seq 0 lines are appended as they come.
 //     Every stored line gets a position (Pos) that is strictly increasing in commit order, so a follower that
-//     has seen Pos p never misses a line committed later with a smaller Pos.
+//     has seen Pos p never misses a line committed later with a smaller Pos (the cut marker below excepted).
+//   - An operation leased with a log limit (ClaimParams.LogLimit) keeps at most that many bytes of log
+//     (LogLineBytes per line) plus one batch. Past it the driver keeps the head, the numbered lines 1..h that
+//     hold (with the notes among them) at least half the limit, and the tail; it drops the lines between,
+//     lowest seq first, and keeps one marker line in their place: seq 0, stream system, CutMarker's text with
+//     the exact count of the lines and bytes dropped so far, at the position of the last line dropped, so a
+//     follower whose cursor lies before a dropped line meets the marker. Dropped seqs count as stored: the
+//     contiguous end walks over them, and a re-sent dropped line is a retry whatever its text (the text is
+//     gone). Only lines at or before the contiguous end are dropped (a line beyond a gap would be asked for
+//     again), never the line at it, and never the worker's notes stored apart from numbered lines.
 //   - A result with state succeeded needs exit code 0, and a result is refused while the server's contiguous
 //     log is shorter than the result's last_seq.
 //   - Deployment steps become claimable one at a time; a step that ends in any state but succeeded cancels the
@@ -227,6 +236,9 @@ type ClaimParams struct {
 	// the stored key. Empty: the pod has no channel.
 	PodTokenHash string
 	SealingKey   []byte
+	// LogLimit is recorded on the operation leased: the most bytes of log kept of it (see the rules above);
+	// 0: no limit. The server passes the worker's limit or api.DefaultLogLimit.
+	LogLimit int64
 }
 
 // PodLease is what a pod token names: an operation and its lease, while the operation is leased or running.

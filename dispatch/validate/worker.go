@@ -51,6 +51,10 @@ func Lease(r *api.LeaseRequest) error {
 	if len(r.RequestID) > 128 {
 		return fail("request_id", "%d bytes; at most 128", len(r.RequestID))
 	}
+	if r.LogLimit != 0 && (r.LogLimit < api.MinLogLimit || r.LogLimit > api.MaxLogLimit) {
+		return fail("log_limit", "%d bytes is out of range: give %d..%d bytes, or 0 for the server's default (%d)",
+			r.LogLimit, api.MinLogLimit, api.MaxLogLimit, api.DefaultLogLimit)
+	}
 	return nil
 }
 

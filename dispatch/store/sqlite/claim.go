@@ -40,8 +40,8 @@ const (
 // them, through leaseRow, so the decision is taken in the statement that leases: a drain, a failed check or
 // a full worker stops a long-poll that was already waiting.
 const (
-	leaseCols = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at, pod_token_hash, sealing_key`
-	leaseVals = `'leased', @worker, @lease, @request, @expires, @now, @podtoken, @sealkey`
+	leaseCols = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at, pod_token_hash, sealing_key, log_limit`
+	leaseVals = `'leased', @worker, @lease, @request, @expires, @now, @podtoken, @sealkey, @loglimit`
 	leaseRoom = `EXISTS (SELECT 1 FROM workers w WHERE w.id = @worker AND w.drain_requested = 0
 		AND w.capacity > (SELECT COUNT(*) FROM operations l INDEXED BY operations_worker
 			WHERE l.worker_id = @worker AND l.state IN ('leased', 'running')))`
@@ -129,7 +129,7 @@ func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.Clai
 	}
 	args = append(args, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID), sql.Named("request", reqID),
 		sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)), sql.Named("since", sinceNanos(p.HeartbeatSince)),
-		sql.Named("podtoken", nullString(p.PodTokenHash)), sql.Named("sealkey", p.SealingKey))
+		sql.Named("podtoken", nullString(p.PodTokenHash)), sql.Named("sealkey", p.SealingKey), sql.Named("loglimit", max(p.LogLimit, 0)))
 	o, err := scanOp(s.txRow(ctx, tx, q, args...), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil

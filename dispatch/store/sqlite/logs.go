@@ -49,12 +49,16 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		if err := s.checkRepeats(ctx, tx, o.seq, lines, last, stored); err != nil {
 			return err
 		}
-		extends := false
-		for _, c := range cutChunks(lines, last, stored) {
+		cut, err := s.readLogCut(ctx, tx, o.seq)
+		if err != nil {
+			return err
+		}
+		extends, added := false, int64(0)
+		for _, c := range splitChunks(cutChunks(lines, last, stored), pieceBytes(cut.limit)) {
 			if err := s.insertChunk(ctx, tx, o.seq, c); err != nil {
 				return fmt.Errorf("storing %d lines: %w", len(c.lines), err)
 			}
-			extends = extends || c.run.first == last+1
+			extends, added = extends || c.run.first == last+1, added+c.size
 		}
 		if extends {
 			for {
@@ -72,6 +76,9 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			if _, err := s.txExec(ctx, tx, `UPDATE operations SET last_seq = ? WHERE seq = ?`, last, o.seq); err != nil {
 				return fmt.Errorf("recording the contiguous end: %w", err)
 			}
+		}
+		if err := s.cutLog(ctx, tx, o.seq, cut, added, last, ref.Now); err != nil {
+			return err
 		}
 		var n int
 		if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_chunks WHERE op_seq = ? AND first_seq > ? AND first_seq > 0 LIMIT 1)`,
@@ -168,6 +175,7 @@ func (s *Store) checkRepeats(ctx context.Context, tx *sql.Tx, opSeq int64, lines
 type chunk struct {
 	lines []api.LogLine
 	run   seqRun // of its numbered lines; zero when it has none
+	size  int64  // its bytes in the chunk encoding, when splitChunks set it (loglimit.go)
 }
 
 // cutChunks drops the numbered lines already stored (seq <= last, or inside one of the runs stored, sorted by

@@ -15,7 +15,8 @@ type Open func(t *testing.T) store.Store
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
 // leases.go (what a lease allows, finish, cancel, expiry, reads), pod.go (the pod's token), logs.go,
-// deployments.go, settings.go, retention.go, usage.go and packages.go; bundle.go holds the helpers they share.
+// loglimit.go, deployments.go, settings.go, retention.go, usage.go and packages.go; bundle.go holds the helpers
+// they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -42,6 +43,8 @@ func Run(t *testing.T, open Open) {
 		{"SetRunning", testSetRunning},
 		{"AppendLogs", testAppendLogs},
 		{"AppendLogsConflict", testAppendLogsConflict},
+		{"LogLimit", testLogLimit},
+		{"LogLimitUnderIt", testLogLimitUnderIt},
 		{"Finish", testFinish},
 		{"Cancel", testCancel},
 		{"Heartbeat", testHeartbeat},
