@@ -47,6 +47,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, _ caller) er
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(bw)
 	var buf []byte
+	var lineEnc api.LineEncoder
 	flush := func() bool {
 		if bw.Flush() != nil {
 			return false
@@ -70,7 +71,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, _ caller) er
 			for i := range lines {
 				// What enc.Encode(api.LogEvent{Line: &lines[i]}) writes, without reflection.
 				buf = append(buf[:0], `{"line":`...)
-				if buf, err = lines[i].AppendJSON(buf); err != nil {
+				if buf, err = lineEnc.Append(buf, lines[i]); err != nil {
 					return nil
 				}
 				buf = append(buf, "}\n"...)
