@@ -5,11 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"strings"
 )
 
 // profileEnv names a directory where the process writes a CPU profile of its whole run
-// (<subcommand>-<pid>.pprof), for the benchmarks (e2e/agent's BenchmarkLogThroughput sets it with
+// (octo-worker-<pid>.pprof), for the benchmarks (e2e/agent's BenchmarkLogThroughput sets it with
 // OCTO_BENCH_PROFILE). Unset, nothing is profiled.
 const profileEnv = "OCTO_CPU_PROFILE"
 
@@ -20,14 +19,7 @@ func startProfile(args []string) (stop func()) {
 	if dir == "" {
 		return func() {}
 	}
-	name := "octo-worker"
-	for _, a := range args[1:] { // the subcommand: the first argument that is no flag
-		if !strings.HasPrefix(a, "-") {
-			name = filepath.Base(a)
-			break
-		}
-	}
-	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.pprof", name, os.Getpid())))
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("octo-worker-%d.pprof", os.Getpid())))
 	if err == nil {
 		err = pprof.StartCPUProfile(f)
 	}

@@ -129,7 +129,7 @@ func BenchmarkLogThroughput(b *testing.B) {
 	// phase logs and returns the CPU per line the processes spent since s0.
 	phase := func(name string, lines int, s0 cpuSample, m *cpuMeter) float64 {
 		costs, total := perLine(s0, m.sample(b), lines)
-		b.Logf("%s: %s", name, formatCosts(costs, total))
+		b.Logf("%s: %s (pids %v)", name, formatCosts(costs, total), m.pids)
 		return total
 	}
 	for i := 0; i < b.N; i++ {
