@@ -5,7 +5,9 @@
 #   BenchmarkLogThroughput      lines/s stored by the server vs raw GetLogs of the same finished pod (goal ≥ 0.8):
 #                               worker/raw following the pod live (bounded by the pod's own output rate,
 #                               runner/raw), catchup/raw delivering a finished pod's log after a restart, and
-#                               server-append-lines/s, the server alone
+#                               server-append-lines/s, the server alone; it logs each process's CPU per line
+#                               per phase (*-cpu-ns/line: the figures to compare on a shared machine), and
+#                               OCTO_BENCH_PROFILE=DIR writes pprof CPU profiles there
 #   BenchmarkIdleWorker         RSS, CPU and Kubernetes API requests/min of an idle agent (OCTO_BENCH_IDLE, 5m),
 #                               with the start-up pages released (the default) and kept (the baseline)
 #   BenchmarkConcurrent200      200 operations at once: wall time vs one alone, peak RSS, API requests/op

@@ -11,7 +11,10 @@ import (
 var version = "dev"
 
 func main() {
-	if err := newApp(version).Run(os.Args); err != nil {
+	stopProfile := startProfile(os.Args)
+	err := newApp(version).Run(os.Args)
+	stopProfile()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "octo-worker:", escText(err.Error())) // it may carry the server's words
 		os.Exit(exitCode(err))
 	}

@@ -11,7 +11,19 @@ import (
 
 // AppendJSON appends the JSON encoding of l to dst: the same bytes as json.Marshal(l), without reflection, for
 // the log paths that move thousands of lines per request.
-func (l LogLine) AppendJSON(dst []byte) ([]byte, error) {
+func (l LogLine) AppendJSON(dst []byte) ([]byte, error) { return l.appendJSON(dst, nil) }
+
+// LineEncoder appends the JSON encoding of log lines as AppendJSON does, faster for a run of lines: it
+// writes the date and time of a second once and reuses it for the lines of that second. The zero value is
+// ready; it is not safe for concurrent use.
+type LineEncoder struct{ times timeCache }
+
+// Append appends the JSON encoding of l to dst, the bytes json.Marshal(l) writes.
+func (e *LineEncoder) Append(dst []byte, l LogLine) ([]byte, error) {
+	return l.appendJSON(dst, &e.times)
+}
+
+func (l LogLine) appendJSON(dst []byte, times *timeCache) ([]byte, error) {
 	if l.Pos != 0 {
 		dst = append(dst, `{"pos":`...)
 		dst = strconv.AppendInt(dst, l.Pos, 10)
@@ -21,7 +33,7 @@ func (l LogLine) AppendJSON(dst []byte) ([]byte, error) {
 	}
 	dst = strconv.AppendInt(dst, l.Seq, 10)
 	dst = append(dst, `,"time":"`...)
-	dst, err := l.Time.AppendText(dst) // what Time.MarshalJSON writes between its quotes
+	dst, err := times.appendTime(dst, l.Time) // what Time.MarshalJSON writes between its quotes
 	if err != nil {
 		return dst, fmt.Errorf("encoding the time of line %d: %w", l.Seq, err)
 	}
@@ -119,9 +131,10 @@ func DecodeLogEvent(data []byte, ev *LogEvent) bool {
 // jsonScanner reads the subset of JSON the fast decoders accept. Every method reports false for anything
 // outside it; the caller then hands the whole input to encoding/json.
 type jsonScanner struct {
-	data []byte
-	str  string // the same bytes: values are cut from it without copying
-	i    int
+	data  []byte
+	str   string // the same bytes: values are cut from it without copying
+	i     int
+	times timeCache // the lines of a batch mostly share their second
 }
 
 // logLine reads a LogLine object.
@@ -326,5 +339,7 @@ func (s *jsonScanner) time(t *time.Time) bool {
 	if _, ok := s.string(); !ok {
 		return false
 	}
-	return t.UnmarshalJSON(s.data[start:s.i]) == nil
+	var ok bool
+	*t, ok = s.times.parse(s.data[start:s.i])
+	return ok
 }

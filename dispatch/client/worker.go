@@ -83,11 +83,12 @@ func appendLogsBody(leaseID string, lines []api.LogLine) (jsonBody, error) {
 	b = append(b, `{"lease_id":`...)
 	b = append(b, id...)
 	b = append(b, `,"lines":[`...)
+	var enc api.LineEncoder
 	for i, l := range lines {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if b, err = l.AppendJSON(b); err != nil {
+		if b, err = enc.Append(b, l); err != nil {
 			return nil, err
 		}
 	}

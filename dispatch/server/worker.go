@@ -317,7 +317,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, c caller) error 
 }
 
 func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, c caller) error {
-	var body bytes.Buffer
+	body := logBody()
+	defer keepLogBody(body)
 	if n := r.ContentLength; n > 0 && n <= logsBodyLimit {
 		body.Grow(int(n) + bytes.MinRead) // one allocation for the whole batch
 	}
