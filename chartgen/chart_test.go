@@ -15,6 +15,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -104,6 +105,8 @@ func typeString(o runtime.Object) string {
 		return "ClusterRole"
 	case *rbacv1.ClusterRoleBinding:
 		return "ClusterRoleBinding"
+	case *schedulingv1.PriorityClass:
+		return "PriorityClass"
 	}
 	return "unknown"
 }

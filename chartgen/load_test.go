@@ -158,6 +158,10 @@ func TestValidateSemantic(t *testing.T) {
 		{"root script pods", func(v *Values) { v.ScriptPods.PodSecurityContext.RunAsNonRoot = new(bool) }, []string{"scriptPods.podSecurityContext.runAsNonRoot"}},
 		{"privilege escalation", func(v *Values) { v.SecurityContext.AllowPrivilegeEscalation = nil }, []string{"securityContext.allowPrivilegeEscalation"}},
 		{"existing SA without name", func(v *Values) { v.ServiceAccount.Create = false }, []string{"serviceAccount.name"}},
+		{"warm pool without priority class", func(v *Values) { v.ScriptPods.WarmPool.Enabled = true }, []string{"scriptPods.warmPool.priorityClassName"}},
+		{"warm pool with its own class", func(v *Values) { v.ScriptPods.WarmPool.Enabled, v.ScriptPods.WarmPool.CreatePriorityClass = true, true }, nil},
+		{"warm pool replicas", func(v *Values) { v.ScriptPods.WarmPool.Replicas = 0 }, []string{"scriptPods.warmPool.replicas"}},
+		{"warm pool memory", func(v *Values) { v.ScriptPods.WarmPool.Resources.Memory = "lots" }, []string{"scriptPods.warmPool.resources.memory"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

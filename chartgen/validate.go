@@ -88,6 +88,10 @@ func (v Values) Validate() []Problem {
 		checkRule(&ps, fmt.Sprintf("scriptPods.serviceAccount.rules[%d]", i), r)
 	}
 
+	if wp := v.ScriptPods.WarmPool; wp.Enabled && !wp.CreatePriorityClass && wp.PriorityClassName == "" {
+		ps.add("scriptPods.warmPool.priorityClassName", msgWarmPoolPriority)
+	}
+
 	checkTolerations(&ps, "tolerations", v.Tolerations)
 	checkTolerations(&ps, "scriptPods.tolerations", v.ScriptPods.Tolerations)
 	checkPodSecurity(&ps, "podSecurityContext", v.PodSecurityContext)
@@ -95,6 +99,10 @@ func (v Values) Validate() []Problem {
 	checkContainerSecurity(&ps, "securityContext", v.SecurityContext)
 	return ps
 }
+
+// msgWarmPoolPriority is also the template's `fail` (octo-worker.validate), so that helm template refuses it
+// without the values-check hook.
+const msgWarmPoolPriority = "must name an existing PriorityClass with a negative value, or set scriptPods.warmPool.createPriorityClass: true: without it the placeholders have the script pods' priority and are never preempted"
 
 type problems []Problem
 

@@ -123,6 +123,16 @@ type ScriptPods struct {
 	ServiceAccount          ScriptServiceAccount       `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
 	DispatchURL             string                     `json:"dispatchURL" format:"uri" doc:"Absolute http(s) URL at which script pods reach the dispatch server themselves, with a token good for their one operation only: they push the log lines the kubelet can no longer serve (rotated away while the worker was restarting or the server away). Empty: worker.serverUrl."`
 	LogLimit                Quantity                   `json:"logLimit" format:"memory" doc:"The most log the dispatch server keeps of one operation, 1Mi..10Gi (a line counts as its text plus about 35 bytes of seq, time and stream). Past it the server keeps the first half and the latest part, drops the middle and leaves one line there saying how many lines and bytes it dropped; the result and exit code are unchanged. Empty: 100Mi. There is no unlimited."`
+	WarmPool                WarmPool                   `json:"warmPool" doc:"Warm capacity: placeholder pods at a negative priority that keep room for script pods where script pods are scheduled, so new operations start without waiting for a node. Script pods (priority 0) preempt them; the replacements wait for room, which makes a cluster autoscaler add a node ahead of demand."`
+}
+
+// WarmPool configures the placeholder pods that keep room for script pods.
+type WarmPool struct {
+	Enabled             bool       `json:"enabled" doc:"Run the placeholder Deployment. It costs the resources it holds, all the time."`
+	Replicas            int        `json:"replicas" min:"1" max:"100" doc:"Placeholder pods: the number of script pods that find room without waiting."`
+	Resources           Quantities `json:"resources" doc:"Requests of each placeholder pod. Empty: scriptPods.resources.requests (per resource), so each placeholder keeps room for one script pod."`
+	PriorityClassName   string     `json:"priorityClassName" format:"dns-subdomain" doc:"PriorityClass of the placeholders; its value must be below the script pods' (0 unless a globalDefault class says otherwise). Empty with createPriorityClass: the chart's name, NAMESPACE-FULLNAME-warm-pool. Required otherwise."`
+	CreatePriorityClass bool       `json:"createPriorityClass" doc:"Create the PriorityClass (value -10, never preempting). It is cluster-scoped: installing it needs create on priorityclasses.scheduling.k8s.io (cluster admin). When false, priorityClassName must exist."`
 }
 
 // ScriptContainer is the image that runs scripts.
@@ -226,6 +236,7 @@ func Defaults() Values {
 				Rules:            []PolicyRule{},
 				TargetNamespaces: []string{},
 			},
+			WarmPool: WarmPool{Replicas: 1},
 		},
 	}
 }

@@ -29,6 +29,7 @@ func newApp(version string) *cli.App {
 		Commands: []*cli.Command{
 			// Each area appends its commands here.
 			runnerCommand(),
+			pauseCommand(),
 			agentCommand(),
 			chartgenCommand(),
 			installCommand(),

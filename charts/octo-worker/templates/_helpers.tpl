@@ -106,6 +106,11 @@ changes anything. Each message is chartgen's, with the value's path first.
 {{- if and .Values.worker.registrationToken .Values.worker.registrationTokenSecret.name -}}
 {{- fail "worker.registrationToken: set either worker.registrationToken or worker.registrationTokenSecret.name, not both" -}}
 {{- end -}}
+{{- with .Values.scriptPods.warmPool -}}
+{{- if and .enabled (not .createPriorityClass) (not .priorityClassName) -}}
+{{- fail "scriptPods.warmPool.priorityClassName: must name an existing PriorityClass with a negative value, or set scriptPods.warmPool.createPriorityClass: true: without it the placeholders have the script pods' priority and are never preempted" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The security context of the chart's hook pods: fixed, so that a hook runs even when the values it checks are wrong. */}}
@@ -147,4 +152,9 @@ resources:
     memory: 32Mi
   limits:
     memory: 128Mi
+{{- end -}}
+
+{{/* The warm pool's PriorityClass: the one named, or the chart's own. */}}
+{{- define "octo-worker.warmPoolPriorityClass" -}}
+{{- default (include "octo-worker.clusterName" (list . "warm-pool")) .Values.scriptPods.warmPool.priorityClassName -}}
 {{- end -}}
