@@ -380,6 +380,10 @@ type AppendLogsRequest struct {
 type AppendLogsResponse struct {
 	LastSeq int64 `json:"last_seq"`
 	Gap     bool  `json:"gap,omitempty"`
+	// Stored and StoredBytes say how many lines of the batch (and bytes of their text) the store kept, the
+	// repeats it dropped not counted: the server's metrics read them. Never on the wire.
+	Stored      int   `json:"-"`
+	StoredBytes int64 `json:"-"`
 }
 
 // ResultRequest ends a leased operation.

@@ -50,11 +50,17 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			return err
 		}
 		extends := false
+		var kept int
+		var keptBytes int64
 		for _, c := range cutChunks(lines, last, stored) {
 			if err := s.insertChunk(ctx, tx, o.seq, c); err != nil {
 				return fmt.Errorf("storing %d lines: %w", len(c.lines), err)
 			}
 			extends = extends || c.run.first == last+1
+			kept += len(c.lines)
+			for _, l := range c.lines {
+				keptBytes += int64(len(l.Text))
+			}
 		}
 		if extends {
 			for {
@@ -78,7 +84,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			o.seq, last).Scan(&n); err != nil {
 			return fmt.Errorf("looking for a gap: %w", err)
 		}
-		resp = api.AppendLogsResponse{LastSeq: last, Gap: n > 0}
+		resp = api.AppendLogsResponse{LastSeq: last, Gap: n > 0, Stored: kept, StoredBytes: keptBytes}
 		return nil
 	})
 	if err != nil {

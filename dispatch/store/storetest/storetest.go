@@ -14,7 +14,7 @@ type Open func(t *testing.T) store.Store
 // Run runs the whole suite. Each case gets its own store and runs in parallel. The cases live beside the
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
-// leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, deployments.go, settings.go and
+// leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, stats.go (QueueStats), deployments.go, settings.go and
 // retention.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
@@ -52,6 +52,7 @@ func Run(t *testing.T, open Open) {
 		{"DeploymentLostStep", testDeploymentLostStep},
 		{"Leases", testLeases},
 		{"ListOperations", testListOperations},
+		{"QueueStats", testQueueStats},
 		{"SettingsAndCharts", testSettingsAndCharts},
 		{"Retention", testRetention},
 		{"RetentionBatches", testRetentionBatches},
