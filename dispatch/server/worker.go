@@ -98,6 +98,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	}
 	// Remember the masker (empty or not): every log append and result of the operation needs it.
 	s.rememberMasker(l.Operation.ID, mask.New(sensitive(l.Operation.Variables)))
+	s.metrics.leased(l, time.Now())
 	writeJSON(w, http.StatusOK, l)
 	return nil
 }
@@ -346,6 +347,8 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, c caller) er
 	if len(req.Lines) > 0 {
 		s.logs.Signal(id)
 	}
+	s.metrics.logLines.Add(float64(resp.Stored))
+	s.metrics.logBytes.Add(float64(resp.StoredBytes))
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
