@@ -16,9 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 )
 
 const chartDir = "../charts/octo-worker"
@@ -59,6 +61,14 @@ func render(t *testing.T, files []string, sets ...string) rendered {
 	out.notes = r.Notes
 	for _, doc := range strings.Split(r.Manifest, "\n---\n") {
 		if strings.TrimSpace(strings.Trim(doc, "-\n")) == "" || !strings.Contains(doc, "kind:") {
+			continue
+		}
+		if strings.Contains(doc, "apiVersion: monitoring.coreos.com/v1") { // no Go type here: unstructured
+			u := &unstructured.Unstructured{}
+			if err := yaml.UnmarshalStrict([]byte(doc), &u.Object); err != nil {
+				t.Fatalf("rendered monitor does not decode: %v\n%s", err, doc)
+			}
+			out.objs = append(out.objs, u)
 			continue
 		}
 		obj, _, err := dec.Decode([]byte(doc), nil, nil)
@@ -107,6 +117,10 @@ func typeString(o runtime.Object) string {
 		return "ClusterRoleBinding"
 	case *schedulingv1.PriorityClass:
 		return "PriorityClass"
+	case *corev1.Service:
+		return "Service"
+	case *unstructured.Unstructured:
+		return o.(*unstructured.Unstructured).GetKind()
 	}
 	return "unknown"
 }

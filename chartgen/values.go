@@ -35,6 +35,7 @@ type Values struct {
 	PodLabels          map[string]string          `json:"podLabels" keys:"label-key" values:"label-value" doc:"Extra labels on the worker pod."`
 	PodAnnotations     map[string]string          `json:"podAnnotations" keys:"label-key" doc:"Extra annotations on the worker pod."`
 	ScriptPods         ScriptPods                 `json:"scriptPods" doc:"The pods that run operations: one batch/v1 Job per deployment step."`
+	Metrics            Metrics                    `json:"metrics" doc:"How Prometheus finds the worker's /metrics (on worker.healthPort)."`
 }
 
 // Worker configures the agent itself.
@@ -164,6 +165,19 @@ type PolicyRule struct {
 	ResourceNames []string `json:"resourceNames,omitempty" doc:"Restrict the rule to these object names."`
 }
 
+// Metrics says how Prometheus finds the worker's /metrics.
+type Metrics struct {
+	ScrapeAnnotations bool    `json:"scrapeAnnotations" doc:"Annotate the worker pod with prometheus.io/scrape, port and path."`
+	PodMonitor        Monitor `json:"podMonitor" doc:"A PodMonitor (Prometheus Operator) of the worker pod."`
+	ServiceMonitor    Monitor `json:"serviceMonitor" doc:"A ServiceMonitor (Prometheus Operator) and a Service for it."`
+}
+
+// Monitor is a Prometheus Operator monitor of the worker.
+type Monitor struct {
+	Enabled bool              `json:"enabled" doc:"Create it."`
+	Labels  map[string]string `json:"labels" keys:"label-key" values:"label-value" doc:"Extra labels, e.g. what your Prometheus selects (release: prometheus)."`
+}
+
 // DefaultImageRepository is the worker image's repository unless image.repository says otherwise.
 const DefaultImageRepository = "ghcr.io/octo-worker/octo-worker"
 
@@ -238,5 +252,6 @@ func Defaults() Values {
 			},
 			WarmPool: WarmPool{Replicas: 1},
 		},
+		Metrics: Metrics{PodMonitor: Monitor{Labels: map[string]string{}}, ServiceMonitor: Monitor{Labels: map[string]string{}}},
 	}
 }

@@ -56,6 +56,7 @@ type Agent struct {
 	updates  *selfUpdates
 	checks   *checker // health checks; Run starts them
 	beats    *beats   // the heartbeat loop's progress, for the probes
+	metrics  *Metrics // served on /metrics by the HealthServer
 
 	jobs    batchlisters.JobLister
 	pods    corelisters.PodLister
@@ -96,6 +97,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a.checks = &checker{interval: cfg.CheckInterval, kube: deps.Kube, ns: cfg.Namespace, build: &a.cfg,
 		workerID: deps.WorkerID, informers: &informerWatch{}, log: a.log.WithField("component", "health")}
 	a.beats = &beats{interval: cfg.HeartbeatInterval}
+	a.metrics = newMetrics(a)
 	if deps.Updater != nil && deps.FetchChart == nil {
 		return nil, errors.New("jobrunner.New: an Updater needs FetchChart (the dispatch client's authenticated, checksummed download)")
 	}
@@ -424,6 +426,7 @@ func (a *Agent) operationDeps() operationDeps {
 		namespace: a.cfg.Namespace, version: a.cfg.Version, workerID: a.workerID, capabilities: a.cfg.Capabilities,
 		limits: limits{PendingTimeout: a.cfg.PendingTimeout, ImagePullGrace: a.cfg.ImagePullGrace},
 		build:  &a.cfg, objects: a.objects(), jobs: a.jobs, pods: a.pods, logs: a.logs, d: a.d, log: a.log,
+		metrics: a.metrics,
 	}
 }
 

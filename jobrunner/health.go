@@ -115,12 +115,12 @@ type HealthServer struct {
 	ln      net.Listener
 	live    func(now time.Time) error
 	ready   func() error
-	metrics http.HandlerFunc
+	metrics http.Handler
 }
 
 // NewHealthServer returns the health server of agent a on ln.
 func NewHealthServer(ln net.Listener, a *Agent) *HealthServer {
-	return &HealthServer{ln: ln, live: a.Live, ready: a.Readiness, metrics: a.serveMetrics}
+	return &HealthServer{ln: ln, live: a.Live, ready: a.Readiness, metrics: a.metrics.handler()}
 }
 
 // Start serves until ctx ends, then shuts down within five seconds.
@@ -140,7 +140,7 @@ func (s *HealthServer) Start(ctx context.Context) error {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/metrics", s.metrics)
+	mux.Handle("/metrics", s.metrics)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -64,6 +64,7 @@ type operation struct {
 	memory     memory // the judge's, between two looks
 	events     map[types.UID]int32
 	startedAt  time.Time // events from before this are not written (they were, or are stale)
+	jobCreated time.Time // when this agent created the Job (zero: it adopted one), for the pod start metric
 	finished   bool
 }
 
@@ -81,6 +82,7 @@ type operationDeps struct {
 	logs         podLogs
 	d            operationDispatcher
 	log          *logrus.Entry // the operation adds its own fields
+	metrics      *Metrics      // nil: none kept
 }
 
 // objectBuilder builds an operation's Secret and Job; *Config is one.
@@ -99,7 +101,7 @@ type operationDispatcher interface {
 }
 
 func newOperation(deps operationDeps, lease api.Lease, adopt bool) *operation {
-	return &operation{
+	o := &operation{
 		deps: deps, lease: lease, id: lease.Operation.ID, name: JobName(lease.Operation.ID), adopt: adopt,
 		log:       deps.log.WithFields(logrus.Fields{"operation": lease.Operation.ID, "job": JobName(lease.Operation.ID)}),
 		kick:      make(chan struct{}, 1),
@@ -108,6 +110,10 @@ func newOperation(deps operationDeps, lease api.Lease, adopt bool) *operation {
 		events:    map[types.UID]int32{},
 		startedAt: time.Now().Add(-time.Second),
 	}
+	// Here, not in run: the agent's metrics read its backlog.
+	o.ship = newShipper(deps.d, o.id, lease.LeaseID, lease.LastSeq, o.log)
+	o.ship.metrics = deps.metrics
+	return o
 }
 
 func (o *operation) notify() {
@@ -131,7 +137,6 @@ func (o *operation) run(ctx context.Context) {
 	defer wg.Wait()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	o.ship = newShipper(o.deps.d, o.id, o.lease.LeaseID, o.lease.LastSeq, o.log)
 	// The shipper outlives ctx by up to shutdownFlush, so that a stopping agent delivers what it has read.
 	shipCtx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopShip()
@@ -318,6 +323,7 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	o.jobCreated = time.Now()
 	if err := objs.ownSecret(ctx, created); err != nil {
 		// Not fatal: the sweeper removes the Secret once the operation is no longer leased.
 		o.log.WithError(err).Warn("setting the Job as owner of the operation's Secret")
@@ -384,6 +390,7 @@ func (o *operation) observe() observation {
 
 // perform carries out a verdict's effects, except its outcome (run finishes the operation with it).
 func (o *operation) perform(ctx context.Context, v verdict) {
+	o.measure(v, time.Now())
 	o.memory = v.Memory
 	if v.Follow != "" {
 		if o.fol != nil {

@@ -57,7 +57,7 @@ func (o *operation) finish(ctx context.Context, out *outcome) {
 			continue
 		}
 		if err == nil {
-			operationsFinished.Add(1)
+			o.deps.metrics.operationFinished(string(out.State))
 			fields := logrus.Fields{"state": out.State, "lines": lastSeq}
 			if out.ExitCode != nil {
 				fields["exit_code"] = *out.ExitCode // none when cancelled before the end, or when the result is unknown

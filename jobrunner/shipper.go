@@ -42,6 +42,7 @@ type shipper struct {
 	operationID string
 	leaseID     string
 	log         *logrus.Entry
+	metrics     *Metrics // counts the lines acknowledged; nil: none
 
 	mu       sync.Mutex
 	queue    []api.LogLine // queue[first:] are the unacknowledged lines, in order; the first inFlight of them are being sent
@@ -93,6 +94,13 @@ func (s *shipper) Add(ctx context.Context, l api.LogLine) error {
 		s.signal()
 	}
 	return nil
+}
+
+// backlog is the number of lines not acknowledged yet.
+func (s *shipper) backlog() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued()
 }
 
 // queued is the number of unacknowledged lines. s.mu is held.
@@ -286,6 +294,7 @@ func (s *shipper) done(n int, resp api.AppendLogsResponse, err error) {
 	clear(s.batch)
 	s.first += n
 	s.acked += int64(n)
+	s.metrics.shipped(n)
 	if s.first == len(s.queue) {
 		s.queue, s.first = s.queue[:0], 0
 		if cap(s.queue) > keepLines { // an idle operation does not keep a burst's arrays

@@ -402,6 +402,10 @@ type AppendLogsResponse struct {
 	// PodEnd is the end-of-stream marker the script pod pushed, in the reply to an empty batch (the form that
 	// asks): a worker whose pod log lost the marker learns it here.
 	PodEnd *PodEnd `json:"pod_end,omitempty"`
+	// Stored and StoredBytes say how many lines of the batch (and bytes of their text) the store kept, the
+	// repeats it dropped not counted: the server's metrics read them. Never on the wire.
+	Stored      int   `json:"-"`
+	StoredBytes int64 `json:"-"`
 }
 
 // ResultRequest ends a leased operation.

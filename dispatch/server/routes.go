@@ -11,6 +11,8 @@ func (s *Server) routeTable() []route {
 			response: map[string]string{}, status: 200},
 		{method: "GET", pattern: "/api/v1/openapi.json", auth: authPublic, handle: s.openapi, summary: "This API as an OpenAPI 3.1 document (no auth)",
 			response: map[string]any{}, status: 200},
+		{method: "GET", pattern: "/metrics", auth: authPublic, handle: s.serveMetrics, summary: "Prometheus metrics, octo_dispatch_* (no auth: pool names and counts only)",
+			rawResponse: "text/plain", status: 200},
 
 		// admin: pools and registration tokens
 		{method: "POST", pattern: "/api/v1/pools", auth: authAdmin, handle: s.createPool, summary: "Create a worker pool",

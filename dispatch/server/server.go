@@ -109,6 +109,8 @@ type Server struct {
 	pollMu sync.Mutex
 	polls  map[string]map[*poll]struct{} // worker id -> its lease long-polls in flight
 
+	metrics *metrics // served at GET /metrics
+
 	// asleep, nil but in tests, hears +1 when a lease long-poll falls asleep in its wait (ready for a
 	// hand-off) and -1 when it wakes or leaves, so tests wait on that signal rather than poll. Set before
 	// serving.
@@ -135,6 +137,7 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
 		queue: wake.NewQueue[store.ClaimParams, *api.Lease](), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
 		polls: map[string]map[*poll]struct{}{}}
+	s.metrics = newMetrics(s)
 	s.routes = s.routeTable()
 	return s, nil
 }
@@ -143,12 +146,12 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes {
-		mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		mux.Handle(rt.method+" "+rt.pattern, s.metrics.instrument(rt.pattern, s.wrap(rt)))
 	}
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/", s.metrics.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &httpError{status: http.StatusNotFound, msg: fmt.Sprintf("no route %s %s: see GET /api/v1/openapi.json", r.Method, r.URL.Path)})
-	})
-	mux.Handle("/", portal.New(portalBackend{s}, s.log.WithField("component", "portal"))) // the web portal
+	})))
+	mux.Handle("/", s.metrics.instrument("portal", portal.New(portalBackend{s}, s.log.WithField("component", "portal")))) // the web portal
 	return s.recoverer(mux)
 }
 
@@ -233,6 +236,7 @@ func (s *Server) apply(ch store.Changes) {
 		s.forgetMasker(id)
 		s.logs.Signal(id)
 	}
+	s.countEnded(ch.Ended)
 }
 
 // masker returns the masker for a live operation's sensitive values.

@@ -103,6 +103,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	// Remember the masker (empty or not): every log append and result of the operation needs it.
 	s.rememberMasker(l.Operation.ID, mask.New(sensitive(l.Operation.Variables)))
 	l.PodToken = podToken
+	s.metrics.leased(l, time.Now())
 	writeJSON(w, http.StatusOK, l)
 	return nil
 }
@@ -367,6 +368,8 @@ func (s *Server) appendLines(ctx context.Context, ref store.LeaseRef, lines []ap
 	if len(lines) > 0 {
 		s.logs.Signal(ref.OperationID)
 	}
+	s.metrics.logLines.Add(float64(resp.Stored))
+	s.metrics.logBytes.Add(float64(resp.StoredBytes))
 	return resp, nil
 }
 

@@ -326,6 +326,20 @@ type Queue interface {
 	// PodLease returns the lease of the leased or running operation whose pod token hashes to tokenHash (hex
 	// SHA-256), or ErrNotFound (no such token, or its operation ended).
 	PodLease(ctx context.Context, tokenHash string) (PodLease, error)
+	// QueueStats returns the queue of every pool, ordered by name, pools with nothing queued included (with
+	// Depth 0). Its cost grows with the number of pools and of claimable operations, not with history.
+	QueueStats(ctx context.Context) ([]PoolQueue, error)
+}
+
+// PoolQueue is one pool's queue: what the server's metrics (and an autoscaler) read.
+type PoolQueue struct {
+	Pool string
+	// Depth counts the claimable operations waiting for a worker: queued, and not a deployment step waiting
+	// for the step before it.
+	Depth int
+	// FirstSince is when the operation first in line (the next a worker of the pool claims) became claimable:
+	// its creation, or for a deployment's later step the end of the step before it. Zero when Depth is 0.
+	FirstSince time.Time
 }
 
 // Logs keeps operations' log lines.

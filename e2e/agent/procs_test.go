@@ -31,7 +31,7 @@ func buildBinary(dir string) (string, error) {
 	return out, nil
 }
 
-// metric reads one value from a /metrics endpoint.
+// metric reads a counter or gauge from a /metrics endpoint: the sum over its label sets.
 func metric(t testing.TB, url, name string) float64 {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -40,17 +40,20 @@ func metric(t testing.TB, url, name string) float64 {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
+	sum, found := 0.0, false
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
+		if l := sc.Text(); strings.HasPrefix(l, name+" ") || strings.HasPrefix(l, name+"{") {
+			f, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
 			if err != nil {
 				t.Fatalf("metric %s: %v", name, err)
 			}
-			return f
+			sum, found = sum+f, true
 		}
 	}
-	t.Fatalf("metric %s not found at %s", name, url)
-	return 0
+	if !found {
+		t.Fatalf("metric %s not found at %s", name, url)
+	}
+	return sum
 }
 
 // procStats reads a process's resident set size (bytes) and CPU time used so far.

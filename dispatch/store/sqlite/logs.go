@@ -54,11 +54,17 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			return err
 		}
 		extends, added := false, int64(0)
+		var kept int
+		var keptBytes int64
 		for _, c := range splitChunks(cutChunks(lines, last, stored), pieceBytes(cut.limit)) {
 			if err := s.insertChunk(ctx, tx, o.seq, c); err != nil {
 				return fmt.Errorf("storing %d lines: %w", len(c.lines), err)
 			}
 			extends, added = extends || c.run.first == last+1, added+c.size
+			kept += len(c.lines)
+			for _, l := range c.lines {
+				keptBytes += int64(len(l.Text))
+			}
 		}
 		if extends {
 			for {
@@ -85,7 +91,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			o.seq, last).Scan(&n); err != nil {
 			return fmt.Errorf("looking for a gap: %w", err)
 		}
-		resp = api.AppendLogsResponse{LastSeq: last, Gap: n > 0}
+		resp = api.AppendLogsResponse{LastSeq: last, Gap: n > 0, Stored: kept, StoredBytes: keptBytes}
 		return nil
 	})
 	if err != nil {

@@ -33,11 +33,16 @@ func testAppendLogs(t *testing.T, b *bundle) {
 		{nil, api.AppendLogsResponse{LastSeq: 6}},                                      // an empty batch asks where we are
 		{[]api.LogLine{line(3), line(2), line(7)}, api.AppendLogsResponse{LastSeq: 7}}, // old lines again, one new
 	}
+	stored := [][2]int64{{2, 12}, {0, 0}, {2, 26}, {2, 26}, {2, 12}, {0, 0}, {1, 6}} // lines and text bytes kept, per step
 	for i, st := range steps {
 		got, err := b.s.AppendLogs(b.ctx, r, st.lines)
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
+		if kept := [2]int64{int64(got.Stored), got.StoredBytes}; kept != stored[i] {
+			t.Errorf("step %d: stored %v lines and bytes, want %v", i, kept, stored[i])
+		}
+		got.Stored, got.StoredBytes = 0, 0
 		if got != st.want {
 			t.Errorf("step %d: AppendLogs = %+v, want %+v", i, got, st.want)
 		}

@@ -15,8 +15,8 @@ type Open func(t *testing.T) store.Store
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
 // leases.go (what a lease allows, finish, cancel, expiry, reads), pod.go (the pod's token), logs.go,
-// loglimit.go, deployments.go, settings.go, retention.go, usage.go and packages.go; bundle.go holds the helpers
-// they share.
+// loglimit.go, stats.go (QueueStats), deployments.go, settings.go, retention.go, usage.go and packages.go;
+// bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -57,6 +57,7 @@ func Run(t *testing.T, open Open) {
 		{"PodLease", testPodLease},
 		{"PodEnd", testPodEnd},
 		{"ListOperations", testListOperations},
+		{"QueueStats", testQueueStats},
 		{"SettingsAndCharts", testSettingsAndCharts},
 		{"Retention", testRetention},
 		{"RetentionBatches", testRetentionBatches},
