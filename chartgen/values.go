@@ -121,6 +121,8 @@ type ScriptPods struct {
 	Annotations             map[string]string          `json:"annotations" keys:"label-key" doc:"Extra annotations on script Jobs and pods."`
 	PodSecurityContext      *corev1.PodSecurityContext `json:"podSecurityContext" kind:"object" doc:"Security context of script pods. The default passes Pod Security 'restricted' (non-root user 1000); containers always drop all capabilities and disallow privilege escalation."`
 	ServiceAccount          ScriptServiceAccount       `json:"serviceAccount" doc:"Kubernetes API permissions of the scripts, separate from the worker's own."`
+	Profiles                map[string]Profile         `json:"profiles" keys:"dns-label" doc:"Named pod settings a step may choose (submit --profile NAME), on top of those above; see Pod profiles."`
+	AllowOverrides          AllowOverrides             `json:"allowOverrides" doc:"What a step may override beyond its profile; the rest is refused at submit."`
 }
 
 // ScriptContainer is the image that runs scripts.
@@ -223,6 +225,8 @@ func Defaults() Values {
 				Rules:            []PolicyRule{},
 				TargetNamespaces: []string{},
 			},
+			Profiles:       map[string]Profile{},
+			AllowOverrides: AllowOverrides{NodeSelector: map[string]string{}, Tolerations: []AllowedToleration{}},
 		},
 	}
 }

@@ -13,7 +13,7 @@ type Open func(t *testing.T) store.Store
 
 // Run runs the whole suite. Each case gets its own store and runs in parallel. The cases live beside the
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
-// claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
+// claim.go (enqueue and claim), profiles.go (pod profiles: what workers offer, who may claim), health.go (who may take work: capacity, drain, health, targeted operations),
 // leases.go (what a lease allows, finish, cancel, expiry, reads), logs.go, deployments.go, settings.go and
 // retention.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
@@ -29,6 +29,8 @@ func Run(t *testing.T, open Open) {
 		{"RemovedWorkerLeasesNothing", testRemovedWorkerLeasesNothing},
 		{"ClaimOrderAndPools", testClaimOrderAndPools},
 		{"ClaimCapabilities", testClaimCapabilities},
+		{"ProfilesStored", testProfilesStored},
+		{"ClaimProfiles", testClaimProfiles},
 		{"ClaimRequestIDReplay", testClaimRequestID},
 		{"ClaimExactlyOnceConcurrently", testClaimConcurrent},
 		{"CreateLeasedOperation", testCreateLeased},
