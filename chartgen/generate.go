@@ -134,6 +134,9 @@ func typeName(f field) string {
 	case reflect.Bool:
 		return "boolean"
 	case reflect.Map:
+		if isStruct(f.Type.Elem()) {
+			return "map of " + f.Type.Elem().Name() + " by name"
+		}
 		return "map of strings"
 	case reflect.Slice:
 		switch f.Type.Elem() {
@@ -141,6 +144,8 @@ func typeName(f field) string {
 			return "list of {name}"
 		case reflect.TypeOf(PolicyRule{}):
 			return "list of RBAC rules {apiGroups, resources, verbs, resourceNames}"
+		case reflect.TypeOf(AllowedToleration{}):
+			return "list of {key, operator, value, effect}"
 		}
 		return "list of strings"
 	}

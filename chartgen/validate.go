@@ -97,6 +97,7 @@ func (v Values) Validate() []Problem {
 	checkPodSecurity(&ps, "podSecurityContext", v.PodSecurityContext)
 	checkPodSecurity(&ps, "scriptPods.podSecurityContext", v.ScriptPods.PodSecurityContext)
 	checkContainerSecurity(&ps, "securityContext", v.SecurityContext)
+	checkProfiles(&ps, v.ScriptPods)
 	return ps
 }
 
@@ -155,6 +156,14 @@ func checkLeaves(ps *problems, prefix string, v reflect.Value) {
 					ps.add(fmt.Sprintf("%s[%d]", f.Path, j), "repeats item %d (%q): remove the duplicate", first, item)
 				}
 				seen[item] = j
+			}
+		case f.Type.Kind() == reflect.Map && isStruct(f.Type.Elem()):
+			keys := f.Value.MapKeys()
+			sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+			for _, k := range keys {
+				key := k.String()
+				checkString(ps, f.Path+"."+key, key, reflect.StructTag(fmt.Sprintf("format:%q", f.Tag.Get("keys"))), true)
+				checkLeaves(ps, f.Path+"."+key, f.Value.MapIndex(k))
 			}
 		case f.Type.Kind() == reflect.Slice && isStruct(f.Type.Elem()) && f.Tag.Get("kind") == "":
 			for j := 0; j < f.Value.Len(); j++ {

@@ -125,6 +125,8 @@ type ScriptPods struct {
 	DispatchURL             string                     `json:"dispatchURL" format:"uri" doc:"Absolute http(s) URL at which script pods reach the dispatch server themselves, with a token good for their one operation only: they push the log lines the kubelet can no longer serve (rotated away while the worker was restarting or the server away). Empty: worker.serverUrl."`
 	LogLimit                Quantity                   `json:"logLimit" format:"memory" doc:"The most log the dispatch server keeps of one operation, 1Mi..10Gi (a line counts as its text plus about 35 bytes of seq, time and stream). Past it the server keeps the first half and the latest part, drops the middle and leaves one line there saying how many lines and bytes it dropped; the result and exit code are unchanged. Empty: 100Mi. There is no unlimited."`
 	WarmPool                WarmPool                   `json:"warmPool" doc:"Warm capacity: placeholder pods at a negative priority that keep room for script pods where script pods are scheduled, so new operations start without waiting for a node. Script pods (priority 0) preempt them; the replacements wait for room, which makes a cluster autoscaler add a node ahead of demand."`
+	Profiles                map[string]Profile         `json:"profiles" keys:"dns-label" doc:"Named pod settings a step may choose (submit --profile NAME), on top of those above; see Pod profiles."`
+	AllowOverrides          AllowOverrides             `json:"allowOverrides" doc:"What a step may override beyond its profile; the rest is refused at submit."`
 }
 
 // WarmPool configures the placeholder pods that keep room for script pods.
@@ -250,7 +252,9 @@ func Defaults() Values {
 				Rules:            []PolicyRule{},
 				TargetNamespaces: []string{},
 			},
-			WarmPool: WarmPool{Replicas: 1},
+			WarmPool:       WarmPool{Replicas: 1},
+			Profiles:       map[string]Profile{},
+			AllowOverrides: AllowOverrides{NodeSelector: map[string]string{}, Tolerations: []AllowedToleration{}},
 		},
 		Metrics: Metrics{PodMonitor: Monitor{Labels: map[string]string{}}, ServiceMonitor: Monitor{Labels: map[string]string{}}},
 	}

@@ -187,22 +187,36 @@ const dryRunName = "octo-health-check"
 
 // scriptPodAdmission creates, as a server-side dry run, the Job of an operation built like a real one, and
 // the pod its template makes: Pod Security and most quotas apply to pods, not to Jobs. Admission (Pod
-// Security, ResourceQuota, LimitRanger, webhooks) runs; nothing is stored.
+// Security, ResourceQuota, LimitRanger, webhooks) runs; nothing is stored. It does so for the default pod
+// and each profile's, so a profile that admission refuses makes the worker unhealthy, named.
 func (c *checker) scriptPodAdmission(ctx context.Context) string {
-	lease := &api.Lease{LeaseID: dryRunName, Operation: api.Operation{ID: dryRunName, OperationSpec: api.OperationSpec{Pool: c.build.Pools[0], Syntax: "sh"}}}
-	job := c.build.BuildJob(c.workerID, lease, c.build.Requests)
+	problems := c.admitted(ctx, "", "a script")
+	for _, p := range c.build.ProfileNames() {
+		problems = append(problems, c.admitted(ctx, p, "the script (profile "+p+")")...)
+	}
+	return strings.Join(problems, "; ")
+}
+
+// admitted dry-runs the Job and pod of a step naming profile; what names them in problems.
+func (c *checker) admitted(ctx context.Context, profile, what string) []string {
+	lease := &api.Lease{LeaseID: dryRunName, Operation: api.Operation{ID: dryRunName, OperationSpec: api.OperationSpec{Pool: c.build.Pools[0], Syntax: "sh", Profile: profile}}}
+	requests, _, err := c.build.RequestsFor(&lease.Operation)
+	if err != nil {
+		return []string{what + ": " + err.Error()}
+	}
+	job := c.build.BuildJob(c.workerID, lease, requests)
 	job.Name = dryRunName
 	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 	var problems []string
 	if _, err := c.kube.BatchV1().Jobs(c.ns).Create(ctx, job, dry); err != nil {
-		problems = append(problems, "a script Job is refused: "+err.Error())
+		problems = append(problems, what+" Job is refused: "+err.Error())
 	}
 	pod := &corev1.Pod{ObjectMeta: *job.Spec.Template.ObjectMeta.DeepCopy(), Spec: *job.Spec.Template.Spec.DeepCopy()}
 	pod.Name, pod.Namespace = dryRunName, c.ns
 	if _, err := c.kube.CoreV1().Pods(c.ns).Create(ctx, pod, dry); err != nil {
-		problems = append(problems, "a script pod is refused: "+err.Error())
+		problems = append(problems, what+" pod is refused: "+err.Error())
 	}
-	return strings.Join(problems, "; ")
+	return problems
 }
 
 // informerWatch follows the agent's informers for the informers check: whether each has synced, and when

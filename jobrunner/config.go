@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/octo-worker/octo-worker/chartgen"
+	"github.com/octo-worker/octo-worker/dispatch/api"
 )
 
 // Config is what the agent needs to run operations as Jobs. ConfigFrom builds it from the chart's values
@@ -56,6 +57,10 @@ type Config struct {
 	Labels          map[string]string
 	Annotations     map[string]string
 	LogLimit        int64 // bytes of log the server keeps of each operation (sent with every lease long-poll)
+	// Profiles are the pod profiles steps may name (chartgen.Profile: how one combines with the fields above)
+	// and AllowOverrides what a step may change beyond them; both are advertised.
+	Profiles       map[string]chartgen.Profile
+	AllowOverrides *api.OverridePolicy
 }
 
 // BaseCapabilities are what every octo-worker offers: it runs steps as Kubernetes Jobs, in a step's own image
@@ -110,6 +115,8 @@ func ConfigFrom(v chartgen.Values, env Env) (Config, error) {
 		Labels:            v.ScriptPods.Labels,
 		Annotations:       v.ScriptPods.Annotations,
 		LogLimit:          v.ScriptPods.LogLimitBytes(),
+		Profiles:          v.ScriptPods.Profiles,
+		AllowOverrides:    v.ScriptPods.AllowOverrides.Policy(),
 	}
 	grants := len(v.ScriptPods.ServiceAccount.Rules) > 0 || v.ScriptPods.ServiceAccount.ClusterRole != ""
 	c.AutomountToken = &grants

@@ -70,7 +70,7 @@ func (h *heartbeater) beat(ctx context.Context) (time.Duration, bool) {
 	running, draining := h.ops.status()
 	req := api.HeartbeatRequest{
 		Version: h.cfg.Version, Capacity: h.cfg.Concurrency, Capabilities: h.cfg.Capabilities,
-		Running: running, Health: healthOf(checks, at, h.updates.Note(), refused), Draining: draining,
+		Profiles: h.cfg.ProfileNames(), AllowOverrides: h.cfg.AllowOverrides, Running: running, Health: healthOf(checks, at, h.updates.Note(), refused), Draining: draining,
 	}
 	resp, err := h.d.Heartbeat(ctx, req)
 	h.beats.end(time.Now(), err)

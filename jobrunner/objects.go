@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -91,6 +92,9 @@ func (c *Config) operationLabels(workerID string, op *api.Operation) map[string]
 	for k, v := range c.Labels {
 		l[k] = v
 	}
+	for k, v := range c.Profiles[op.Profile].Labels {
+		l[k] = v
+	}
 	l[LabelManagedBy] = ManagedByValue
 	l[LabelWorker] = LabelValue(workerID)
 	l[LabelOperation] = LabelValue(op.ID)
@@ -101,6 +105,9 @@ func (c *Config) operationLabels(workerID string, op *api.Operation) map[string]
 func (c *Config) operationAnnotations(lease *api.Lease) map[string]string {
 	a := make(map[string]string, len(c.Annotations)+2)
 	for k, v := range c.Annotations {
+		a[k] = v
+	}
+	for k, v := range c.Profiles[lease.Operation.Profile].Annotations {
 		a[k] = v
 	}
 	a[AnnotationOperation] = lease.Operation.ID
@@ -156,11 +163,22 @@ func (c *Config) BuildSecret(workerID string, lease *api.Lease, key []byte) (*co
 }
 
 // Requests returns the script pod's requests for an operation: its own requests capped by MaxRequests (or by
-// Requests when no maximum is set), else the configured Requests. Notes say what was capped, for the log.
+// the base request when no maximum is set or the base is higher) and by its profile's limits, else the base requests: the
+// configured Requests, each replaced by its profile's. Notes say what was capped, for the log. It refuses an
+// operation whose profile or overrides this worker does not offer or allow (profileOf).
 func (c *Config) RequestsFor(op *api.Operation) (corev1.ResourceList, []string, error) {
+	profile, err := c.profileOf(op)
+	if err != nil {
+		return nil, nil, err
+	}
 	out := c.Requests.DeepCopy()
 	if out == nil {
 		out = corev1.ResourceList{}
+	}
+	var limits corev1.ResourceList
+	if r := profile.Resources; r != nil {
+		maps.Copy(out, r.Requests)
+		limits = r.Limits
 	}
 	if op.Requests == nil {
 		return out, nil, nil
@@ -178,12 +196,16 @@ func (c *Config) RequestsFor(op *api.Operation) (corev1.ResourceList, []string, 
 			return nil, nil, fmt.Errorf("requests.%s: %q is not a positive Kubernetes quantity (e.g. 500m or 1Gi)", r.name, r.value)
 		}
 		limit, ok := c.MaxRequests[r.name]
-		if !ok {
-			limit, ok = c.Requests[r.name]
+		if base, set := out[r.name]; !ok || set && base.Cmp(limit) > 0 {
+			limit, ok = base, set // a profile that asks for more than the maximum raises it to its own request
 		}
 		if ok && q.Cmp(limit) > 0 {
 			notes = append(notes, fmt.Sprintf("requested %s %s is above this worker's maximum; using %s", r.name, q.String(), limit.String()))
 			q = limit
+		}
+		if lim, ok := limits[r.name]; ok && q.Cmp(lim) > 0 {
+			notes = append(notes, fmt.Sprintf("requested %s %s is above the limit of profile %s; using %s", r.name, q.String(), op.Profile, lim.String()))
+			q = lim
 		}
 		out[r.name] = q
 	}
@@ -218,7 +240,7 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 		}
 	}
 	name := JobName(op.ID)
-	return &batchv1.Job{
+	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: labels, Annotations: annotations},
 		Spec: batchv1.JobSpec{
 			BackoffLimit:            ptr(c.BackoffLimit),
@@ -276,6 +298,8 @@ func (c *Config) BuildJob(workerID string, lease *api.Lease, requests corev1.Res
 			},
 		},
 	}
+	applyProfile(&job.Spec.Template.Spec, c.Profiles[op.Profile], op.Overrides)
+	return job
 }
 
 // OwnedBy returns the owner reference that makes a Secret garbage-collected with its Job. It is not a

@@ -174,6 +174,7 @@ func runAgent(c *cli.Context) error {
 		register = func(ctx context.Context) (api.RegisterResponse, error) {
 			return dc.Register(ctx, api.RegisterRequest{
 				Name: cfg.WorkerName, Pools: cfg.Pools, Version: cfg.Version, Capabilities: cfg.Capabilities, Capacity: cfg.Concurrency,
+				Profiles: cfg.ProfileNames(), AllowOverrides: cfg.AllowOverrides,
 			})
 		}
 	}

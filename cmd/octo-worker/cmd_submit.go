@@ -42,6 +42,9 @@ func submitCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Usage: "time limit (default: the worker's)"},
 			&cli.StringSliceFlag{Name: "capability", Usage: "required worker capability (repeatable)"},
 			&cli.StringSliceFlag{Name: "package", Usage: "package to unpack into the working directory before the script runs, NAME@sha256:HEX or NAME@VERSION (repeatable; see `package push`)"},
+			&cli.StringFlag{Name: "profile", Usage: "pod profile of the worker's scriptPods.profiles, e.g. gpu"},
+			&cli.StringSliceFlag{Name: "node-selector", Usage: "node label KEY=VALUE, where the worker's scriptPods.allowOverrides allows it (repeatable)"},
+			&cli.StringSliceFlag{Name: "toleration", Usage: "toleration KEY=VALUE:EFFECT, or KEY:EFFECT for any value, where allowed (repeatable)"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "print the log as it arrives and exit with the operation's exit code"},
 		},
 		Action: runSubmit,
@@ -93,6 +96,12 @@ func flagError(err error) string {
 		flag = "--capability"
 	case strings.HasPrefix(ve.Field, "packages"):
 		flag = "--package"
+	case ve.Field == "profile":
+		flag = "--profile"
+	case strings.HasPrefix(ve.Field, "overrides.node_selector"):
+		flag = "--node-selector"
+	case strings.HasPrefix(ve.Field, "overrides.tolerations"):
+		flag = "--toleration"
 	default:
 		flag = ve.Field
 	}
@@ -101,7 +110,12 @@ func flagError(err error) string {
 
 func specFromFlags(c *cli.Context) (api.OperationSpec, error) {
 	spec := api.OperationSpec{Name: c.String("name"), Pool: c.String("pool"), Syntax: c.String("syntax"), Image: c.String("image"),
-		Capabilities: c.StringSlice("capability"), Packages: c.StringSlice("package")}
+		Capabilities: c.StringSlice("capability"), Packages: c.StringSlice("package"), Profile: c.String("profile")}
+	o, err := overridesFromFlags(c.StringSlice("node-selector"), c.StringSlice("toleration"))
+	if err != nil {
+		return spec, err
+	}
+	spec.Overrides = o
 	switch script, file := c.String("script"), c.String("file"); {
 	case script != "" && file != "":
 		return spec, cli.Exit("give --script or --file, not both", 2)
@@ -329,4 +343,30 @@ func followDeployment(c *cli.Context, cl *client.Client, d api.Deployment) error
 		return nil
 	}
 	return cli.Exit(esc(fmt.Sprintf("deployment %s %s", d.ID, final.State)), exitCodeOf(failed))
+}
+
+// overridesFromFlags reads --node-selector KEY=VALUE and --toleration KEY[=VALUE][:EFFECT] (no value:
+// operator Exists); nil when there are none.
+func overridesFromFlags(selectors, tolerations []string) (*api.PodOverrides, error) {
+	if len(selectors)+len(tolerations) == 0 {
+		return nil, nil
+	}
+	o := &api.PodOverrides{NodeSelector: map[string]string{}}
+	for _, s := range selectors {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, cli.Exit(fmt.Sprintf("--node-selector %q: write KEY=VALUE", s), 2)
+		}
+		o.NodeSelector[k] = v
+	}
+	for _, s := range tolerations {
+		rest, effect, _ := strings.Cut(s, ":")
+		k, v, eq := strings.Cut(rest, "=")
+		t := api.Toleration{Key: k, Operator: "Exists", Effect: effect}
+		if eq {
+			t.Operator, t.Value = "Equal", v
+		}
+		o.Tolerations = append(o.Tolerations, t)
+	}
+	return o, nil
 }

@@ -103,6 +103,10 @@ type OperationSpec struct {
 	// Packages are references (NAME@sha256:HEX or NAME@VERSION) to packages the server holds; the script pod
 	// unpacks them into its work directory before the script runs. The server refuses one it does not hold.
 	Packages []string `json:"packages,omitempty"`
+	// Profile names the pod profile the step runs with (a worker of the pool must offer it); empty: the
+	// worker's default pod settings. Overrides change the pod beyond it, where the worker allows it.
+	Profile   string        `json:"profile,omitempty"`
+	Overrides *PodOverrides `json:"overrides,omitempty"`
 }
 
 // Operation is an operation as the server holds it.
@@ -324,6 +328,9 @@ type Worker struct {
 	// DrainRequested is set by an admin (POST /api/v1/workers/{id}/drain); Draining is what the worker reports.
 	DrainRequested bool      `json:"drain_requested,omitempty"`
 	RegisteredAt   time.Time `json:"registered_at"`
+	// Profiles are the pod profiles the worker offers; AllowOverrides what a step may override.
+	Profiles       []string        `json:"profiles,omitempty"`
+	AllowOverrides *OverridePolicy `json:"allow_overrides,omitempty"`
 }
 
 // ---- worker requests ----
@@ -335,6 +342,9 @@ type RegisterRequest struct {
 	Version      string   `json:"version"`
 	Capabilities []string `json:"capabilities"`
 	Capacity     int      `json:"capacity"`
+	// Profiles and AllowOverrides: see Worker.
+	Profiles       []string        `json:"profiles,omitempty"`
+	AllowOverrides *OverridePolicy `json:"allow_overrides,omitempty"`
 }
 
 // RegisterResponse carries the worker's identity. WorkerToken authenticates every later worker call.
@@ -465,6 +475,10 @@ type HeartbeatRequest struct {
 	Running      []string `json:"running"` // operation ids the worker is running
 	Health       Health   `json:"health"`
 	Draining     bool     `json:"draining"`
+	// Profiles and AllowOverrides replace the registered ones (see Worker); absent (null), they are kept (the
+	// self-update Job heartbeats without them). The agent always sends both.
+	Profiles       []string        `json:"profiles"`
+	AllowOverrides *OverridePolicy `json:"allow_overrides"`
 }
 
 // HeartbeatResponse tells the worker what the server wants.

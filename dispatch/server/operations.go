@@ -12,7 +12,6 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/mask"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/validate"
-	"github.com/octo-worker/octo-worker/dispatch/wake"
 )
 
 // checkCapabilities refuses a step needing a capability that no registered worker of its pool has. A pool
@@ -63,6 +62,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, _ caller) error 
 	if err := s.checkCapabilities(ctx, "", &spec); err != nil {
 		return err
 	}
+	if err := s.checkProfile(ctx, "", &spec); err != nil {
+		return err
+	}
 	pkgs, err := s.resolvePackages(ctx, "", &spec)
 	if err != nil {
 		return err
@@ -82,7 +84,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, _ caller) error 
 // inserted already leased to that worker and handed to its poll: one transaction and no second wake-up on
 // the way from submit to lease. Otherwise it is queued and a waiter (if any) is woken to claim it.
 func (s *Server) enqueue(ctx context.Context, op store.NewOperation) (api.Operation, error) {
-	if waiter := s.queue.Reserve(op.Spec.Pool, op.Spec.Capabilities); waiter != nil {
+	if waiter := s.queue.ReserveFor(ticket(op.ID, op.Spec)); waiter != nil {
 		l, err := s.st.CreateLeasedOperation(ctx, op, s.stamped(waiter.Data))
 		if err != nil {
 			waiter.Release()
@@ -102,7 +104,7 @@ func (s *Server) enqueue(ctx context.Context, op store.NewOperation) (api.Operat
 	if err != nil {
 		return created, err
 	}
-	s.queue.Notify(wake.Ticket{ID: created.ID, Pool: created.Pool, Capabilities: created.Capabilities})
+	s.queue.Notify(ticket(created.ID, created.OperationSpec))
 	return created, nil
 }
 
@@ -202,6 +204,9 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, _ caller) error 
 		if err := s.checkCapabilities(ctx, prefix, &step); err != nil {
 			return err
 		}
+		if err := s.checkProfile(ctx, prefix, &step); err != nil {
+			return err
+		}
 		pkgs, err := s.resolvePackages(ctx, prefix, &step)
 		if err != nil {
 			return err
@@ -213,7 +218,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, _ caller) error 
 		return err
 	}
 	first := dep.Operations[0]
-	s.queue.Notify(wake.Ticket{ID: first.ID, Pool: first.Pool, Capabilities: first.Capabilities})
+	s.queue.Notify(ticket(first.ID, first.OperationSpec))
 	writeJSON(w, http.StatusCreated, dep)
 	return nil
 }

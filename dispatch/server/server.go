@@ -230,7 +230,7 @@ func (s *Server) sweep(ctx context.Context) {
 // apply wakes whoever waits on what a state change did.
 func (s *Server) apply(ch store.Changes) {
 	for _, r := range ch.Ready {
-		s.queue.Notify(wake.Ticket{ID: r.ID, Pool: r.Pool, Capabilities: r.Capabilities})
+		s.queue.Notify(wake.Ticket{ID: r.ID, Pool: r.Pool, Capabilities: r.Capabilities, Profile: r.Profile})
 	}
 	for _, id := range ch.Ended {
 		s.forgetMasker(id)

@@ -35,7 +35,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, c caller) erro
 	now := time.Now().UTC()
 	secret := newToken(prefixWorker)
 	wk := store.Worker{Worker: api.Worker{ID: newID("wkr-"), Name: req.Name, Pools: pools, Version: req.Version,
-		Capabilities: req.Capabilities, Capacity: req.Capacity, Healthy: true, RegisteredAt: now, LastHeartbeat: now},
+		Capabilities: req.Capabilities, Capacity: req.Capacity, Healthy: true, RegisteredAt: now, LastHeartbeat: now,
+		Profiles: req.Profiles, AllowOverrides: req.AllowOverrides},
 		TokenHash: hashToken(secret), TokenID: c.token.ID}
 	if wk.Capabilities == nil {
 		wk.Capabilities = []string{}
@@ -82,11 +83,13 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 	// and a claim carry the same ones.
 	podToken, podHash, sealingKey := newPodCredentials()
 	params := store.ClaimParams{WorkerID: wk.ID, Pools: wk.Pools, Capabilities: wk.Capabilities, RequestID: req.RequestID,
-		LeaseID: newID("lease-"), PodTokenHash: podHash, SealingKey: sealingKey, LogLimit: cmp.Or(req.LogLimit, api.DefaultLogLimit)}
+		LeaseID: newID("lease-"), PodTokenHash: podHash, SealingKey: sealingKey, LogLimit: cmp.Or(req.LogLimit, api.DefaultLogLimit),
+		Profiles: wk.Profiles}
 	// The waiter offers the same claim for a direct hand-off (see enqueue): one lease, whichever path grants it.
 	var waiter *wake.Waiter[store.ClaimParams, *api.Lease]
 	if req.WaitSeconds > 0 {
-		waiter = s.queue.Wait(params.Pools, params.Capabilities, params, ctx.Done())
+		waiter = s.queue.WaitFor(store.Offer{Pools: params.Pools, Capabilities: params.Capabilities, Profiles: params.Profiles},
+			params, ctx.Done())
 	}
 	l, err := s.waitForLease(ctx, waiter, params, deadline.C)
 	if removedWhileWaiting(ctx) {

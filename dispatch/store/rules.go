@@ -188,3 +188,12 @@ func WorkerState(w api.Worker, now time.Time, interval time.Duration, desiredVer
 		return api.WorkerHealthy
 	}
 }
+
+// Offer is what a worker offers, for matching an operation to it: its pools, capabilities and pod profiles.
+type Offer struct{ Pools, Capabilities, Profiles []string }
+
+// Takes says whether a worker offering o can take an operation of pool needing caps and naming profile (""
+// for none). A claim keeps the same rule in its statement.
+func (o Offer) Takes(pool string, caps []string, profile string) bool {
+	return Matches(o.Pools, o.Capabilities, pool, caps) && (profile == "" || contains(o.Profiles, profile))
+}

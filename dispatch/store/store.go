@@ -47,6 +47,9 @@
 //     claimed by that worker only, before the other operations of its pools and whatever its health; it still
 //     needs a free slot and a worker not asked to drain. Removing the worker cancels its targeted operations
 //     still queued.
+//   - Pod profiles: an operation that names a profile (OperationSpec.Profile) is claimed only by a worker that
+//     offers it (ClaimParams.Profiles), in the statement that leases, like capabilities (Offer.Takes). Workers
+//     store the profiles and override allow-list of their registration, replaced by a heartbeat that has them.
 //   - Retention (DeleteFinished) deletes history that ended before a cutoff, and nothing else: an operation
 //     outside a deployment once it ended before the cutoff, with its logs; a deployment once every one of its
 //     steps ended, the last before the cutoff, with all its steps and their logs (a deployment is never shown
@@ -206,6 +209,7 @@ type Ready struct {
 	ID           string
 	Pool         string
 	Capabilities []string
+	Profile      string
 }
 
 // Changes says what a state change did beyond its own operation.
@@ -221,6 +225,9 @@ type ClaimParams struct {
 	WorkerID     string
 	Pools        []string
 	Capabilities []string
+	// Profiles are the pod profiles the worker offers: an operation naming a profile goes only to a worker
+	// offering it.
+	Profiles []string
 	// RequestID, when set, makes the claim idempotent: a live lease already granted to this worker for the
 	// same request id is returned instead of a new one.
 	RequestID string

@@ -60,6 +60,14 @@ func OperationSpec(prefix string, s *api.OperationSpec, poolOptional bool) error
 	if err := Capabilities(join(prefix, "capabilities"), s.Capabilities); err != nil {
 		return err
 	}
+	if s.Profile != "" {
+		if err := ProfileName(join(prefix, "profile"), s.Profile); err != nil {
+			return err
+		}
+	}
+	if err := Overrides(join(prefix, "overrides"), s.Overrides); err != nil {
+		return err
+	}
 	if err := packageRefs(join(prefix, "packages"), s.Packages); err != nil {
 		return err
 	}

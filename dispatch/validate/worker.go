@@ -26,6 +26,12 @@ func Register(r *api.RegisterRequest) error {
 	if err := Capabilities("capabilities", r.Capabilities); err != nil {
 		return err
 	}
+	if err := profiles("profiles", r.Profiles); err != nil {
+		return err
+	}
+	if err := Policy("allow_overrides", r.AllowOverrides); err != nil {
+		return err
+	}
 	if r.Capacity < 1 || r.Capacity > MaxCapacity {
 		return fail("capacity", "%d is out of range: the operations the worker runs at once, 1..%d", r.Capacity, MaxCapacity)
 	}
@@ -170,6 +176,12 @@ func Heartbeat(r *api.HeartbeatRequest) error {
 		return fail("capacity", "%d is out of range: 0..%d", r.Capacity, MaxCapacity)
 	}
 	if err := Capabilities("capabilities", r.Capabilities); err != nil {
+		return err
+	}
+	if err := profiles("profiles", r.Profiles); err != nil {
+		return err
+	}
+	if err := Policy("allow_overrides", r.AllowOverrides); err != nil {
 		return err
 	}
 	if len(r.Running) > MaxRunning {

@@ -17,6 +17,7 @@ type Ticket struct {
 	ID           string
 	Pool         string
 	Capabilities []string
+	Profile      string // the pod profile it names ("" for none)
 }
 
 // Queue hands each announced operation to one waiting long-poller that can take it (its pools include the
@@ -37,8 +38,7 @@ type Queue[D, V any] struct {
 // Waiter is one registered long-poller.
 type Waiter[D, V any] struct {
 	q     *Queue[D, V]
-	pools []string
-	caps  []string
+	offer store.Offer
 	c     chan struct{}
 	// Data is what the waiter's owner attached at Wait (the server: who waits, for a hand-off).
 	Data D
@@ -61,7 +61,13 @@ func NewQueue[D, V any]() *Queue[D, V] { return &Queue[D, V]{} }
 // attempt, so nothing announced between that attempt and the wait is missed; call Done when leaving. data
 // is kept in Waiter.Data; done (the request's context) closes when the waiter can no longer take a hand-off.
 func (q *Queue[D, V]) Wait(pools, caps []string, data D, done <-chan struct{}) *Waiter[D, V] {
-	w := &Waiter[D, V]{q: q, pools: slices.Clone(pools), caps: slices.Clone(caps), c: make(chan struct{}, 1), Data: data, done: done}
+	return q.WaitFor(store.Offer{Pools: pools, Capabilities: caps}, data, done)
+}
+
+// WaitFor is Wait for a worker that offers o (pools, capabilities, pod profiles).
+func (q *Queue[D, V]) WaitFor(o store.Offer, data D, done <-chan struct{}) *Waiter[D, V] {
+	o = store.Offer{Pools: slices.Clone(o.Pools), Capabilities: slices.Clone(o.Capabilities), Profiles: slices.Clone(o.Profiles)}
+	w := &Waiter[D, V]{q: q, offer: o, c: make(chan struct{}, 1), Data: data, done: done}
 	q.mu.Lock()
 	q.waiters = append(q.waiters, w)
 	q.mu.Unlock()
@@ -70,7 +76,7 @@ func (q *Queue[D, V]) Wait(pools, caps []string, data D, done <-chan struct{}) *
 
 // takes says whether the waiter can take t's operation, by the rule a claim follows too.
 func (w *Waiter[D, V]) takes(t Ticket) bool {
-	return store.Matches(w.pools, w.caps, t.Pool, t.Capabilities)
+	return w.offer.Takes(t.Pool, t.Capabilities, t.Profile)
 }
 
 // C receives when a ticket was handed to this waiter.
@@ -156,7 +162,11 @@ func (w *Waiter[D, V]) Busy() (v V, ok bool) {
 // pending, request still open) out of the queue, for a direct hand-off: the caller leases the operation to
 // it and then must call Deliver, or Release if that failed. It returns nil when no waiter fits.
 func (q *Queue[D, V]) Reserve(pool string, caps []string) *Waiter[D, V] {
-	t := Ticket{Pool: pool, Capabilities: caps}
+	return q.ReserveFor(Ticket{Pool: pool, Capabilities: caps})
+}
+
+// ReserveFor is Reserve for the operation t announces (its pool, capabilities and profile).
+func (q *Queue[D, V]) ReserveFor(t Ticket) *Waiter[D, V] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, w := range q.waiters {

@@ -51,7 +51,10 @@ type agentOptions struct {
 
 const pool = "e2e"
 
-func setup(t testing.TB, o agentOptions) *env {
+func setup(t testing.TB, o agentOptions) *env { return setupWith(t, o, true) }
+
+// setupWith is setup; when ready is false it does not wait for the agent to be ready.
+func setupWith(t testing.TB, o agentOptions, ready bool) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), agentOpts: o, adminToken: fmt.Sprintf("admin-token-%d", time.Now().UnixNano())}
 	e.ns = kube.Namespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
@@ -72,6 +75,10 @@ func setup(t testing.TB, o agentOptions) *env {
 	}
 	e.regToken = tok.Token
 	e.healthPort = proc.FreePort(t)
+	if !ready {
+		e.launchAgent()
+		return e
+	}
 	e.startAgent()
 	return e
 }

@@ -70,11 +70,19 @@ func TestRenderedChartServerSideDryRun(t *testing.T) {
 				t.Errorf("the worker pod is not admitted under Pod Security restricted: %v", err)
 			}
 			// The script pod, as the jobrunner builds it from these values.
-			job := scriptJob(t, ns, v)
+			job := scriptJob(t, ns, v, "")
 			script := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "script", Namespace: ns}, Spec: job.Spec.Template.Spec}
 			script.Spec.ServiceAccountName = "default"
 			if _, err := kube.Client.CoreV1().Pods(ns).Create(ctx, script, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 				t.Errorf("the script pod is not admitted under Pod Security restricted: %v", err)
+			}
+			for _, profile := range v.ScriptPods.ProfileNames() { // and the pod of each profile
+				job := scriptJob(t, ns, v, profile)
+				script := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "script", Namespace: ns}, Spec: job.Spec.Template.Spec}
+				script.Spec.ServiceAccountName = "default"
+				if _, err := kube.Client.CoreV1().Pods(ns).Create(ctx, script, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+					t.Errorf("the pod of profile %s is not admitted under Pod Security restricted: %v", profile, err)
+				}
 			}
 		})
 	}
@@ -96,13 +104,17 @@ func TestRestrictedNamespaceRefusesRootPod(t *testing.T) {
 }
 
 // scriptJob builds an operation's Job with the jobrunner, configured from the chart's values the way the
-// agent is.
-func scriptJob(t *testing.T, ns string, v chartgen.Values) *batchv1.Job {
+// agent is, for a step naming profile ("" for none).
+func scriptJob(t *testing.T, ns string, v chartgen.Values, profile string) *batchv1.Job {
 	t.Helper()
 	cfg, err := jobrunner.ConfigFrom(v, jobrunner.Env{Namespace: ns, Release: "ow", Version: versionA})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lease := &api.Lease{LeaseID: "l1", Operation: api.Operation{ID: "op-1", OperationSpec: api.OperationSpec{Pool: "default", Script: "echo hi"}}}
-	return cfg.BuildJob("worker-1", lease, cfg.Requests)
+	lease := &api.Lease{LeaseID: "l1", Operation: api.Operation{ID: "op-1", OperationSpec: api.OperationSpec{Pool: "default", Script: "echo hi", Profile: profile}}}
+	requests, _, err := cfg.RequestsFor(&lease.Operation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.BuildJob("worker-1", lease, requests)
 }

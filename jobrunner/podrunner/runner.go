@@ -23,6 +23,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
+	"github.com/octo-worker/octo-worker/jobrunner/podrunner/layout"
 )
 
 // Spec is what the worker hands the runner through the operation's Secret (as JSON). The sealing key travels
@@ -48,13 +49,13 @@ type Spec struct {
 // The script pod's layout: the agent builds the pod with it (jobrunner) and the runner reads it (`octo-worker
 // runner run`'s defaults).
 const (
-	BinDir        = "/octo/bin"       // emptyDir: the init container installs the octo-worker binary here
-	OperationDir  = "/octo/operation" // the operation's Secret, mounted read-only
-	WorkDir       = "/octo/work"      // emptyDir: the script's working directory and HOME
-	SpoolDir      = "/octo/spool"     // emptyDir beside WorkDir, where the runner finds it: records kept for the server
-	SpecKey       = "operation.json"  // the Secret's key (and file in OperationDir) holding the Spec
-	SealingKeyKey = "sealing-key"     // the Secret's key (and file) holding the per-operation sealing key
-	PodTokenKey   = "pod-token"       // the Secret's key (and file) holding the pod token, when the lease had one
+	BinDir        = layout.Root + "/bin"       // emptyDir: the init container installs the octo-worker binary here
+	OperationDir  = layout.Root + "/operation" // the operation's Secret, mounted read-only
+	WorkDir       = layout.Root + "/work"      // emptyDir: the script's working directory and HOME
+	SpoolDir      = layout.Root + "/spool"     // emptyDir beside WorkDir, where the runner finds it: records kept for the server
+	SpecKey       = "operation.json"           // the Secret's key (and file in OperationDir) holding the Spec
+	SealingKeyKey = "sealing-key"              // the Secret's key (and file) holding the per-operation sealing key
+	PodTokenKey   = "pod-token"                // the Secret's key (and file) holding the pod token, when the lease had one
 )
 
 const (

@@ -14,7 +14,8 @@ import (
 )
 
 // claimPick selects the oldest claimable operation of the worker's pools (@pools, a JSON array) whose
-// required capabilities are all among the worker's (@caps): store.Matches, in SQL. Per pool it walks the
+// required capabilities are all among the worker's (@caps) and whose profile the worker offers (@profiles):
+// store.Offer.Takes, in SQL. Per pool it walks the
 // queue index in order and stops at the first operation the worker can take, so a claim costs the same with
 // 10 or 100,000 operations queued. INDEXED BY makes SQLite fail the statement rather than fall back to a scan
 // if the index ever stops fitting it. Operations targeted at a worker are not in that index: targetPick finds
@@ -26,6 +27,7 @@ const (
 			WHERE o.pool = p.value AND o.state = 'queued' AND o.ready = 1 AND o.target_worker IS NULL
 			AND (o.capabilities IS NULL OR NOT EXISTS (
 				SELECT 1 FROM json_each(o.capabilities) r WHERE r.value NOT IN (SELECT value FROM json_each(@caps))))
+			AND (o.profile IS NULL OR o.profile IN (SELECT value FROM json_each(@profiles)))
 			ORDER BY o.seq LIMIT 1) AS first
 		FROM json_each(@pools) p)`
 	targetPick = `SELECT t.seq FROM operations t INDEXED BY operations_targeted
@@ -65,6 +67,9 @@ const claimableSQL = `SELECT (` + claimPick + `) IS NOT NULL OR EXISTS (` + targ
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, error) {
 	pools, _ := json.Marshal(nonNil(p.Pools))
 	caps, _ := json.Marshal(nonNil(p.Capabilities))
+	profiles, _ := json.Marshal(nonNil(p.Profiles))
+	match := []any{sql.Named("pools", string(pools)), sql.Named("caps", string(caps)),
+		sql.Named("profiles", string(profiles))}
 	var reqID sql.NullString
 	if p.RequestID != "" {
 		reqID = sql.NullString{String: p.RequestID, Valid: true}
@@ -72,8 +77,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	// A reader sees every commit made before it starts, so "nothing" here is as good as the write's answer
 	// would have been at this moment; the caller waits for a wake-up after it.
 	var claimable bool
-	if err := s.rRow(ctx, claimableSQL, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)),
-		sql.Named("worker", p.WorkerID), sql.Named("request", reqID)).Scan(&claimable); err != nil {
+	if err := s.rRow(ctx, claimableSQL, append(match, sql.Named("worker", p.WorkerID), sql.Named("request", reqID))...).Scan(&claimable); err != nil {
 		return nil, fmt.Errorf("leasing for worker %s: looking for work: %w", p.WorkerID, err)
 	}
 	if !claimable {
@@ -100,7 +104,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 			}
 		}
 		var err error
-		lease, err = s.leaseRow(ctx, tx, claimSQL, p, sql.Named("pools", string(pools)), sql.Named("caps", string(caps)))
+		lease, err = s.leaseRow(ctx, tx, claimSQL, p, match...)
 		if err != nil {
 			return fmt.Errorf("claiming: %w", err)
 		}

@@ -50,8 +50,8 @@ func (s *Store) advance(ctx context.Context, tx *sql.Tx, o opRow, now time.Time,
 		var r store.Ready
 		var caps sql.NullString
 		err := s.txRow(ctx, tx, `UPDATE operations SET ready = 1, message = ''
-			WHERE deployment_id = ? AND step = ? AND state = 'queued' RETURNING id, pool, capabilities`,
-			o.DeploymentID, o.Step+1).Scan(&r.ID, &r.Pool, &caps)
+			WHERE deployment_id = ? AND step = ? AND state = 'queued' RETURNING id, pool, capabilities, COALESCE(profile, '')`,
+			o.DeploymentID, o.Step+1).Scan(&r.ID, &r.Pool, &caps, &r.Profile)
 		switch {
 		case err == nil:
 			if caps.Valid {

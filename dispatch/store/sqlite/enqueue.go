@@ -14,9 +14,9 @@ import (
 // newCols are the columns of a new operation and newVals their values (the named args newOpArgs returns).
 const (
 	newCols = `id, deployment_id, step, name, pool, syntax, image, requests, timeout_seconds, capabilities, body,
-	secrets, ready, message, created_at, target_worker`
+	secrets, ready, message, created_at, target_worker, profile, overrides`
 	newVals = `@id, @dep, @step, @name, @pool, @syntax, @image, @requests, @timeout, @caps, @body, @secrets, @ready,
-	@message, @created, @target`
+	@message, @created, @target, @profile, @overrides`
 )
 
 // insertQueuedSQL enqueues an operation; insertLeasedSQL inserts it already leased, with the lease columns a
@@ -89,6 +89,11 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 		b, _ := json.Marshal(spec.Capabilities)
 		capsJSON = sql.NullString{String: string(b), Valid: true}
 	}
+	var overridesJSON sql.NullString
+	if !spec.Overrides.Empty() {
+		b, _ := json.Marshal(spec.Overrides)
+		overridesJSON = sql.NullString{String: string(b), Valid: true}
+	}
 	var dep sql.NullString
 	if depID != "" {
 		dep = sql.NullString{String: depID, Valid: true}
@@ -98,7 +103,9 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 		sql.Named("requests", requestsJSON), sql.Named("timeout", spec.TimeoutSeconds), sql.Named("caps", capsJSON),
 		sql.Named("body", string(bodyJSON)), sql.Named("secrets", secretsJSON), sql.Named("ready", boolInt(ready)),
 		sql.Named("message", message), sql.Named("created", nanos(op.CreatedAt)),
-		sql.Named("target", sql.NullString{String: op.TargetWorker, Valid: op.TargetWorker != ""})}, body.Variables, nil
+		sql.Named("target", sql.NullString{String: op.TargetWorker, Valid: op.TargetWorker != ""}),
+		sql.Named("profile", sql.NullString{String: spec.Profile, Valid: spec.Profile != ""}),
+		sql.Named("overrides", overridesJSON)}, body.Variables, nil
 }
 
 // CreateOperation enqueues one operation.

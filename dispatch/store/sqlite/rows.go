@@ -33,18 +33,18 @@ type opRow struct {
 
 const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, image, requests, timeout_seconds,
 	capabilities, state, exit_code, message, COALESCE(worker_id, ''), cancel_requested, COALESCE(lease_id, ''),
-	lease_expires_at, last_seq, created_at, started_at, finished_at, usage`
+	lease_expires_at, last_seq, created_at, started_at, finished_at, usage, COALESCE(profile, ''), overrides`
 
 // scanOp reads opCols, followed by body and secrets when full is set.
 func scanOp(row scanner, full bool) (opRow, error) {
 	var o opRow
-	var requests, caps, body, secrets, usage sql.NullString
+	var requests, caps, body, secrets, usage, overrides sql.NullString
 	var exit, expires, started, finished sql.NullInt64
 	var cancel int
 	var created int64
 	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &requests,
 		&o.TimeoutSeconds, &caps, &o.State, &exit, &o.Message, &o.WorkerID, &cancel, &o.leaseID, &expires, &o.lastSeq,
-		&created, &started, &finished, &usage}
+		&created, &started, &finished, &usage, &o.Profile, &overrides}
 	if full {
 		dest = append(dest, &body, &secrets)
 	}
@@ -60,6 +60,12 @@ func scanOp(row scanner, full bool) (opRow, error) {
 	if caps.Valid {
 		if err := json.Unmarshal([]byte(caps.String), &o.Capabilities); err != nil {
 			return o, fmt.Errorf("decoding capabilities of %s: %w", o.ID, err)
+		}
+	}
+	if overrides.Valid {
+		o.Overrides = new(api.PodOverrides)
+		if err := json.Unmarshal([]byte(overrides.String), o.Overrides); err != nil {
+			return o, fmt.Errorf("decoding overrides of %s: %w", o.ID, err)
 		}
 	}
 	if exit.Valid {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
@@ -17,12 +18,14 @@ import (
 func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
 	pools, _ := json.Marshal(nonNil(w.Pools))
 	caps, _ := json.Marshal(nonNil(w.Capabilities))
+	profiles, policy := offerCols(w.Profiles, w.AllowOverrides)
 	_, err := s.wExec(ctx, `INSERT INTO workers (id, name, token_hash, token_id, pools, capabilities, version,
-		capacity, running, healthy, health_message, draining, drain_requested, registered_at, last_heartbeat)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		capacity, running, healthy, health_message, draining, drain_requested, registered_at, last_heartbeat,
+		profiles, allow_overrides)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		w.ID, w.Name, w.TokenHash, w.TokenID, string(pools), string(caps), w.Version, w.Capacity, w.Running,
 		boolInt(w.Healthy), w.HealthMessage, boolInt(w.Draining), boolInt(w.DrainRequested),
-		nanos(w.RegisteredAt), nanos(w.LastHeartbeat))
+		nanos(w.RegisteredAt), nanos(w.LastHeartbeat), profiles, policy)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("creating worker %s: %w", w.ID, store.ErrExists)
 	}
@@ -33,18 +36,31 @@ func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
 }
 
 const workerCols = `id, name, token_hash, token_id, pools, capabilities, version, capacity, running, healthy,
-	health_message, draining, drain_requested, registered_at, last_heartbeat, checks, last_check`
+	health_message, draining, drain_requested, registered_at, last_heartbeat, checks, last_check, profiles,
+	allow_overrides`
 
 func scanWorker(row scanner) (store.Worker, error) {
 	var w store.Worker
 	var pools, caps string
 	var healthy, draining, drainReq int
 	var registered, heartbeat int64
-	var checks sql.NullString
+	var checks, profiles, policy sql.NullString
 	var lastCheck sql.NullInt64
 	if err := row.Scan(&w.ID, &w.Name, &w.TokenHash, &w.TokenID, &pools, &caps, &w.Version, &w.Capacity, &w.Running,
-		&healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat, &checks, &lastCheck); err != nil {
+		&healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat, &checks, &lastCheck, &profiles,
+		&policy); err != nil {
 		return w, err
+	}
+	if profiles.Valid {
+		if err := json.Unmarshal([]byte(profiles.String), &w.Profiles); err != nil {
+			return w, fmt.Errorf("decoding worker profiles: %w", err)
+		}
+	}
+	if policy.Valid {
+		w.AllowOverrides = new(api.OverridePolicy)
+		if err := json.Unmarshal([]byte(policy.String), w.AllowOverrides); err != nil {
+			return w, fmt.Errorf("decoding worker override allow-list: %w", err)
+		}
 	}
 	if checks.Valid {
 		if err := json.Unmarshal([]byte(checks.String), &w.Checks); err != nil {
@@ -188,6 +204,10 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.HeartbeatReply, error) {
 	var reply store.HeartbeatReply
 	caps, _ := json.Marshal(nonNil(h.Capabilities))
+	profiles, policy := offerCols(h.Profiles, h.AllowOverrides)
+	if h.Profiles != nil && !profiles.Valid {
+		profiles = sql.NullString{String: "[]", Valid: true} // none, not "keep"
+	}
 	now := nanos(h.Now)
 	var checks sql.NullString
 	if len(h.Health.Checks) > 0 {
@@ -201,10 +221,11 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var drain int
 		err := s.txRow(ctx, tx, `UPDATE workers SET version = ?, capacity = ?, capabilities = ?, running = ?,
-			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ?, checks = ?, last_check = ?
+			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ?, checks = ?, last_check = ?,
+			profiles = COALESCE(?, profiles), allow_overrides = COALESCE(?, allow_overrides)
 			WHERE id = ? RETURNING drain_requested`,
 			h.Version, h.Capacity, string(caps), len(h.Running), boolInt(h.Health.OK), h.Health.Message,
-			boolInt(h.Draining), now, checks, lastCheck, h.WorkerID).Scan(&drain)
+			boolInt(h.Draining), now, checks, lastCheck, profiles, policy, h.WorkerID).Scan(&drain)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("worker %s: %w", h.WorkerID, store.ErrNotFound)
 		}
@@ -219,4 +240,17 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 		return reply, fmt.Errorf("recording heartbeat of worker %s: %w", h.WorkerID, err)
 	}
 	return reply, nil
+}
+
+// offerCols are the profiles and allow_overrides columns of a worker: NULL for none.
+func offerCols(profiles []string, p *api.OverridePolicy) (names, policy sql.NullString) {
+	if len(profiles) > 0 {
+		b, _ := json.Marshal(profiles)
+		names = sql.NullString{String: string(b), Valid: true}
+	}
+	if p != nil {
+		b, _ := json.Marshal(p)
+		policy = sql.NullString{String: string(b), Valid: true}
+	}
+	return names, policy
 }

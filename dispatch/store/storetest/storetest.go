@@ -13,10 +13,10 @@ type Open func(t *testing.T) store.Store
 
 // Run runs the whole suite. Each case gets its own store and runs in parallel. The cases live beside the
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
-// claim.go (enqueue and claim), health.go (who may take work: capacity, drain, health, targeted operations),
-// leases.go (what a lease allows, finish, cancel, expiry, reads), pod.go (the pod's token), logs.go,
-// loglimit.go, stats.go (QueueStats), deployments.go, settings.go, retention.go, usage.go and packages.go;
-// bundle.go holds the helpers they share.
+// claim.go (enqueue and claim), profiles.go (pod profiles: what workers offer, who may claim), health.go (who
+// may take work: capacity, drain, health, targeted operations), leases.go (what a lease allows, finish, cancel,
+// expiry, reads), pod.go (the pod's token), logs.go, loglimit.go, stats.go (QueueStats), deployments.go,
+// settings.go, retention.go, usage.go and packages.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
 		name string
@@ -30,6 +30,8 @@ func Run(t *testing.T, open Open) {
 		{"RemovedWorkerLeasesNothing", testRemovedWorkerLeasesNothing},
 		{"ClaimOrderAndPools", testClaimOrderAndPools},
 		{"ClaimCapabilities", testClaimCapabilities},
+		{"ProfilesStored", testProfilesStored},
+		{"ClaimProfiles", testClaimProfiles},
 		{"ClaimRequestIDReplay", testClaimRequestID},
 		{"ClaimExactlyOnceConcurrently", testClaimConcurrent},
 		{"CreateLeasedOperation", testCreateLeased},
