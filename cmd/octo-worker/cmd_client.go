@@ -297,9 +297,18 @@ func showOperation(w io.Writer, op api.Operation) {
 	if len(op.Capabilities) > 0 {
 		row("Capabilities", strings.Join(op.Capabilities, ","))
 	}
+	if op.Profile != "" {
+		row("Profile", op.Profile)
+	}
+	for _, p := range op.Packages {
+		row("Package", p)
+	}
 	row("Created", when(op.CreatedAt))
 	row("Started", whenPtr(op.StartedAt))
 	row("Finished", whenPtr(op.FinishedAt))
+	if u := op.Usage; u != nil {
+		row("Usage", fmt.Sprintf("peak memory %s, %.2f CPU seconds (%s)", bytesText(float64(u.PeakMemoryBytes)), u.CPUSeconds, u.Source))
+	}
 	for _, v := range op.Variables {
 		row("Variable", v.Name+"="+v.Value)
 	}

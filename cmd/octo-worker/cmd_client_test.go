@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
 )
 
 // A command on one object wants exactly one argument, and says so before it looks for a token or a server.
@@ -31,5 +33,19 @@ func TestOneArgumentRequired(t *testing.T) {
 				t.Fatalf("error %v (exit code %d), want %q with exit code 2", err, exitCode(err), tt.want)
 			}
 		})
+	}
+}
+
+// ops show names the step's profile, its packages and what its script used, the escape applied to each.
+func TestShowOperationDetails(t *testing.T) {
+	var b strings.Builder
+	showOperation(&b, api.Operation{ID: "op-1", OperationSpec: api.OperationSpec{Pool: "web", Profile: "gpu",
+		Packages: []string{"chart@1.4.0", "evil\x1b[2J@1"}},
+		Usage: &api.Usage{PeakMemoryBytes: 300 << 20, CPUSeconds: 1.5, Source: api.UsageCgroup}})
+	for _, want := range []string{"Profile:\tgpu\n", "Package:\tchart@1.4.0\n", `Package:` + "\tevil\\x1b[2J@1\n",
+		"Usage:\tpeak memory 300Mi, 1.50 CPU seconds (cgroup)\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("ops show printed:\n%s\nwant it to contain %q", b.String(), want)
+		}
 	}
 }
