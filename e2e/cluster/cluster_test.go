@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/octo-worker/octo-worker/e2e/cluster"
 	"github.com/octo-worker/octo-worker/e2e/kubelet"
@@ -377,24 +378,34 @@ func TestJobTTLAfterFinished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sawComplete bool
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		j, err := kube.Client.BatchV1().Jobs(ns).Get(ctx, "ttl", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		for _, c := range j.Status.Conditions {
-			if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
-				sawComplete = true
-			}
-		}
-		return false, nil
-	})
+	// Watch from the creation, not poll: every change of the Job arrives in order, so its Complete status is
+	// seen even when the TTL controller deletes it sooner after than a poll under load comes round.
+	w, err := kube.Client.BatchV1().Jobs(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=ttl",
+		ResourceVersion: created.ResourceVersion})
 	if err != nil {
-		t.Fatalf("waiting for the job to be deleted after it finished: %v", err)
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var sawComplete, deleted bool
+	for !deleted {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for the job to be deleted after it finished: %v", ctx.Err())
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("the watch of the job ended before the job was deleted")
+			}
+			j, isJob := ev.Object.(*batchv1.Job)
+			if !isJob {
+				t.Fatalf("watch event %s: %+v", ev.Type, ev.Object)
+			}
+			for _, c := range j.Status.Conditions {
+				if c.Type == batchv1.JobComplete && c.Status == corev1.ConditionTrue {
+					sawComplete = true
+				}
+			}
+			deleted = ev.Type == watch.Deleted
+		}
 	}
 	if !sawComplete {
 		t.Errorf("the job was deleted without being seen Complete")
