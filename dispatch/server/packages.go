@@ -55,11 +55,7 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, _ caller) e
 }
 
 func (s *Server) uploadStatus(w http.ResponseWriter, r *http.Request, _ caller) error {
-	files, err := s.files()
-	if err != nil {
-		return err
-	}
-	sha, err := shaParam(r)
+	files, sha, err := s.uploadOf(r)
 	if err != nil {
 		return err
 	}
@@ -72,11 +68,7 @@ func (s *Server) uploadStatus(w http.ResponseWriter, r *http.Request, _ caller) 
 }
 
 func (s *Server) appendUpload(w http.ResponseWriter, r *http.Request, _ caller) error {
-	files, err := s.files()
-	if err != nil {
-		return err
-	}
-	sha, err := shaParam(r)
+	files, sha, err := s.uploadOf(r)
 	if err != nil {
 		return err
 	}
@@ -113,6 +105,16 @@ func uploadErr(err error) error {
 		return errf(http.StatusNotFound, "", "", "%s", err.Error())
 	}
 	return err
+}
+
+// uploadOf is the package store and the upload a route's {sha256} names.
+func (s *Server) uploadOf(r *http.Request) (*pkgfiles.Dir, string, error) {
+	files, err := s.files()
+	if err != nil {
+		return nil, "", err
+	}
+	sha, err := shaParam(r)
+	return files, sha, err
 }
 
 func shaParam(r *http.Request) (string, error) {
