@@ -3,10 +3,13 @@
 // runs with exactly the driver's settings. It is internal: the settings are no part of any package's API.
 package sqlitedsn
 
+// BusyTimeout is how long, in milliseconds, a connection waits for a lock that another one holds.
+const BusyTimeout = "10000"
+
 // Pragmas are applied to every connection: WAL so readers never block the writer, synchronous=NORMAL (in WAL
 // mode a commit survives a process crash; a power loss may lose the last commits but never corrupts the file),
 // a busy timeout for the rare cross-process lock, and foreign keys on.
-const pragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+const pragmas = "_pragma=busy_timeout(" + BusyTimeout + ")&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 	"&_pragma=foreign_keys(1)&_pragma=temp_store(MEMORY)"
 
 // The writer's own settings. First auto_vacuum=INCREMENTAL, so freed pages can be given back to the file
@@ -26,4 +29,11 @@ func DSN(path string, writer bool) string {
 		return path + "?" + writerFirst + pragmas + writerLast
 	}
 	return path + "?" + pragmas + "&_pragma=query_only(1)"
+}
+
+// Backup returns the data source name a backup reads path with, beside a server that may be using it: the busy
+// timeout only. It changes nothing in the file (no journal mode or auto-vacuum), and it is not query_only,
+// which refuses VACUUM INTO although that writes only the copy.
+func Backup(path string) string {
+	return path + "?_pragma=busy_timeout(" + BusyTimeout + ")"
 }

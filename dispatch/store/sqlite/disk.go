@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
 )
 
 // What the store keeps off the disk, and how:
@@ -31,6 +33,17 @@ import (
 // truncateDelay is how long after a commit that erased sensitive values the WAL is truncated.
 const truncateDelay = 200 * time.Millisecond
 
+// A truncation waits at most truncateWait (milliseconds) for readers to leave the WAL, and one that readers
+// kept from completing is tried again after a delay that doubles from truncateDelay up to truncateRetryMax.
+// The writer waits with it, so the wait is short: a reader of the server is done within it, but a backup
+// holds one read transaction for as long as it copies (see Backup), and waiting for it held up every write
+// for the whole busy timeout, again and again. Values erased while a backup copies leave the WAL within
+// truncateRetryMax after it ends.
+const (
+	truncateWait     = "100"
+	truncateRetryMax = time.Second
+)
+
 // truncateSoon makes the writer truncate the WAL truncateDelay after the current group commits. Writes call
 // it when they erase sensitive values (an operation ended) or delete history; it runs on the writer goroutine.
 func (s *Store) truncateSoon() { s.erased = true }
@@ -40,8 +53,15 @@ func (s *Store) truncateSoon() { s.erased = true }
 // logged, not retried (the next end of an operation tries again). It must not run inside a transaction (the
 // writer calls it between groups).
 func (s *Store) truncateWAL() bool {
+	ctx := context.Background()
 	var busy, frames, copied int
-	err := s.w.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
+	_, err := s.w.ExecContext(ctx, `PRAGMA busy_timeout = `+truncateWait)
+	if err == nil {
+		err = s.w.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &copied)
+		if _, rerr := s.w.ExecContext(ctx, `PRAGMA busy_timeout = `+sqlitedsn.BusyTimeout); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restoring the busy timeout: %w", rerr))
+		}
+	}
 	if err != nil {
 		s.log.WithError(err).Error("truncating the WAL (erased sensitive values may stay in it until the next truncation)")
 	}

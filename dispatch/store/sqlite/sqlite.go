@@ -173,18 +173,22 @@ const maxGroup = 128
 
 // writer runs the writes until stop is closed, and truncates the WAL truncateDelay after a commit that erased
 // sensitive values (once for every such commit in that time; a truncation that readers kept from completing is
-// tried again as late), and once more before it returns if one is due.
+// tried again later, see truncateRetryMax), and once more before it returns if one is due.
 func (s *Store) writer(stop <-chan struct{}) {
 	defer close(s.stopped)
 	var due <-chan time.Time // set while a truncation is due
+	retry := truncateDelay   // the delay before the next attempt of a truncation that did not complete
 	for {
 		var first writeReq
 		select {
 		case first = <-s.writes:
 		case <-due:
 			due = nil
-			if !s.truncateWAL() {
-				due = time.After(truncateDelay)
+			if s.truncateWAL() {
+				retry = truncateDelay
+			} else {
+				retry = min(2*retry, truncateRetryMax)
+				due = time.After(retry)
 			}
 			continue
 		case <-stop:
