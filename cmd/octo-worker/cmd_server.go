@@ -35,6 +35,7 @@ func serverCommand() *cli.Command {
 			"all of them, free space included, within a second of its operation's end.\n\n" +
 			"Packages (`octo-worker package push`) are kept as files named by their sha256 in --packages-dir; retention\n" +
 			"deletes those created longer ago than --retention that no operation references.",
+		Subcommands: []*cli.Command{serverBackupCommand()},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"OCTO_LISTEN"}, Usage: "address to listen on"},
 			&cli.StringFlag{Name: "db", Value: "octo-worker.db", EnvVars: []string{"OCTO_DB"}, Usage: "SQLite database file (created if missing, mode 0600)"},

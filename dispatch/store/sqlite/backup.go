@@ -1,0 +1,121 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
+)
+
+// Backup copies the database at from, which servers may be using meanwhile, into the new file to. The copy is
+// the database as one read transaction sees it (VACUUM INTO): a consistent snapshot, taken beside a live
+// server, whose writer it does not block (WAL mode).
+//
+// The copy holds the sensitive values of queued operations, so it is created readable by its owner only
+// (0600). It is never written over an existing file: an existing to is an error wrapping fs.ErrExist. A
+// missing or empty from is an error wrapping fs.ErrNotExist (and from is not created). The copy is written to
+// a hidden temporary file beside to, synced, and only then linked to its name, so a file named to is always
+// a whole copy. It is an ordinary database that Open opens directly: compact (no free pages, so nothing an
+// erased value left behind), with the same incremental auto-vacuum, in rollback-journal mode until Open sets
+// WAL.
+//
+// Why VACUUM INTO rather than SQLite's online backup API (which modernc.org/sqlite exposes only on its
+// driver connection): it is one SQL statement through database/sql, it copies only live rows into fresh
+// pages, and it holds one read transaction for the whole copy, as the backup API does when it copies in one
+// step (copied in several steps, it restarts whenever a server writes). Its cost is CPU: it rebuilds every
+// table and index instead of copying pages.
+func Backup(ctx context.Context, from, to string) error {
+	if strings.ContainsAny(from, "?#") {
+		return fmt.Errorf("database path %q contains '?' or '#'; rename the file", from)
+	}
+	info, err := os.Stat(from)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return kindError{fmt.Sprintf("no database at %s", from), fs.ErrNotExist}
+	case err != nil:
+		return fmt.Errorf("reading the database %s: %w", from, err)
+	case !info.Mode().IsRegular() || info.Size() == 0:
+		return kindError{fmt.Sprintf("no database at %s (it is empty or not a regular file)", from), fs.ErrNotExist}
+	}
+	exists := func() error {
+		return kindError{fmt.Sprintf("%s already exists, and a backup never overwrites a file", to), fs.ErrExist}
+	}
+	if _, err := os.Lstat(to); err == nil {
+		return exists()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("checking %s: %w", to, err)
+	}
+	abs, err := filepath.Abs(to) // an absolute name is never read as a "file:" URI
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", to, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".partial-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("creating the copy beside %s: %w", to, err)
+	}
+	partial := tmp.Name()
+	defer os.Remove(partial)
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("creating the copy %s: %w", partial, err)
+	}
+	if err := vacuumInto(ctx, from, partial); err != nil {
+		return err
+	}
+	if err := syncPath(partial); err != nil {
+		return fmt.Errorf("syncing the copy %s: %w", partial, err)
+	}
+	if err := os.Link(partial, abs); err != nil { // unlike a rename, never replaces a file created meanwhile
+		if errors.Is(err, fs.ErrExist) {
+			return exists()
+		}
+		return fmt.Errorf("naming the copy %s: %w", to, err)
+	}
+	if err := syncPath(filepath.Dir(abs)); err != nil {
+		return fmt.Errorf("syncing the directory of %s: %w", to, err)
+	}
+	return nil
+}
+
+// vacuumInto writes the database at from into the empty file to.
+func vacuumInto(ctx context.Context, from, to string) error {
+	db, err := sql.Open("sqlite", sqlitedsn.Backup(from))
+	if err != nil {
+		return fmt.Errorf("opening the database %s: %w", from, err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
+		return fmt.Errorf("reading the database %s: %w", from, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s is not an octo-worker database (it has no schema_migrations table)", from)
+	}
+	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, to); err != nil {
+		return fmt.Errorf("copying the database %s: %w", from, err)
+	}
+	return nil
+}
+
+// kindError is a message that errors.Is matches to kind (fs.ErrExist, fs.ErrNotExist) without repeating it.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e kindError) Error() string { return e.msg }
+func (e kindError) Unwrap() error { return e.kind }
+
+// syncPath flushes the file or directory at path to stable storage.
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(f.Sync(), f.Close())
+}
