@@ -27,6 +27,7 @@ clis:
 ## test: unit and integration tests that need no cluster, with the race detector
 test:
 	@command -v chromium >/dev/null || [ -n "$$OCTO_CHROMIUM" ] || echo "WARNING: no chromium: the portal's browser test skips (apt-get install -y chromium); with CI set it fails"
+	@[ -n "$$OCTO_TEST_POSTGRES$$OCTO_PG_BIN" ] || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || echo "WARNING: no PostgreSQL binaries: the PostgreSQL driver's tests skip (apt-get install -y postgresql); with CI set they fail"
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 ## e2e: end-to-end tests against the local control plane (builds what is missing first)
