@@ -36,8 +36,8 @@ const truncateDelay = 200 * time.Millisecond
 // A truncation waits at most truncateWait (milliseconds) for readers to leave the WAL, and one that readers
 // kept from completing is tried again after a delay that doubles from truncateDelay up to truncateRetryMax.
 // The writer waits with it, so the wait is short: a reader of the server is done within it, but a backup
-// holds one read transaction for as long as it copies (see Backup), and waiting for it held up every write
-// for the whole busy timeout, again and again. Values erased while a backup copies leave the WAL within
+// holds one read transaction for as long as it copies (see Backup), and waiting the busy timeout for it
+// would hold up every write, again and again. Values erased while a backup copies leave the WAL within
 // truncateRetryMax after it ends.
 const (
 	truncateWait     = "100"
