@@ -51,7 +51,7 @@ func TestBackupOfALiveServerRestores(t *testing.T) {
 		}
 	}
 	_, idle := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "idle", Pools: []string{"idle"}, Version: "test", Capacity: 1})
-	history, _ := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "history", Pools: []string{"history"}, Version: "test", Capacity: 1})
+	historian, _ := dispatchtest.Register(t, admin, api.RegisterRequest{Name: "history", Pools: []string{"history"}, Version: "test", Capacity: 1})
 	pkgPath := filepath.Join(t.TempDir(), "tools.tar.gz")
 	if err := os.WriteFile(pkgPath, []byte("package content"), 0o600); err != nil {
 		t.Fatal(err)
@@ -72,13 +72,12 @@ func TestBackupOfALiveServerRestores(t *testing.T) {
 	const historyOps, historyBatches, historyLine = 6, 10, 1000
 	var ended []string
 	for range historyOps {
-		ended = append(ended, runOperation(t, ctx, admin, history, "history", historyBatches, historyLine, nil, nil))
+		ended = append(ended, runOperation(t, ctx, admin, historian, "history", historyBatches, historyLine, nil, nil))
 	}
 
-	// A long read (a log follower, a page of the portal) keeps the server from checkpointing past its
-	// snapshot: what is committed after it stays in the WAL, where a copy of the database file alone would
-	// miss it. Hold one until the backup has run, so that what the load writes before the backup is
-	// certainly in the WAL only.
+	// A reader on an old snapshot (another backup, say) keeps the server from checkpointing past it: what is
+	// committed after it stays in the WAL, where a copy of the database file alone would miss it. Hold one
+	// until the backup has run, so that what the load writes before the backup is certainly in the WAL only.
 	reader, err := sql.Open("sqlite", live.DB)
 	if err != nil {
 		t.Fatal(err)
@@ -120,8 +119,8 @@ func TestBackupOfALiveServerRestores(t *testing.T) {
 	}
 	defer func() { stopLoad(); wg.Wait() }()
 
-	// Back up once every writer has ended operations; again (into a new file) until a write was acknowledged
-	// while the backup ran.
+	// Back up once the load has ended two operations per writer; again (into a new file) until a write was
+	// acknowledged while the backup ran.
 	load.await(t, func(ops []loadOp) bool { return len(ops) >= 2*writers })
 	dir := t.TempDir()
 	var bak string
