@@ -228,7 +228,11 @@ func TestBackupOfALiveServerRestores(t *testing.T) {
 
 	// The restored server works: the idle worker, with the token it had, leases a queued operation and gets
 	// its sensitive value.
-	l, err := restored.WithToken(idle.WorkerToken).Lease(ctx, 0)
+	w := restored.WithToken(idle.WorkerToken)
+	if _, err := w.Heartbeat(ctx, api.HeartbeatRequest{Version: "test", Capacity: 1, Running: []string{}, Health: api.Health{OK: true}}); err != nil {
+		t.Fatalf("the idle worker's heartbeat on the restored server: %v; want its token kept", err)
+	}
+	l, err := w.Lease(ctx, 0)
 	if err != nil || l == nil {
 		t.Fatalf("the idle worker's lease on the restored server = %+v, %v; want one of %v", l, err, queued)
 	}
@@ -278,6 +282,11 @@ func runOperation(t *testing.T, ctx context.Context, admin, w *client.Client, po
 		return nil
 	}
 	op, err := admin.Submit(ctx, api.OperationSpec{Pool: pool, Script: "true"})
+	if err != nil {
+		return failed(err)
+	}
+	// A worker that has not heartbeated for three intervals (15 s) gets no lease; a slow run takes longer.
+	_, err = w.Heartbeat(ctx, api.HeartbeatRequest{Version: "test", Capacity: 1, Running: []string{}, Health: api.Health{OK: true}})
 	if err != nil {
 		return failed(err)
 	}
