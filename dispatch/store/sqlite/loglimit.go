@@ -35,47 +35,6 @@ func (s *Store) readLogCut(ctx context.Context, tx *sql.Tx, opSeq int64) (logCut
 	return c, nil
 }
 
-// pieceBytes is the most a chunk of an operation with the given limit holds, so that a cut drops little more
-// than it must: the stored log stays within the limit plus one piece. 0: no limit, chunks stay whole.
-func pieceBytes(limit int64) int64 {
-	return limit / 16
-}
-
-// splitChunks cuts the chunks larger than maxBytes (in the chunk encoding) into pieces at line boundaries,
-// recording each one's size; a line larger than maxBytes is a piece of its own. maxBytes 0 leaves them whole.
-func splitChunks(chunks []chunk, maxBytes int64) []chunk {
-	if maxBytes <= 0 {
-		return chunks
-	}
-	var out []chunk
-	for _, c := range chunks {
-		start := 0
-		var piece chunk
-		flush := func(end int) {
-			if end > start {
-				piece.lines = c.lines[start:end]
-				out = append(out, piece)
-			}
-			piece, start = chunk{}, end
-		}
-		for i, l := range c.lines {
-			n := store.LogLineBytes(l)
-			if piece.size > 0 && piece.size+n > maxBytes {
-				flush(i)
-			}
-			piece.size += n
-			if l.Seq > 0 {
-				if piece.run.first == 0 {
-					piece.run.first = l.Seq
-				}
-				piece.run.last = l.Seq
-			}
-		}
-		flush(len(c.lines))
-	}
-	return out
-}
-
 // cutLog keeps the operation's log within its limit after an append added added bytes and left the contiguous
 // end at last (see above). now is the marker line's time.
 func (s *Store) cutLog(ctx context.Context, tx *sql.Tx, opSeq int64, c logCut, added, last int64, now time.Time) error {
@@ -173,7 +132,7 @@ func (s *Store) dropMiddle(ctx context.Context, tx *sql.Tx, opSeq int64, c *logC
 			return fmt.Errorf("replacing the log's cut marker: %w", err)
 		}
 	}
-	marker := appendLine(nil, api.LogLine{Time: now, Stream: api.StreamSystem, Text: store.CutMarker(c.droppedLines, c.droppedBytes, c.limit)})
+	marker := store.AppendLogLine(nil, api.LogLine{Time: now, Stream: api.StreamSystem, Text: store.CutMarker(c.droppedLines, c.droppedBytes, c.limit)})
 	if _, err := s.txExec(ctx, tx, `INSERT INTO log_chunks (pos, op_seq, first_seq, last_seq, n, lines) VALUES (?, ?, ?, ?, 1, ?)`,
 		markerPos, opSeq, first, end, marker); err != nil {
 		return fmt.Errorf("writing the log's cut marker: %w", err)
