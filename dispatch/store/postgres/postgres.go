@@ -25,6 +25,8 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	log  *logrus.Entry
+	// scrub vacuums operations after ends erased sensitive values (erase.go).
+	scrub scrubber
 }
 
 var _ store.Store = (*Store)(nil)
@@ -70,6 +72,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 
 // Close closes the connection pool (after the connections in use are released).
 func (s *Store) Close() error {
+	s.closeScrubber()
 	s.pool.Close()
 	return nil
 }
