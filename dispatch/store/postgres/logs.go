@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -32,7 +31,8 @@ type logRow struct {
 }
 
 // lockLog locks the row of the operation ref names (FOR NO KEY UPDATE: held until the transaction ends) and
-// checks that ref names its live lease.
+// checks that ref names its live lease, like held (leases.go), reading only what an append needs: appends are
+// the busiest writes.
 func lockLog(ctx context.Context, tx pgx.Tx, ref store.LeaseRef) (logRow, error) {
 	var o logRow
 	var h store.Held
@@ -43,11 +43,8 @@ func lockLog(ctx context.Context, tx pgx.Tx, ref store.LeaseRef) (logRow, error)
 		FROM operations WHERE id = $1 FOR NO KEY UPDATE`, ref.OperationID).
 		Scan(&o.seq, &h.State, &worker, &lease, &expires, &o.lastSeq,
 			&o.cut.limit, &o.cut.bytes, &o.cut.headSeq, &o.cut.droppedLines, &o.cut.droppedBytes)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return o, fmt.Errorf("operation %s: %w", ref.OperationID, store.ErrNotFound)
-	}
 	if err != nil {
-		return o, fmt.Errorf("reading operation %s: %w", ref.OperationID, err)
+		return o, readErr(err, "operation %s", ref.OperationID)
 	}
 	h.ID = ref.OperationID
 	if worker != nil {

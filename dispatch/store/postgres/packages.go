@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -57,11 +56,8 @@ func (s *Store) Package(ctx context.Context, ref api.PackageRef) (api.Package, e
 		q, arg = `SELECT `+packageCols+` FROM packages WHERE name = $1 AND sha256 = $2 ORDER BY created_at LIMIT 1`, ref.SHA256
 	}
 	p, err := scanPackage(s.pool.QueryRow(ctx, q, ref.Name, arg))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return p, fmt.Errorf("package %s: %w", ref, store.ErrNotFound)
-	}
 	if err != nil {
-		return p, fmt.Errorf("reading package %s: %w", ref, err)
+		return p, readErr(err, "package %s", ref)
 	}
 	return p, nil
 }

@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -18,11 +17,8 @@ func (s *Store) PodLease(ctx context.Context, tokenHash string) (store.PodLease,
 	err := s.pool.QueryRow(ctx, `SELECT id, lease_id, worker_id, lease_expires_at, sealing_key, last_seq, pod_eos_seq, pod_exit_code
 		FROM operations WHERE pod_token_hash = $1 AND state IN ('leased', 'running')`, tokenHash).
 		Scan(&pl.OperationID, &pl.LeaseID, &pl.WorkerID, &expires, &pl.SealingKey, &pl.LastSeq, &eosSeq, &exit)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return pl, fmt.Errorf("pod token: %w", store.ErrNotFound)
-	}
 	if err != nil {
-		return pl, fmt.Errorf("reading the lease of a pod token: %w", err)
+		return pl, readErr(err, "pod token")
 	}
 	if expires != nil {
 		pl.ExpiresAt = fromNanos(*expires)
@@ -59,11 +55,8 @@ func (s *Store) SetPodEnd(ctx context.Context, ref store.LeaseRef, end api.PodEn
 func (s *Store) PodEnd(ctx context.Context, id string) (*api.PodEnd, error) {
 	var seq, exit *int64
 	err := s.pool.QueryRow(ctx, `SELECT pod_eos_seq, pod_exit_code FROM operations WHERE id = $1`, id).Scan(&seq, &exit)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("operation %s: %w", id, store.ErrNotFound)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the pod's end of operation %s: %w", id, err)
+		return nil, readErr(err, "operation %s", id)
 	}
 	return podEnd(seq, exit), nil
 }
