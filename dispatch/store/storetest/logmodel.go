@@ -13,7 +13,9 @@ import (
 )
 
 // modelText is line seq's text: quotes, a backslash, a tab, a non-ASCII letter and a NUL byte.
-func modelText(seq int64) string { return fmt.Sprintf("line %d: \"quoted\" \\ tab\t né \x00 end", seq) }
+func modelText(seq int64) string {
+	return fmt.Sprintf("line %d: \"quoted\" \\ tab\t né \x00 end", seq)
+}
 
 // testAppendLogsModel sends random batches (repeats, lines out of order, holes filled later, worker
 // notes in between, lines repeated within a batch) to two interleaved operations and checks every reply and
