@@ -225,3 +225,46 @@ func internStream(s string) string {
 	}
 	return s
 }
+
+// RepeatedSeqs returns the lowest and highest seq of the batch's numbered lines that are stored already (at
+// or before the contiguous end last, or in one of the runs stored beyond it); 0, 0 when there are none, as
+// for lines that arrive in order. A driver reads the chunks holding lo..hi into a HeldLines.
+func RepeatedSeqs(lines []api.LogLine, last int64, stored []SeqRun) (lo, hi int64) {
+	for _, l := range lines {
+		if l.Seq > 0 && (l.Seq <= last || IsStored(stored, l.Seq)) {
+			if lo == 0 || l.Seq < lo {
+				lo = l.Seq
+			}
+			hi = max(hi, l.Seq)
+		}
+	}
+	return lo, hi
+}
+
+// HeldLines are stored numbered lines by seq, to compare a batch's repeats with.
+type HeldLines map[int64]api.LogLine
+
+// AddChunk decodes a stored chunk (n lines, the last at position pos) and keeps its lines with seqs in lo..hi.
+func (h HeldLines) AddChunk(data string, pos, n, lo, hi int64) error {
+	lines, err := DecodeChunk(nil, data, pos, n, 0, int(n))
+	if err != nil {
+		return err
+	}
+	for _, l := range lines {
+		if l.Seq >= lo && l.Seq <= hi {
+			h[l.Seq] = l
+		}
+	}
+	return nil
+}
+
+// Conflict refuses the batch with a *LogConflictError at its first numbered line that h holds with another
+// stream or text; nil when there is none.
+func (h HeldLines) Conflict(lines []api.LogLine) error {
+	for i, l := range lines {
+		if held, ok := h[l.Seq]; ok && l.Seq > 0 && (held.Stream != l.Stream || held.Text != l.Text) {
+			return &LogConflictError{Seq: l.Seq, Index: i}
+		}
+	}
+	return nil
+}

@@ -50,7 +50,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		extends, added := false, int64(0)
 		var kept int
 		var keptBytes int64
-		for _, c := range store.SplitChunks(store.CutChunks(lines, last, stored), store.PieceBytes(cut.limit)) {
+		for _, c := range store.SplitChunks(store.CutChunks(lines, last, stored), store.PieceBytes(cut.Limit)) {
 			if err := s.insertChunk(ctx, tx, o.seq, c); err != nil {
 				return fmt.Errorf("storing %d lines: %w", len(c.Lines), err)
 			}
@@ -123,15 +123,7 @@ func (s *Store) runsBeyond(ctx context.Context, tx *sql.Tx, opSeq, last, hi int6
 // the first whose stream or text differs. Lines that arrive in order are beyond everything stored: then it
 // reads nothing.
 func (s *Store) checkRepeats(ctx context.Context, tx *sql.Tx, opSeq int64, lines []api.LogLine, last int64, stored []store.SeqRun) error {
-	lo, hi := int64(0), int64(0)
-	for _, l := range lines {
-		if l.Seq > 0 && (l.Seq <= last || store.IsStored(stored, l.Seq)) {
-			if lo == 0 || l.Seq < lo {
-				lo = l.Seq
-			}
-			hi = max(hi, l.Seq)
-		}
-	}
+	lo, hi := store.RepeatedSeqs(lines, last, stored)
 	if lo == 0 {
 		return nil
 	}
@@ -143,32 +135,21 @@ func (s *Store) checkRepeats(ctx context.Context, tx *sql.Tx, opSeq int64, lines
 		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
 	}
 	defer rows.Close()
-	have := map[int64]api.LogLine{}
-	var held []api.LogLine
+	held := store.HeldLines{}
 	for rows.Next() {
 		var pos, n int64
 		var data []byte
 		if err := rows.Scan(&pos, &n, &data); err != nil {
 			return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
 		}
-		if held, err = store.DecodeChunk(held[:0], string(data), pos, n, 0, int(n)); err != nil {
+		if err := held.AddChunk(string(data), pos, n, lo, hi); err != nil {
 			return err
-		}
-		for _, l := range held {
-			if l.Seq >= lo && l.Seq <= hi {
-				have[l.Seq] = l
-			}
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
 	}
-	for i, l := range lines {
-		if h, ok := have[l.Seq]; ok && l.Seq > 0 && (h.Stream != l.Stream || h.Text != l.Text) {
-			return &store.LogConflictError{Seq: l.Seq, Index: i}
-		}
-	}
-	return nil
+	return held.Conflict(lines)
 }
 
 // insertChunk stores c after every position in use.
