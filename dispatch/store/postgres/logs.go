@@ -27,7 +27,7 @@ import (
 // logRow is what an append reads of its operation under the row lock.
 type logRow struct {
 	seq, lastSeq int64
-	cut          logCut
+	cut          store.LogCut
 }
 
 // lockLog locks the row of the operation ref names (FOR NO KEY UPDATE: held until the transaction ends) and
@@ -42,7 +42,7 @@ func lockLog(ctx context.Context, tx pgx.Tx, ref store.LeaseRef) (logRow, error)
 			log_limit, log_bytes, log_head_seq, log_dropped_lines, log_dropped_bytes
 		FROM operations WHERE id = $1 FOR NO KEY UPDATE`, ref.OperationID).
 		Scan(&o.seq, &h.State, &worker, &lease, &expires, &o.lastSeq,
-			&o.cut.limit, &o.cut.bytes, &o.cut.headSeq, &o.cut.droppedLines, &o.cut.droppedBytes)
+			&o.cut.Limit, &o.cut.Bytes, &o.cut.HeadSeq, &o.cut.DroppedLines, &o.cut.DroppedBytes)
 	if err != nil {
 		return o, readErr(err, "operation %s", ref.OperationID)
 	}
@@ -84,7 +84,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		if err := checkRepeats(ctx, tx, o.seq, lines, last, stored); err != nil {
 			return err
 		}
-		chunks := store.SplitChunks(store.CutChunks(lines, last, stored), store.PieceBytes(o.cut.limit))
+		chunks := store.SplitChunks(store.CutChunks(lines, last, stored), store.PieceBytes(o.cut.Limit))
 		var pos int64
 		if len(chunks) > 0 {
 			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM log_chunks WHERE op_seq = $1`, o.seq).Scan(&pos); err != nil {
@@ -156,54 +156,28 @@ func runsBeyond(ctx context.Context, tx pgx.Tx, opSeq, last, hi int64) ([]store.
 }
 
 // checkRepeats compares the lines of the batch whose seq is stored already with the stored ones, and refuses
-// the batch with a *store.LogConflictError at the first whose stream or text differs (see the SQLite
-// driver's checkRepeats).
+// the batch with a *store.LogConflictError at the first whose stream or text differs (store.HeldLines).
 func checkRepeats(ctx context.Context, tx pgx.Tx, opSeq int64, lines []api.LogLine, last int64, stored []store.SeqRun) error {
-	lo, hi := int64(0), int64(0)
-	for _, l := range lines {
-		if l.Seq > 0 && (l.Seq <= last || store.IsStored(stored, l.Seq)) {
-			if lo == 0 || l.Seq < lo {
-				lo = l.Seq
-			}
-			hi = max(hi, l.Seq)
-		}
-	}
+	lo, hi := store.RepeatedSeqs(lines, last, stored)
 	if lo == 0 {
 		return nil
 	}
+	// The runs holding lo..hi: from the one that holds lo (the last to start at or before it) to hi.
 	rows, err := tx.Query(ctx, `SELECT pos, n, lines FROM log_chunks WHERE op_seq = $1 AND first_seq > 0 AND first_seq <= $2
 		AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = $1 AND first_seq > 0 AND first_seq <= $3)
 		ORDER BY first_seq`, opSeq, hi, lo)
 	if err != nil {
 		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
 	}
-	defer rows.Close()
-	have := map[int64]api.LogLine{}
-	var held []api.LogLine
-	for rows.Next() {
-		var pos, n int64
-		var data []byte
-		if err := rows.Scan(&pos, &n, &data); err != nil {
-			return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
-		}
-		if held, err = store.DecodeChunk(held[:0], string(data), pos, n, 0, int(n)); err != nil {
-			return err
-		}
-		for _, l := range held {
-			if l.Seq >= lo && l.Seq <= hi {
-				have[l.Seq] = l
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
+	held := store.HeldLines{}
+	var pos, n int64
+	var data []byte
+	if _, err := pgx.ForEachRow(rows, []any{&pos, &n, &data}, func() error {
+		return held.AddChunk(string(data), pos, n, lo, hi)
+	}); err != nil {
 		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
 	}
-	for i, l := range lines {
-		if h, ok := have[l.Seq]; ok && l.Seq > 0 && (h.Stream != l.Stream || h.Text != l.Text) {
-			return &store.LogConflictError{Seq: l.Seq, Index: i}
-		}
-	}
-	return nil
+	return held.Conflict(lines)
 }
 
 // logPage is how many chunks one read of Logs fetches: pgx reads a result to its end, so a read stops at a
