@@ -49,6 +49,30 @@ func leasedRow(t *testing.T, s *Store, id, secrets string, limit int64) store.Le
 	return store.LeaseRef{OperationID: id, LeaseID: "lease-" + id, WorkerID: "w", Now: now}
 }
 
+// appendAtOnce starts appenders goroutines, appender g on servers[g%len(servers)], each appending
+// batch(g, b) for b in 0..batches-1 to ref's log; wait returns once all are done, with the first error.
+func appendAtOnce(servers []*Store, ref store.LeaseRef, appenders, batches int, batch func(g, b int) []api.LogLine) (wait func() error) {
+	var wg sync.WaitGroup
+	errs := make(chan error, appenders)
+	for g := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				if _, err := servers[g%len(servers)].AppendLogs(context.Background(), ref, batch(g, b)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	return func() error {
+		wg.Wait()
+		close(errs)
+		return <-errs
+	}
+}
+
 // TestConcurrentAppendsFollower: appenders on two servers write one operation's log at once (numbered lines
 // and worker notes) while a follower reads it with the cursor the server's follow uses; the follower must see
 // every line. With a global position (a sequence) given out without the operation's row lock, a follower
@@ -58,29 +82,17 @@ func TestConcurrentAppendsFollower(t *testing.T) {
 	servers := openServers(t, 2)
 	ref := leasedRow(t, servers[0], "op-follow", "", 0)
 	const appenders, batches, per = 4, 150, 3
-	var wg sync.WaitGroup
-	errs := make(chan error, appenders)
-	for g := range appenders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := servers[g%len(servers)]
-			for b := range batches {
-				var lines []api.LogLine
-				for i := range per {
-					seq := int64((b*appenders+g)*per + i + 1)
-					lines = append(lines, api.LogLine{Seq: seq, Time: time.Unix(0, seq), Stream: api.StreamStdout, Text: fmt.Sprintf("line %d", seq)})
-				}
-				lines = append(lines, api.LogLine{Time: time.Unix(0, 1), Stream: api.StreamSystem, Text: fmt.Sprintf("note %d/%d", g, b)})
-				if _, err := s.AppendLogs(context.Background(), ref, lines); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
+	wait := appendAtOnce(servers, ref, appenders, batches, func(g, b int) []api.LogLine {
+		var lines []api.LogLine
+		for i := range per {
+			seq := int64((b*appenders+g)*per + i + 1)
+			lines = append(lines, api.LogLine{Seq: seq, Time: time.Unix(0, seq), Stream: api.StreamStdout, Text: fmt.Sprintf("line %d", seq)})
+		}
+		return append(lines, api.LogLine{Time: time.Unix(0, 1), Stream: api.StreamSystem, Text: fmt.Sprintf("note %d/%d", g, b)})
+	})
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	var appendErr error
+	go func() { appendErr = wait(); close(done) }()
 	var seen []api.LogLine
 	var after int64
 	for finished := false; ; {
@@ -104,9 +116,8 @@ func TestConcurrentAppendsFollower(t *testing.T) {
 			break
 		}
 	}
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+	if appendErr != nil {
+		t.Fatal(appendErr)
 	}
 	all, err := servers[0].Logs(t.Context(), ref.OperationID, 0, 1<<20)
 	if err != nil {
@@ -146,29 +157,15 @@ func TestConcurrentAppendsLogLimit(t *testing.T) {
 	line := func(seq int64) api.LogLine {
 		return api.LogLine{Seq: seq, Time: time.Unix(0, seq), Stream: api.StreamStdout, Text: fmt.Sprintf("line %06d %s", seq, strings.Repeat("x", 60))}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, appenders)
-	for g := range appenders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s := servers[g%len(servers)]
-			for b := range batches {
-				first := int64((b*appenders+g)*per + 1)
-				var lines []api.LogLine
-				for seq := max(1, first-2); seq < first+per; seq++ { // two lines of another batch again
-					lines = append(lines, line(seq))
-				}
-				if _, err := s.AppendLogs(context.Background(), ref, lines); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	wait := appendAtOnce(servers, ref, appenders, batches, func(g, b int) []api.LogLine {
+		first := int64((b*appenders+g)*per + 1)
+		var lines []api.LogLine
+		for seq := max(1, first-2); seq < first+per; seq++ { // two lines of another batch again
+			lines = append(lines, line(seq))
+		}
+		return lines
+	})
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	const total = appenders * batches * per
