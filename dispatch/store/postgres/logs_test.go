@@ -19,7 +19,7 @@ func openServers(t *testing.T, n int) []*Store {
 	url := pgtest.URL(t)
 	var out []*Store
 	for range n {
-		s, err := Open(t.Context(), url)
+		s, err := Open(t.Context(), url, WithLogger(quietLogger()))
 		if err != nil {
 			t.Fatal(err)
 		}
