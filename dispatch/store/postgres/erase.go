@@ -84,6 +84,14 @@ func (s *Store) scrubSoon() {
 	}()
 }
 
+// scrubAfter calls scrubSoon when ended (the operations a committed change ended, whose sensitive values it
+// erased) is not empty. Every way an operation ends calls it after its commit.
+func (s *Store) scrubAfter(ended []string) {
+	if len(ended) > 0 {
+		s.scrubSoon()
+	}
+}
+
 // closeScrubber runs a scheduled vacuum at once and waits for it; later scrubSoon calls do nothing. Close
 // calls it before it closes the pool.
 func (s *Store) closeScrubber() {
