@@ -22,12 +22,11 @@ import (
 //   - Done, scrubDelay after commits that erased values (scrubAfter, called by every end; batched, replies do
 //     not wait): a VACUUM of operations. It removes the dead row versions that still held them (every log
 //     append and lease renewal of a live operation writes a new version of its row, each with the values),
-//     and their entries
-//     in operations_pod_token, so no tool that reads rows or index entries (dead ones included, e.g.
-//     pageinspect) finds them (TestEndsScrubSensitiveValues, one case per way of ending). One exception: on a
-//     large table VACUUM may skip index cleanup when few pages hold dead rows (PostgreSQL 14+), leaving a
-//     pod token hash (a SHA-256 of a token that no longer authenticates) in that index until a later vacuum.
-//     DeleteFinished vacuums the tables it deleted from.
+//     and their entries in operations_pod_token, so no tool that reads rows or index entries (dead ones
+//     included, e.g. pageinspect) finds them (TestEndsScrubSensitiveValues, one case per way of ending). One
+//     exception: on a large table VACUUM may skip index cleanup when few pages hold dead rows (PostgreSQL
+//     14+), leaving a pod token hash (a SHA-256 of a token that no longer authenticates) in that index until a
+//     later vacuum. DeleteFinished vacuums the tables it deleted from.
 //   - Not done, because PostgreSQL cannot: the bytes of removed versions stay in their page's free space until
 //     PostgreSQL writes new rows over them; the WAL holds the values written while the operation lived until
 //     its segment is recycled and overwritten (a checkpoint after the segment is full, then reuse), and WAL
