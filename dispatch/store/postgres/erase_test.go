@@ -34,7 +34,7 @@ func rowVersionsHolding(t *testing.T, s *Store, secret string) int {
 // WAL, erase.go says.)
 func TestScrubRemovesOldRowVersions(t *testing.T) {
 	t.Parallel()
-	s := openServers(t, 1)[0]
+	s := servers(t, 1, 0)[0]
 	const secret = "s3cret-value-0123456789"
 	ref := leasedRow(t, s, "op-secret", `{"TOKEN":"`+secret+`"}`, 0)
 	for seq := int64(1); seq <= 5; seq++ {
@@ -70,7 +70,6 @@ func TestEndsScrubSensitiveValues(t *testing.T) {
 	t.Parallel()
 	const secret, tokenHash = "hunter2-erase-me", "pod-token-hash-erase-me"
 	key := bytes.Repeat([]byte("sealing-key-"), 3)
-	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	spec := api.OperationSpec{Pool: "p", Script: "echo hi", Variables: []api.Variable{{Name: "PASSWORD", Value: secret, Sensitive: true}}}
 	// leased enqueues op-1, leases it with a pod token and a key, and appends lines (each a row version).
 	leased := func(t *testing.T, s *Store) store.LeaseRef {
@@ -127,14 +126,7 @@ func TestEndsScrubSensitiveValues(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := openServers(t, 1)[0]
-			if err := s.CreatePool(t.Context(), api.Pool{Name: "p", CreatedAt: now}); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.CreateWorker(t.Context(), store.Worker{Worker: api.Worker{ID: "w", Name: "w", Pools: []string{"p"}, Version: "1",
-				Capacity: 10, Healthy: true, RegisteredAt: now, LastHeartbeat: now}, TokenHash: []byte("hash-w"), TokenID: "t"}); err != nil {
-				t.Fatal(err)
-			}
+			s := servers(t, 1, 10, "w")[0]
 			done := make(chan struct{}, 2)
 			s.scrub.done = func() { done <- struct{}{} }
 			if err := tt.end(t, s); err != nil {

@@ -15,7 +15,7 @@ import (
 // and no log chunk behind.
 func TestDeleteFinishedGivesSpaceBack(t *testing.T) {
 	t.Parallel()
-	s := openServers(t, 1)[0]
+	s := servers(t, 1, 0)[0]
 	now := time.Now()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 100 {
@@ -57,7 +57,7 @@ func TestDeleteFinishedGivesSpaceBack(t *testing.T) {
 // batches; each operation is deleted, and counted, once.
 func TestDeleteFinishedOnSeveralServers(t *testing.T) {
 	t.Parallel()
-	servers := openServers(t, 3)
+	servers := servers(t, 3, 0)
 	now := time.Now()
 	const ops = 300
 	for i := range ops {
