@@ -19,6 +19,8 @@ import (
 // every server's) first locks the operation's row (lockLog); positions are read and given out after the lock,
 // and the lock is held until commit, so one operation's positions commit in the order they were given out.
 // Followers follow one operation, so that is the order they need. TestConcurrentAppendsFollower checks it.
+// The lock is what keeps the order (a sequence read under it would too); counting per operation gives a
+// chunk of n lines its positions pos-n+1 .. pos without reserving n values of a sequence.
 //
 // The read of the largest position must be a statement of its own, after the one that locks: in READ
 // COMMITTED a statement that waits for a row lock re-reads the locked row but keeps its snapshot for
