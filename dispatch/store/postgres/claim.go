@@ -56,10 +56,12 @@ var claimQueue = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (
 
 // claimableSQL answers, without a lock, whether a claim could find anything: an operation to pick or a
 // lease to replay (worker $1, request id $2, pools $3, capabilities $4, profiles $5). Most long-polls start
-// with nothing to claim; this keeps them off the worker's row lock.
+// with nothing to claim; this keeps them off the worker's row lock. Its ORDER BY, as the claim's, leads the
+// planner to the queue index (without it, it may scan the table from the oldest operation).
 var claimableSQL = `SELECT EXISTS (SELECT 1 FROM operations WHERE target_worker = $1 AND state = 'queued')
 	OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS pool (name), LATERAL (
-		SELECT 1 FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(4, 5) + ` LIMIT 1) p)
+		SELECT 1 FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(4, 5) + `
+		ORDER BY o.seq LIMIT 1) p)
 	OR EXISTS (SELECT 1 FROM operations WHERE worker_id = $1 AND lease_request_id = $2
 		AND state IN ('leased', 'running'))`
 
