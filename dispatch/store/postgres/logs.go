@@ -26,6 +26,39 @@ import (
 // COMMITTED a statement that waits for a row lock re-reads the locked row but keeps its snapshot for
 // everything else, so a subquery in the locking statement would not see the chunks the lock holder inserted.
 
+// The statements of the log paths, each searching an index of log_chunks (TestLogStatementsUseIndexes).
+const (
+	// storedBeyondSQL ($1 op_seq, $2 the contiguous end, $3 the batch's highest seq): the largest position
+	// the log holds, with the runs that start after the end and at or before $3 (one row with NULL runs when
+	// there are none).
+	storedBeyondSQL = `SELECT m.pos, r.first_seq, r.last_seq
+		FROM (SELECT COALESCE(MAX(pos), 0) AS pos FROM log_chunks WHERE op_seq = $1) m
+		LEFT JOIN LATERAL (SELECT first_seq, last_seq FROM log_chunks
+			WHERE op_seq = $1 AND first_seq > $2 AND first_seq <= $3 AND first_seq > 0) r ON TRUE
+		ORDER BY r.first_seq`
+	// repeatsSQL ($1 op_seq, $2 hi, $3 lo): the chunks holding seqs lo..hi, from the one that holds lo (the
+	// last to start at or before it) to hi.
+	repeatsSQL = `SELECT pos, n, lines FROM log_chunks WHERE op_seq = $1 AND first_seq > 0 AND first_seq <= $2
+		AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = $1 AND first_seq > 0 AND first_seq <= $3)
+		ORDER BY first_seq`
+	// endSQL ($1 op_seq, $2 the contiguous end before the append): the new contiguous end, walking over the
+	// runs that follow it, recorded when it moved, and whether runs lie beyond it.
+	// (The walk's step is a scalar subquery, so each step is one look-up in log_chunks_seq: as a join the
+	// planner may hash all of the operation's chunks at every step.)
+	endSQL = `WITH RECURSIVE w (last) AS (
+			SELECT $2::bigint
+			UNION ALL
+			SELECT next FROM (SELECT (SELECT c.last_seq FROM log_chunks c
+				WHERE c.op_seq = $1 AND c.first_seq = w.last + 1 AND c.first_seq > 0) AS next FROM w) step
+			WHERE next IS NOT NULL),
+		e AS (SELECT MAX(last) AS last FROM w),
+		u AS (UPDATE operations SET last_seq = e.last FROM e WHERE seq = $1 AND last_seq <> e.last)
+		SELECT e.last, EXISTS (SELECT 1 FROM log_chunks WHERE op_seq = $1 AND first_seq > e.last AND first_seq > 0) FROM e`
+	// logsSQL ($1 operation id, $2 after, $3 how many chunks): the chunks holding lines after position $2.
+	logsSQL = `SELECT pos, n, lines FROM log_chunks
+		WHERE op_seq = (SELECT seq FROM operations WHERE id = $1) AND pos > $2 ORDER BY pos LIMIT $3`
+)
+
 // logRow is what an append reads of its operation under the row lock.
 type logRow struct {
 	seq, lastSeq int64
@@ -100,13 +133,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		// The contiguous end walks over the runs that follow it, one index look-up per run, and is recorded
 		// when it moved. Whether runs lie beyond it does not depend on the cut after this: the cut drops only
 		// lines at or before the end.
-		batch.Queue(`WITH RECURSIVE w (last) AS (
-				SELECT $2::bigint
-				UNION ALL
-				SELECT c.last_seq FROM log_chunks c JOIN w ON c.op_seq = $1 AND c.first_seq = w.last + 1 AND c.first_seq > 0),
-			e AS (SELECT MAX(last) AS last FROM w),
-			u AS (UPDATE operations SET last_seq = e.last FROM e WHERE seq = $1 AND last_seq <> e.last)
-			SELECT e.last, EXISTS (SELECT 1 FROM log_chunks WHERE op_seq = $1 AND first_seq > e.last) FROM e`, o.seq, o.lastSeq)
+		batch.Queue(endSQL, o.seq, o.lastSeq)
 		results := tx.SendBatch(ctx, &batch)
 		for range batch.Len() - 1 {
 			if _, err := results.Exec(); err != nil {
@@ -133,11 +160,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 // holds that start after its contiguous end last and at or before hi, in order. It must run after lockLog,
 // as a statement of its own (see above).
 func storedBeyond(ctx context.Context, tx pgx.Tx, opSeq, last, hi int64) (int64, []store.SeqRun, error) {
-	rows, err := tx.Query(ctx, `SELECT m.pos, r.first_seq, r.last_seq
-		FROM (SELECT COALESCE(MAX(pos), 0) AS pos FROM log_chunks WHERE op_seq = $1) m
-		LEFT JOIN LATERAL (SELECT first_seq, last_seq FROM log_chunks
-			WHERE op_seq = $1 AND first_seq > $2 AND first_seq <= $3 AND first_seq > 0) r ON TRUE
-		ORDER BY r.first_seq`, opSeq, last, hi)
+	rows, err := tx.Query(ctx, storedBeyondSQL, opSeq, last, hi)
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading what the log holds beyond %d: %w", last, err)
 	}
@@ -163,9 +186,7 @@ func checkRepeats(ctx context.Context, tx pgx.Tx, opSeq int64, lines []api.LogLi
 		return nil
 	}
 	// The runs holding lo..hi: from the one that holds lo (the last to start at or before it) to hi.
-	rows, err := tx.Query(ctx, `SELECT pos, n, lines FROM log_chunks WHERE op_seq = $1 AND first_seq > 0 AND first_seq <= $2
-		AND first_seq >= (SELECT MAX(first_seq) FROM log_chunks WHERE op_seq = $1 AND first_seq > 0 AND first_seq <= $3)
-		ORDER BY first_seq`, opSeq, hi, lo)
+	rows, err := tx.Query(ctx, repeatsSQL, opSeq, hi, lo)
 	if err != nil {
 		return fmt.Errorf("reading the lines stored under seqs %d..%d: %w", lo, hi, err)
 	}
@@ -191,8 +212,7 @@ func (s *Store) Logs(ctx context.Context, id string, after int64, limit int) ([]
 	}
 	lines := []api.LogLine{}
 	for len(lines) < limit {
-		rows, err := s.pool.Query(ctx, `SELECT pos, n, lines FROM log_chunks
-			WHERE op_seq = (SELECT seq FROM operations WHERE id = $1) AND pos > $2 ORDER BY pos LIMIT $3`, id, after, logPage)
+		rows, err := s.pool.Query(ctx, logsSQL, id, after, logPage)
 		if err != nil {
 			return nil, fmt.Errorf("reading logs of operation %s: %w", id, err)
 		}
