@@ -300,3 +300,13 @@ func (b *Broadcast) Signal(key string) {
 		delete(b.m, key)
 	}
 }
+
+// SignalAll wakes every watcher of every key (signals may have been missed: each re-reads once).
+func (b *Broadcast) SignalAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for key, c := range b.m {
+		close(c)
+		delete(b.m, key)
+	}
+}
