@@ -28,6 +28,9 @@ const wakeChannel = "octo_worker_wake"
 // maxPayload bounds one notification's payload (PostgreSQL refuses 8000 bytes and more).
 const maxPayload = 7000
 
+// listenerName is the application_name of the listener's connection.
+const listenerName = "octo-worker wake listener"
+
 // reconnectDelay is how long the listener waits before it connects again after losing its connection.
 const reconnectDelay = time.Second
 
@@ -119,6 +122,7 @@ func (b *bus) payloads(sigs []wake.Signal) ([]string, error) {
 // hear(wake.All), since what was sent in between is lost.
 func (b *bus) Listen(ctx context.Context, hear func(wake.Signal)) error {
 	connCfg := b.pool.Config().ConnConfig.Copy()
+	connCfg.RuntimeParams["application_name"] = listenerName // so pg_stat_activity names it
 	l := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, connCfg) },
 		LogError: func(ctx context.Context, err error) {
