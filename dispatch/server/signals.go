@@ -29,8 +29,8 @@ type outbox struct {
 	mu   sync.Mutex
 	sigs []wake.Signal
 	seen map[sigKey]bool // the signals without a ticket waiting, sent once however often they come
-	all  bool                 // publish wake.All instead (too many signals waited, or a publish failed)
-	kick chan struct{}        // has a value when signals wait
+	all  bool            // publish wake.All instead (too many signals waited, or a publish failed)
+	kick chan struct{}   // has a value when signals wait
 }
 
 func newOutbox() *outbox {
