@@ -434,3 +434,126 @@ func TestReplicasShareWorkAndSurviveOne(t *testing.T) {
 		}
 	}
 }
+
+// pollOn starts a 30 s lease long-poll of w and waits until it sleeps on server b; the result arrives on the
+// returned channel.
+func pollOn(t *testing.T, b *bundle, w *client.Client) <-chan leaseResult {
+	t.Helper()
+	got := make(chan leaseResult, 1)
+	go func() {
+		l, err := w.Lease(t.Context(), 30*time.Second)
+		got <- leaseResult{l, err}
+	}()
+	b.waitAsleep("the worker to wait on B", func(n int) bool { return n == 1 })
+	return got
+}
+
+type leaseResult struct {
+	l   *api.Lease
+	err error
+}
+
+// TestReplicasWakeUps: what else a long-poll on server B waits for, done through server A, wakes it by the
+// signal (the slow re-check is an hour, the poll 30 s).
+func TestReplicasWakeUps(t *testing.T) {
+	t.Parallel()
+	url := pgURL(t)
+	a, _ := replica(t, url, testConfig())
+	b, _ := replica(t, url, testConfig())
+	a.pool("p")
+	t.Run("deployment's next step", func(t *testing.T) {
+		first, _ := a.worker("first", []string{"p"})
+		d, err := a.admin.Deploy(t.Context(), api.DeploymentSpec{Name: "d", Pool: "p",
+			Steps: []api.OperationSpec{{Script: "echo 1"}, {Script: "echo 2"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := a.lease(first)
+		token, _ := a.register("second", []string{"p"})
+		got := pollOn(t, b, b.client(token))
+		if _, err := first.Result(t.Context(), l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: intp(0)}); err != nil {
+			t.Fatal(err)
+		}
+		if r := await(t, "the lease", got); r.err != nil || r.l == nil || r.l.Operation.ID != d.Operations[1].ID {
+			t.Fatalf("the long-poll on B got %+v, %v; want step 2, %s", r.l, r.err, d.Operations[1].ID)
+		}
+	})
+	t.Run("slot freed", func(t *testing.T) {
+		tok, err := a.admin.CreateToken(t.Context(), []string{"p"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reg, err := a.client(tok.Token).Register(t.Context(), api.RegisterRequest{Name: "one-slot", Version: "1", Capacity: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		onA, onB := a.client(reg.WorkerToken), b.client(reg.WorkerToken)
+		a.submit(api.OperationSpec{Pool: "p"})
+		l := a.lease(onA)
+		next := a.submit(api.OperationSpec{Pool: "p"})
+		got := pollOn(t, b, onB) // full: it waits
+		if _, err := onA.Result(t.Context(), l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: intp(0)}); err != nil {
+			t.Fatal(err)
+		}
+		if r := await(t, "the lease", got); r.err != nil || r.l == nil || r.l.Operation.ID != next.ID {
+			t.Fatalf("the long-poll on B got %+v, %v; want %s once the slot freed on A", r.l, r.err, next.ID)
+		}
+	})
+	t.Run("worker removed", func(t *testing.T) {
+		token, id := a.register("removed", []string{"p"})
+		got := pollOn(t, b, b.client(token))
+		if _, err := a.admin.RemoveWorker(t.Context(), id); err != nil {
+			t.Fatal(err)
+		}
+		r := await(t, "the end of the poll", got)
+		var apiErr *client.Error
+		if !errors.As(r.err, &apiErr) || apiErr.Status != http.StatusUnauthorized {
+			t.Fatalf("the long-poll on B of a worker removed on A ended with %+v, %v; want 401 at once", r.l, r.err)
+		}
+	})
+}
+
+// BenchmarkReplicaHandOff: the time from a submit call until a worker long-polling for it has the lease, on
+// PostgreSQL: the worker waits on the server the submit goes to (a direct hand-off), or on another server
+// (the signal travels by NOTIFY, then that server claims). Run: go test -run XXX -bench ReplicaHandOff
+// ./dispatch/server/
+func BenchmarkReplicaHandOff(b *testing.B) {
+	url := pgURL(b)
+	a, _ := replica(b, url, benchConfig())
+	other, _ := replica(b, url, benchConfig())
+	a.pool("p")
+	for _, c := range []struct {
+		name string
+		on   *bundle
+	}{{"same-server", a}, {"cross-server", other}} {
+		b.Run(c.name, func(b *testing.B) {
+			token, _ := a.register("w-"+c.name, []string{"p"})
+			w := c.on.client(token)
+			lat := make([]time.Duration, 0, b.N)
+			for range b.N {
+				got := make(chan time.Time, 1)
+				leases := make(chan *api.Lease, 1)
+				go func() {
+					l, err := w.Lease(b.Context(), 30*time.Second)
+					if err != nil {
+						l = nil
+					}
+					got <- time.Now()
+					leases <- l
+				}()
+				c.on.waitAsleep("the worker to wait", func(n int) bool { return n > 0 })
+				start := time.Now()
+				a.submit(api.OperationSpec{Pool: "p"})
+				at, l := <-got, <-leases
+				if l == nil {
+					b.Fatal("the waiting worker got no lease")
+				}
+				lat = append(lat, at.Sub(start))
+				finishBench(b, a, w, l)
+			}
+			b.ReportMetric(float64(percentile(lat, 0.5).Microseconds()), "p50-us")
+			b.ReportMetric(float64(percentile(lat, 0.99).Microseconds()), "p99-us")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

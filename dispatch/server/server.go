@@ -36,7 +36,8 @@ type Config struct {
 	// ExpiryInterval is how often expired leases are swept (default LeaseTTL/8, between 100ms and 5s).
 	ExpiryInterval time.Duration
 	// PollInterval is how often a waiting long-poll or log follower re-checks the store even without a
-	// wake-up (default 5s). Within one process wake-ups are immediate; this covers other replicas.
+	// wake-up (default 5s). Wake-ups are immediate within one process and, through the store's wake.Bus,
+	// across servers on one database; this covers a wake-up lost on the way.
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
