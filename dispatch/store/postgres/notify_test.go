@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -29,7 +30,7 @@ func listen(t *testing.T, url string) (*Store, *listening) {
 		t.Fatal(err)
 	}
 	l := &listening{bus: s.Bus().(*bus), c: make(chan wake.Signal, 10000)}
-	l.bus.reconnect = 10 * 1e6 // 10ms: the reconnect test does not wait a second
+	l.bus.reconnect = 10 * time.Millisecond // the reconnect test does not wait a second
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.bus.Listen(ctx, func(sig wake.Signal) { l.c <- sig }) }()
@@ -52,8 +53,8 @@ func (l *listening) next(t *testing.T, what string, want wake.Signal) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("waiting for %s: heard (-want +got):\n%s", what, diff)
 		}
-	case <-t.Context().Done():
-		t.Fatalf("the test ended waiting for %s", what)
+	case <-time.After(time.Minute): // a guard against a hang, far beyond what any wait here takes
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 
