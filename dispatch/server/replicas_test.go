@@ -111,15 +111,17 @@ func replica(tb testing.TB, url string, cfg Config) (b *bundle, kill func()) {
 		})
 		return serveErr
 	}
+	var killed atomic.Bool
 	tb.Cleanup(func() {
-		if err := b.stop(); err != nil {
+		if err := b.stop(); err != nil && !killed.Load() {
 			tb.Errorf("Serve: %v", err)
 		}
 	})
 	b.admin = b.client(adminToken)
 	return b, func() {
+		killed.Store(true)
 		ln.kill()
-		_ = b.stop()
+		_ = b.stop() // Serve fails: its listener is gone
 	}
 }
 
@@ -460,16 +462,17 @@ func TestReplicasWakeUps(t *testing.T) {
 	url := pgURL(t)
 	a, _ := replica(t, url, testConfig())
 	b, _ := replica(t, url, testConfig())
-	a.pool("p")
+	// Each case has a pool of its own, so what one leaves queued is not the next one's.
 	t.Run("deployment's next step", func(t *testing.T) {
-		first, _ := a.worker("first", []string{"p"})
-		d, err := a.admin.Deploy(t.Context(), api.DeploymentSpec{Name: "d", Pool: "p",
+		a.pool("deploy")
+		first, _ := a.worker("first", []string{"deploy"})
+		d, err := a.admin.Deploy(t.Context(), api.DeploymentSpec{Name: "d", Pool: "deploy",
 			Steps: []api.OperationSpec{{Script: "echo 1"}, {Script: "echo 2"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		l := a.lease(first)
-		token, _ := a.register("second", []string{"p"})
+		token, _ := a.register("second", []string{"deploy"})
 		got := pollOn(t, b, b.client(token))
 		if _, err := first.Result(t.Context(), l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: intp(0)}); err != nil {
 			t.Fatal(err)
@@ -479,7 +482,8 @@ func TestReplicasWakeUps(t *testing.T) {
 		}
 	})
 	t.Run("slot freed", func(t *testing.T) {
-		tok, err := a.admin.CreateToken(t.Context(), []string{"p"}, 0)
+		a.pool("slot")
+		tok, err := a.admin.CreateToken(t.Context(), []string{"slot"}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,9 +492,9 @@ func TestReplicasWakeUps(t *testing.T) {
 			t.Fatal(err)
 		}
 		onA, onB := a.client(reg.WorkerToken), b.client(reg.WorkerToken)
-		a.submit(api.OperationSpec{Pool: "p"})
+		a.submit(api.OperationSpec{Pool: "slot"})
 		l := a.lease(onA)
-		next := a.submit(api.OperationSpec{Pool: "p"})
+		next := a.submit(api.OperationSpec{Pool: "slot"})
 		got := pollOn(t, b, onB) // full: it waits
 		if _, err := onA.Result(t.Context(), l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: intp(0)}); err != nil {
 			t.Fatal(err)
@@ -500,7 +504,8 @@ func TestReplicasWakeUps(t *testing.T) {
 		}
 	})
 	t.Run("worker removed", func(t *testing.T) {
-		token, id := a.register("removed", []string{"p"})
+		a.pool("removed")
+		token, id := a.register("removed", []string{"removed"})
 		got := pollOn(t, b, b.client(token))
 		if _, err := a.admin.RemoveWorker(t.Context(), id); err != nil {
 			t.Fatal(err)
