@@ -14,14 +14,19 @@ import (
 // openTemp opens a store on a fresh database.
 func openTemp(t *testing.T) *Store {
 	t.Helper()
-	quiet := logrus.New()
-	quiet.SetOutput(io.Discard)
-	s, err := Open(t.Context(), pgtest.URL(t), WithLogger(quiet))
+	s, err := Open(t.Context(), pgtest.URL(t), WithLogger(quietLogger()))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// quietLogger discards what the store logs (a migration per test database).
+func quietLogger() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
 }
 
 // notYet are the conformance cases of pg-logs' area (logs, log limit, pod channel, packages, retention,
