@@ -45,10 +45,10 @@ type sigKey struct {
 // signal publishes sigs to the other servers (when the store has a bus). Call it after the change it
 // announces is committed, beside the local wake-up.
 func (s *Server) signal(sigs ...wake.Signal) {
-	if s.bus == nil {
+	o := s.out
+	if o == nil { // no bus
 		return
 	}
-	o := s.out
 	o.mu.Lock()
 	for _, sig := range sigs {
 		if o.all {
