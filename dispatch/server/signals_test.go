@@ -12,7 +12,9 @@ import (
 // operation), the other signals once however often they came; past maxOutbox, or after a failed publish,
 // one wake.All instead.
 func TestOutbox(t *testing.T) {
-	ready := func(id string) wake.Signal { return wake.Signal{Kind: wake.Ready, Ticket: wake.Ticket{ID: id, Pool: "p"}} }
+	ready := func(id string) wake.Signal {
+		return wake.Signal{Kind: wake.Ready, Ticket: wake.Ticket{ID: id, Pool: "p"}}
+	}
 	lines := wake.Signal{Kind: wake.Lines, ID: "op-1"}
 	all := []wake.Signal{{Kind: wake.All}}
 	many := make([]wake.Signal, maxOutbox+1)
