@@ -183,6 +183,12 @@ type exclusive interface {
 	Exclusively(ctx context.Context, name string, fn func(context.Context) error) (ran bool, err error)
 }
 
+// The sweeps that run under the store's lock.
+const (
+	sweepExpiry    = "lease-expiry"
+	sweepRetention = "retention"
+)
+
 // exclusively runs fn through st's lock when it has one, else (one process) directly.
 func exclusively(ctx context.Context, st any, name string, fn func(context.Context) error) (bool, error) {
 	if ex, ok := st.(exclusive); ok {
