@@ -9,6 +9,7 @@
 #                            beside the driver's raw rate (one INSERT per transaction, same engine and
 #                            settings; goal ≥ 1,000 operations/s on SQLite)
 #   BenchmarkLogLines        log lines/s stored through POST .../logs in batches of 1,000, beside the raw rate
+#   BenchmarkHeartbeats      heartbeats/s a server absorbs from 64 workers, beside the raw rate
 #   store benchmarks         the store's hot statements and log appends (dispatch/store/storebench), each
 #                            beside its driver's raw rate; BenchmarkWrites: database writes and bytes per
 #                            operation step (the capacity model in ARCHITECTURE.md); SQLite's file size
@@ -23,6 +24,8 @@ go test ./dispatch/server/ -run '^$' -count "$count" -timeout 30m \
   -bench 'BenchmarkThroughput$' -benchtime 20000x
 go test ./dispatch/server/ -run '^$' -count "$count" -timeout 30m \
   -bench 'BenchmarkLogLines$' -benchtime 500x
+go test ./dispatch/server/ -run '^$' -count "$count" -timeout 30m \
+  -bench 'BenchmarkHeartbeats$' -benchtime 3000x
 echo "== dispatch/store (one transaction per call, every driver)"
 go test ./dispatch/store/storebench/ -run '^$' -count "$count" -timeout 30m -bench . -benchtime 2000x
 go test ./dispatch/store/sqlite/ -run '^$' -count 1 -timeout 30m -bench BenchmarkFileSize -benchtime 1x
