@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -35,7 +34,7 @@ func serverBackupCommand() *cli.Command {
 
 func runServerBackup(c *cli.Context) error {
 	db, to := c.String("db"), c.String("to")
-	if isPostgresURL(db) {
+	if isDatabaseURL(db) {
 		return cli.Exit("--db: this command copies a SQLite file; "+pgDumpAdvice(db, to), 2)
 	}
 	if to == "" {
@@ -52,11 +51,6 @@ func runServerBackup(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "Backed up %s to %s (mode 0600: it holds sensitive values).\n", db, to)
 	return nil
-}
-
-// isPostgresURL reports whether --db names a PostgreSQL database rather than a SQLite file.
-func isPostgresURL(db string) bool {
-	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }
 
 // pgDumpAdvice says how to back up and restore the PostgreSQL database at dbURL with pg_dump and pg_restore,

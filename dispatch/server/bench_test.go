@@ -3,12 +3,10 @@ package server
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,11 +15,18 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
-	"github.com/octo-worker/octo-worker/dispatch/internal/sqlitedsn"
+	"github.com/octo-worker/octo-worker/dispatch/store/storebench"
 )
 
 // The benchmarks report ratios against a baseline measured in the same run (scripts/bench-dispatch.sh runs
-// them): the machine is shared, so only ratios compare across runs.
+// them): the machine is shared, so only ratios compare across runs. Each runs once per store driver
+// (sub-benchmarks db=sqlite, db=postgres; storebench.Drivers), so the drivers' figures sit side by side.
+
+// setupOn is setup over a fresh store of driver d.
+func setupOn(b *testing.B, d storebench.Driver, cfg Config) (*bundle, *storebench.DB) {
+	db := d.Open(b)
+	return serveStore(b, cfg, nil, db.Store), db
+}
 
 // bareServer is the baseline: a no-op HTTP handler on the same loopback.
 func bareServer(b *testing.B) string {
@@ -48,8 +53,10 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // BenchmarkEnqueueToLease: a worker waits in a long-poll; the time from the submit call until the worker has
 // the lease, beside a bare HTTP round trip (POST with a small JSON body to a no-op handler) on the same
 // loopback, alternated iteration by iteration. Goal: p50 within 3x of the bare round trip.
-func BenchmarkEnqueueToLease(b *testing.B) {
-	bb := setup(b, benchConfig())
+func BenchmarkEnqueueToLease(b *testing.B) { storebench.Run(b, benchEnqueueToLease) }
+
+func benchEnqueueToLease(b *testing.B, d storebench.Driver) {
+	bb, _ := setupOn(b, d, benchConfig())
 	bb.pool("p")
 	w, _ := bb.worker("w", []string{"p"})
 	bare := bareServer(b)
@@ -129,11 +136,13 @@ func finishBench(b *testing.B, bb *bundle, w *client.Client, l *api.Lease) {
 }
 
 // BenchmarkThroughput: b.N operations through submit → lease → 10 log lines (one batch) → result, with 16
-// workers long-polling and 4 submitters, beside the machine's raw SQLite rate (same driver, same pragmas,
+// workers long-polling and 4 submitters, beside the driver's raw rate (same database engine and settings,
 // one INSERT per transaction) measured in the same run. Goal: at least 1,000 operations/s on SQLite.
-func BenchmarkThroughput(b *testing.B) {
+func BenchmarkThroughput(b *testing.B) { storebench.Run(b, benchThroughput) }
+
+func benchThroughput(b *testing.B, d storebench.Driver) {
 	const workers, submitters = 16, 4
-	bb := setup(b, benchConfig())
+	bb, db := setupOn(b, d, benchConfig())
 	bb.pool("p")
 	var done atomic.Int64
 	total := int64(b.N)
@@ -170,7 +179,7 @@ func BenchmarkThroughput(b *testing.B) {
 		})
 	}
 	bb.waitAsleep("every worker to wait", func(n int) bool { return n >= workers })
-	rawBefore := rawSQLiteRate(b, 2000)
+	rawBefore := db.RawTxRate(2000)
 	var next atomic.Int64
 	b.ResetTimer()
 	start := time.Now()
@@ -196,41 +205,102 @@ func BenchmarkThroughput(b *testing.B) {
 	cancel()
 	wg.Wait()
 	opsPerSec := float64(b.N) / elapsed.Seconds()
-	raw := (rawBefore + rawSQLiteRate(b, 2000)) / 2 // before and after: the machine is shared
+	raw := (rawBefore + db.RawTxRate(2000)) / 2 // before and after: the machine is shared
 	b.ReportMetric(opsPerSec, "ops/s")
-	b.ReportMetric(raw, "raw-sqlite-tx/s")
+	b.ReportMetric(raw, "raw-tx/s")
 	b.ReportMetric(opsPerSec/raw, "ops-per-raw-tx")
 	b.ReportMetric(0, "ns/op")
 }
 
-// rawSQLiteRate measures single-INSERT transactions per second on a fresh file with the store's own DSN.
-func rawSQLiteRate(b *testing.B, n int) float64 {
-	db, err := sql.Open("sqlite", sqlitedsn.DSN(filepath.Join(b.TempDir(), "raw.db"), true))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`); err != nil {
-		b.Fatal(err)
-	}
-	ins, err := db.Prepare(`INSERT INTO t (v) VALUES (?)`)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ins.Close()
-	start := time.Now()
-	for i := range n {
-		tx, err := db.Begin()
-		if err != nil {
+// BenchmarkLogLines: log lines stored per second through POST .../logs, one worker sending b.N batches of
+// 1,000 numbered lines (as the agent ships a busy log), a new operation every 50 batches so no log reaches
+// the log limit, beside the driver's raw rate measured in the same run. lines-per-raw-tx is lines stored in
+// the time of one raw one-INSERT transaction.
+func BenchmarkLogLines(b *testing.B) { storebench.Run(b, benchLogLines) }
+
+func benchLogLines(b *testing.B, d storebench.Driver) {
+	const perBatch, perOp = 1000, 50
+	bb, db := setupOn(b, d, benchConfig())
+	bb.pool("p")
+	w, _ := bb.worker("w", []string{"p"})
+	raw := db.RawTxRate(2000)
+	batch := make([]api.LogLine, perBatch)
+	var l *api.Lease
+	b.ResetTimer()
+	for i := range b.N {
+		if i%perOp == 0 {
+			b.StopTimer()
+			if l != nil {
+				finishLogs(b, bb, w, l, perOp*perBatch)
+			}
+			bb.submit(api.OperationSpec{Pool: "p"})
+			l = bb.lease(w)
+			b.StartTimer()
+		}
+		seq := (i % perOp) * perBatch
+		now := time.Now()
+		for j := range batch {
+			batch[j] = api.LogLine{Seq: int64(seq + j + 1), Time: now, Stream: api.StreamStdout,
+				Text: fmt.Sprintf("step %d: deploying package acme.web 1.2.%d to web-%02d", seq+j+1, i, j%100)}
+		}
+		if _, err := w.AppendLogs(bb.ctx, l.Operation.ID, l.LeaseID, batch); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := tx.Stmt(ins).Exec(fmt.Sprintf("row %d", i)); err != nil {
-			b.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			b.Fatal(err)
-		}
 	}
-	return float64(n) / time.Since(start).Seconds()
+	b.StopTimer()
+	linesPerSec := float64(b.N*perBatch) / b.Elapsed().Seconds()
+	raw = (raw + db.RawTxRate(2000)) / 2
+	b.ReportMetric(linesPerSec, "lines/s")
+	b.ReportMetric(raw, "raw-tx/s")
+	b.ReportMetric(linesPerSec/raw, "lines-per-raw-tx")
+	b.ReportMetric(0, "ns/op")
+}
+
+// finishLogs ends l (succeeded) after its last lines.
+func finishLogs(b *testing.B, bb *bundle, w *client.Client, l *api.Lease, last int) {
+	if _, err := w.Result(bb.ctx, l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded,
+		ExitCode: intp(0), LastSeq: int64(last)}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkHeartbeats: heartbeats/s a server absorbs, 64 workers heartbeating back to back (each with one
+// running operation, whose lease the heartbeat renews, as a busy worker's does), beside the driver's raw
+// rate measured in the same run.
+func BenchmarkHeartbeats(b *testing.B) { storebench.Run(b, benchHeartbeats) }
+
+func benchHeartbeats(b *testing.B, d storebench.Driver) {
+	const workers = 64
+	bb, db := setupOn(b, d, benchConfig())
+	bb.pool("p")
+	raw := db.RawTxRate(2000)
+	reqs := make([]api.HeartbeatRequest, workers)
+	ws := make([]*client.Client, workers)
+	for i := range workers {
+		ws[i], _ = bb.worker(fmt.Sprintf("w%d", i), []string{"p"})
+		bb.submit(api.OperationSpec{Pool: "p"})
+		reqs[i] = api.HeartbeatRequest{Version: "1.0.0", Capacity: 4, Running: []string{bb.lease(ws[i]).Operation.ID},
+			Health: api.Health{OK: true}, Profiles: []string{}}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for i := range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if _, err := ws[i].Heartbeat(bb.ctx, reqs[i]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	perSec := float64(b.N) / b.Elapsed().Seconds()
+	raw = (raw + db.RawTxRate(2000)) / 2
+	b.ReportMetric(perSec, "heartbeats/s")
+	b.ReportMetric(raw, "raw-tx/s")
+	b.ReportMetric(perSec/raw, "per-raw-tx")
+	b.ReportMetric(0, "ns/op")
 }

@@ -16,11 +16,12 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(stopPG{m})
 }
 
 const adminToken = "test-admin-token-0123456789"
@@ -55,6 +56,14 @@ func start(tb testing.TB, cfg Config, tlsConfig *tls.Config) *bundle {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	b := serveStore(tb, cfg, tlsConfig, st)
+	b.st = st
+	return b
+}
+
+// serveStore is start over st, any driver's store, which it closes when the test ends.
+func serveStore(tb testing.TB, cfg Config, tlsConfig *tls.Config, st store.Store) *bundle {
+	tb.Helper()
 	srv, err := New(st, cfg, logrusDiscard())
 	if err != nil {
 		tb.Fatal(err)
@@ -66,7 +75,7 @@ func start(tb testing.TB, cfg Config, tlsConfig *tls.Config) *bundle {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b := &bundle{t: tb, ctx: tb.Context(), srv: srv, st: st, slept: make(chan struct{})}
+	b := &bundle{t: tb, ctx: tb.Context(), srv: srv, slept: make(chan struct{})}
 	srv.asleep = b.noteAsleep
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

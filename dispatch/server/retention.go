@@ -59,7 +59,23 @@ func (r *Retention) Start(ctx context.Context) error {
 	}
 }
 
-func (r *Retention) run(ctx context.Context, now time.Time) {
+// run runs the retention now, unless another server runs it at this moment (ran is false then).
+func (r *Retention) run(ctx context.Context, now time.Time) (ran bool) {
+	ran, err := exclusively(ctx, r.st, sweepRetention, func(ctx context.Context) error {
+		r.runNow(ctx, now)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		r.log.WithError(err).Error("taking the retention's lock (the next run tries again)")
+	}
+	if !ran && err == nil {
+		r.log.Debug("another server runs the retention now: skipped")
+	}
+	return ran
+}
+
+// runNow is one run of the retention.
+func (r *Retention) runNow(ctx context.Context, now time.Time) {
 	before := now.Add(-r.keep)
 	log := r.log.WithField("ended_before", before.UTC().Format(time.RFC3339))
 	start := time.Now()

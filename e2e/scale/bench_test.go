@@ -1,0 +1,497 @@
+// Package scale measures one dispatch server process, the real `octo-worker server` binary, under 10,000
+// workers long-polling it: its resident memory and CPU while they wait, and the submit→lease hand-off latency
+// with them waiting, on SQLite and on PostgreSQL. The workers are goroutines of the benchmark process, each
+// registered and heartbeating as the agent does, on keep-alive connections over loopback. Run it with
+// scripts/bench-scale.sh (it needs $OCTO_BINARY). Goal: under 1 GiB RSS and a p99 hand-off under 10 ms.
+package scale
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/store/postgres/pgtest"
+	"github.com/octo-worker/octo-worker/e2e/proc"
+)
+
+const adminToken = "scale-bench-admin-token-0123456789"
+
+// settings, from the environment: OCTO_SCALE_WORKERS (10000), OCTO_SCALE_WAIT (how long the workers wait
+// while the server's memory and CPU are sampled, 60s), OCTO_SCALE_SAMPLES (hand-offs timed, 500);
+// OCTO_SCALE_HEARTBEAT sets the server's --heartbeat-interval (default: the server's own, 5s);
+// OCTO_SCALE_PG_PARAMS adds URL parameters to PostgreSQL's --db (e.g. pool_max_conns=32).
+func settings(b *testing.B) (workers int, wait time.Duration, samples int) {
+	workers, samples, wait = 10000, 500, time.Minute
+	var err error
+	if v := os.Getenv("OCTO_SCALE_WORKERS"); v != "" {
+		if workers, err = strconv.Atoi(v); err != nil || workers < 1 {
+			b.Fatalf("OCTO_SCALE_WORKERS=%q: want a positive number of workers", v)
+		}
+	}
+	if v := os.Getenv("OCTO_SCALE_SAMPLES"); v != "" {
+		if samples, err = strconv.Atoi(v); err != nil || samples < 1 {
+			b.Fatalf("OCTO_SCALE_SAMPLES=%q: want a positive number of hand-offs", v)
+		}
+	}
+	if v := os.Getenv("OCTO_SCALE_WAIT"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < time.Second {
+			b.Fatalf("OCTO_SCALE_WAIT=%q: want a duration of at least 1s", v)
+		}
+	}
+	return workers, wait, samples
+}
+
+// BenchmarkTenThousandWorkers, once per driver (-benchtime 1x: each iteration is the whole run):
+//   - idle-rss-MiB: the server's RSS after start; baseline-p50-us/baseline-p99-us: submit → lease with one
+//     worker waiting (the same server, before the others register): the baselines of the same run.
+//   - Then every worker registers, heartbeats at the interval the server gives (as the agent does: it takes
+//     the server's when shorter than its own) and long-polls; once every poll is sent, the server's VmRSS is
+//     sampled every second for OCTO_SCALE_WAIT: rss-MiB (the largest sample), hwm-MiB (VmHWM at the end),
+//     KiB/worker (over the idle RSS), cpu-cores (utime+stime over the wait), cpu-us/req (per request served:
+//     heartbeats and long-polls ended by their deadline), req/s served against due-req/s (what the fleet
+//     sends when every request is answered at once: fewer served means the server, or the machine, falls
+//     behind), the database server's CPU for PostgreSQL, the benchmark process's own CPU, and runq-wait-s/s:
+//     how long the server's threads waited for a CPU per second (on a shared machine, what the others took).
+//   - p50-us/p99-us: submit → lease with them all waiting, and p99-ratio against the baseline.
+//
+// The agents of a real fleet each hold two connections on plain HTTP (the long-poll and the heartbeat's);
+// here the heartbeats share a pool of at most 256 connections, because the machine's file descriptor hard
+// limit (20,000, not raisable in this container) cannot hold 2 × 10,000 on each side. Over HTTPS, HTTP/2 puts
+// both on one connection, as here.
+func BenchmarkTenThousandWorkers(b *testing.B) {
+	exe := os.Getenv("OCTO_BINARY")
+	if exe == "" {
+		b.Fatal("OCTO_BINARY is not set: build with `make build` and set it to bin/octo-worker (scripts/bench-scale.sh does)")
+	}
+	workers, wait, samples := settings(b)
+	raiseFileLimit(b, workers)
+	for _, db := range []string{"sqlite", "postgres"} {
+		b.Run("db="+db, func(b *testing.B) {
+			for range b.N {
+				run(b, exe, db, workers, wait, samples)
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// raiseFileLimit sets the soft limit of open files to the hard one (the server inherits it) and checks that
+// it holds a connection per worker and the heartbeats' pool.
+func raiseFileLimit(b *testing.B, workers int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if need := uint64(workers + heartbeatConns + 1000); lim.Cur < need {
+		b.Fatalf("the open files limit is %d; %d workers need about %d: raise it (ulimit -n) or set OCTO_SCALE_WORKERS lower", lim.Cur, workers, need)
+	}
+}
+
+// heartbeatConns bounds the connections the heartbeats share.
+const heartbeatConns = 256
+
+// fleet is the simulated workers of one run.
+type fleet struct {
+	b        *testing.B
+	url      string
+	hb       *http.Client // shared by the heartbeats
+	waiting  atomic.Int64 // long-polls written to the server and not answered yet
+	requests atomic.Int64 // heartbeats and long-polls ended empty
+	errs     atomic.Int64
+	every    time.Duration // the heartbeat interval the server gave
+	got      sync.Map      // operation id -> chan time.Time (gotChan): when its lease reached the worker
+}
+
+func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples int) {
+	dir := b.TempDir()
+	dbArg, dbPids := database(b, db, dir)
+	addr := fmt.Sprintf("127.0.0.1:%d", proc.FreePort(b))
+	args := []string{"server", "--listen", addr, "--db", dbArg, "--admin-token", adminToken, "--retention", "0",
+		"--packages-dir", filepath.Join(dir, "packages")}
+	if hb := os.Getenv("OCTO_SCALE_HEARTBEAT"); hb != "" {
+		args = append(args, "--heartbeat-interval", hb)
+	}
+	srv := proc.Start(b, exe, "server-"+db, []string{"OCTO_LOG_LEVEL=warn"}, args...)
+	url := "http://" + addr
+	srv.WaitHTTP(b, url+"/healthz", time.Minute)
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	f := &fleet{b: b, url: url, hb: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: heartbeatConns,
+		MaxConnsPerHost: heartbeatConns, IdleConnTimeout: time.Minute}}}
+	admin := f.client(adminToken, nil)
+	if _, err := admin.CreatePool(ctx, "p", ""); err != nil {
+		b.Fatal(err)
+	}
+	tok, err := admin.CreateToken(ctx, []string{"p"}, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	idle := status(b, srv.Pid())["VmRSS"]
+
+	// The baseline: one worker waiting.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	f.start(ctx, &wg, tok.Token, 0)
+	f.waitSent(1)
+	base := f.handOffs(ctx, admin, samples)
+
+	// The fleet.
+	regs := make(chan int)
+	var rg sync.WaitGroup
+	for range 32 {
+		rg.Go(func() {
+			for i := range regs {
+				f.start(ctx, &wg, tok.Token, i)
+			}
+		})
+	}
+	started := time.Now()
+	for i := 1; i < workers; i++ {
+		regs <- i
+	}
+	close(regs)
+	rg.Wait()
+	f.waitSent(int64(workers))
+	b.Logf("db=%s: %d workers registered and long-polling in %s", db, workers, time.Since(started).Round(time.Second))
+
+	// Memory and CPU while they wait.
+	cpu0, dbCPU0, req0, self0, t0 := cpuTicks(b, srv.Pid()), dbCPU(b, dbPids), f.requests.Load(), cpuTicks(b, os.Getpid()), time.Now()
+	runq0 := runQueueWait(srv.Pid())
+	var rss int64
+	for end := t0.Add(wait); time.Now().Before(end); time.Sleep(time.Second) {
+		rss = max(rss, status(b, srv.Pid())["VmRSS"])
+	}
+	elapsed := time.Since(t0).Seconds()
+	cpu := float64(cpuTicks(b, srv.Pid())-cpu0) / clockTicks
+	reqs := float64(f.requests.Load() - req0)
+	self := float64(cpuTicks(b, os.Getpid())-self0) / clockTicks
+	runq := (runQueueWait(srv.Pid()) - runq0).Seconds()
+	st := status(b, srv.Pid())
+	rss = max(rss, st["VmRSS"])
+
+	lat := f.handOffs(ctx, admin, samples)
+	// A server that falls behind is a figure, not a failure: failed-req counts the worker requests that
+	// failed (the first are logged), mostly heartbeats that waited longer than the client's 60 s timeout.
+	b.ReportMetric(float64(f.errs.Load()), "failed-req")
+	b.ReportMetric(float64(idle)/1024, "idle-rss-MiB")
+	b.ReportMetric(float64(rss)/1024, "rss-MiB")
+	b.ReportMetric(float64(st["VmHWM"])/1024, "hwm-MiB")
+	b.ReportMetric(float64(rss-idle)/float64(workers), "KiB/worker")
+	b.ReportMetric(cpu/elapsed, "cpu-cores")
+	b.ReportMetric(cpu*1e6/reqs, "cpu-us/req")
+	b.ReportMetric(reqs/elapsed, "req/s")
+	b.ReportMetric(float64(workers)/f.every.Seconds()+float64(workers)/api.MaxLeaseWait.Seconds(), "due-req/s")
+	b.ReportMetric(self/elapsed, "bench-cpu-cores")
+	b.ReportMetric(runq/elapsed, "runq-wait-s/s")
+	if dbPids != nil {
+		b.ReportMetric(float64(dbCPU(b, dbPids)-dbCPU0)/clockTicks/elapsed, "db-cpu-cores")
+	}
+	b.ReportMetric(us(percentile(base, 0.5)), "baseline-p50-us")
+	b.ReportMetric(us(percentile(base, 0.99)), "baseline-p99-us")
+	b.ReportMetric(float64(len(lat)), "handoffs")
+	b.ReportMetric(us(percentile(lat, 0.5)), "p50-us")
+	b.ReportMetric(us(percentile(lat, 0.99)), "p99-us")
+	b.ReportMetric(float64(percentile(lat, 0.99))/float64(percentile(base, 0.99)), "p99-ratio")
+	cancel()
+	wg.Wait()
+	if err := srv.Stop(syscall.SIGTERM, time.Minute); err != nil {
+		b.Errorf("the server did not stop cleanly: %v\n%s", err, srv.Tail(20))
+	}
+}
+
+// database returns the --db argument for driver db (a SQLite file in dir, or a database on a private
+// PostgreSQL server started in dir and stopped when b ends) and, for PostgreSQL, what finds its processes.
+func database(b *testing.B, db, dir string) (string, func() []int) {
+	if db == "sqlite" {
+		return filepath.Join(dir, "dispatch.db"), nil
+	}
+	if _, err := pgtest.BinDir(); err != nil {
+		pgtest.URL(b) // skips, or fails under $CI, saying how to install PostgreSQL
+	}
+	pgDir := filepath.Join(dir, "pg")
+	if err := os.Mkdir(pgDir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	pg, err := pgtest.Start(pgDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := pg.Stop(); err != nil {
+			b.Error(err)
+		}
+	})
+	url, err := pg.CreateDatabase(b.Context(), "scale")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if q := os.Getenv("OCTO_SCALE_PG_PARAMS"); q != "" { // e.g. pool_max_conns=32 (pgxpool's default: max(4, cores))
+		url += "&" + q
+	}
+	return url, func() []int { return postgresPids(pgDir) }
+}
+
+func (f *fleet) client(token string, hc *http.Client) *client.Client {
+	c, err := client.New(client.Config{Server: f.url, Token: token, HTTPClient: hc, RetryWaitMin: 50 * time.Millisecond,
+		RetryWaitMax: time.Second, UserAgent: "octo-worker-scale-bench"})
+	if err != nil {
+		f.b.Fatal(err)
+	}
+	return c
+}
+
+// start registers worker i and runs its heartbeats and long-polls until ctx ends.
+func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, regToken string, i int) {
+	reg, err := f.client(regToken, nil).Register(ctx, api.RegisterRequest{Name: fmt.Sprintf("w%05d", i), Pools: []string{"p"},
+		Version: "1.0.0", Capacity: 4, Capabilities: []string{"kubernetes-job"}})
+	if err != nil {
+		f.b.Fatalf("registering worker %d: %v", i, err)
+	}
+	if i == 0 { // the baseline worker, alone when it registers
+		f.every = time.Duration(reg.HeartbeatSeconds) * time.Second
+	}
+	poller, beater := f.client(reg.WorkerToken, nil), f.client(reg.WorkerToken, f.hb)
+	var mu sync.Mutex
+	var running []string
+	wg.Go(func() { // heartbeats, at a random phase so they spread as a fleet's do
+		every := time.Duration(reg.HeartbeatSeconds) * time.Second
+		t := time.NewTimer(rand.N(every))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			t.Reset(every)
+			mu.Lock()
+			req := api.HeartbeatRequest{Version: "1.0.0", Capacity: 4, Capabilities: []string{"kubernetes-job"},
+				Running: slices.Clone(running), Health: api.Health{OK: true, CheckedAt: time.Now()}, Profiles: []string{}}
+			mu.Unlock()
+			if _, err := beater.Heartbeat(ctx, req); err != nil && ctx.Err() == nil {
+				f.fail("heartbeat", err)
+			}
+			f.requests.Add(1)
+		}
+	})
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			var wrote atomic.Bool
+			trace := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+				if !wrote.Swap(true) {
+					f.waiting.Add(1)
+				}
+			}})
+			l, err := poller.Lease(trace, api.MaxLeaseWait)
+			if wrote.Load() {
+				f.waiting.Add(-1)
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					f.fail("lease", err)
+				}
+				continue
+			}
+			if l == nil {
+				f.requests.Add(1)
+				continue
+			}
+			f.gotChan(l.Operation.ID) <- time.Now()
+			mu.Lock()
+			running = append(running, l.Operation.ID)
+			mu.Unlock()
+			zero := 0
+			if _, err := poller.Result(ctx, l.Operation.ID, api.ResultRequest{LeaseID: l.LeaseID, State: api.StateSucceeded, ExitCode: &zero}); err != nil && ctx.Err() == nil {
+				f.fail("result", err)
+			}
+			mu.Lock()
+			running = slices.DeleteFunc(running, func(id string) bool { return id == l.Operation.ID })
+			mu.Unlock()
+		}
+	})
+}
+
+func (f *fleet) fail(what string, err error) {
+	if f.errs.Add(1) <= 5 {
+		f.b.Logf("worker %s: %v", what, err)
+	}
+}
+
+// gotChan is where the lease of operation id is announced: whoever comes first, the worker that has it or
+// the submitter waiting for it, makes it.
+func (f *fleet) gotChan(id string) chan time.Time {
+	c, _ := f.got.LoadOrStore(id, make(chan time.Time, 1))
+	return c.(chan time.Time)
+}
+
+// waitSent waits until n long-polls are written to the server and unanswered, then gives the server 5 s to
+// take them in (one claim attempt each) before anything is measured.
+func (f *fleet) waitSent(n int64) {
+	for f.waiting.Load() < n {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second)
+}
+
+// handOffs submits n operations one after the other, for at most handOffTime, and returns, for each, the
+// time from the submit call until a waiting worker had its lease.
+func (f *fleet) handOffs(ctx context.Context, admin *client.Client, n int) []time.Duration {
+	out := make([]time.Duration, 0, n)
+	for end := time.Now().Add(handOffTime); len(out) < n && time.Now().Before(end); {
+		start := time.Now()
+		op, err := admin.Submit(ctx, api.OperationSpec{Pool: "p", Script: "echo deploy"})
+		if err != nil {
+			f.b.Fatal(err)
+		}
+		select {
+		case at := <-f.gotChan(op.ID):
+			out = append(out, at.Sub(start))
+		case <-time.After(time.Minute):
+			f.b.Fatalf("operation %s was not leased within a minute", op.ID)
+		}
+		f.got.Delete(op.ID)
+		time.Sleep(time.Duration(rand.N(20)) * time.Millisecond) // apart, at random, as submits come
+	}
+	return out
+}
+
+// handOffTime bounds the time the hand-offs are timed for: a server that fell behind takes up to the
+// client's timeout for each (the handoffs figure says how many were timed).
+const handOffTime = 2 * time.Minute
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuTicks is the process's utime+stime.
+func cpuTicks(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command may hold spaces: the fields start after its closing parenthesis; utime and stime are
+	// fields 14 and 15, so the 12th and 13th after it.
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	u, _ := strconv.ParseInt(fields[11], 10, 64)
+	s, _ := strconv.ParseInt(fields[12], 10, 64)
+	return u + s
+}
+
+// status returns the kB fields of /proc/<pid>/status (VmRSS, VmHWM, ...).
+func status(b *testing.B, pid int) map[string]int64 {
+	fh, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fh.Close()
+	out := map[string]int64{}
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if v, found := strings.CutSuffix(strings.TrimSpace(v), " kB"); ok && found {
+			out[k], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return out
+}
+
+// runQueueWait is how long the process's threads have waited on a CPU's run queue, runnable but not running
+// (the second field of /proc/<pid>/task/*/schedstat): on a shared machine, the time the others took.
+func runQueueWait(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total int64
+	for _, t := range tasks {
+		raw, _ := os.ReadFile(t)
+		if f := strings.Fields(string(raw)); len(f) > 1 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			total += n
+		}
+	}
+	return time.Duration(total)
+}
+
+// postgresPids finds the PostgreSQL server started in dir: the postmaster (its command line names dir) and
+// its children.
+func postgresPids(dir string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var master int
+	parent := map[int]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.Contains(string(cmd), dir) {
+			master = pid
+		}
+		st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if i := strings.LastIndexByte(string(st), ')'); i > 0 {
+			if f := strings.Fields(string(st[i+1:])); len(f) > 2 {
+				parent[pid], _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	pids := []int{master}
+	for pid, pp := range parent {
+		if pp == master && master != 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// dbCPU is the CPU of the PostgreSQL processes: utime+stime of each, and of the children the postmaster
+// reaped (cutime+cstime, fields 16 and 17), so backends that ended still count.
+func dbCPU(b *testing.B, pids func() []int) int64 {
+	if pids == nil {
+		return 0
+	}
+	var total int64
+	for i, pid := range pids() {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+		last := 12
+		if i == 0 {
+			last = 14
+		}
+		for _, f := range fields[11 : last+1] {
+			n, _ := strconv.ParseInt(f, 10, 64)
+			total += n
+		}
+	}
+	return total
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+func us(d time.Duration) float64 { return float64(d.Microseconds()) }
