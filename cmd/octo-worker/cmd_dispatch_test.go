@@ -26,8 +26,35 @@ func cliRun(ctx context.Context, args ...string) (string, string, error) {
 	var out, errOut syncBuffer
 	app := newApp("test")
 	app.Writer, app.ErrWriter = &out, &errOut
-	err := app.RunContext(ctx, append([]string{"octo-worker", "--log-level", "warn"}, args...))
+	err := runApp(ctx, app, append([]string{"octo-worker", "--log-level", "warn"}, args...))
 	return out.String(), errOut.String(), err
+}
+
+// appStart serializes the start of in-process CLI runs: while it sets up and parses, urfave/cli writes
+// package-level values (its help command, HelpFlag's and VersionFlag's defaults), so two apps starting at once
+// race. A run holds it until its command's action starts (or the run ends), so long-running commands such as
+// the server still run beside other tests.
+var appStart sync.Mutex
+
+// runApp runs app with args, holding appStart until its command's action starts.
+func runApp(ctx context.Context, app *cli.App, args []string) error {
+	appStart.Lock()
+	release := sync.OnceFunc(appStart.Unlock)
+	defer release()
+	releaseAtAction(app.Commands, release)
+	return app.RunContext(ctx, args)
+}
+
+func releaseAtAction(cmds []*cli.Command, release func()) {
+	for _, c := range cmds {
+		releaseAtAction(c.Subcommands, release)
+		if action := c.Action; action != nil {
+			c.Action = func(c *cli.Context) error {
+				release()
+				return action(c)
+			}
+		}
+	}
 }
 
 type syncBuffer struct {
@@ -88,7 +115,7 @@ func startServerOn(t *testing.T, db string, flags ...string) (string, string, fu
 		defer close(exited)
 		app := newApp("test")
 		app.Writer, app.ErrWriter = &out, &out
-		runErr = app.RunContext(ctx, append([]string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
+		runErr = runApp(ctx, app, append([]string{"octo-worker", "--log-level", "warn", "server", "--listen", addr,
 			"--db", db}, flags...))
 	}()
 	var once sync.Once
