@@ -1,0 +1,124 @@
+// Package postgres is the PostgreSQL driver of the dispatch store, for several dispatch servers sharing one
+// database. It talks to PostgreSQL through a pgx connection pool (github.com/jackc/pgx/v5); its migrations
+// are embedded and run once, under an advisory lock, whichever servers start at the same time.
+//
+// Where the SQLite driver leans on its single writer (ordering, check-then-write), this one takes row locks
+// in the statement or transaction that decides: each such place says why it is safe with concurrent servers.
+// Times are BIGINT Unix nanoseconds (UTC) and lists JSON text, as in SQLite.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/sirupsen/logrus"
+
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// Store is the PostgreSQL implementation of store.Store.
+type Store struct {
+	pool *pgxpool.Pool
+	log  *logrus.Entry
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Option changes how Open opens a store.
+type Option func(*Store)
+
+// WithLogger sets the logger of what the store does by itself (migrations). The default is logrus's standard
+// logger.
+func WithLogger(log *logrus.Logger) Option {
+	return func(s *Store) { s.log = log.WithField("component", "dispatch-store") }
+}
+
+// Open connects to the database at url (a postgres:// or postgresql:// URL, or a libpq keyword/value string)
+// and migrates it to the schema this binary knows.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the PostgreSQL URL (want postgres://USER:PASSWORD@HOST:PORT/DATABASE): %w", err)
+	}
+	s := &Store{}
+	WithLogger(logrus.StandardLogger())(s)
+	for _, o := range opts {
+		o(s)
+	}
+	where := fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+	s.log = s.log.WithField("db", where)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening PostgreSQL at %s: %w", where, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s (is the server running and reachable, and are the user, password and database right?): %w", where, err)
+	}
+	s.pool = pool
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrating the database at %s: %w", where, err)
+	}
+	return s, nil
+}
+
+// Close closes the connection pool (after the connections in use are released).
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// tx runs fn in a transaction and commits it; fn's error rolls it back.
+func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
+// isUniqueViolation reports whether err is a unique (or primary key) constraint failure.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// ---- value conversions ----
+
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func nullNanos(t *time.Time) *int64 {
+	if t == nil {
+		return nil
+	}
+	n := t.UnixNano()
+	return &n
+}
+
+func timePtr(n *int64) *time.Time {
+	if n == nil {
+		return nil
+	}
+	t := fromNanos(*n)
+	return &t
+}
+
+// nonNil makes a nil list encode as [] in JSON columns.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// nullString is NULL for "".
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
