@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 // faultSize sizes a fault run. The defaults fit CI; the environment sizes the full run (faultKnobs).
 type faultSize struct {
 	ops, workerKills, serverRestarts, apiRestarts, agents int
+	lostReplies                                           int // per mille of the servers' replies, while faults happen
 	seed                                                  uint64
 }
 
@@ -39,6 +41,7 @@ var faultKnobs = []struct {
 	{"OCTO_FAULT_SERVER_RESTARTS", 4, func(s *faultSize) *int { return &s.serverRestarts }},
 	{"OCTO_FAULT_APISERVER_RESTARTS", 1, func(s *faultSize) *int { return &s.apiRestarts }},
 	{"OCTO_FAULT_AGENTS", 3, func(s *faultSize) *int { return &s.agents }},
+	{"OCTO_FAULT_LOST_REPLIES", 10, func(s *faultSize) *int { return &s.lostReplies }},
 }
 
 func faultSizeFromEnv(t *testing.T) faultSize {
@@ -48,8 +51,8 @@ func faultSizeFromEnv(t *testing.T) faultSize {
 		v := k.def
 		if text := os.Getenv(k.env); text != "" {
 			n, err := strconv.Atoi(text)
-			if err != nil || n < 0 || (n == 0 && (k.env == "OCTO_FAULT_OPS" || k.env == "OCTO_FAULT_AGENTS")) {
-				t.Fatalf("%s=%q: give a whole number (at least 1 for operations and agents)", k.env, text)
+			if err != nil || n < 0 || (n == 0 && (k.env == "OCTO_FAULT_OPS" || k.env == "OCTO_FAULT_AGENTS")) || (n > 1000 && k.env == "OCTO_FAULT_LOST_REPLIES") {
+				t.Fatalf("%s=%q: give a whole number (at least 1 for operations and agents, per mille up to 1000 for lost replies)", k.env, text)
 			}
 			v = n
 		}
@@ -68,7 +71,9 @@ func faultSizeFromEnv(t *testing.T) faultSize {
 
 // The fault run: operations writing numbered lines run on several agents while a chaos loop SIGKILLs and
 // restarts agents, SIGKILLs and restarts dispatch servers and restarts the kube-apiserver. The agents reach
-// the servers through a failover TCP proxy (what a load balancer or a Service is to them). At the end every
+// the servers through a failover TCP proxy (what a load balancer or a Service is to them), which meanwhile
+// loses some of the servers' replies (the server acted, the client never heard), so every retry must be
+// idempotent, also when it reaches the other server. At the end every
 // operation ended with its script's exit code, every line is stored exactly once and in order, no operation
 // is left leased and no Job, Secret or pod is left behind. One SQLite server is the baseline. Not parallel:
 // it restarts the API server every test of the package shares.
@@ -107,8 +112,8 @@ func faultLine(i, k int) string { return fmt.Sprintf("op %d line %d", i, k) }
 func runFaults(t *testing.T, size faultSize, servers int, db string) {
 	r := &faultRun{t: t, size: size, db: db, adminToken: fmt.Sprintf("admin-token-%d", time.Now().UnixNano()),
 		rng: rand.New(rand.NewPCG(size.seed, 0))}
-	t.Logf("fault run: %d operations on %d agents and %d server(s); %d worker kills, %d server restarts, %d API server restarts; OCTO_FAULT_SEED=%d",
-		size.ops, size.agents, servers, size.workerKills, size.serverRestarts, size.apiRestarts, size.seed)
+	t.Logf("fault run: %d operations on %d agents and %d server(s); %d worker kills, %d server restarts, %d API server restarts, %d‰ of replies lost; OCTO_FAULT_SEED=%d",
+		size.ops, size.agents, servers, size.workerKills, size.serverRestarts, size.apiRestarts, size.lostReplies, size.seed)
 	var upstreams []string
 	for i := 0; i < servers; i++ {
 		r.ports = append(r.ports, proc.FreePort(t))
@@ -143,6 +148,15 @@ func runFaults(t *testing.T, size faultSize, servers int, db string) {
 		}
 	}
 	r.rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
+	var lost atomic.Int64
+	lose := func() bool {
+		if rand.IntN(1000) >= size.lostReplies {
+			return false
+		}
+		lost.Add(1)
+		return true
+	}
+	r.proxy.lose.Store(&lose)
 	for j, kind := range faults {
 		r.waitEnded((j+1)*size.ops/(len(faults)+1), 10*time.Minute)
 		switch kind {
@@ -160,13 +174,14 @@ func runFaults(t *testing.T, size faultSize, servers int, db string) {
 			}
 		}
 	}
+	r.proxy.lose.Store(nil)
 	r.waitEnded(size.ops, 10*time.Minute+time.Duration(size.ops)*2*time.Second)
 	ran := time.Since(began)
 
 	r.checkOperations(ids)
 	r.checkNothingLeft()
-	t.Logf("fault run done in %s (operations submitted to all ended; then checked): %d operations, %d worker kills, %d server restarts, %d API server restarts",
-		ran.Round(time.Second), size.ops, size.workerKills, size.serverRestarts, size.apiRestarts)
+	t.Logf("fault run done in %s (operations submitted to all ended; then checked): %d operations, %d worker kills, %d server restarts, %d API server restarts, %d replies lost",
+		ran.Round(time.Second), size.ops, size.workerKills, size.serverRestarts, size.apiRestarts, lost.Load())
 }
 
 func (r *faultRun) startServer(i int) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -203,6 +204,10 @@ type tcpProxy struct {
 	upstreams []string
 	next      int
 
+	// lose, when set, says whether to lose the reply the upstream starts sending now: both connections close
+	// instead, as when a load balancer's connection breaks after the server acted on the request.
+	lose atomic.Pointer[func() bool]
+
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
@@ -243,9 +248,30 @@ func (p *tcpProxy) serve(ln net.Listener) {
 			}
 			p.wg.Add(2)
 			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
+			go func() { defer p.wg.Done(); p.copyReplies(c, up); c.Close() }()
 		}
 	}()
+}
+
+// copyReplies copies what the upstream sends to the client until either side closes, or until lose says to
+// lose a reply.
+func (p *tcpProxy) copyReplies(c, up net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := up.Read(buf)
+		if n > 0 {
+			if lose := p.lose.Load(); lose != nil && (*lose)() {
+				up.Close()
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // dial connects to the first upstream that accepts, starting after the one the previous connection took.
