@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -65,11 +64,8 @@ const claimableSQL = `SELECT (` + claimPick + `) IS NOT NULL OR EXISTS (` + targ
 
 // Claim leases the oldest claimable operation the worker can take. The pick and the lease are one UPDATE.
 func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, error) {
-	pools, _ := json.Marshal(nonNil(p.Pools))
-	caps, _ := json.Marshal(nonNil(p.Capabilities))
-	profiles, _ := json.Marshal(nonNil(p.Profiles))
-	match := []any{sql.Named("pools", string(pools)), sql.Named("caps", string(caps)),
-		sql.Named("profiles", string(profiles))}
+	match := []any{sql.Named("pools", store.EncodeList(p.Pools)), sql.Named("caps", store.EncodeList(p.Capabilities)),
+		sql.Named("profiles", store.EncodeList(p.Profiles))}
 	var reqID sql.NullString
 	if p.RequestID != "" {
 		reqID = sql.NullString{String: p.RequestID, Valid: true}

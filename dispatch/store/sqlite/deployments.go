@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -48,15 +47,18 @@ func (s *Store) CreateDeployment(ctx context.Context, d store.NewDeployment) (ap
 func (s *Store) advance(ctx context.Context, tx *sql.Tx, o opRow, now time.Time, ch *store.Changes) error {
 	if o.State == api.StateSucceeded {
 		var r store.Ready
-		var caps sql.NullString
+		var caps *string
 		err := s.txRow(ctx, tx, `UPDATE operations SET ready = 1, message = ''
 			WHERE deployment_id = ? AND step = ? AND state = 'queued' RETURNING id, pool, capabilities, COALESCE(profile, '')`,
 			o.DeploymentID, o.Step+1).Scan(&r.ID, &r.Pool, &caps, &r.Profile)
 		switch {
 		case err == nil:
-			if caps.Valid {
-				_ = json.Unmarshal([]byte(caps.String), &r.Capabilities)
+			j := store.OpJSON{Capabilities: caps}
+			var next api.Operation
+			if err := j.Decode(&next); err != nil {
+				return err
 			}
+			r.Capabilities = next.Capabilities
 			ch.Ready = append(ch.Ready, r)
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("readying step %d of deployment %s: %w", o.Step+1, o.DeploymentID, err)

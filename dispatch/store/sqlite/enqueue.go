@@ -3,11 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
-	"github.com/octo-worker/octo-worker/dispatch/mask"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
@@ -63,36 +61,9 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 	if exists == 0 {
 		return nil, nil, fmt.Errorf("pool %q: %w", spec.Pool, store.ErrNotFound)
 	}
-	body := opBody{Script: spec.Script, Files: spec.Files, Packages: spec.Packages, Resolved: op.Packages}
-	secrets := map[int]string{}
-	for i, v := range spec.Variables {
-		if v.Sensitive {
-			secrets[i] = v.Value
-			v.Value = mask.Placeholder
-		}
-		body.Variables = append(body.Variables, v)
-	}
-	bodyJSON, err := json.Marshal(body)
+	j, vars, err := store.EncodeOp(spec, op.Packages)
 	if err != nil {
-		return nil, nil, fmt.Errorf("encoding operation body: %w", err)
-	}
-	var secretsJSON, requestsJSON, capsJSON sql.NullString
-	if len(secrets) > 0 {
-		b, _ := json.Marshal(secrets)
-		secretsJSON = sql.NullString{String: string(b), Valid: true}
-	}
-	if spec.Requests != nil {
-		b, _ := json.Marshal(spec.Requests)
-		requestsJSON = sql.NullString{String: string(b), Valid: true}
-	}
-	if len(spec.Capabilities) > 0 {
-		b, _ := json.Marshal(spec.Capabilities)
-		capsJSON = sql.NullString{String: string(b), Valid: true}
-	}
-	var overridesJSON sql.NullString
-	if !spec.Overrides.Empty() {
-		b, _ := json.Marshal(spec.Overrides)
-		overridesJSON = sql.NullString{String: string(b), Valid: true}
+		return nil, nil, err
 	}
 	var dep sql.NullString
 	if depID != "" {
@@ -100,12 +71,12 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 	}
 	return []any{sql.Named("id", op.ID), sql.Named("dep", dep), sql.Named("step", step), sql.Named("name", spec.Name),
 		sql.Named("pool", spec.Pool), sql.Named("syntax", spec.Syntax), sql.Named("image", spec.Image),
-		sql.Named("requests", requestsJSON), sql.Named("timeout", spec.TimeoutSeconds), sql.Named("caps", capsJSON),
-		sql.Named("body", string(bodyJSON)), sql.Named("secrets", secretsJSON), sql.Named("ready", boolInt(ready)),
+		sql.Named("requests", j.Requests), sql.Named("timeout", spec.TimeoutSeconds), sql.Named("caps", j.Capabilities),
+		sql.Named("body", j.Body), sql.Named("secrets", j.Secrets), sql.Named("ready", boolInt(ready)),
 		sql.Named("message", message), sql.Named("created", nanos(op.CreatedAt)),
 		sql.Named("target", sql.NullString{String: op.TargetWorker, Valid: op.TargetWorker != ""}),
 		sql.Named("profile", sql.NullString{String: spec.Profile, Valid: spec.Profile != ""}),
-		sql.Named("overrides", overridesJSON)}, body.Variables, nil
+		sql.Named("overrides", j.Overrides)}, vars, nil
 }
 
 // CreateOperation enqueues one operation.

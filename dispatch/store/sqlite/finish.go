@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -56,14 +55,9 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		if r.ExitCode != nil {
 			exit = sql.NullInt64{Int64: int64(*r.ExitCode), Valid: true}
 		}
-		var usage sql.NullString
-		if r.Usage != nil {
-			b, _ := json.Marshal(r.Usage)
-			usage = sql.NullString{String: string(b), Valid: true}
-		}
 		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
 			finished_at = ?, secrets = NULL, pod_token_hash = NULL, sealing_key = NULL, usage = ? WHERE seq = ? RETURNING `+opCols,
-			r.State, exit, r.Message, nanos(ref.Now), usage, o.seq), false)
+			r.State, exit, r.Message, nanos(ref.Now), store.EncodeUsage(r.Usage), o.seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
 		}

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -44,12 +43,12 @@ func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow
 // and lists what the worker must stop: live leases with a cancel request or already expired, and listed
 // operations it does not hold live.
 func (s *Store) renewLeases(ctx context.Context, tx *sql.Tx, h store.Heartbeat) ([]string, error) {
-	running, _ := json.Marshal(nonNil(h.Running))
+	running := store.EncodeList(h.Running)
 	now := nanos(h.Now)
 	if len(h.Running) > 0 {
 		if _, err := s.txExec(ctx, tx, `UPDATE operations SET lease_expires_at = ?
 			WHERE worker_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?
-			AND id IN (SELECT value FROM json_each(?))`, nanos(h.LeaseExpiresAt), h.WorkerID, now, string(running)); err != nil {
+			AND id IN (SELECT value FROM json_each(?))`, nanos(h.LeaseExpiresAt), h.WorkerID, now, running); err != nil {
 			return nil, fmt.Errorf("renewing leases: %w", err)
 		}
 	}
@@ -59,7 +58,7 @@ func (s *Store) renewLeases(ctx context.Context, tx *sql.Tx, h store.Heartbeat) 
 		UNION
 		SELECT r.value FROM json_each(?3) r WHERE r.value NOT IN (
 			SELECT id FROM operations WHERE worker_id = ?1 AND state IN ('leased', 'running') AND lease_expires_at >= ?2)
-		ORDER BY 1`, h.WorkerID, now, string(running))
+		ORDER BY 1`, h.WorkerID, now, running)
 	if err != nil {
 		return nil, fmt.Errorf("listing operations to cancel: %w", err)
 	}

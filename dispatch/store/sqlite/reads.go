@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -72,13 +71,9 @@ func (s *Store) SensitiveValues(ctx context.Context, id string) ([]string, error
 	if !secrets.Valid {
 		return nil, nil
 	}
-	var m map[int]string
-	if err := json.Unmarshal([]byte(secrets.String), &m); err != nil {
-		return nil, fmt.Errorf("decoding sensitive values of %s: %w", id, err)
-	}
-	values := make([]string, 0, len(m))
-	for _, v := range m {
-		values = append(values, v)
+	values, err := store.SensitiveValues(secrets.String)
+	if err != nil {
+		return nil, fmt.Errorf("operation %s: %w", id, err)
 	}
 	return values, nil
 }

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,15 +11,6 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
-// opBody is the part of a spec kept in the body column: what the worker needs and a list leaves out.
-type opBody struct {
-	Script    string         `json:"script"`
-	Files     []api.File     `json:"files,omitempty"`
-	Variables []api.Variable `json:"variables,omitempty"` // sensitive values replaced by mask.Placeholder
-	Packages  []string       `json:"packages,omitempty"`
-	Resolved  []api.Package  `json:"resolved_packages,omitempty"`
-}
-
 // opRow is an operation row with the columns api.Operation does not show.
 type opRow struct {
 	api.Operation
@@ -28,7 +18,7 @@ type opRow struct {
 	leaseID        string
 	leaseExpiresAt time.Time
 	lastSeq        int64
-	secrets        map[int]string // variable index -> sensitive value
+	json           store.OpJSON
 }
 
 const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, image, requests, timeout_seconds,
@@ -38,83 +28,32 @@ const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, 
 // scanOp reads opCols, followed by body and secrets when full is set.
 func scanOp(row scanner, full bool) (opRow, error) {
 	var o opRow
-	var requests, caps, body, secrets, usage, overrides sql.NullString
 	var exit, expires, started, finished sql.NullInt64
 	var cancel int
 	var created int64
-	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &requests,
-		&o.TimeoutSeconds, &caps, &o.State, &exit, &o.Message, &o.WorkerID, &cancel, &o.leaseID, &expires, &o.lastSeq,
-		&created, &started, &finished, &usage, &o.Profile, &overrides}
+	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &o.json.Requests,
+		&o.TimeoutSeconds, &o.json.Capabilities, &o.State, &exit, &o.Message, &o.WorkerID, &cancel, &o.leaseID, &expires,
+		&o.lastSeq, &created, &started, &finished, &o.json.Usage, &o.Profile, &o.json.Overrides}
 	if full {
-		dest = append(dest, &body, &secrets)
+		dest = append(dest, &o.json.Body, &o.json.Secrets)
 	}
 	if err := row.Scan(dest...); err != nil {
 		return o, err
 	}
-	if requests.Valid {
-		o.Requests = new(api.Resources)
-		if err := json.Unmarshal([]byte(requests.String), o.Requests); err != nil {
-			return o, fmt.Errorf("decoding requests of %s: %w", o.ID, err)
-		}
-	}
-	if caps.Valid {
-		if err := json.Unmarshal([]byte(caps.String), &o.Capabilities); err != nil {
-			return o, fmt.Errorf("decoding capabilities of %s: %w", o.ID, err)
-		}
-	}
-	if overrides.Valid {
-		o.Overrides = new(api.PodOverrides)
-		if err := json.Unmarshal([]byte(overrides.String), o.Overrides); err != nil {
-			return o, fmt.Errorf("decoding overrides of %s: %w", o.ID, err)
-		}
-	}
 	if exit.Valid {
 		code := int(exit.Int64)
 		o.ExitCode = &code
-	}
-	if usage.Valid {
-		o.Usage = new(api.Usage)
-		if err := json.Unmarshal([]byte(usage.String), o.Usage); err != nil {
-			return o, fmt.Errorf("decoding usage of %s: %w", o.ID, err)
-		}
 	}
 	o.CancelRequested = cancel == 1
 	if expires.Valid {
 		o.leaseExpiresAt = fromNanos(expires.Int64)
 	}
 	o.CreatedAt, o.StartedAt, o.FinishedAt = fromNanos(created), timePtr(started), timePtr(finished)
-	if body.Valid {
-		var b opBody
-		if err := json.Unmarshal([]byte(body.String), &b); err != nil {
-			return o, fmt.Errorf("decoding body of %s: %w", o.ID, err)
-		}
-		o.Script, o.Files, o.Variables = b.Script, b.Files, b.Variables
-		o.Packages, o.ResolvedPackages = b.Packages, b.Resolved
-	}
-	if secrets.Valid {
-		if err := json.Unmarshal([]byte(secrets.String), &o.secrets); err != nil {
-			return o, fmt.Errorf("decoding sensitive values of %s: %w", o.ID, err)
-		}
-	}
-	return o, nil
-}
-
-// unmasked returns the operation with its sensitive values in clear (for a lease).
-func (o opRow) unmasked() api.Operation {
-	op := o.Operation
-	if len(o.secrets) > 0 {
-		op.Variables = append([]api.Variable(nil), op.Variables...)
-		for i, v := range o.secrets {
-			if i >= 0 && i < len(op.Variables) {
-				op.Variables[i].Value = v
-			}
-		}
-	}
-	return op
+	return o, o.json.Decode(&o.Operation)
 }
 
 func (o opRow) lease() api.Lease {
-	return api.Lease{LeaseID: o.leaseID, ExpiresAt: o.leaseExpiresAt, LastSeq: o.lastSeq, Operation: o.unmasked()}
+	return api.Lease{LeaseID: o.leaseID, ExpiresAt: o.leaseExpiresAt, LastSeq: o.lastSeq, Operation: o.json.Unmasked(o.Operation)}
 }
 
 func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]api.Operation, error) {

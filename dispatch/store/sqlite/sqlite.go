@@ -317,14 +317,6 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// nonNil makes a nil list encode as [] in JSON columns.
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
 // ---- prepared statements ----
 //
 // SQLite spends much of a small statement's time parsing it, so statement texts are prepared once and kept.

@@ -13,12 +13,8 @@ import (
 
 // CreateToken stores a registration token.
 func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
-	pools, err := json.Marshal(nonNil(t.Pools))
-	if err != nil {
-		return fmt.Errorf("encoding token pools: %w", err)
-	}
-	_, err = s.wExec(ctx, `INSERT INTO registration_tokens (id, hash, pools, created_at, expires_at, revoked_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, t.ID, t.Hash, string(pools), nanos(t.CreatedAt), nanos(t.ExpiresAt), nullNanos(t.RevokedAt))
+	_, err := s.wExec(ctx, `INSERT INTO registration_tokens (id, hash, pools, created_at, expires_at, revoked_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, t.ID, t.Hash, store.EncodeList(t.Pools), nanos(t.CreatedAt), nanos(t.ExpiresAt), nullNanos(t.RevokedAt))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("creating token %s: %w", t.ID, store.ErrExists)
 	}

@@ -4,26 +4,22 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
 // CreateWorker stores a newly registered worker.
 func (s *Store) CreateWorker(ctx context.Context, w store.Worker) error {
-	pools, _ := json.Marshal(nonNil(w.Pools))
-	caps, _ := json.Marshal(nonNil(w.Capabilities))
-	profiles, policy := offerCols(w.Profiles, w.AllowOverrides)
+	profiles, policy := store.EncodeOffer(w.Profiles, w.AllowOverrides)
 	_, err := s.wExec(ctx, `INSERT INTO workers (id, name, token_hash, token_id, pools, capabilities, version,
 		capacity, running, healthy, health_message, draining, drain_requested, registered_at, last_heartbeat,
 		profiles, allow_overrides)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		w.ID, w.Name, w.TokenHash, w.TokenID, string(pools), string(caps), w.Version, w.Capacity, w.Running,
+		w.ID, w.Name, w.TokenHash, w.TokenID, store.EncodeList(w.Pools), store.EncodeList(w.Capabilities), w.Version, w.Capacity, w.Running,
 		boolInt(w.Healthy), w.HealthMessage, boolInt(w.Draining), boolInt(w.DrainRequested),
 		nanos(w.RegisteredAt), nanos(w.LastHeartbeat), profiles, policy)
 	if isUniqueViolation(err) {
@@ -41,44 +37,21 @@ const workerCols = `id, name, token_hash, token_id, pools, capabilities, version
 
 func scanWorker(row scanner) (store.Worker, error) {
 	var w store.Worker
-	var pools, caps string
+	var j store.WorkerJSON
 	var healthy, draining, drainReq int
 	var registered, heartbeat int64
-	var checks, profiles, policy sql.NullString
 	var lastCheck sql.NullInt64
-	if err := row.Scan(&w.ID, &w.Name, &w.TokenHash, &w.TokenID, &pools, &caps, &w.Version, &w.Capacity, &w.Running,
-		&healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat, &checks, &lastCheck, &profiles,
-		&policy); err != nil {
+	if err := row.Scan(&w.ID, &w.Name, &w.TokenHash, &w.TokenID, &j.Pools, &j.Capabilities, &w.Version, &w.Capacity,
+		&w.Running, &healthy, &w.HealthMessage, &draining, &drainReq, &registered, &heartbeat, &j.Checks, &lastCheck,
+		&j.Profiles, &j.Policy); err != nil {
 		return w, err
-	}
-	if profiles.Valid {
-		if err := json.Unmarshal([]byte(profiles.String), &w.Profiles); err != nil {
-			return w, fmt.Errorf("decoding worker profiles: %w", err)
-		}
-	}
-	if policy.Valid {
-		w.AllowOverrides = new(api.OverridePolicy)
-		if err := json.Unmarshal([]byte(policy.String), w.AllowOverrides); err != nil {
-			return w, fmt.Errorf("decoding worker override allow-list: %w", err)
-		}
-	}
-	if checks.Valid {
-		if err := json.Unmarshal([]byte(checks.String), &w.Checks); err != nil {
-			return w, fmt.Errorf("decoding worker checks: %w", err)
-		}
 	}
 	if lastCheck.Valid {
 		w.LastCheck = fromNanos(lastCheck.Int64)
 	}
-	if err := json.Unmarshal([]byte(pools), &w.Pools); err != nil {
-		return w, fmt.Errorf("decoding worker pools: %w", err)
-	}
-	if err := json.Unmarshal([]byte(caps), &w.Capabilities); err != nil {
-		return w, fmt.Errorf("decoding worker capabilities: %w", err)
-	}
 	w.Healthy, w.Draining, w.DrainRequested = healthy == 1, draining == 1, drainReq == 1
 	w.RegisteredAt, w.LastHeartbeat = fromNanos(registered), fromNanos(heartbeat)
-	return w, nil
+	return w, j.Decode(&w.Worker)
 }
 
 // WorkerByTokenHash returns the worker whose token hashes to hash.
@@ -203,17 +176,12 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 // says what to cancel.
 func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.HeartbeatReply, error) {
 	var reply store.HeartbeatReply
-	caps, _ := json.Marshal(nonNil(h.Capabilities))
-	profiles, policy := offerCols(h.Profiles, h.AllowOverrides)
-	if h.Profiles != nil && !profiles.Valid {
-		profiles = sql.NullString{String: "[]", Valid: true} // none, not "keep"
+	profiles, policy := store.EncodeOffer(h.Profiles, h.AllowOverrides)
+	if h.Profiles != nil && profiles == nil {
+		none := "[]" // none, not "keep"
+		profiles = &none
 	}
 	now := nanos(h.Now)
-	var checks sql.NullString
-	if len(h.Health.Checks) > 0 {
-		b, _ := json.Marshal(h.Health.Checks)
-		checks = sql.NullString{String: string(b), Valid: true}
-	}
 	var lastCheck sql.NullInt64
 	if !h.Health.CheckedAt.IsZero() {
 		lastCheck = sql.NullInt64{Int64: nanos(h.Health.CheckedAt), Valid: true}
@@ -224,8 +192,8 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 			healthy = ?, health_message = ?, draining = ?, last_heartbeat = ?, checks = ?, last_check = ?,
 			profiles = COALESCE(?, profiles), allow_overrides = COALESCE(?, allow_overrides)
 			WHERE id = ? RETURNING drain_requested`,
-			h.Version, h.Capacity, string(caps), len(h.Running), boolInt(h.Health.OK), h.Health.Message,
-			boolInt(h.Draining), now, checks, lastCheck, profiles, policy, h.WorkerID).Scan(&drain)
+			h.Version, h.Capacity, store.EncodeList(h.Capabilities), len(h.Running), boolInt(h.Health.OK), h.Health.Message,
+			boolInt(h.Draining), now, store.EncodeChecks(h.Health.Checks), lastCheck, profiles, policy, h.WorkerID).Scan(&drain)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("worker %s: %w", h.WorkerID, store.ErrNotFound)
 		}
@@ -240,17 +208,4 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 		return reply, fmt.Errorf("recording heartbeat of worker %s: %w", h.WorkerID, err)
 	}
 	return reply, nil
-}
-
-// offerCols are the profiles and allow_overrides columns of a worker: NULL for none.
-func offerCols(profiles []string, p *api.OverridePolicy) (names, policy sql.NullString) {
-	if len(profiles) > 0 {
-		b, _ := json.Marshal(profiles)
-		names = sql.NullString{String: string(b), Valid: true}
-	}
-	if p != nil {
-		b, _ := json.Marshal(p)
-		policy = sql.NullString{String: string(b), Valid: true}
-	}
-	return names, policy
 }

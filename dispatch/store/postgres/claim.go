@@ -1,0 +1,175 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/store"
+)
+
+// How a lease is decided with several servers. SQLite decides who gets work in the one statement that
+// leases, and its single writer makes that statement see every lease before it. In PostgreSQL two servers'
+// claims run at once, so:
+//   - Every lease to a worker (Claim, CreateLeasedOperation) first locks the worker's row (lockWorker) and
+//     only then, in later statements of the same transaction (READ COMMITTED takes a new snapshot per
+//     statement), counts its live leases and leases. Two claims for one worker therefore take turns, and the
+//     second counts the first's lease: capacity holds. A drain (SetDrain), a heartbeat's health and a removal
+//     (RemoveWorker) write that row too, so they are ordered with the claims: a claim either leased before
+//     them or sees them.
+//   - The operation is picked with FOR UPDATE SKIP LOCKED: concurrent claims skip the rows another claim has
+//     locked instead of waiting for them, and a row that another transaction leased meanwhile fails the
+//     re-check of state = 'queued' when it is locked, so an operation is leased once.
+
+// leaseSet sets the lease columns from leaseArgs ($1-$8); the statements that lease bind their own args
+// after them, from $9.
+const leaseSet = `state = 'leased', worker_id = $1, lease_id = $2, lease_request_id = $3, lease_expires_at = $4,
+	leased_at = $5, pod_token_hash = $6, sealing_key = $7, log_limit = $8`
+
+// claimTarget leases the oldest queued operation targeted at the worker ($1).
+const claimTarget = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (
+	SELECT seq FROM operations WHERE target_worker = $1 AND state = 'queued'
+	ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ` + opColsFull
+
+// queueMatch is what an operation o of the pool queue needs of a worker: its required capabilities all
+// among the worker's (parameter $caps, a JSON array), and its profile one the worker offers ($profiles):
+// store.Offer.Takes, in SQL.
+func queueMatch(caps, profiles int) string {
+	return fmt.Sprintf(`o.state = 'queued' AND o.ready AND o.target_worker IS NULL
+	AND (o.capabilities IS NULL OR o.capabilities::jsonb <@ $%d::jsonb)
+	AND (o.profile IS NULL OR o.profile = ANY($%d))`, caps, profiles)
+}
+
+// claimQueue leases the oldest claimable operation of the worker's pools ($9) that it can take (capabilities
+// $10, profiles $11). Per pool it walks the queue index in order and stops at the first operation the worker
+// can take and no other claim holds, so a claim costs the same with 10 or 100,000 operations queued.
+var claimQueue = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (
+	SELECT p.seq FROM unnest($9::text[]) AS pool (name), LATERAL (
+		SELECT o.seq FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(10, 11) + `
+		ORDER BY o.seq LIMIT 1 FOR UPDATE SKIP LOCKED) p
+	ORDER BY p.seq LIMIT 1) RETURNING ` + opColsFull
+
+// claimableSQL answers, without a lock, whether a claim could find anything: an operation to pick or a
+// lease to replay (worker $1, request id $2, pools $3, capabilities $4, profiles $5). Most long-polls start
+// with nothing to claim; this keeps them off the worker's row lock.
+var claimableSQL = `SELECT EXISTS (SELECT 1 FROM operations WHERE target_worker = $1 AND state = 'queued')
+	OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS pool (name), LATERAL (
+		SELECT 1 FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(4, 5) + ` LIMIT 1) p)
+	OR EXISTS (SELECT 1 FROM operations WHERE worker_id = $1 AND lease_request_id = $2
+		AND state IN ('leased', 'running'))`
+
+// Claim leases the oldest operation targeted at the worker, else the oldest claimable operation it can take.
+func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, error) {
+	match := []any{nonNil(p.Pools), store.EncodeList(p.Capabilities), nonNil(p.Profiles)}
+	// A statement sees every commit made before it starts, so "nothing" here is as good as the transaction's
+	// answer would have been at this moment; the caller waits for a wake-up after it.
+	var claimable bool
+	if err := s.pool.QueryRow(ctx, claimableSQL, append([]any{p.WorkerID, nullString(p.RequestID)}, match...)...).Scan(&claimable); err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: looking for work: %w", p.WorkerID, err)
+	}
+	if !claimable {
+		return nil, nil
+	}
+	var lease *api.Lease
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		lease = nil
+		if p.RequestID != "" {
+			o, err := scanOp(tx.QueryRow(ctx, `SELECT `+opColsFull+` FROM operations
+				WHERE worker_id = $1 AND lease_request_id = $2 AND state IN ('leased', 'running') AND lease_expires_at >= $3
+				FOR UPDATE`, p.WorkerID, p.RequestID, nanos(p.Now)), true)
+			if err == nil {
+				l := o.lease()
+				// The reply with the token minted then was lost: the token of this reply replaces it.
+				if err := tx.QueryRow(ctx, `UPDATE operations SET pod_token_hash = $1 WHERE seq = $2 RETURNING sealing_key`,
+					nullString(p.PodTokenHash), o.seq).Scan(&l.SealingKey); err != nil {
+					return fmt.Errorf("replacing the pod token of request %s: %w", p.RequestID, err)
+				}
+				lease = &l
+				return nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
+			}
+		}
+		room, fit, err := lockWorker(ctx, tx, p)
+		if err != nil || !room {
+			return err
+		}
+		// A targeted operation needs only a free slot; the pool queue a worker fit for work.
+		if lease, err = leaseRow(ctx, tx, claimTarget, p); err != nil || lease != nil || !fit {
+			return err
+		}
+		lease, err = leaseRow(ctx, tx, claimQueue, p, match...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
+	}
+	return lease, nil
+}
+
+// lockWorker locks the row of p's worker (see the top of this file) and says whether it may take work now:
+// room when it exists, is not asked to drain and holds fewer live leases than its capacity; fit when,
+// besides, its last heartbeat reported healthy and came at or after p.HeartbeatSince.
+func lockWorker(ctx context.Context, tx pgx.Tx, p store.ClaimParams) (room, fit bool, err error) {
+	var drain, healthy bool
+	var capacity, heartbeat int64
+	err = tx.QueryRow(ctx, `SELECT drain_requested, healthy, capacity, last_heartbeat FROM workers WHERE id = $1
+		FOR NO KEY UPDATE`, p.WorkerID).Scan(&drain, &healthy, &capacity, &heartbeat)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil // removed: its long-poll still in flight gets nothing
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("locking worker %s: %w", p.WorkerID, err)
+	}
+	if drain {
+		return false, false, nil
+	}
+	var live int64
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM operations WHERE worker_id = $1 AND state IN ('leased', 'running')`,
+		p.WorkerID).Scan(&live); err != nil {
+		return false, false, fmt.Errorf("counting the leases of worker %s: %w", p.WorkerID, err)
+	}
+	return live < capacity, healthy && heartbeat >= sinceNanos(p.HeartbeatSince), nil
+}
+
+// sinceNanos is ClaimParams.HeartbeatSince as the guard compares it: the zero time lets any heartbeat pass.
+func sinceNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MinInt64
+	}
+	return nanos(t)
+}
+
+// leaseArgs are the values of leaseSet's $1-$8.
+func leaseArgs(p store.ClaimParams) []any {
+	return []any{p.WorkerID, p.LeaseID, nullString(p.RequestID), nanos(p.ExpiresAt), nanos(p.Now),
+		nullString(p.PodTokenHash), p.SealingKey, max(p.LogLimit, 0)}
+}
+
+// leaseRow runs q (a claim or the hand-off's insert), which leases at most one operation to p's worker with
+// p's lease fields, and returns the lease; nil when q leased nothing. A deployment whose step it leased
+// starts running.
+func leaseRow(ctx context.Context, tx pgx.Tx, q string, p store.ClaimParams, args ...any) (*api.Lease, error) {
+	o, err := scanOp(tx.QueryRow(ctx, q, append(leaseArgs(p), args...)...), true)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.DeploymentID != "" {
+		if _, err := tx.Exec(ctx, `UPDATE deployments SET state = 'running' WHERE id = $1 AND state = 'queued'`,
+			o.DeploymentID); err != nil {
+			return nil, fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
+		}
+	}
+	l := o.lease()
+	l.SealingKey = p.SealingKey
+	return &l, nil
+}
