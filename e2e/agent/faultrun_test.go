@@ -18,6 +18,7 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/dispatch/store/postgres/pgtest"
 	"github.com/octo-worker/octo-worker/e2e/proc"
 	"github.com/octo-worker/octo-worker/jobrunner"
 )
@@ -82,6 +83,42 @@ func TestFaultRun(t *testing.T) {
 	t.Run("sqlite-one-server", func(t *testing.T) {
 		runFaults(t, size, 1, filepath.Join(t.TempDir(), "octo-worker.db"))
 	})
+	t.Run("postgres-two-servers", func(t *testing.T) {
+		runFaults(t, size, 2, postgresDB(t))
+	})
+}
+
+// postgresDB returns the URL of an empty database on a PostgreSQL server of this test's own (pgtest.Start,
+// stopped when the test ends), or on $OCTO_TEST_POSTGRES. Without PostgreSQL binaries pgtest.URL skips the
+// test, or fails it when $CI is set.
+func postgresDB(t *testing.T) string {
+	t.Helper()
+	if _, err := pgtest.BinDir(); err != nil || os.Getenv("OCTO_TEST_POSTGRES") != "" {
+		return pgtest.URL(t)
+	}
+	// Not in t.TempDir(): the server runs as an unprivileged user, who cannot enter the test's 0700 directory.
+	dir, err := os.MkdirTemp("", "octo-e2e-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := pgtest.Start(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("starting PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Stop(); err != nil {
+			t.Errorf("stopping PostgreSQL: %v", err)
+		}
+		os.RemoveAll(dir)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	u, err := srv.CreateDatabase(ctx, "octo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 // faultRun is one fault run's world.
@@ -89,6 +126,7 @@ type faultRun struct {
 	t          *testing.T
 	size       faultSize
 	db         string // the servers' --db
+	packages   string // and their --packages-dir
 	adminToken string
 	ports      []int // one per server
 	servers    []*proc.Proc
@@ -110,7 +148,7 @@ func faultOp(i int) (n int, code int) {
 func faultLine(i, k int) string { return fmt.Sprintf("op %d line %d", i, k) }
 
 func runFaults(t *testing.T, size faultSize, servers int, db string) {
-	r := &faultRun{t: t, size: size, db: db, adminToken: fmt.Sprintf("admin-token-%d", time.Now().UnixNano()),
+	r := &faultRun{t: t, size: size, db: db, packages: t.TempDir(), adminToken: fmt.Sprintf("admin-token-%d", time.Now().UnixNano()),
 		rng: rand.New(rand.NewPCG(size.seed, 0))}
 	t.Logf("fault run: %d operations on %d agents and %d server(s); %d worker kills, %d server restarts, %d API server restarts, %d‰ of replies lost; OCTO_FAULT_SEED=%d",
 		size.ops, size.agents, servers, size.workerKills, size.serverRestarts, size.apiRestarts, size.lostReplies, size.seed)
@@ -187,7 +225,7 @@ func runFaults(t *testing.T, size faultSize, servers int, db string) {
 func (r *faultRun) startServer(i int) {
 	addr := fmt.Sprintf("127.0.0.1:%d", r.ports[i])
 	r.servers[i] = proc.Start(r.t, binary, fmt.Sprintf("server-%d", i+1), nil, "server",
-		"--listen", addr, "--db", r.db, "--admin-token", r.adminToken)
+		"--listen", addr, "--db", r.db, "--packages-dir", r.packages, "--admin-token", r.adminToken)
 	r.servers[i].WaitHTTP(r.t, "http://"+addr+"/healthz", time.Minute)
 }
 
