@@ -37,8 +37,8 @@ var faultKnobs = []struct {
 	def   int
 	field func(*faultSize) *int
 }{
-	{"OCTO_FAULT_OPS", 60, func(s *faultSize) *int { return &s.ops }},
-	{"OCTO_FAULT_WORKER_KILLS", 10, func(s *faultSize) *int { return &s.workerKills }},
+	{"OCTO_FAULT_OPS", 40, func(s *faultSize) *int { return &s.ops }},
+	{"OCTO_FAULT_WORKER_KILLS", 8, func(s *faultSize) *int { return &s.workerKills }},
 	{"OCTO_FAULT_SERVER_RESTARTS", 4, func(s *faultSize) *int { return &s.serverRestarts }},
 	{"OCTO_FAULT_APISERVER_RESTARTS", 1, func(s *faultSize) *int { return &s.apiRestarts }},
 	{"OCTO_FAULT_AGENTS", 3, func(s *faultSize) *int { return &s.agents }},
@@ -195,22 +195,32 @@ func runFaults(t *testing.T, size faultSize, servers int, db string) {
 		return true
 	}
 	r.proxy.lose.Store(&lose)
+	amid := 0 // faults that fell among running operations
 	for j, kind := range faults {
-		r.waitEnded((j+1)*size.ops/(len(faults)+1), 10*time.Minute)
+		ended := r.waitEnded((j+1)*size.ops/(len(faults)+1), 10*time.Minute)
+		if ended < size.ops {
+			amid++
+		}
+		at, what := time.Now(), kind
 		switch kind {
 		case "worker":
-			a := r.agents[r.rng.IntN(len(r.agents))]
-			_ = a.agent.Stop(syscall.SIGKILL, time.Second)
-			a.restartAgent()
+			i := r.rng.IntN(len(r.agents))
+			_ = r.agents[i].agent.Stop(syscall.SIGKILL, time.Second)
+			r.agents[i].restartAgent()
+			what = fmt.Sprintf("agent %d killed", i+1)
 		case "server":
 			i := r.rng.IntN(len(r.servers))
 			_ = r.servers[i].Stop(syscall.SIGKILL, time.Second)
 			r.startServer(i)
+			what = fmt.Sprintf("server %d killed", i+1)
 		case "apiserver":
 			if err := kube.RestartAPIServer(ctx); err != nil {
 				t.Fatal(err)
 			}
+			what = "kube-apiserver killed"
 		}
+		t.Logf("fault %d/%d at %s, %d operations ended: %s, back after %s", j+1, len(faults),
+			at.Sub(began).Round(time.Second), ended, what, time.Since(at).Round(100*time.Millisecond))
 	}
 	r.proxy.lose.Store(nil)
 	r.waitEnded(size.ops, 10*time.Minute+time.Duration(size.ops)*2*time.Second)
@@ -218,8 +228,8 @@ func runFaults(t *testing.T, size faultSize, servers int, db string) {
 
 	r.checkOperations(ids)
 	r.checkNothingLeft()
-	t.Logf("fault run done in %s (operations submitted to all ended; then checked): %d operations, %d worker kills, %d server restarts, %d API server restarts, %d replies lost",
-		ran.Round(time.Second), size.ops, size.workerKills, size.serverRestarts, size.apiRestarts, lost.Load())
+	t.Logf("fault run done in %s (operations submitted to all ended; then checked): %d operations, %d worker kills, %d server restarts, %d API server restarts (%d of the %d faults among running operations), %d replies lost",
+		ran.Round(time.Second), size.ops, size.workerKills, size.serverRestarts, size.apiRestarts, amid, len(faults), lost.Load())
 }
 
 func (r *faultRun) startServer(i int) {
@@ -229,10 +239,11 @@ func (r *faultRun) startServer(i int) {
 	r.servers[i].WaitHTTP(r.t, "http://"+addr+"/healthz", time.Minute)
 }
 
-// faultValues keep finished Jobs 20 s, longer than a killed worker takes to come back (the default is 600 s,
-// longer than the lease TTL): a Job deleted before its worker read its end takes its output and exit code with
-// it, and the run would measure the TTL, not the faults.
-const faultValues = "scriptPods:\n  ttlSecondsAfterFinished: 20\n"
+// faultValues run 3 operations at once per agent, so that operations end one by one rather than in waves
+// and the faults fall among running operations, and keep finished Jobs 20 s, longer than a killed worker
+// takes to come back (the default is 600 s, longer than the lease TTL): a Job deleted before its worker read
+// its end takes its output and exit code with it, and the run would measure the TTL, not the faults.
+const faultValues = "worker:\n  concurrency: 3\nscriptPods:\n  ttlSecondsAfterFinished: 20\n"
 
 // startAgents creates the pool and starts the agents, each in its own namespace, all pointed at the proxy.
 func (r *faultRun) startAgents() {
@@ -260,9 +271,9 @@ func (r *faultRun) startAgents() {
 	}
 }
 
-// waitEnded waits until at least n of the run's operations have ended. It reads through the proxy, so a
-// read that fails while servers restart is retried.
-func (r *faultRun) waitEnded(n int, timeout time.Duration) {
+// waitEnded waits until at least n of the run's operations have ended and returns how many have. It reads
+// through the proxy, so a read that fails while servers restart is retried.
+func (r *faultRun) waitEnded(n int, timeout time.Duration) int {
 	r.t.Helper()
 	ended := 0
 	waitUntil(r.t, timeout, fmt.Sprintf("%d operations to end", n), func() bool {
@@ -278,6 +289,7 @@ func (r *faultRun) waitEnded(n int, timeout time.Duration) {
 		}
 		return ended >= n
 	})
+	return ended
 }
 
 // checkOperations checks that the server holds exactly the operations submitted, each ended with its
