@@ -16,15 +16,16 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/pkgfiles"
 	"github.com/octo-worker/octo-worker/dispatch/server"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
 
-// serverCommand is `octo-worker server`: the dispatch server on SQLite.
+// serverCommand is `octo-worker server`: the dispatch server on SQLite or PostgreSQL (--db).
 func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
-		Usage: "run the dispatch server (HTTP JSON API under /api/v1, SQLite storage)",
-		Description: "Holds pools, registration tokens, workers, operations, deployments and their logs in one SQLite file.\n" +
+		Usage: "run the dispatch server (HTTP JSON API under /api/v1, SQLite or PostgreSQL storage)",
+		Description: "Holds pools, registration tokens, workers, operations, deployments and their logs in one SQLite file,\n" +
+			"or, when --db is a postgres:// URL, in that PostgreSQL database (migrated at start, once however many\n" +
+			"servers start together).\n" +
 			"The admin token comes from --admin-token / OCTO_TOKEN; without it, the first start generates one and\n" +
 			"prints it once (only its SHA-256 is stored). GET /api/v1/openapi.json describes the API; PROTOCOL.md\n" +
 			"explains it. Stops gracefully on SIGINT/SIGTERM.\n\n" +
@@ -37,13 +38,13 @@ func serverCommand() *cli.Command {
 			"deletes those created longer ago than --retention that no operation references.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8080", EnvVars: []string{"OCTO_LISTEN"}, Usage: "address to listen on"},
-			&cli.StringFlag{Name: "db", Value: "octo-worker.db", EnvVars: []string{"OCTO_DB"}, Usage: "SQLite database file (created if missing, mode 0600)"},
+			&cli.StringFlag{Name: "db", Value: "octo-worker.db", EnvVars: []string{"OCTO_DB"}, Usage: "SQLite database file (created if missing, mode 0600), or a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL to keep everything in PostgreSQL (several servers may share one database)"},
 			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"OCTO_TOKEN"}, Usage: "admin token (at least 16 characters); default: keep the stored one, or generate and print one on first start"},
 			&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"OCTO_TLS_CERT"}, Usage: "PEM certificate (chain) to serve HTTPS; needs --tls-key"},
 			&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OCTO_TLS_KEY"}, Usage: "PEM private key for --tls-cert"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 2 * time.Minute, EnvVars: []string{"OCTO_LEASE_TTL"}, Usage: "how long a lease lives without a heartbeat; an operation whose lease expires becomes lost (never re-run)"},
 			&cli.DurationFlag{Name: "retention", Value: 30 * 24 * time.Hour, EnvVars: []string{"OCTO_RETENTION"}, Usage: "delete operations (with their logs) and deployments that ended longer ago than this, at start and then hourly; 0 keeps everything"},
-			&cli.StringFlag{Name: "packages-dir", EnvVars: []string{"OCTO_PACKAGES_DIR"}, Usage: "directory that keeps package content, by sha256 (created 0700; default: DB.packages beside the database)"},
+			&cli.StringFlag{Name: "packages-dir", EnvVars: []string{"OCTO_PACKAGES_DIR"}, Usage: "directory that keeps package content, by sha256 (created 0700; default: DB.packages beside a SQLite database; with a postgres:// --db, " + urlPackagesDir + " in the working directory: servers sharing a database need a shared directory)"},
 			&cli.StringFlag{Name: "max-package-size", Value: "2Gi", EnvVars: []string{"OCTO_MAX_PACKAGE_SIZE"}, Usage: "largest package the server takes (a quantity: 500Mi, 2Gi, 10G); larger uploads get 413"},
 			&cli.DurationFlag{Name: "heartbeat-interval", Value: 5 * time.Second, EnvVars: []string{"OCTO_HEARTBEAT_INTERVAL"}, Usage: "heartbeat interval told to workers (at most half the lease TTL)"},
 		},
@@ -86,14 +87,14 @@ func runServer(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	st, err := sqlite.Open(ctx, c.String("db"), sqlite.WithLogger(log))
+	st, defaultDir, err := openStore(ctx, c.String("db"), log)
 	if err != nil {
-		return fmt.Errorf("--db: %w", err)
+		return err
 	}
 	defer st.Close()
 	dir := c.String("packages-dir")
 	if dir == "" {
-		dir = c.String("db") + ".packages"
+		dir = defaultDir
 	}
 	if cfg.Packages, err = pkgfiles.Open(dir); err != nil {
 		return fmt.Errorf("--packages-dir: %w", err)

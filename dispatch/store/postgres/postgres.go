@@ -29,6 +29,9 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// connectTimeout bounds a connection attempt when the URL sets no connect_timeout.
+const connectTimeout = 10 * time.Second
+
 // Option changes how Open opens a store.
 type Option func(*Store)
 
@@ -44,6 +47,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the PostgreSQL URL (want postgres://USER:PASSWORD@HOST:PORT/DATABASE): %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout // else an unreachable host hangs until TCP gives up
 	}
 	s := &Store{}
 	WithLogger(logrus.StandardLogger())(s)
