@@ -1,7 +1,7 @@
 // Package store is the storage seam of the dispatch server: the interfaces a storage driver implements (pools,
 // registration tokens, workers, the operation queue with its leases, logs, settings) and the rules every
-// driver keeps. The SQLite driver lives in store/sqlite; store/storetest is the conformance suite that every
-// driver (a future Postgres one included) must pass.
+// driver keeps. The SQLite driver lives in store/sqlite, the PostgreSQL one in store/postgres; store/storetest
+// is the conformance suite that every driver must pass.
 //
 // The rules, which the conformance suite checks:
 //   - Claiming an operation is one atomic statement: an operation is leased to at most one worker, once. An
@@ -58,7 +58,9 @@
 //   - An operation keeps the packages it references (a foreign key): DeletePackages deletes only packages
 //     created before its cutoff that no stored operation references.
 //   - A driver keeps no sensitive value of an ended operation anywhere on disk (its files, journals and free
-//     space included), and gives the space of deleted history back to the file system.
+//     space included), and gives the space of deleted history back to the file system. The SQLite driver
+//     does; PostgreSQL cannot overwrite freed bytes, so its driver removes every row version that holds the
+//     values and vacuums deleted history, and store/postgres/erase.go says exactly what stays on its disk.
 //
 // The rules a driver would otherwise write again word for word (a deployment's state from its steps', which
 // results are valid, what a LeaseRef must match, the messages on operations the store ends) are plain functions

@@ -5,6 +5,10 @@
 // Where the SQLite driver leans on its single writer (ordering, check-then-write), this one takes row locks
 // in the statement or transaction that decides: each such place says why it is safe with concurrent servers.
 // Times are BIGINT Unix nanoseconds (UTC) and lists JSON text, as in SQLite.
+//
+// Log positions count per operation and are given out under the operation's row lock (logs.go), so a
+// follower never misses a line committed behind its cursor. Sensitive values of an ended operation leave its
+// rows but not every byte on disk: erase.go says what the driver does and what stays.
 package postgres
 
 import (
@@ -25,6 +29,8 @@ import (
 type Store struct {
 	pool *pgxpool.Pool
 	log  *logrus.Entry
+	// scrub vacuums operations after ends erased sensitive values (erase.go).
+	scrub scrubber
 }
 
 var _ store.Store = (*Store)(nil)
@@ -76,6 +82,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 
 // Close closes the connection pool (after the connections in use are released).
 func (s *Store) Close() error {
+	s.closeScrubber()
 	s.pool.Close()
 	return nil
 }

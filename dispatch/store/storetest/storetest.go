@@ -15,7 +15,7 @@ type Open func(t *testing.T) store.Store
 // store interface they exercise: pools.go (Pools, Tokens), workers.go (Workers: heartbeat, removal),
 // claim.go (enqueue and claim), profiles.go (pod profiles: what workers offer, who may claim), health.go (who
 // may take work: capacity, drain, health, targeted operations), leases.go (what a lease allows, finish, cancel,
-// expiry, reads), pod.go (the pod's token), logs.go, loglimit.go, stats.go (QueueStats), deployments.go,
+// expiry, reads), pod.go (the pod's token), logs.go, logmodel.go (appends against a model), loglimit.go, stats.go (QueueStats), deployments.go,
 // settings.go, retention.go, usage.go and packages.go; bundle.go holds the helpers they share.
 func Run(t *testing.T, open Open) {
 	cases := []struct {
@@ -45,6 +45,7 @@ func Run(t *testing.T, open Open) {
 		{"SetRunning", testSetRunning},
 		{"AppendLogs", testAppendLogs},
 		{"AppendLogsConflict", testAppendLogsConflict},
+		{"AppendLogsModel", testAppendLogsModel},
 		{"LogLimit", testLogLimit},
 		{"LogLimitUnderIt", testLogLimitUnderIt},
 		{"Finish", testFinish},

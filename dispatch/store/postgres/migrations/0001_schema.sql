@@ -107,17 +107,20 @@ CREATE UNIQUE INDEX operations_pod_token ON operations (pod_token_hash) WHERE po
 CREATE INDEX operations_usage ON operations (pool, finished_at) WHERE usage IS NOT NULL;
 CREATE INDEX deployments_finished ON deployments (finished_at) WHERE finished_at IS NOT NULL;
 
--- Logs in chunks: a chunk holds n lines whose positions are pos-n+1 .. pos (see SQLite's 0002).
+-- Logs in chunks: a chunk holds n lines whose positions are pos-n+1 .. pos (see SQLite's 0002). Unlike
+-- SQLite's, positions count per operation (the primary key is (op_seq, pos)): they are given out under the
+-- operation's row lock, so one operation's positions commit in order whatever other servers append
+-- (postgres/logs.go). A follower follows one operation.
 CREATE TABLE log_chunks (
-    pos       BIGINT PRIMARY KEY,
     op_seq    BIGINT NOT NULL,
+    pos       BIGINT NOT NULL,
     first_seq BIGINT NOT NULL,
     last_seq  BIGINT NOT NULL,
     n         BIGINT NOT NULL,
-    lines     BYTEA NOT NULL
+    lines     BYTEA NOT NULL,
+    PRIMARY KEY (op_seq, pos)
 );
 CREATE UNIQUE INDEX log_chunks_seq ON log_chunks (op_seq, first_seq) WHERE first_seq > 0;
-CREATE INDEX log_chunks_op ON log_chunks (op_seq, pos);
 
 CREATE TABLE charts (
     version     TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-package sqlite
+package store_test
 
 import (
 	"math"
@@ -18,7 +18,7 @@ func TestLogLineBytes(t *testing.T) {
 		{Seq: 123456789, Time: api.MaxLogTime, Stream: api.StreamStderr, Text: strings.Repeat("é", 5000)},
 		{Seq: math.MaxInt64, Time: api.MinLogTime, Stream: api.StreamSystem, Text: "before 1970"},
 	} {
-		if got, want := store.LogLineBytes(l), int64(len(appendLine(nil, l))); got != want {
+		if got, want := store.LogLineBytes(l), int64(len(store.AppendLogLine(nil, l))); got != want {
 			t.Errorf("LogLineBytes(%+v) = %d, want %d (the encoded length)", l, got, want)
 		}
 	}
@@ -32,23 +32,23 @@ func TestSplitChunks(t *testing.T) {
 		lines = append(lines, api.LogLine{Seq: i, Stream: api.StreamStdout, Text: strings.Repeat("x", int(i)*10)})
 	}
 	lines = append(lines[:3], append([]api.LogLine{{Stream: api.StreamSystem, Text: "note"}}, lines[3:]...)...)
-	in := []chunk{{lines: lines, run: seqRun{1, 10}}}
+	in := []store.LogChunk{{Lines: lines, Run: store.SeqRun{First: 1, Last: 10}}}
 	const bound = 120
 	var got []api.LogLine
 	next := int64(1)
-	for _, p := range splitChunks(in, bound) {
+	for _, p := range store.SplitChunks(in, bound) {
 		var size int64
-		for _, l := range p.lines {
+		for _, l := range p.Lines {
 			size += store.LogLineBytes(l)
 		}
-		if size != p.size || (size > bound && len(p.lines) > 1) {
-			t.Errorf("piece of %d lines: size %d, recorded %d, bound %d", len(p.lines), size, p.size, bound)
+		if size != p.Size || (size > bound && len(p.Lines) > 1) {
+			t.Errorf("piece of %d lines: size %d, recorded %d, bound %d", len(p.Lines), size, p.Size, bound)
 		}
-		if p.run.first != next || p.run.last < p.run.first {
-			t.Errorf("piece run %+v, want it to start at %d", p.run, next)
+		if p.Run.First != next || p.Run.Last < p.Run.First {
+			t.Errorf("piece run %+v, want it to start at %d", p.Run, next)
 		}
-		next = p.run.last + 1
-		got = append(got, p.lines...)
+		next = p.Run.Last + 1
+		got = append(got, p.Lines...)
 	}
 	if len(got) != len(lines) || next != 11 {
 		t.Errorf("pieces hold %d lines up to seq %d, want %d up to 10", len(got), next-1, len(lines))
