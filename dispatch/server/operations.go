@@ -104,7 +104,7 @@ func (s *Server) enqueue(ctx context.Context, op store.NewOperation) (api.Operat
 	if err != nil {
 		return created, err
 	}
-	s.queue.Notify(ticket(created.ID, created.OperationSpec))
+	s.ready(ticket(created.ID, created.OperationSpec))
 	return created, nil
 }
 
@@ -218,7 +218,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, _ caller) error 
 		return err
 	}
 	first := dep.Operations[0]
-	s.queue.Notify(ticket(first.ID, first.OperationSpec))
+	s.ready(ticket(first.ID, first.OperationSpec))
 	writeJSON(w, http.StatusCreated, dep)
 	return nil
 }

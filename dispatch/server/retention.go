@@ -60,6 +60,20 @@ func (r *Retention) Start(ctx context.Context) error {
 }
 
 func (r *Retention) run(ctx context.Context, now time.Time) {
+	ran, err := exclusively(ctx, r.st, "retention", func(ctx context.Context) error {
+		r.runNow(ctx, now)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		r.log.WithError(err).Error("taking the retention's lock (the next run tries again)")
+	}
+	if !ran && err == nil {
+		r.log.Debug("another server runs the retention now: skipped")
+	}
+}
+
+// runNow is one run of the retention.
+func (r *Retention) runNow(ctx context.Context, now time.Time) {
 	before := now.Add(-r.keep)
 	log := r.log.WithField("ended_before", before.UTC().Format(time.RFC3339))
 	start := time.Now()

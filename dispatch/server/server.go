@@ -36,7 +36,8 @@ type Config struct {
 	// ExpiryInterval is how often expired leases are swept (default LeaseTTL/8, between 100ms and 5s).
 	ExpiryInterval time.Duration
 	// PollInterval is how often a waiting long-poll or log follower re-checks the store even without a
-	// wake-up (default 5s). Within one process wake-ups are immediate; this covers other replicas.
+	// wake-up (default 5s). Wake-ups are immediate within one process and, through the store's wake.Bus,
+	// across servers on one database; this covers a wake-up lost on the way.
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
@@ -96,6 +97,8 @@ type Server struct {
 	queue  *wake.Queue[store.ClaimParams, *api.Lease] // a waiter offers its claim; a hand-off delivers a lease
 	logs   *wake.Broadcast
 	routes []route
+	bus    wake.Bus // carries wake-ups to and from the other servers on the same database (nil: none; signals.go)
+	out    *outbox  // what waits to be published on bus
 
 	adminMu   sync.RWMutex
 	adminHash []byte
@@ -137,6 +140,9 @@ func New(st store.Store, cfg Config, log *logrus.Logger) (*Server, error) {
 	s := &Server{st: st, cfg: cfg.withDefaults(), log: log.WithField("component", "dispatch-server"),
 		queue: wake.NewQueue[store.ClaimParams, *api.Lease](), logs: wake.NewBroadcast(), maskers: map[string]*mask.Masker{}, authed: map[string]authedWorker{},
 		polls: map[string]map[*poll]struct{}{}}
+	if bs, ok := st.(busStore); ok {
+		s.bus, s.out = bs.Bus(), newOutbox()
+	}
 	s.metrics = newMetrics(s)
 	s.routes = s.routeTable()
 	return s, nil
@@ -183,6 +189,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 	})
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	wg.Go(func() { s.sweep(sweepCtx) })
+	pubCtx, stopPublish := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPublish()
+	if s.bus != nil {
+		wg.Go(func() { s.listen(sweepCtx) })
+		wg.Go(func() { s.publish(pubCtx) }) // stops after the handlers, so their last signals go out
+	}
 	s.log.WithField("address", ln.Addr().String()).WithField("tls", tlsConfig != nil).Info("dispatch server listening")
 
 	var err error
@@ -198,6 +210,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 		err = errors.Join(err, fmt.Errorf("shutting down HTTP: %w", serr))
 		_ = hs.Close()
 	}
+	stopPublish()
 	wg.Wait()
 	s.log.Info("dispatch server stopped")
 	return err
@@ -213,7 +226,11 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ch, err := s.st.ExpireLeases(ctx, time.Now())
+		var ch store.Changes
+		_, err := exclusively(ctx, s.st, "lease-expiry", func(ctx context.Context) (err error) {
+			ch, err = s.st.ExpireLeases(ctx, time.Now())
+			return err
+		})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.WithError(err).Error("expiring leases")
@@ -230,11 +247,12 @@ func (s *Server) sweep(ctx context.Context) {
 // apply wakes whoever waits on what a state change did.
 func (s *Server) apply(ch store.Changes) {
 	for _, r := range ch.Ready {
-		s.queue.Notify(wake.Ticket{ID: r.ID, Pool: r.Pool, Capabilities: r.Capabilities, Profile: r.Profile})
+		s.ready(wake.Ticket{ID: r.ID, Pool: r.Pool, Capabilities: r.Capabilities, Profile: r.Profile})
 	}
 	for _, id := range ch.Ended {
 		s.forgetMasker(id)
 		s.logs.Signal(id)
+		s.signal(wake.Signal{Kind: wake.Ended, ID: id})
 	}
 	s.countEnded(ch.Ended)
 }

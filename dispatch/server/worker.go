@@ -370,6 +370,7 @@ func (s *Server) appendLines(ctx context.Context, ref store.LeaseRef, lines []ap
 	}
 	if len(lines) > 0 {
 		s.logs.Signal(ref.OperationID)
+		s.signal(wake.Signal{Kind: wake.Lines, ID: ref.OperationID})
 	}
 	s.metrics.logLines.Add(float64(resp.Stored))
 	s.metrics.logBytes.Add(float64(resp.StoredBytes))

@@ -11,6 +11,7 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/validate"
+	"github.com/octo-worker/octo-worker/dispatch/wake"
 )
 
 // health judges a worker (store.WorkerState: its own report, a heartbeat within the window, its version
@@ -82,6 +83,7 @@ func (s *Server) getWorker(w http.ResponseWriter, r *http.Request, _ caller) err
 // wakeWorker wakes the lease long-polls of one worker to claim again.
 func (s *Server) wakeWorker(id string) {
 	s.queue.WakeWhere(func(p store.ClaimParams) bool { return p.WorkerID == id })
+	s.signal(wake.Signal{Kind: wake.Worker, ID: id})
 }
 
 // checkScript is what a health check asked for by an admin runs: a tiny script in the worker's default
@@ -167,6 +169,7 @@ func (s *Server) remove(ctx context.Context, id, by string) (api.WorkerRemoval, 
 	}
 	s.forgetWorkers(rw.Worker.TokenHash)
 	s.endPolls(id)
+	s.signal(wake.Signal{Kind: wake.Removed, ID: id})
 	s.apply(rw.Changes)
 	dv, _ := s.desiredVersion(ctx) // the removal is done: without a desired version, the worker shows healthy
 	out := api.WorkerRemoval{Worker: s.health(rw.Worker, time.Now(), dv.Version), Lost: []string{}, Cancelled: []string{}}

@@ -1,8 +1,8 @@
 // Package wake wakes goroutines of one dispatch server process that wait for something to happen: a lease
 // long-poll waiting for a claimable operation of its pools (Queue), and a log follower waiting for more lines
-// of one operation (Broadcast). It only signals; the waiter re-reads the store. Several server replicas would
-// need the database to carry these signals (Postgres LISTEN/NOTIFY); until then each waiter also re-checks
-// on a slow timer, so a signal from another process is late, never lost.
+// of one operation (Broadcast). It only signals; the waiter re-reads the store. Between several server
+// processes on one database a Bus (signal.go) carries the same wake-ups; each waiter also re-checks on a slow
+// timer, so a signal lost on the way is late, never lost.
 package wake
 
 import (
@@ -296,6 +296,16 @@ func (b *Broadcast) Signal(key string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if c, ok := b.m[key]; ok {
+		close(c)
+		delete(b.m, key)
+	}
+}
+
+// SignalAll wakes every watcher of every key (signals may have been missed: each re-reads once).
+func (b *Broadcast) SignalAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for key, c := range b.m {
 		close(c)
 		delete(b.m, key)
 	}

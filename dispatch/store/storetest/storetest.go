@@ -52,6 +52,7 @@ func Run(t *testing.T, open Open) {
 		{"Cancel", testCancel},
 		{"Heartbeat", testHeartbeat},
 		{"ExpireLeases", testExpireLeases},
+		{"ExpireLeasesConcurrently", testExpireLeasesConcurrently},
 		{"DeploymentSucceeds", testDeploymentSucceeds},
 		{"DeploymentStopsOnFailure", testDeploymentStopsOnFailure},
 		{"DeploymentCancel", testDeploymentCancel},
