@@ -59,6 +59,7 @@ func faultSizeFromEnv(t *testing.T) faultSize {
 		}
 		*k.field(&s) = v
 	}
+	// The seed replays the order of the faults and whom they hit, not their timing.
 	s.seed = uint64(time.Now().UnixNano())
 	if text := os.Getenv("OCTO_FAULT_SEED"); text != "" {
 		n, err := strconv.ParseUint(text, 10, 64)
