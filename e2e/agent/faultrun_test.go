@@ -102,7 +102,9 @@ func postgresDB(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := pgtest.Start(dir)
+	// On the spawn thread: the server gets Pdeathsig, and the process node of this test binary ends threads.
+	var srv *pgtest.Server
+	proc.OnSpawnThread(func() { srv, err = pgtest.Start(dir) })
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatalf("starting PostgreSQL: %v", err)
