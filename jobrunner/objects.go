@@ -350,8 +350,9 @@ func (k kubeObjects) createSecret(ctx context.Context, secret *corev1.Secret) (_
 }
 
 // createJob creates an operation's Job (or returns the one a previous attempt created) after its Secret. When
-// the Job is refused, the Secret of the same name is of no use and is deleted; when ctx ended, the Job may have
-// been created all the same and both stay (the next worker adopts both, or the sweeper removes the Secret).
+// the Job is refused, the Secret of the same name is of no use and is deleted; when ctx ended or the API server
+// could not be reached or answer (KubeUnreachable), the Job may have been created all the same and both stay
+// (the caller tries again, the next worker adopts both, or the sweeper removes the Secret).
 func (k kubeObjects) createJob(ctx context.Context, job *batchv1.Job) (*batchv1.Job, error) {
 	jobs := k.kube.BatchV1().Jobs(k.ns)
 	created, err := jobs.Create(ctx, job, metav1.CreateOptions{})
@@ -359,7 +360,7 @@ func (k kubeObjects) createJob(ctx context.Context, job *batchv1.Job) (*batchv1.
 		created, err = jobs.Get(ctx, job.Name, metav1.GetOptions{})
 	}
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !KubeUnreachable(err) {
 			_, _ = k.deleteSecret(context.WithoutCancel(ctx), job.Name)
 		}
 		return nil, fmt.Errorf("creating Job %s/%s: %w", k.ns, job.Name, err)

@@ -262,7 +262,11 @@ var errCancelledKeyGone = errors.New("cancelled; the Job is being deleted and it
 func (o *operation) ensureObjects(ctx context.Context) error {
 	ns := o.deps.namespace
 	if job, err := o.deps.jobs.Jobs(ns).Get(o.name); err == nil && job.Annotations[AnnotationOperation] == o.id {
-		sec, err := o.deps.objects.getSecret(ctx, o.name)
+		var sec *corev1.Secret
+		err := o.untilReachable(ctx, "read Secret "+o.name, func() (err error) {
+			sec, err = o.deps.objects.getSecret(ctx, o.name)
+			return err
+		})
 		if err != nil {
 			o.deleteJob(ctx)
 			if o.lease.Operation.CancelRequested && job.DeletionTimestamp != nil {
@@ -311,7 +315,12 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 
 	objs := o.deps.objects
 	o.pushes = len(secret.Data[podrunner.PodTokenKey]) > 0
-	if sec, existed, err := objs.createSecret(ctx, secret); err != nil {
+	var sec *corev1.Secret
+	var existed bool
+	if err := o.untilReachable(ctx, "create Secret "+o.name, func() (err error) {
+		sec, existed, err = objs.createSecret(ctx, secret)
+		return err
+	}); err != nil {
 		return err
 	} else if existed {
 		// A previous attempt of this agent got this far: reuse its key.
@@ -319,8 +328,11 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 			return fmt.Errorf("existing Secret %s: %w", o.name, err)
 		}
 	}
-	created, err := objs.createJob(ctx, job)
-	if err != nil {
+	var created *batchv1.Job
+	if err := o.untilReachable(ctx, "create Job "+o.name, func() (err error) {
+		created, err = objs.createJob(ctx, job)
+		return err
+	}); err != nil {
 		return err
 	}
 	o.jobCreated = time.Now()
@@ -339,6 +351,29 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	}
 	o.log.WithField("image", image).Info("created Job")
 	return nil
+}
+
+// untilReachable calls f until it succeeds, fails for another reason than an unreachable Kubernetes API server
+// (KubeUnreachable), or ctx ends. While the API server cannot be reached (it restarts, say) the operation's log
+// says so once, and f is tried again with back-off, 1 s up to 30 s: the operation waits instead of failing.
+func (o *operation) untilReachable(ctx context.Context, what string, f func() error) error {
+	said := false
+	for backoff := kubeRetryFirst; ; backoff = min(2*backoff, kubeRetryMax) {
+		err := f()
+		if !KubeUnreachable(err) || ctx.Err() != nil {
+			return err
+		}
+		if !said {
+			o.say(ctx, "waiting for the Kubernetes API server to %s: %v", what, err)
+			said = true
+		}
+		o.log.WithError(err).Warnf("the Kubernetes API server cannot be reached to %s; trying again in %s", what, backoff)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func formatResources(rl corev1.ResourceList) string {

@@ -22,20 +22,30 @@ import (
 // checkLines asserts that the stored log holds runner lines 1..n exactly once, in order, and returns them.
 func checkLines(t *testing.T, lines []api.LogLine, n int64) []api.LogLine {
 	t.Helper()
+	got, err := runnerLines(lines, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// runnerLines returns the runner's lines of a stored log (seq > 0), or an error unless they are 1..n exactly
+// once, in order.
+func runnerLines(lines []api.LogLine, n int64) ([]api.LogLine, error) {
 	var got []api.LogLine
 	for _, l := range lines {
 		if l.Seq == 0 {
 			continue
 		}
 		if l.Seq != int64(len(got))+1 {
-			t.Fatalf("stored line #%d has seq %d: lines are missing, repeated or out of order", len(got)+1, l.Seq)
+			return nil, fmt.Errorf("stored line #%d has seq %d: lines are missing, repeated or out of order", len(got)+1, l.Seq)
 		}
 		got = append(got, l)
 	}
 	if int64(len(got)) != n {
-		t.Fatalf("stored %d runner lines, want %d", len(got), n)
+		return nil, fmt.Errorf("stored %d runner lines, want %d", len(got), n)
 	}
-	return got
+	return got, nil
 }
 
 func texts(lines []api.LogLine, stream string) []string {

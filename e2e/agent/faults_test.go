@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -155,6 +156,23 @@ func TestAgentStartsWhileTheAPIServerIsUnreachable(t *testing.T) {
 	}
 }
 
+// The worker cannot reach the API server when it creates an operation's Secret and Job (the API server
+// restarts, say): the operation waits, its log saying why, instead of failing, and runs once the API server is
+// back.
+func TestObjectsCreatedOnceTheAPIServerIsBack(t *testing.T) {
+	t.Parallel()
+	proxy := startProxy(t, strings.TrimPrefix(kube.APIServerURL, "https://"))
+	e := setup(t, agentOptions{kubeconfig: proxiedKubeconfig(t, proxy.addr)})
+	proxy.close()
+	id := e.submit(api.OperationSpec{Script: "echo line 1; echo line 2"})
+	e.waitLog(id, "waiting for the Kubernetes API server to create Secret")
+	proxy.reopen(t)
+	if op := e.wait(id); op.State != api.StateSucceeded {
+		t.Fatalf("state %s (%s), want succeeded; log:\n%s", op.State, op.Message, e.dump(id))
+	}
+	checkLines(t, e.logs(id), 2)
+}
+
 // proxiedKubeconfig writes a copy of the cluster's kubeconfig whose server is addr (a proxy of the API server's
 // port on loopback, so the server's certificate still fits) and returns its path.
 func proxiedKubeconfig(t *testing.T, addr string) string {
@@ -178,11 +196,17 @@ func proxiedKubeconfig(t *testing.T, addr string) string {
 	return path
 }
 
-// tcpProxy forwards connections on a loopback port to upstream until closed; reopen listens on the same port
-// again.
+// tcpProxy forwards connections on a loopback port to its upstreams until closed; reopen listens on the same
+// port again. With several upstreams it is a load balancer: each connection goes to the next upstream that
+// accepts it, so connections spread over them and skip one that is down.
 type tcpProxy struct {
-	addr     string
-	upstream string
+	addr      string
+	upstreams []string
+	next      int
+
+	// lose, when set, says whether to lose the reply the upstream starts sending now: both connections close
+	// instead, as when a load balancer's connection breaks after the server acted on the request.
+	lose atomic.Pointer[func() bool]
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -190,13 +214,13 @@ type tcpProxy struct {
 	wg    sync.WaitGroup
 }
 
-func startProxy(t *testing.T, upstream string) *tcpProxy {
+func startProxy(t *testing.T, upstreams ...string) *tcpProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &tcpProxy{addr: ln.Addr().String(), upstream: upstream, conns: map[net.Conn]struct{}{}}
+	p := &tcpProxy{addr: ln.Addr().String(), upstreams: upstreams, conns: map[net.Conn]struct{}{}}
 	p.serve(ln)
 	t.Cleanup(func() { p.close(); p.wg.Wait() })
 	return p
@@ -214,7 +238,7 @@ func (p *tcpProxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", p.upstream)
+			up, err := p.dial()
 			if err != nil {
 				c.Close()
 				continue
@@ -224,9 +248,46 @@ func (p *tcpProxy) serve(ln net.Listener) {
 			}
 			p.wg.Add(2)
 			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
+			go func() { defer p.wg.Done(); p.copyReplies(c, up); c.Close() }()
 		}
 	}()
+}
+
+// copyReplies copies what the upstream sends to the client until either side closes, or until lose says to
+// lose a reply.
+func (p *tcpProxy) copyReplies(c, up net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := up.Read(buf)
+		if n > 0 {
+			if lose := p.lose.Load(); lose != nil && (*lose)() {
+				up.Close()
+				return
+			}
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// dial connects to the first upstream that accepts, starting after the one the previous connection took.
+func (p *tcpProxy) dial() (net.Conn, error) {
+	p.mu.Lock()
+	first := p.next
+	p.next++
+	p.mu.Unlock()
+	var err error
+	for i := range p.upstreams {
+		var c net.Conn
+		if c, err = net.Dial("tcp", p.upstreams[(first+i)%len(p.upstreams)]); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
 }
 
 // track records a proxied pair of connections; false (both closed) when the proxy was closed meanwhile.

@@ -116,13 +116,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, binDir string) error {
 		QPS:   100,
 		Burst: 200,
 	}
-	probeConfig := rest.CopyConfig(c.restConfig)
-	probeConfig.Timeout = 5 * time.Second
-	httpClient, err := rest.HTTPClientFor(probeConfig)
-	if err != nil {
-		return fmt.Errorf("building API client: %w", err)
-	}
-	if err := waitFor(ctx, 2*time.Minute, api, "kube-apiserver", func() error { return httpOK(httpClient, c.APIServerURL+"/readyz") }); err != nil {
+	if err := c.waitAPIServer(ctx, api); err != nil {
 		return err
 	}
 	c.apiReady = time.Now()

@@ -50,6 +50,8 @@ func (s *spawner) close() {
 // component is one control-plane process.
 type component struct {
 	name    string
+	bin     string
+	args    []string
 	cmd     *exec.Cmd
 	logPath string
 	logFile *os.File
@@ -58,13 +60,14 @@ type component struct {
 }
 
 func (c *Cluster) startComponent(name string, bin string, args []string) (*component, error) {
-	comp := &component{name: name, done: make(chan struct{})}
+	comp := &component{name: name, bin: bin, args: args, done: make(chan struct{})}
 	var out io.Writer
 	if c.opts.Logs != nil {
 		out = c.opts.Logs
 	} else {
 		comp.logPath = c.logPath(name)
-		f, err := os.Create(comp.logPath)
+		// Appended to: a restarted component (Cluster.RestartAPIServer) goes on in the same file.
+		f, err := os.OpenFile(comp.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("creating %s log: %w", name, err)
 		}

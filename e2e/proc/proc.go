@@ -31,6 +31,15 @@ var spawnReqs = func() chan func() {
 	return ch
 }()
 
+// OnSpawnThread runs f on the thread that starts every child process, and returns once f has. It is for
+// helpers of other packages that start a long-running child with Pdeathsig themselves (pgtest.Start): from an
+// ordinary goroutine, that child could die as soon as the process node ends the thread it was forked from.
+func OnSpawnThread(f func()) {
+	done := make(chan struct{})
+	spawnReqs <- func() { defer close(done); f() }
+	<-done
+}
+
 // Proc is a child process of a test.
 type Proc struct {
 	Name    string
