@@ -272,6 +272,13 @@ func TestRemovalUnderLoad(t *testing.T) {
 		go func() {
 			defer func() { stopped <- struct{}{} }()
 			for ctx.Err() == nil {
+				// Heartbeat like a worker (it holds nothing between its lease and its result): a worker silent
+				// for SilentHeartbeats intervals is leased nothing, and on a loaded machine this test outlasts
+				// that, so its operations never ended.
+				_, err := c.Heartbeat(ctx, api.HeartbeatRequest{Version: "1.0.0", Capacity: 4, Running: []string{}, Health: api.Health{OK: true}})
+				if client.IsUnauthorized(err) {
+					return // removed
+				}
 				l, err := c.Lease(ctx, 2*time.Second)
 				if client.IsUnauthorized(err) {
 					return // removed
