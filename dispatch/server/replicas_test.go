@@ -562,3 +562,57 @@ func BenchmarkReplicaHandOff(b *testing.B) {
 		})
 	}
 }
+
+// TestReplicasSweepOneAtATime: while another server holds a sweep's lock, this server's lease expiry and
+// retention skip their run, and run once it is free.
+func TestReplicasSweepOneAtATime(t *testing.T) {
+	t.Parallel()
+	url := pgURL(t)
+	a, _ := replica(t, url, testConfig())
+	other, err := postgres.Open(t.Context(), url, postgres.WithLogger(logrusDiscard()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	a.pool("p")
+	w, _ := a.worker("w", []string{"p"})
+	op := a.submit(api.OperationSpec{Pool: "p"})
+	a.lease(w)
+	later := time.Now().Add(time.Hour) // the lease has expired by then
+	retention := NewRetention(other, time.Minute, logrusDiscard())
+	if _, err := other.Exclusively(t.Context(), sweepExpiry, func(ctx context.Context) error {
+		if a.srv.expire(ctx, later) {
+			t.Error("lease expiry ran while another server held its lock")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.op(op.ID).State; got != api.StateLeased {
+		t.Fatalf("operation %s, want still leased", got)
+	}
+	if !a.srv.expire(t.Context(), later) {
+		t.Error("lease expiry did not run with its lock free")
+	}
+	if got := a.op(op.ID).State; got != api.StateLost {
+		t.Fatalf("operation %s, want lost once its lease expired", got)
+	}
+	afterRetention := later.Add(2 * time.Minute) // the operation ended (lost) at later
+	if _, err := other.Exclusively(t.Context(), sweepRetention, func(ctx context.Context) error {
+		if retention.run(ctx, afterRetention) {
+			t.Error("the retention ran while another server held its lock")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.op(op.ID).State; got != api.StateLost {
+		t.Fatalf("operation %s, want still there", got)
+	}
+	if !retention.run(t.Context(), afterRetention) {
+		t.Error("the retention did not run with its lock free")
+	}
+	if _, err := a.admin.Operation(t.Context(), op.ID); !client.IsNotFound(err) {
+		t.Errorf("after the retention, reading the operation = %v; want 404", err)
+	}
+}

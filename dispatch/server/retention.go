@@ -59,8 +59,9 @@ func (r *Retention) Start(ctx context.Context) error {
 	}
 }
 
-func (r *Retention) run(ctx context.Context, now time.Time) {
-	ran, err := exclusively(ctx, r.st, "retention", func(ctx context.Context) error {
+// run runs the retention now, unless another server runs it at this moment (ran is false then).
+func (r *Retention) run(ctx context.Context, now time.Time) (ran bool) {
+	ran, err := exclusively(ctx, r.st, sweepRetention, func(ctx context.Context) error {
 		r.runNow(ctx, now)
 		return nil
 	})
@@ -70,6 +71,7 @@ func (r *Retention) run(ctx context.Context, now time.Time) {
 	if !ran && err == nil {
 		r.log.Debug("another server runs the retention now: skipped")
 	}
+	return ran
 }
 
 // runNow is one run of the retention.

@@ -226,22 +226,29 @@ func (s *Server) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		var ch store.Changes
-		_, err := exclusively(ctx, s.st, "lease-expiry", func(ctx context.Context) (err error) {
-			ch, err = s.st.ExpireLeases(ctx, time.Now())
-			return err
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.WithError(err).Error("expiring leases")
-			}
-			continue
-		}
-		for _, id := range ch.Ended {
-			s.log.WithField("operation", id).Warn("lease expired: operation lost (or a deployment step after it cancelled)")
-		}
-		s.apply(ch)
+		s.expire(ctx, time.Now())
 	}
+}
+
+// expire marks operations whose lease expired before now lost, unless another server sweeps at this moment
+// (then it does nothing: ran is false).
+func (s *Server) expire(ctx context.Context, now time.Time) (ran bool) {
+	var ch store.Changes
+	ran, err := exclusively(ctx, s.st, sweepExpiry, func(ctx context.Context) (err error) {
+		ch, err = s.st.ExpireLeases(ctx, now)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WithError(err).Error("expiring leases")
+		}
+		return ran
+	}
+	for _, id := range ch.Ended {
+		s.log.WithField("operation", id).Warn("lease expired: operation lost (or a deployment step after it cancelled)")
+	}
+	s.apply(ch)
+	return ran
 }
 
 // apply wakes whoever waits on what a state change did.

@@ -45,10 +45,10 @@ type sigKey struct {
 // signal publishes sigs to the other servers (when the store has a bus). Call it after the change it
 // announces is committed, beside the local wake-up.
 func (s *Server) signal(sigs ...wake.Signal) {
-	if s.bus == nil {
+	o := s.out
+	if o == nil { // no bus
 		return
 	}
-	o := s.out
 	o.mu.Lock()
 	for _, sig := range sigs {
 		if o.all {
@@ -182,6 +182,12 @@ type exclusive interface {
 	// Exclusively runs fn unless another process runs the sweep named name now; ran says whether fn ran.
 	Exclusively(ctx context.Context, name string, fn func(context.Context) error) (ran bool, err error)
 }
+
+// The sweeps that run under the store's lock.
+const (
+	sweepExpiry    = "lease-expiry"
+	sweepRetention = "retention"
+)
 
 // exclusively runs fn through st's lock when it has one, else (one process) directly.
 func exclusively(ctx context.Context, st any, name string, fn func(context.Context) error) (bool, error) {
