@@ -40,7 +40,8 @@ type Config struct {
 	ExpiryInterval time.Duration
 	// PollInterval is how often a waiting long-poll or log follower re-checks the store even without a
 	// wake-up (default 5s). Wake-ups are immediate within one process and, through the store's wake.Bus,
-	// across servers on one database; this covers a wake-up lost on the way.
+	// across servers on one database; this covers a wake-up lost on the way. A long-poll re-checks at a random
+	// moment around it, less often when many wait (recheckAfter).
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
