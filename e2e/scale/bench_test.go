@@ -68,7 +68,10 @@ func settings(b *testing.B) (workers int, wait time.Duration, samples int) {
 //     sends when every request is answered at once: fewer served means the server, or the machine, falls
 //     behind), the database server's CPU for PostgreSQL, the benchmark process's own CPU, and runq-wait-s/s:
 //     how long the server's threads waited for a CPU per second (on a shared machine, what the others took).
-//   - p50-us/p99-us: submit → lease with them all waiting, and p99-ratio against the baseline.
+//   - p50-us/p99-us: submit → lease with them all waiting, and p99-ratio against the baseline;
+//     submit-p50-us/submit-p99-us: submit → its answer, which the server sends once it handed the lease to a
+//     waiting poll: what the lease takes longer is the poll's answer on its way (written by the server, read
+//     by this process, whose 20,000 goroutines may be late themselves); late-handoffs: not leased in a minute.
 //
 // The agents of a real fleet each hold two connections on plain HTTP (the long-poll and the heartbeat's);
 // here the heartbeats share a pool of at most 256 connections, because the machine's file descriptor hard
