@@ -342,8 +342,10 @@ func TestReplicasFollowLogs(t *testing.T) {
 // each), 2,000 operations are submitted on B while they run, and A is killed once 700 results are in. Its
 // workers' broken calls are retried through the balancer on B; every operation is leased exactly once and
 // its result stored, and at the end all 8 workers wait on B.
+//
+// Not parallel: its load (two servers, 8 workers, 2,000 operations) would slow the package's parallel tests
+// past their waits.
 func TestReplicasShareWorkAndSurviveOne(t *testing.T) {
-	t.Parallel()
 	const workers, ops, killAt = 8, 2000, 700
 	url := pgURL(t)
 	cfg := benchConfig() // workers that never heartbeat stay eligible however long the run takes

@@ -50,6 +50,9 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 			return fmt.Errorf("operation %s %s: %w", id, o.State, store.ErrFinished)
 		}
 	})
+	if err == nil {
+		s.scrubAfter(ch.Ended)
+	}
 	return out, ch, err
 }
 
@@ -82,6 +85,7 @@ func (s *Store) CancelDeployment(ctx context.Context, id string, now time.Time) 
 	if err != nil {
 		return api.Deployment{}, ch, err
 	}
+	s.scrubAfter(ch.Ended)
 	d, err := s.Deployment(ctx, id)
 	return d, ch, err
 }

@@ -17,7 +17,7 @@ import (
 // leases, and its single writer makes that statement see every lease before it. In PostgreSQL two servers'
 // claims run at once, so:
 //   - Every lease to a worker (Claim, CreateLeasedOperation) first locks the worker's row (lockWorker) and
-//     only then, in later statements of the same transaction (READ COMMITTED takes a new snapshot per
+//     only then, in a later statement of the same transaction (READ COMMITTED takes a new snapshot per
 //     statement), counts its live leases and leases. Two claims for one worker therefore take turns, and the
 //     second counts the first's lease: capacity holds. A drain (SetDrain), a heartbeat's health and a removal
 //     (RemoveWorker) write that row too, so they are ordered with the claims: a claim either leased before
@@ -31,11 +31,6 @@ import (
 const leaseSet = `state = 'leased', worker_id = $1, lease_id = $2, lease_request_id = $3, lease_expires_at = $4,
 	leased_at = $5, pod_token_hash = $6, sealing_key = $7, log_limit = $8`
 
-// claimTarget leases the oldest queued operation targeted at the worker ($1).
-const claimTarget = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (
-	SELECT seq FROM operations WHERE target_worker = $1 AND state = 'queued'
-	ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ` + opColsFull
-
 // queueMatch is what an operation o of the pool queue needs of a worker: its required capabilities all
 // among the worker's (parameter $caps, a JSON array), and its profile one the worker offers ($profiles):
 // store.Offer.Takes, in SQL.
@@ -45,21 +40,33 @@ func queueMatch(caps, profiles int) string {
 	AND (o.profile IS NULL OR o.profile = ANY($%d))`, caps, profiles)
 }
 
-// claimQueue leases the oldest claimable operation of the worker's pools ($9) that it can take (capabilities
-// $10, profiles $11). Per pool it walks the queue index in order and stops at the first operation the worker
-// can take and no other claim holds, so a claim costs the same with 10 or 100,000 operations queued.
-var claimQueue = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (
-	SELECT p.seq FROM unnest($9::text[]) AS pool (name), LATERAL (
-		SELECT o.seq FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(10, 11) + `
-		ORDER BY o.seq LIMIT 1 FOR UPDATE SKIP LOCKED) p
-	ORDER BY p.seq LIMIT 1) RETURNING ` + opColsFull
+// claimSQL leases, to a worker whose row lockWorker locked, when it holds fewer live leases than its capacity
+// ($13), the oldest queued operation targeted at it, else, when it is fit for work ($12), the oldest
+// claimable operation of its pools ($9) that it can take (capabilities $10, profiles $11). CASE and COALESCE
+// run their subqueries only when reached, so a full worker locks nothing, and the pool queue is searched only
+// without a targeted operation. Per pool the search walks the queue index in order and stops at the first
+// operation the worker can take and no other claim holds, so a claim costs the same with 10 or 100,000
+// operations queued. The count runs in this statement, after the lock was taken, so it sees every lease a
+// claim that held the lock before committed.
+var claimSQL = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (SELECT CASE
+	WHEN (SELECT count(*) FROM operations l WHERE l.worker_id = $1 AND l.state IN ('leased', 'running')) < $13::bigint
+	THEN COALESCE(
+		(SELECT t.seq FROM operations t WHERE t.target_worker = $1 AND t.state = 'queued'
+			ORDER BY t.seq LIMIT 1 FOR UPDATE SKIP LOCKED),
+		CASE WHEN $12::boolean THEN (SELECT p.seq FROM unnest($9::text[]) AS pool (name), LATERAL (
+			SELECT o.seq FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(10, 11) + `
+			ORDER BY o.seq LIMIT 1 FOR UPDATE SKIP LOCKED) p
+		ORDER BY p.seq LIMIT 1) END)
+	END) RETURNING ` + opColsFull
 
 // claimableSQL answers, without a lock, whether a claim could find anything: an operation to pick or a
 // lease to replay (worker $1, request id $2, pools $3, capabilities $4, profiles $5). Most long-polls start
-// with nothing to claim; this keeps them off the worker's row lock.
+// with nothing to claim; this keeps them off the worker's row lock. Its ORDER BY, as the claim's, leads the
+// planner to the queue index (without it, it may scan the table from the oldest operation).
 var claimableSQL = `SELECT EXISTS (SELECT 1 FROM operations WHERE target_worker = $1 AND state = 'queued')
 	OR EXISTS (SELECT 1 FROM unnest($3::text[]) AS pool (name), LATERAL (
-		SELECT 1 FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(4, 5) + ` LIMIT 1) p)
+		SELECT 1 FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(4, 5) + `
+		ORDER BY o.seq LIMIT 1) p)
 	OR EXISTS (SELECT 1 FROM operations WHERE worker_id = $1 AND lease_request_id = $2
 		AND state IN ('leased', 'running'))`
 
@@ -96,15 +103,12 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
 			}
 		}
-		room, fit, err := lockWorker(ctx, tx, p)
-		if err != nil || !room {
+		may, fit, capacity, err := lockWorker(ctx, tx, p)
+		if err != nil || !may {
 			return err
 		}
 		// A targeted operation needs only a free slot; the pool queue a worker fit for work.
-		if lease, err = leaseRow(ctx, tx, claimTarget, p); err != nil || lease != nil || !fit {
-			return err
-		}
-		lease, err = leaseRow(ctx, tx, claimQueue, p, match...)
+		lease, err = leaseRow(ctx, tx, claimSQL, p, append(match, fit, capacity)...)
 		return err
 	})
 	if err != nil {
@@ -113,29 +117,32 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	return lease, nil
 }
 
-// lockWorker locks the row of p's worker (see the top of this file) and says whether it may take work now:
-// room when it exists, is not asked to drain and holds fewer live leases than its capacity; fit when,
-// besides, its last heartbeat reported healthy and came at or after p.HeartbeatSince.
-func lockWorker(ctx context.Context, tx pgx.Tx, p store.ClaimParams) (room, fit bool, err error) {
+// lockWorker locks the row of p's worker (see the top of this file) and says whether it may take work now,
+// room for it aside: may when it exists and is not asked to drain; fit when, besides, its last heartbeat
+// reported healthy and came at or after p.HeartbeatSince. It returns the worker's capacity.
+func lockWorker(ctx context.Context, tx pgx.Tx, p store.ClaimParams) (may, fit bool, capacity int64, err error) {
 	var drain, healthy bool
-	var capacity, heartbeat int64
+	var heartbeat int64
 	err = tx.QueryRow(ctx, `SELECT drain_requested, healthy, capacity, last_heartbeat FROM workers WHERE id = $1
 		FOR NO KEY UPDATE`, p.WorkerID).Scan(&drain, &healthy, &capacity, &heartbeat)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, false, nil // removed: its long-poll still in flight gets nothing
+		return false, false, 0, nil // removed: its long-poll still in flight gets nothing
 	}
 	if err != nil {
-		return false, false, fmt.Errorf("locking worker %s: %w", p.WorkerID, err)
+		return false, false, 0, fmt.Errorf("locking worker %s: %w", p.WorkerID, err)
 	}
-	if drain {
-		return false, false, nil
-	}
+	return !drain, !drain && healthy && heartbeat >= sinceNanos(p.HeartbeatSince), capacity, nil
+}
+
+// hasRoom says whether p's worker, whose row lockWorker locked in an earlier statement, holds fewer live
+// leases than capacity.
+func hasRoom(ctx context.Context, tx pgx.Tx, p store.ClaimParams, capacity int64) (bool, error) {
 	var live int64
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM operations WHERE worker_id = $1 AND state IN ('leased', 'running')`,
 		p.WorkerID).Scan(&live); err != nil {
-		return false, false, fmt.Errorf("counting the leases of worker %s: %w", p.WorkerID, err)
+		return false, fmt.Errorf("counting the leases of worker %s: %w", p.WorkerID, err)
 	}
-	return live < capacity, healthy && heartbeat >= sinceNanos(p.HeartbeatSince), nil
+	return live < capacity, nil
 }
 
 // sinceNanos is ClaimParams.HeartbeatSince as the guard compares it: the zero time lets any heartbeat pass.

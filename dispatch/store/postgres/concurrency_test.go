@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -200,4 +202,68 @@ func TestRenewalRacesExpiry(t *testing.T) {
 		}
 	}
 	t.Logf("%d leases renewed first, %d expired first", kept, lost)
+}
+
+// TestDeploymentEndsRaceAcrossServers: on three servers at once, one finishes a deployment's first step, one
+// cancels the deployment, one claims (its next step, if it became claimable): none of them fails (the steps
+// are locked in step order everywhere, so the three cannot deadlock), and each deployment ends cancelled
+// with one of the outcomes the order of the three allows.
+func TestDeploymentEndsRaceAcrossServers(t *testing.T) {
+	t.Parallel()
+	stores := servers(t, 3, 10000, "w")
+	ctx := t.Context()
+	exit := 0
+	for i := range 40 {
+		d := store.NewDeployment{ID: fmt.Sprint("dep-", i), Name: "release", CreatedAt: now}
+		for step := range 3 {
+			d.Steps = append(d.Steps, store.NewOperation{ID: fmt.Sprintf("dep-%d-%d", i, step),
+				Spec: api.OperationSpec{Pool: "p", Script: "true"}, CreatedAt: now})
+		}
+		if _, err := stores[0].CreateDeployment(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		claim := store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, LeaseID: fmt.Sprint("l-", i), Now: now, ExpiresAt: now.Add(time.Hour)}
+		l, err := stores[0].Claim(ctx, claim)
+		if err != nil || l == nil || l.Operation.ID != d.Steps[0].ID {
+			t.Fatalf("Claim = %v, %v; want the first step", l, err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make([]error, 3)
+		wg.Go(func() {
+			<-start
+			_, _, errs[0] = stores[0].Finish(ctx, store.LeaseRef{OperationID: l.Operation.ID, LeaseID: l.LeaseID, WorkerID: "w", Now: now},
+				store.Result{State: api.StateSucceeded, ExitCode: &exit})
+		})
+		wg.Go(func() {
+			<-start
+			_, _, errs[1] = stores[1].CancelDeployment(ctx, d.ID, now)
+		})
+		wg.Go(func() {
+			<-start
+			claim.LeaseID += "-next"
+			_, errs[2] = stores[2].Claim(ctx, claim)
+		})
+		close(start)
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil && !errors.Is(err, store.ErrFinished) {
+				t.Fatalf("deployment %d: %v", i, err)
+			}
+		}
+		got, err := stores[0].Deployment(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var states []api.State
+		for _, op := range got.Operations {
+			states = append(states, op.State)
+		}
+		ok := slices.Equal(states, []api.State{api.StateSucceeded, api.StateCancelled, api.StateCancelled}) ||
+			slices.Equal(states, []api.State{api.StateSucceeded, api.StateLeased, api.StateCancelled})
+		if !ok || (states[1] == api.StateCancelled && got.State != api.StateCancelled) {
+			t.Errorf("deployment %d: %s with steps %v; want cancelled with [succeeded cancelled cancelled], or "+
+				"step 2 leased (claimed before the cancel) and step 3 cancelled", i, got.State, states)
+		}
+	}
 }

@@ -121,8 +121,11 @@ func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation
 		if err != nil {
 			return err
 		}
-		room, fit, err := lockWorker(ctx, tx, p)
-		if err != nil || !room || !fit {
+		_, fit, capacity, err := lockWorker(ctx, tx, p)
+		if err != nil || !fit {
+			return err
+		}
+		if room, err := hasRoom(ctx, tx, p, capacity); err != nil || !room {
 			return err
 		}
 		l, err := leaseRow(ctx, tx, insertLeasedSQL, p, args...)

@@ -16,12 +16,17 @@ import (
 // an UPDATE writes a new row version and leaves the old one in place, VACUUM frees the space of old versions
 // without overwriting it, and the WAL keeps what was written until its segment file is recycled. So, exactly:
 //
-//   - Done, in the transaction that ends an operation (pg-core's Finish, Cancel, expiry, worker removal): its
-//     secrets, pod_token_hash and sealing_key are set to NULL. From the commit no query returns them.
-//   - Done, scrubDelay after commits that erased values (scrubSoon; batched, replies do not wait): a VACUUM of
-//     operations. It removes the dead row versions that still held them (every log append and heartbeat of a
-//     live operation writes a new version of its row, each with the values), so no tool that reads rows (dead
-//     ones included, e.g. pageinspect) finds them any more. DeleteFinished vacuums the tables it deleted from.
+//   - Done, in the transaction that ends an operation (Finish, Cancel, CancelDeployment, ExpireLeases,
+//     RemoveWorker): its secrets, pod_token_hash and sealing_key are set to NULL. From the commit no query
+//     returns them.
+//   - Done, scrubDelay after commits that erased values (scrubAfter, called by every end; batched, replies do
+//     not wait): a VACUUM of operations. It removes the dead row versions that still held them (every log
+//     append and lease renewal of a live operation writes a new version of its row, each with the values),
+//     and their entries in operations_pod_token, so no tool that reads rows or index entries (dead ones
+//     included, e.g. pageinspect) finds them (TestEndsScrubSensitiveValues, one case per way of ending). One
+//     exception: on a large table VACUUM may skip index cleanup when few pages hold dead rows (PostgreSQL
+//     14+), leaving a pod token hash (a SHA-256 of a token that no longer authenticates) in that index until a
+//     later vacuum. DeleteFinished vacuums the tables it deleted from.
 //   - Not done, because PostgreSQL cannot: the bytes of removed versions stay in their page's free space until
 //     PostgreSQL writes new rows over them; the WAL holds the values written while the operation lived until
 //     its segment is recycled and overwritten (a checkpoint after the segment is full, then reuse), and WAL
@@ -82,6 +87,14 @@ func (s *Store) scrubSoon() {
 			sc.done()
 		}
 	}()
+}
+
+// scrubAfter calls scrubSoon when ended (the operations a committed change ended, whose sensitive values it
+// erased) is not empty. Every way an operation ends calls it after its commit.
+func (s *Store) scrubAfter(ended []string) {
+	if len(ended) > 0 {
+		s.scrubSoon()
+	}
 }
 
 // closeScrubber runs a scheduled vacuum at once and waits for it; later scrubSoon calls do nothing. Close

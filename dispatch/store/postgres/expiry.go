@@ -51,5 +51,6 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 		ch.Ready = append(ch.Ready, one.Ready...)
 		ch.Ended = append(ch.Ended, one.Ended...)
 	}
+	s.scrubAfter(ch.Ended)
 	return ch, nil
 }

@@ -76,5 +76,6 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 	if err != nil {
 		return out, ch, fmt.Errorf("finishing operation %s: %w", ref.OperationID, err)
 	}
+	s.scrubAfter(ch.Ended)
 	return out, ch, nil
 }

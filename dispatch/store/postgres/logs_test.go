@@ -10,36 +10,16 @@ import (
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/store"
-	"github.com/octo-worker/octo-worker/dispatch/store/postgres/pgtest"
 )
 
-// openServers opens n stores on one fresh database: n dispatch servers sharing it, each with its own pool.
-func openServers(t *testing.T, n int) []*Store {
-	t.Helper()
-	url := pgtest.URL(t)
-	var out []*Store
-	for range n {
-		s, err := Open(t.Context(), url, WithLogger(quietLogger()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		out = append(out, s)
-	}
-	return out
-}
-
-// leasedRow inserts an operation leased to worker "w" (with secrets when given, and a log limit) straight
-// into the table, so these tests need nothing but the log methods.
+// leasedRow inserts an operation of pool p (see servers) leased to worker "w", with secrets when given and a
+// log limit, straight into the table, so these tests need nothing but the log methods.
 func leasedRow(t *testing.T, s *Store, id, secrets string, limit int64) store.LeaseRef {
 	t.Helper()
 	now := time.Now()
 	var sec *string
 	if secrets != "" {
 		sec = &secrets
-	}
-	if _, err := s.pool.Exec(t.Context(), `INSERT INTO pools (name, created_at) VALUES ('p', 0) ON CONFLICT DO NOTHING`); err != nil {
-		t.Fatal(err)
 	}
 	if _, err := s.pool.Exec(t.Context(), `INSERT INTO operations (id, pool, body, secrets, ready, state, worker_id, lease_id,
 		lease_expires_at, created_at, log_limit) VALUES ($1, 'p', '{}', $2, TRUE, 'leased', 'w', 'lease-' || $1, $3, $4, $5)`,
@@ -79,7 +59,7 @@ func appendAtOnce(servers []*Store, ref store.LeaseRef, appenders, batches int, 
 // misses lines committed behind its cursor.
 func TestConcurrentAppendsFollower(t *testing.T) {
 	t.Parallel()
-	servers := openServers(t, 2)
+	servers := servers(t, 2, 0)
 	ref := leasedRow(t, servers[0], "op-follow", "", 0)
 	const appenders, batches, per = 4, 150, 3
 	wait := appendAtOnce(servers, ref, appenders, batches, func(g, b int) []api.LogLine {
@@ -150,7 +130,7 @@ func TestConcurrentAppendsFollower(t *testing.T) {
 // the operation records are those its chunks hold, and last_seq is the end.
 func TestConcurrentAppendsLogLimit(t *testing.T) {
 	t.Parallel()
-	servers := openServers(t, 2)
+	servers := servers(t, 2, 0)
 	const limit = 32 << 10
 	ref := leasedRow(t, servers[0], "op-cut", "", limit)
 	const appenders, batches, per = 4, 100, 5

@@ -28,7 +28,7 @@ const (
 )
 
 // DeleteFinished deletes the history that ended before before, in transactions of about batch operations;
-// then it vacuums the tables it deleted from (vacuum.go), which gives their free space back.
+// then it vacuums the tables it deleted from (erase.go), which gives their free space back.
 func (s *Store) DeleteFinished(ctx context.Context, before time.Time, batch int) (int, error) {
 	if batch <= 0 {
 		return 0, fmt.Errorf("deleting finished operations: batch %d must be positive: %w", batch, store.ErrInvalid)

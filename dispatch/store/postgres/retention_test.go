@@ -15,7 +15,7 @@ import (
 // and no log chunk behind.
 func TestDeleteFinishedGivesSpaceBack(t *testing.T) {
 	t.Parallel()
-	s := openServers(t, 1)[0]
+	s := servers(t, 1, 0)[0]
 	now := time.Now()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 100 {
@@ -51,4 +51,42 @@ func TestDeleteFinishedGivesSpaceBack(t *testing.T) {
 		t.Errorf("%d log chunks left after deleting everything (%v)", chunks, err)
 	}
 	t.Logf("log_chunks and operations: %d bytes with 100 operations of 100 lines, %d after deleting them", full, after)
+}
+
+// TestDeleteFinishedOnSeveralServers: three servers run retention at once over the same history, in small
+// batches; each operation is deleted, and counted, once.
+func TestDeleteFinishedOnSeveralServers(t *testing.T) {
+	t.Parallel()
+	servers := servers(t, 3, 0)
+	now := time.Now()
+	const ops = 300
+	for i := range ops {
+		leasedRow(t, servers[0], fmt.Sprintf("op-%03d", i), "", 0)
+	}
+	if _, err := servers[0].pool.Exec(t.Context(), `UPDATE operations SET state = 'succeeded', finished_at = $1`, nanos(now)); err != nil {
+		t.Fatal(err)
+	}
+	counts := make(chan int, len(servers))
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			n, err := s.DeleteFinished(t.Context(), now.Add(time.Second), 3)
+			counts <- n
+			errs <- err
+		}()
+	}
+	total := 0
+	for range servers {
+		total += <-counts
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var left int
+	if err := servers[1].pool.QueryRow(t.Context(), `SELECT COUNT(*) FROM operations`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if total != ops || left != 0 {
+		t.Errorf("the servers' retention counted %d deletions and left %d operations; want %d and 0", total, left, ops)
+	}
 }

@@ -151,6 +151,7 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 	if err != nil {
 		return out, fmt.Errorf("removing worker %s: %w", id, err)
 	}
+	s.scrubAfter(out.Changes.Ended)
 	return out, nil
 }
 
