@@ -157,26 +157,34 @@ func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples 
 	idle := status(b, srv.Pid())["VmRSS"]
 
 	// The baseline: one worker waiting.
-	f.start(ctx, &wg, tok.Token, 0)
+	if err := f.start(ctx, &wg, tok.Token, 0); err != nil {
+		b.Fatal(err)
+	}
 	f.waitSent(1)
 	base, _ := f.handOffs(ctx, admin, samples)
 
 	// The fleet.
 	regs := make(chan int)
 	var rg sync.WaitGroup
+	var regErr atomic.Pointer[error]
 	for range 32 {
 		rg.Go(func() {
 			for i := range regs {
-				f.start(ctx, &wg, tok.Token, i)
+				if err := f.start(ctx, &wg, tok.Token, i); err != nil {
+					regErr.CompareAndSwap(nil, &err)
+				}
 			}
 		})
 	}
 	started := time.Now()
-	for i := 1; i < workers; i++ {
+	for i := 1; i < workers && regErr.Load() == nil; i++ {
 		regs <- i
 	}
 	close(regs)
 	rg.Wait()
+	if err := regErr.Load(); err != nil {
+		b.Fatal(*err)
+	}
 	f.waitSent(int64(workers))
 	b.Logf("db=%s: %d workers registered and long-polling in %s", db, workers, time.Since(started).Round(time.Second))
 
@@ -269,12 +277,14 @@ func (f *fleet) client(token string, hc *http.Client) *client.Client {
 	return c
 }
 
-// start registers worker i and runs its heartbeats and long-polls until ctx ends.
-func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, regToken string, i int) {
-	reg, err := f.client(regToken, nil).Register(ctx, api.RegisterRequest{Name: fmt.Sprintf("w%05d", i), Pools: []string{"p"},
+// start registers worker i and runs its heartbeats and long-polls until ctx ends. The registrations share the
+// heartbeats' connections: a connection each would stay open beside the worker's long-poll, and 10,000 of
+// them reach the open files limit (the registrations then fail, or hang).
+func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, regToken string, i int) error {
+	reg, err := f.client(regToken, f.hb).Register(ctx, api.RegisterRequest{Name: fmt.Sprintf("w%05d", i), Pools: []string{"p"},
 		Version: "1.0.0", Capacity: 4, Capabilities: []string{"kubernetes-job"}})
 	if err != nil {
-		f.b.Fatalf("registering worker %d: %v", i, err)
+		return fmt.Errorf("registering worker %d: %w", i, err)
 	}
 	if i == 0 { // the baseline worker, alone when it registers
 		f.every = time.Duration(reg.HeartbeatSeconds) * time.Second
@@ -338,6 +348,7 @@ func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, regToken string, 
 			mu.Unlock()
 		}
 	})
+	return nil
 }
 
 func (f *fleet) fail(what string, err error) {
