@@ -13,7 +13,10 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"reflect"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -37,7 +40,8 @@ type Config struct {
 	ExpiryInterval time.Duration
 	// PollInterval is how often a waiting long-poll or log follower re-checks the store even without a
 	// wake-up (default 5s). Wake-ups are immediate within one process and, through the store's wake.Bus,
-	// across servers on one database; this covers a wake-up lost on the way.
+	// across servers on one database; this covers a wake-up lost on the way. A long-poll re-checks at a random
+	// moment around it, less often when many wait (recheckAfter).
 	PollInterval time.Duration
 	// ShutdownTimeout bounds the graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
@@ -107,10 +111,15 @@ type Server struct {
 	maskers map[string]*mask.Masker // live operation id -> masker of its sensitive values
 
 	authMu sync.Mutex
-	authed map[string]authedWorker // worker token hash -> the worker, read at most authCacheTTL ago
+	authed map[string]authedWorker // worker token hash -> the worker, read or confirmed at most authCacheTTL ago
 
 	pollMu sync.Mutex
 	polls  map[string]map[*poll]struct{} // worker id -> its lease long-polls in flight
+	npolls atomic.Int64                  // lease long-polls in flight (recheckAfter)
+
+	dvMu sync.Mutex
+	dv   api.DesiredVersion // the desired version as heartbeats answer it, read at dvAt (heartbeatVersion)
+	dvAt time.Time
 
 	metrics *metrics // served at GET /metrics
 
@@ -120,12 +129,21 @@ type Server struct {
 	asleep func(delta int)
 }
 
-// authCacheTTL bounds how stale a worker's record may be when it authenticates (every worker call does):
-// pools and capabilities change only by heartbeat (which refreshes the entry), drain and removal by an admin
-// or the worker itself (which clear the entry), so this only matters across server replicas: a worker removed
-// through another replica keeps authenticating here for up to this long (and can lease nothing: the store
-// leases only to existing workers).
-const authCacheTTL = 2 * time.Second
+// The worker cache: every worker call authenticates, and with thousands of idle workers a read per call was
+// most of what the server did. Within one server the cache is exact for what it serves (pools, capabilities,
+// profiles, drain): removal and drain clear the entry, and a heartbeat, which writes the worker's offer, keeps
+// the entry only when the offer it wrote is the cached one (heartbeatCached), else drops it. Across server replicas
+// a removal reaches the others at once (wake.Removed clears their caches, signals.go); a drain or a heartbeat
+// through another replica is seen here within authCacheTTL, and costs nothing meanwhile: the store leases only
+// to a worker that exists and is not asked to drain, and a cached drain is re-read before a poll is held.
+//
+// authCacheTTL is how long an entry lives without a heartbeat through this server renewing it: two heartbeat
+// intervals, so that a worker heartbeating here is never read again for its long-polls.
+func (s *Server) authCacheTTL() time.Duration { return 2 * s.cfg.HeartbeatInterval }
+
+// maxAuthed bounds the cache (a bound, not a policy: it is cleared when full); it holds a fleet of 100,000
+// workers, a few hundred bytes each.
+const maxAuthed = 100000
 
 type authedWorker struct {
 	w  store.Worker
@@ -292,20 +310,45 @@ func (s *Server) workerByHash(ctx context.Context, h []byte) (store.Worker, erro
 	s.authMu.Lock()
 	e, ok := s.authed[key]
 	s.authMu.Unlock()
-	if ok && time.Since(e.at) < authCacheTTL {
+	if ok && time.Since(e.at) < s.authCacheTTL() {
 		return e.w, nil
 	}
+	return s.readWorker(ctx, h)
+}
+
+// readWorker reads the worker of token hash h from the store and caches it.
+func (s *Server) readWorker(ctx context.Context, h []byte) (store.Worker, error) {
 	w, err := s.st.WorkerByTokenHash(ctx, h)
 	if err != nil {
 		return w, err
 	}
 	s.authMu.Lock()
-	if len(s.authed) >= 10000 {
+	if len(s.authed) >= maxAuthed {
 		clear(s.authed)
 	}
-	s.authed[key] = authedWorker{w: w, at: time.Now()}
+	s.authed[string(h)] = authedWorker{w: w, at: time.Now()}
 	s.authMu.Unlock()
 	return w, nil
+}
+
+// heartbeatCached renews the cache entry of a worker whose heartbeat the store just recorded: kept (with the
+// drain the store answered) when the heartbeat wrote the offer the entry holds, dropped when it changed it, so
+// the next call reads the new one.
+func (s *Server) heartbeatCached(h []byte, req api.HeartbeatRequest, drain bool) {
+	s.authMu.Lock()
+	defer s.authMu.Unlock()
+	e, ok := s.authed[string(h)]
+	if !ok {
+		return
+	}
+	w := e.w
+	if !slices.Equal(req.Capabilities, w.Capabilities) || req.Profiles != nil && !slices.Equal(req.Profiles, w.Profiles) ||
+		req.AllowOverrides != nil && !reflect.DeepEqual(req.AllowOverrides, w.AllowOverrides) {
+		delete(s.authed, string(h))
+		return
+	}
+	w.DrainRequested = drain
+	s.authed[string(h)] = authedWorker{w: w, at: time.Now()}
 }
 
 // forgetWorkers drops cached worker records: all of them, or the one of token hash h.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"time"
@@ -60,6 +61,16 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request, c caller) error {
 		return err
 	}
 	wk := c.worker
+	if wk.DrainRequested { // perhaps resumed through another server since it was cached: hold only if so
+		w, err := s.readWorker(r.Context(), c.tokenHash)
+		if errors.Is(err, store.ErrNotFound) {
+			return errf(http.StatusUnauthorized, "", "", "invalid worker token: worker %s was removed; register again with a registration token", wk.ID)
+		}
+		if err != nil {
+			return err
+		}
+		wk = &w
+	}
 	ctx, endPoll, err := s.trackPoll(r.Context(), wk.ID)
 	if err != nil {
 		return err
@@ -147,7 +158,9 @@ func (s *Server) trackPoll(ctx context.Context, workerID string) (context.Contex
 	}
 	s.polls[workerID][p] = struct{}{}
 	s.pollMu.Unlock()
+	s.npolls.Add(1)
 	return ctx, func() {
+		s.npolls.Add(-1)
 		s.pollMu.Lock()
 		delete(s.polls[workerID], p)
 		if len(s.polls[workerID]) == 0 {
@@ -196,7 +209,7 @@ func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter[store.Cla
 			}
 		}()
 	}
-	poll := time.NewTicker(s.cfg.PollInterval)
+	poll := time.NewTimer(s.recheckAfter())
 	defer poll.Stop()
 	for {
 		l, err := s.st.Claim(ctx, s.stamped(params))
@@ -213,6 +226,7 @@ func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter[store.Cla
 		select {
 		case <-waiter.C():
 		case <-poll.C:
+			poll.Reset(s.recheckAfter())
 		case <-deadline:
 			stop = true
 		case <-ctx.Done():
@@ -227,6 +241,22 @@ func (s *Server) waitForLease(ctx context.Context, waiter *wake.Waiter[store.Cla
 		}
 		taken = waiter.Take()
 	}
+}
+
+// recheckShare is how many waiting long-polls share one PollInterval's re-checks: a server holds its re-checks
+// of the store to about recheckShare per PollInterval, however many polls wait.
+const recheckShare = 1000
+
+// recheckAfter is when a waiting lease long-poll re-checks the store without a wake-up: a safety net, since
+// wake-ups are reliable within a process and, across servers, lost only when a server dies between its commit
+// and its publish (a listener that reconnects re-checks everything once). A lost wake-up of an operation any
+// of many waiters could take is found by the first of them to re-check, so with more than recheckShare polls
+// waiting each re-checks less often (then a wake-up meant for one worker only, its slot freed or an operation
+// targeted at it, may wait for its next poll, at most api.MaxLeaseWait). The moment is drawn at random around
+// the interval, so that polls begun together (a server restart) do not re-check together.
+func (s *Server) recheckAfter() time.Duration {
+	every := s.cfg.PollInterval * time.Duration(max(1, s.npolls.Load()/recheckShare))
+	return every/2 + rand.N(every)
 }
 
 // noteAsleep tells the test hook (if any) that a long-poll fell asleep or woke.
@@ -279,8 +309,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c caller) err
 	if err != nil {
 		return err
 	}
-	s.forgetWorkers(c.tokenHash) // capabilities may have changed
-	dv, err := s.desiredVersion(r.Context())
+	s.heartbeatCached(c.tokenHash, req, reply.Drain) // the offer may have changed
+	dv, err := s.heartbeatVersion(r.Context())
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,14 @@ var _ store.Store = (*Store)(nil)
 // connectTimeout bounds a connection attempt when the URL sets no connect_timeout.
 const connectTimeout = 10 * time.Second
 
+// defaultMaxConns is the pool's size when the URL sets no pool_max_conns. pgxpool's own default, the client's
+// core count and at least 4, starved a server of thousands of idle workers: every heartbeat, claim and log
+// batch is a short statement, and with 4 connections they queued in the pool while the database had cores to
+// spare. 16 lets the database run as many at once as a database host of a few cores can use, and leaves, in
+// PostgreSQL's default max_connections of 100, room for five servers (each also holds its wake-up listener's
+// connection) and for administration.
+const defaultMaxConns = 16
+
 // Option changes how Open opens a store.
 type Option func(*Store)
 
@@ -56,6 +65,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = connectTimeout // else an unreachable host hangs until TCP gives up
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
 	}
 	s := &Store{}
 	WithLogger(logrus.StandardLogger())(s)
