@@ -353,29 +353,6 @@ func (o *operation) ensureObjects(ctx context.Context) error {
 	return nil
 }
 
-// untilReachable calls f until it succeeds, fails for another reason than an unreachable Kubernetes API server
-// (KubeUnreachable), or ctx ends. While the API server cannot be reached (it restarts, say) the operation's log
-// says so once, and f is tried again with back-off, 1 s up to 30 s: the operation waits instead of failing.
-func (o *operation) untilReachable(ctx context.Context, what string, f func() error) error {
-	said := false
-	for backoff := kubeRetryFirst; ; backoff = min(2*backoff, kubeRetryMax) {
-		err := f()
-		if !KubeUnreachable(err) || ctx.Err() != nil {
-			return err
-		}
-		if !said {
-			o.say(ctx, "waiting for the Kubernetes API server to %s: %v", what, err)
-			said = true
-		}
-		o.log.WithError(err).Warnf("the Kubernetes API server cannot be reached to %s; trying again in %s", what, backoff)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-	}
-}
-
 func formatResources(rl corev1.ResourceList) string {
 	var parts []string
 	for _, n := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {

@@ -183,3 +183,23 @@ func heartbeatLeases(ctx context.Context, d leaseRenewer, req api.HeartbeatReque
 	}
 	return len(req.Running), resp, nil
 }
+
+// untilReachable calls f until it succeeds, fails for another reason than an unreachable Kubernetes API server
+// (KubeUnreachable), or ctx ends. While the API server cannot be reached (it restarts, say) the operation's log
+// says so once, and f is tried again with back-off, 1 s up to 30 s: the operation waits instead of failing.
+func (o *operation) untilReachable(ctx context.Context, what string, f func() error) error {
+	backoff := kubeRetryFirst
+	for said := false; ; said = true {
+		err := f()
+		if !KubeUnreachable(err) || ctx.Err() != nil {
+			return err
+		}
+		if !said {
+			o.say(ctx, "waiting for the Kubernetes API server to %s: %v", what, err)
+		}
+		o.log.WithError(err).Warnf("the Kubernetes API server cannot be reached to %s; trying again in %s", what, backoff)
+		if !backOff(ctx, &backoff, kubeRetryMax) {
+			return err
+		}
+	}
+}
