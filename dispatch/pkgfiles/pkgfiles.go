@@ -3,7 +3,8 @@
 // progress under uploads/, each named by the SHA-256 and size its client declared. An upload is appended to
 // from the offset it holds (its file's length), so a client whose connection broke continues where the server
 // stopped; once it holds the declared size, its content is hashed and, when it matches, moved under sha256/.
-// Nothing is held in memory but a copy buffer. The metadata (names, versions) is the store's.
+// Content being deleted is moved under deleting/ first (RemoveUnused). Nothing is held in memory but a copy
+// buffer. The metadata (names, versions) is the store's.
 package pkgfiles
 
 import (
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,18 +59,33 @@ type Upload struct {
 type Dir struct {
 	root string
 
-	mu   sync.Mutex
-	busy map[string]bool // uploads being appended to
+	mu     sync.Mutex
+	busy   map[string]bool // uploads being appended to
+	asides atomic.Int64    // names content being deleted apart (RemoveUnused)
 }
 
 // Open opens (creating it, private to its owner) the package directory root.
 func Open(root string) (*Dir, error) {
-	for _, sub := range []string{"sha256", "uploads"} {
+	for _, sub := range []string{"sha256", "uploads", "deleting"} {
 		if err := os.MkdirAll(filepath.Join(root, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("creating the package directory %s: %w", root, err)
 		}
 	}
-	return &Dir{root: root, busy: map[string]bool{}}, nil
+	d := &Dir{root: root, busy: map[string]bool{}}
+	d.restoreAsides()
+	return d, nil
+}
+
+// restoreAsides puts back content a deletion moved aside and did not finish (the process stopped in
+// between): the next retention run decides again.
+func (d *Dir) restoreAsides() {
+	entries, _ := os.ReadDir(filepath.Join(d.root, "deleting"))
+	for _, e := range entries {
+		sha, _, _ := strings.Cut(e.Name(), ".")
+		aside := filepath.Join(d.root, "deleting", e.Name())
+		_ = os.Link(aside, d.Path(sha)) // fails when the content is back already
+		_ = os.Remove(aside)
+	}
 }
 
 // Root is the directory.
@@ -230,12 +247,46 @@ func (d *Dir) finish(sha string, size int64) (Upload, error) {
 	return Upload{SHA256: sha, Size: size, Offset: size, Complete: true}, nil
 }
 
-// Remove deletes stored content (a missing file is not an error).
-func (d *Dir) Remove(sha string) error {
-	if err := os.Remove(d.Path(sha)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("deleting package content %s: %w", sha, err)
+// Claim marks stored content as in use now, for a package about to name it, and returns its size; an error
+// wrapping os.ErrNotExist when it is not stored (any more). Content claimed after a removal's cutoff survives
+// that removal (RemoveUnused), so the caller names it in the store after Claim returns.
+func (d *Dir) Claim(sha string) (int64, error) {
+	now := time.Now()
+	if err := os.Chtimes(d.Path(sha), now, now); err != nil {
+		return 0, err
 	}
-	return nil
+	return d.Size(sha)
+}
+
+// RemoveUnused deletes stored content that was not modified or claimed since before and reports whether it
+// did (a missing file is not an error). It is safe against a Claim or Start of the same content at the same
+// moment, in this process or another sharing the directory: the file is first moved aside (atomically), and
+// moved back when it turns out to be claimed since before; a Claim that finds it moved aside fails, so its
+// package is refused (the client pushes again) rather than named with no content.
+func (d *Dir) RemoveUnused(sha string, before time.Time) (bool, error) {
+	aside := filepath.Join(d.root, "deleting", fmt.Sprintf("%s.%d.%d", sha, os.Getpid(), d.asides.Add(1)))
+	if err := os.Rename(d.Path(sha), aside); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("deleting package content %s: %w", sha, err)
+	}
+	fi, err := os.Stat(aside)
+	if err == nil && !fi.ModTime().Before(before) {
+		// Claimed meanwhile: put it back, unless new content of the same SHA-256 took its place.
+		err = os.Link(aside, d.Path(sha))
+		if errors.Is(err, os.ErrExist) {
+			err = nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("keeping package content %s claimed during its deletion: %w", sha, err)
+		}
+		return false, os.Remove(aside)
+	}
+	if err := os.Remove(aside); err != nil {
+		return false, fmt.Errorf("deleting package content %s: %w", sha, err)
+	}
+	return true, nil
 }
 
 // Sweep deletes the stored content not modified since before that keep does not claim, and the uploads not
@@ -262,6 +313,15 @@ func (d *Dir) Sweep(before, uploadsBefore time.Time, keep func(sha string) bool)
 		for _, e := range entries {
 			fi, err := e.Info()
 			if err != nil || !fi.ModTime().Before(c.before) || c.keep(e.Name()) {
+				continue
+			}
+			if c.sub == "sha256" {
+				removed, err := d.RemoveUnused(e.Name(), c.before)
+				if err != nil {
+					errs = append(errs, err)
+				} else if removed {
+					n++
+				}
 				continue
 			}
 			if err := os.Remove(filepath.Join(d.root, c.sub, e.Name())); err != nil {

@@ -134,7 +134,7 @@ func (s *Server) createPackage(w http.ResponseWriter, r *http.Request, _ caller)
 	if err := body(r, &req, validate.CreatePackage); err != nil {
 		return err
 	}
-	size, err := files.Size(req.SHA256)
+	size, err := files.Claim(req.SHA256) // before the store names it, so a retention run now keeps it
 	if err != nil {
 		return errf(http.StatusUnprocessableEntity, "sha256", "", "the server holds no content sha256:%s: upload it completely first (POST /api/v1/packages/uploads)", req.SHA256)
 	}

@@ -292,3 +292,36 @@ func TestPackageMemoryBounded(t *testing.T) {
 func strconvI(n int64) string { return strconv.FormatInt(n, 10) }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// TestCreatePackageClaimsContent: naming stored content in a package marks it in use now, so a retention run
+// that found the content unused a moment before (its old package deleted) keeps it rather than leaving the
+// new package without content.
+func TestCreatePackageClaimsContent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, packagesConfig(t))
+	file, sum := writeRandom(t, t.TempDir(), "tool.tgz", 4096)
+	if _, err := b.admin.PushPackage(b.ctx, file, "tool", "1"); err != nil {
+		t.Fatal(err)
+	}
+	files := b.srv.cfg.Packages
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(files.Path(sum), old, old); err != nil {
+		t.Fatal(err)
+	}
+	// Name the content again without an upload (the step a push ends with).
+	body, _ := json.Marshal(api.CreatePackageRequest{Name: "tool", Version: "2", SHA256: sum, FileName: "tool.tgz"})
+	req, _ := http.NewRequestWithContext(b.ctx, "POST", b.url+"/api/v1/packages", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating tool@2: %s", resp.Status)
+	}
+	if removed, err := files.RemoveUnused(sum, time.Now().Add(-time.Hour)); err != nil || removed {
+		t.Fatalf("retention removed content a package named after its cutoff: removed=%v, %v", removed, err)
+	}
+}

@@ -101,7 +101,7 @@ func (r *Retention) packages(ctx context.Context, before, uploadsBefore time.Tim
 		return
 	}
 	for _, sha := range unused {
-		if err := r.files.Remove(sha); err != nil {
+		if _, err := r.files.RemoveUnused(sha, before); err != nil {
 			r.log.WithError(err).Error("deleting package content (the next run tries again)")
 		}
 	}
