@@ -24,6 +24,7 @@ import (
 // Backend is what the portal needs of the dispatch server. Errors are the API's; Explain turns one into the
 // status and message the API would answer.
 type Backend interface {
+	Sessions
 	// IsAdminToken reports whether token is the admin token, comparing in constant time.
 	IsAdminToken(token string) bool
 	Pools(ctx context.Context) ([]api.Pool, error)
@@ -75,16 +76,15 @@ const maxForm = 64 << 10
 
 // Portal serves the pages. Its zero value is not usable; use New.
 type Portal struct {
-	b        Backend
-	log      *logrus.Entry
-	sessions *sessions
-	pages    map[string]*template.Template
-	mux      *http.ServeMux
+	b     Backend
+	log   *logrus.Entry
+	pages map[string]*template.Template
+	mux   *http.ServeMux
 }
 
 // New returns the portal over b.
 func New(b Backend, log *logrus.Entry) *Portal {
-	p := &Portal{b: b, log: log, sessions: newSessions(SessionTTL), pages: parsePages(), mux: http.NewServeMux()}
+	p := &Portal{b: b, log: log, pages: parsePages(), mux: http.NewServeMux()}
 	static, _ := fs.Sub(staticFS, "static")
 	p.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServer(http.FS(static))))
 	p.mux.HandleFunc("GET /login", p.loginPage)

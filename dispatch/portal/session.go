@@ -3,20 +3,17 @@ package portal
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 )
 
 // SessionTTL is how long a login lasts: the session ends this long after the login, whatever happens meanwhile.
 const SessionTTL = 8 * time.Hour
-
-// maxSessions bounds the sessions kept; past it the oldest logins end first.
-const maxSessions = 1000
 
 // Cookie names. The login cookie carries the login form's CSRF token (there is no session yet to keep it in).
 const (
@@ -24,20 +21,28 @@ const (
 	loginCookie   = "octo_login"
 )
 
-// session is one admin login, kept on the server; the browser holds only its random id.
+// Sessions keeps the logins where every server of the service finds them (the store's, not this process's
+// memory: behind a balancer a browser may reach any server). The browser holds only a random id; what is
+// kept is its SHA-256.
+type Sessions interface {
+	// StartSession keeps a login until expires.
+	StartSession(ctx context.Context, hash []byte, csrf string, started, expires time.Time) error
+	// Session returns the CSRF token of the login whose id hashes to hash, live at now; ok is false when
+	// there is none.
+	Session(ctx context.Context, hash []byte, now time.Time) (csrf string, ok bool, err error)
+	// EndSession ends a login.
+	EndSession(ctx context.Context, hash []byte) error
+}
+
+// session is the login of a request.
 type session struct {
-	csrf    string
-	expires time.Time
+	csrf string
 }
 
-type sessions struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[string]session // id -> session
-}
-
-func newSessions(ttl time.Duration) *sessions {
-	return &sessions{ttl: ttl, m: map[string]session{}}
+// storeFailed answers 503 with msg when the store could not keep or read a login, and logs why.
+func (p *Portal) storeFailed(w http.ResponseWriter, r *http.Request, msg string, err error) {
+	p.log.WithError(err).WithField("path", r.URL.Path).Error("portal login store failed")
+	p.fail(w, r, http.StatusServiceUnavailable, msg, nil)
 }
 
 // randomToken returns 32 random bytes, base64url.
@@ -47,45 +52,26 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// start opens a session and returns its id.
-func (ss *sessions) start(now time.Time) (string, session) {
-	id, s := randomToken(), session{csrf: randomToken(), expires: now.Add(ss.ttl)}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for k, v := range ss.m {
-		if !now.Before(v.expires) {
-			delete(ss.m, k)
-		}
-	}
-	for len(ss.m) >= maxSessions {
-		oldest := ""
-		for k, v := range ss.m {
-			if oldest == "" || v.expires.Before(ss.m[oldest].expires) {
-				oldest = k
-			}
-		}
-		delete(ss.m, oldest)
-	}
-	ss.m[id] = s
-	return id, s
+// sessionHash is what the store keeps of a session id.
+func sessionHash(id string) []byte {
+	h := sha256.Sum256([]byte(id))
+	return h[:]
 }
 
-// get returns the live session of id.
-func (ss *sessions) get(id string, now time.Time) (session, bool) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	s, ok := ss.m[id]
-	if ok && !now.Before(s.expires) {
-		delete(ss.m, id)
-		return session{}, false
-	}
-	return s, ok
+// startSession opens a login and returns its id, for the cookie.
+func (p *Portal) startSession(ctx context.Context) (string, error) {
+	id, now := randomToken(), time.Now()
+	return id, p.b.StartSession(ctx, sessionHash(id), randomToken(), now, now.Add(SessionTTL))
 }
 
-func (ss *sessions) end(id string) {
-	ss.mu.Lock()
-	delete(ss.m, id)
-	ss.mu.Unlock()
+// sessionOfCookie returns the live login of r's session cookie.
+func (p *Portal) sessionOfCookie(r *http.Request) (session, bool, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil || c.Value == "" {
+		return session{}, false, nil
+	}
+	csrf, ok, err := p.b.Session(r.Context(), sessionHash(c.Value), time.Now())
+	return session{csrf: csrf}, ok, err
 }
 
 type sessionKey struct{}
@@ -100,10 +86,10 @@ func sessionOf(r *http.Request) (session, bool) {
 // token (else 403).
 func (p *Portal) admin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var s session
-		ok := false
-		if c, err := r.Cookie(sessionCookie); err == nil {
-			s, ok = p.sessions.get(c.Value, time.Now())
+		s, ok, err := p.sessionOfCookie(r)
+		if err != nil {
+			p.storeFailed(w, r, "the server cannot read logins now: try again in a moment", err)
+			return
 		}
 		if !ok {
 			if strings.HasSuffix(r.URL.Path, "/logs") || r.Method != http.MethodGet {
@@ -191,16 +177,23 @@ func (p *Portal) login(w http.ResponseWriter, r *http.Request) {
 		p.showLogin(w, r, http.StatusUnauthorized, "wrong admin token: use the one the server printed at its first start (or gave --admin-token)")
 		return
 	}
-	id, _ := p.sessions.start(time.Now())
+	id, err := p.startSession(r.Context())
+	if err != nil {
+		p.storeFailed(w, r, "the server cannot keep your login now: try again in a moment", err)
+		return
+	}
 	p.setCookie(w, r, loginCookie, "", -1)
-	p.setCookie(w, r, sessionCookie, id, int(p.sessions.ttl.Seconds()))
+	p.setCookie(w, r, sessionCookie, id, int(SessionTTL.Seconds()))
 	p.log.WithField("remote", r.RemoteAddr).Info("portal login")
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }
 
 func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		p.sessions.end(c.Value)
+		if err := p.b.EndSession(r.Context(), sessionHash(c.Value)); err != nil {
+			p.storeFailed(w, r, "the server cannot end your login now: try again in a moment", err)
+			return
+		}
 	}
 	p.setCookie(w, r, sessionCookie, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)

@@ -1,32 +1,101 @@
-package portal
+package portal_test
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
-	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/octo-worker/octo-worker/dispatch/server"
+	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
 
-// TestSessionsEnd: a session ends at its expiry whatever happens meanwhile, and at logout; past maxSessions
-// the oldest login ends first.
-func TestSessionsEnd(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	ss := newSessions(time.Hour)
-	id, s := ss.start(now)
-	if got, ok := ss.get(id, now.Add(time.Hour-time.Second)); !ok || got.csrf != s.csrf || len(s.csrf) < 40 || len(id) < 40 {
-		t.Fatalf("a live session: %+v %v; want it, with 32-byte random id and CSRF token", got, ok)
+// TestSessionsSharedAcrossServers: two servers on one store, as replicas behind a balancer. A login made
+// through one is live on the other, and a logout through either ends it on both: sessions live in the store,
+// not in a server's memory.
+func TestSessionsSharedAcrossServers(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "dispatch.db"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := ss.get(id, now.Add(time.Hour)); ok {
-		t.Fatal("the session outlived its expiry")
+	defer st.Close()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	var urls [2]string
+	for i := range urls {
+		srv, err := server.New(st, server.Config{}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewServer(srv.Handler())
+		defer ts.Close()
+		urls[i] = ts.URL
 	}
-	id, _ = ss.start(now)
-	ss.end(id)
-	if _, ok := ss.get(id, now); ok {
-		t.Fatal("the session outlived its logout")
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	csrfField := regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	// do sends a request with the given cookies (the browser's, whichever server it reaches).
+	do := func(method, base, path string, form url.Values, cookies ...*http.Cookie) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(form.Encode()))
+		if method == "POST" {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", base)
+		}
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
 	}
-	first, _ := ss.start(now)
-	for i := range maxSessions {
-		ss.start(now.Add(time.Duration(i+1) * time.Millisecond))
+	cookie := func(resp *http.Response, name string) *http.Cookie {
+		t.Helper()
+		for _, c := range resp.Cookies() {
+			if c.Name == name && c.Value != "" {
+				return c
+			}
+		}
+		t.Fatalf("%s: no %s cookie", resp.Request.URL, name)
+		return nil
 	}
-	if _, ok := ss.get(first, now); ok || len(ss.m) != maxSessions {
-		t.Fatalf("%d sessions kept, the oldest still live: %v; want %d and the oldest ended", len(ss.m), ok, maxSessions)
+
+	resp, login := do("GET", urls[0], "/login", nil)
+	csrf := csrfField.FindStringSubmatch(login)
+	if csrf == nil {
+		t.Fatalf("no CSRF token in the login form:\n%s", login)
+	}
+	resp, _ = do("POST", urls[0], "/login", url.Values{"csrf": {csrf[1]}, "token": {adminToken}}, cookie(resp, "octo_login"))
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login through the first server: %s", resp.Status)
+	}
+	session := cookie(resp, "octo_session")
+	resp, page := do("GET", urls[1], "/workers", nil, session)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a login made through the first server, on the second: %s; want 200", resp.Status)
+	}
+	csrf = csrfField.FindStringSubmatch(page)
+	if csrf == nil {
+		t.Fatalf("no CSRF token on the workers page:\n%s", page)
+	}
+	if resp, _ := do("POST", urls[1], "/logout", url.Values{"csrf": {csrf[1]}}, session); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout through the second server: %s", resp.Status)
+	}
+	for _, u := range urls { // a browser that kept the cookie (or a thief who copied it)
+		if resp, _ := do("GET", u, "/workers", nil, session); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("%s after the logout: %s; want 303 to the login page", u, resp.Status)
+		}
 	}
 }

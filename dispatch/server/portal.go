@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/portal"
+	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
 // portalBackend is the server as the web portal sees it (portal.Backend). Each call runs the admin route of
@@ -167,3 +170,22 @@ func (r *reply) Header() http.Header {
 }
 func (r *reply) Write(p []byte) (int, error) { return r.body.Write(p) }
 func (r *reply) WriteHeader(int)             {}
+
+// StartSession keeps a portal login in the store, where every server sharing it finds it.
+func (b portalBackend) StartSession(ctx context.Context, hash []byte, csrf string, started, expires time.Time) error {
+	return b.s.st.StartSession(ctx, store.Session{Hash: hash, CSRF: csrf, Started: started, Expires: expires})
+}
+
+// Session returns the CSRF token of a live portal login.
+func (b portalBackend) Session(ctx context.Context, hash []byte, now time.Time) (string, bool, error) {
+	s, err := b.s.st.Session(ctx, hash, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", false, nil
+	}
+	return s.CSRF, err == nil, err
+}
+
+// EndSession ends a portal login.
+func (b portalBackend) EndSession(ctx context.Context, hash []byte) error {
+	return b.s.st.EndSession(ctx, hash)
+}

@@ -69,6 +69,7 @@ func Run(t *testing.T, open Open) {
 		{"Packages", testPackages},
 		{"OperationPackages", testOperationPackages},
 		{"PackageRetention", testPackageRetention},
+		{"Sessions", testSessions},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
