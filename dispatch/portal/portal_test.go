@@ -17,19 +17,26 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/dispatch/server"
+	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
 
 const adminToken = "portal-test-admin-token"
 
-// TestOverTLS logs in over HTTPS with plain HTTP requests: the session cookie is Secure there too, and the
-// operations page of a server with more than a thousand operations shows a bounded page.
-func TestOverTLS(t *testing.T) {
+// openStore opens a SQLite store in the test's temp dir, closed when the test ends.
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "dispatch.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// newServer returns a dispatch server on st whose admin token is adminToken.
+func newServer(t *testing.T, st store.Store) *server.Server {
+	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	srv, err := server.New(st, server.Config{}, log)
@@ -39,7 +46,13 @@ func TestOverTLS(t *testing.T) {
 	if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewTLSServer(srv.Handler())
+	return srv
+}
+
+// TestOverTLS logs in over HTTPS with plain HTTP requests: the session cookie is Secure there too, and the
+// operations page of a server with more than a thousand operations shows a bounded page.
+func TestOverTLS(t *testing.T) {
+	ts := httptest.NewTLSServer(newServer(t, openStore(t)).Handler())
 	defer ts.Close()
 
 	hc := new(http.Client)

@@ -5,38 +5,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/sirupsen/logrus"
-
-	"github.com/octo-worker/octo-worker/dispatch/server"
-	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
 
 // TestSessionsSharedAcrossServers: two servers on one store, as replicas behind a balancer. A login made
 // through one is live on the other, and a logout through either ends it on both: sessions live in the store,
 // not in a server's memory.
 func TestSessionsSharedAcrossServers(t *testing.T) {
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "dispatch.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	log := logrus.New()
-	log.SetOutput(io.Discard)
+	st := openStore(t)
 	var urls [2]string
 	for i := range urls {
-		srv, err := server.New(st, server.Config{}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := srv.InitAdminToken(t.Context(), adminToken); err != nil {
-			t.Fatal(err)
-		}
-		ts := httptest.NewServer(srv.Handler())
+		ts := httptest.NewServer(newServer(t, st).Handler())
 		defer ts.Close()
 		urls[i] = ts.URL
 	}
