@@ -20,6 +20,13 @@ var appendBodies = []string{
 	`{"lease_id":"l-1","lines":[{"seq":1,"time":"2026-11-27T10:31:06.123456789Z","stream":"stdout","text":"hello"},{"seq":2,"time":"2026-11-27T10:31:06Z","stream":"stderr","text":"wörld ✓"}]}`,
 	` { "lines" : [ { "text" : "a\"b\\c\u00e9\n" , "stream" : "system" , "seq" : 0 , "time" : "2026-01-02T03:04:05+02:00" } ] , "lease_id" : "x" } `,
 	`{"lease_id":"l","lines":[]}`,
+	// The worker's form up to a point, then not (the compact reader hands the line to the general one).
+	`{"lease_id":"l","lines":[{"seq":1,"time":"2026-11-27T10:31:06Z","stream":"stdout","text":"a","pos":3}]}`,
+	`{"lease_id":"l","lines":[{"seq":1,"time":"2026-11-27T10:31:06Z","stream":"stdout","text":"a","text":"b"}]}`,
+	`{"lease_id":"l","lines":[{"seq":1,"time":"2026-11-27T10:31:06Z","stream":"stdout","Text":"a"}]}`,
+	`{"lease_id":"l","lines":[{"seq":1,"time":"2026-11-27T10:31:06Z","text":"a","stream":"stdout"}]}`,
+	`{"lease_id":"l","lines":[{"seq":1,"time":"2026-11-27T10:31:06Z","stream":"stdout","text":"a\u0000\"b"}]}`,
+	`{"lease_id":"l","lines":[{"seq":1,"time":"2026-11-27T10:31:06Z","stream":"stdout","text":"a"} ,{"seq":2,"seq":3}]}`,
 	`{"lease_id":"l"}`,
 	`{}`,
 	`{"lease_id":"l","lines":[{}]}`,
