@@ -110,6 +110,29 @@ func DecodeAppendLogs(data []byte, req *AppendLogsRequest, expect int) bool {
 	return ok && sc.end()
 }
 
+// DecodePodLogs decodes data into req if data is a pod's push in the subset of JSON DecodeAppendLogs reads
+// (one "records" field, an array of strings), and reports false otherwise: decode such a body with
+// encoding/json. expect sizes the records slice (the most records a push may hold). The strings in req share
+// one copy of data.
+func DecodePodLogs(data []byte, req *PodLogsRequest, expect int) bool {
+	sc := jsonScanner{data: data, str: string(data)}
+	*req = PodLogsRequest{}
+	seen := false
+	ok := sc.object(func(key string) bool {
+		if key != "records" || seen {
+			return false
+		}
+		seen = true
+		req.Records = make([]string, 0, min(len(data)/40, expect)) // a record takes more than 40 bytes
+		return sc.array(func() bool {
+			rec, ok := sc.string()
+			req.Records = append(req.Records, rec)
+			return ok
+		})
+	})
+	return ok && sc.end()
+}
+
 // DecodeLogEvent decodes one NDJSON record of a log stream into ev if it is a line record in the subset
 // DecodeAppendLogs reads, and reports false otherwise (end records included): decode those with
 // encoding/json. The strings in ev share one copy of data.

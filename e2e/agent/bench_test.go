@@ -117,8 +117,12 @@ func bareJob(b *testing.B, cfg jobrunner.Config, id string) {
 //     reads the same finished log raw GetLogs reads.
 //
 // The pods' own channel (they push what the server lacks once its log stands still for 5 s) would deliver the
-// whole catch-up log while the worker is stopped, so the benchmark points it at a closed port (benchValues):
-// the pods still spool their records, as in production, but only the worker delivers them.
+// whole catch-up log while the worker is stopped, so for these two phases the benchmark points it at a closed
+// port (benchValues): the pods still spool their records, as in production, but only the worker delivers them.
+// A third phase measures that channel alone:
+//
+//   - push (push/raw): the worker is stopped once the operation's Job exists, with the pods' channel working;
+//     the pod pushes its finished log to the server itself (PROTOCOL.md, "The script pod's channel").
 //
 // server-append-lines/s is the server alone storing the same number of lines from a plain client. Each phase
 // also logs the CPU each process spent per line (kube-apiserver, the process node with this process's
@@ -128,8 +132,8 @@ func BenchmarkLogThroughput(b *testing.B) {
 	prof := benchProfile(b)
 	e := setup(b, agentOptions{values: benchValues})
 	const n = 200000
-	var live, catchup, raw, rawCatchup, runner float64
-	var liveCPU, catchupCPU, rawCPU float64
+	var live, catchup, push, raw, rawCatchup, rawPush, runner float64
+	var liveCPU, catchupCPU, pushCPU, rawCPU float64
 	// phase logs and returns the CPU per line the processes spent since s0.
 	phase := func(name string, lines int, s0 cpuSample, m *cpuMeter) float64 {
 		costs, total := perLine(s0, m.sample(b), lines)
@@ -178,6 +182,26 @@ func BenchmarkLogThroughput(b *testing.B) {
 		e.checkStored(id, n)
 		rate, _ = rawGetLogs(b, e.pod(id), m, "")
 		rawCatchup += rate
+
+		// Push: the pod delivers its log over its own channel while no worker runs.
+		e.agent.Stop(syscall.SIGTERM, 20*time.Second)
+		e.agentOpts.values = ""
+		e.launchAgent()
+		e.agent.WaitHTTP(b, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
+		id = e.submit(api.OperationSpec{Script: fmt.Sprintf("sleep 3; seq 1 %d", n)})
+		waitUntil(b, time.Minute, "the push operation running", func() bool { return e.get(id).State == api.StateRunning })
+		e.agent.Stop(syscall.SIGTERM, 20*time.Second)
+		delete(m.pids, "agent") // stopped: its CPU cannot be sampled
+		r = <-e.storedRate(id, n, startPhase("push"))
+		stop()
+		push += r.rate
+		pushCPU += phase("push", int(r.lines), s0, m)
+		e.agentOpts.values = benchValues // the worker comes back to end the operation
+		e.launchAgent()
+		m.pids["agent"] = e.agent.Pid()
+		e.checkStored(id, n)
+		rate, _ = rawGetLogs(b, e.pod(id), m, "")
+		rawPush += rate
 	}
 	N := float64(b.N)
 	server := serverCeiling(b, e, n)
@@ -190,6 +214,9 @@ func BenchmarkLogThroughput(b *testing.B) {
 	b.ReportMetric(live/raw, "worker/raw")
 	b.ReportMetric(live/runner, "worker/runner")
 	b.ReportMetric(catchup/rawCatchup, "catchup/raw")
+	b.ReportMetric(push/N, "push-lines/s")
+	b.ReportMetric(push/rawPush, "push/raw")
+	b.ReportMetric(pushCPU/N, "push-cpu-ns/line")
 	b.ReportMetric(live/N/server, "worker/server")
 	b.ReportMetric(rawCPU/N, "raw-cpu-ns/line")
 	b.ReportMetric(liveCPU/N, "live-cpu-ns/line")
