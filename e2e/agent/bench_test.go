@@ -18,6 +18,7 @@ import (
 	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/e2e/cluster"
 	"github.com/octo-worker/octo-worker/jobrunner"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
@@ -116,9 +117,12 @@ func bareJob(b *testing.B, cfg jobrunner.Config, id string) {
 //     again after the pod finished, so it delivers the finished log as a worker that restarts does; this
 //     reads the same finished log raw GetLogs reads.
 //
-// The pods' own channel (they push what the server lacks once its log stands still for 5 s) would deliver the
-// whole catch-up log while the worker is stopped, so for these two phases the benchmark points it at a closed
-// port (benchValues): the pods still spool their records, as in production, but only the worker delivers them.
+// The pods run on a node of their own that does not rotate logs: a 200,000-line log (25 MB) outgrows the
+// kubelet's default 10 MiB, and raw GetLogs, which reads only the current file, would read part of the log
+// or none of it. The pods' own channel (they push what the server lacks once its log stands still for 5 s)
+// would deliver the whole catch-up log while the worker is stopped, so for these two phases the benchmark
+// points it at a closed port (benchValues): the pods still spool their records, as in production, but only
+// the worker delivers them.
 // A third phase measures that channel alone:
 //
 //   - push (push/raw): the worker is stopped once the operation's Job exists, with the pods' channel working;
@@ -130,7 +134,11 @@ func bareJob(b *testing.B, cfg jobrunner.Config, id string) {
 // OCTO_BENCH_PROFILE=DIR it writes pprof CPU profiles there (see benchProfile).
 func BenchmarkLogThroughput(b *testing.B) {
 	prof := benchProfile(b)
-	e := setup(b, agentOptions{values: benchValues})
+	node, err := kube.AddNode(context.Background(), cluster.NodeOptions{ContainerLogMaxSize: "-1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := setup(b, agentOptions{values: benchValues(node, false)})
 	const n = 200000
 	var live, catchup, push, raw, rawCatchup, rawPush, runner float64
 	var liveCPU, catchupCPU, pushCPU, rawCPU float64
@@ -185,7 +193,7 @@ func BenchmarkLogThroughput(b *testing.B) {
 
 		// Push: the pod delivers its log over its own channel while no worker runs.
 		e.agent.Stop(syscall.SIGTERM, 20*time.Second)
-		e.agentOpts.values = ""
+		e.agentOpts.values = benchValues(node, true)
 		e.launchAgent()
 		e.agent.WaitHTTP(b, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
 		id = e.submit(api.OperationSpec{Script: fmt.Sprintf("sleep 3; seq 1 %d", n)})
@@ -196,7 +204,7 @@ func BenchmarkLogThroughput(b *testing.B) {
 		stop()
 		push += r.rate
 		pushCPU += phase("push", int(r.lines), s0, m)
-		e.agentOpts.values = benchValues // the worker comes back to end the operation
+		e.agentOpts.values = benchValues(node, false) // the worker comes back to end the operation
 		e.launchAgent()
 		m.pids["agent"] = e.agent.Pid()
 		e.checkStored(id, n)
@@ -223,9 +231,15 @@ func BenchmarkLogThroughput(b *testing.B) {
 	b.ReportMetric(catchupCPU/N, "catchup-cpu-ns/line")
 }
 
-// benchValues point the pods' channel at a closed port of the loopback: BenchmarkLogThroughput measures the
-// worker's delivery, not the pod's pushes.
-const benchValues = "scriptPods:\n  dispatchURL: http://127.0.0.1:1\n"
+// benchValues put BenchmarkLogThroughput's pods on node and, unless push, point their channel at a closed
+// port of the loopback: the live and catch-up phases measure the worker's delivery, not the pod's pushes.
+func benchValues(node string, push bool) string {
+	v := "scriptPods:\n  nodeSelector:\n    kubernetes.io/hostname: " + node + "\n"
+	if !push {
+		v += "  dispatchURL: http://127.0.0.1:1\n"
+	}
+	return v
+}
 
 // rawGetLogs reads a finished pod's script container log with GetLogs (timestamps on, as the worker reads it)
 // three times and returns the best rate in lines per second (the machine is shared, and the best read is the
