@@ -100,12 +100,35 @@ func DecodeAppendLogs(data []byte, req *AppendLogsRequest, expect int) bool {
 			req.Lines = make([]LogLine, 0, min(len(data)/60, expect)) // an encoded line takes at least 60 bytes
 			return sc.array(func() bool {
 				var l LogLine
-				ok := sc.logLine(&l)
+				ok := sc.compactLogLine(&l) || sc.logLine(&l)
 				req.Lines = append(req.Lines, l)
 				return ok
 			})
 		}
 		return false
+	})
+	return ok && sc.end()
+}
+
+// DecodePodLogs decodes data into req if data is a pod's push in the subset of JSON DecodeAppendLogs reads
+// (one "records" field, an array of strings), and reports false otherwise: decode such a body with
+// encoding/json. expect sizes the records slice (the most records a push may hold). The strings in req share
+// one copy of data.
+func DecodePodLogs(data []byte, req *PodLogsRequest, expect int) bool {
+	sc := jsonScanner{data: data, str: string(data)}
+	*req = PodLogsRequest{}
+	seen := false
+	ok := sc.object(func(key string) bool {
+		if key != "records" || seen {
+			return false
+		}
+		seen = true
+		req.Records = make([]string, 0, min(len(data)/40, expect)) // a record takes more than 40 bytes
+		return sc.array(func() bool {
+			rec, ok := sc.string()
+			req.Records = append(req.Records, rec)
+			return ok
+		})
 	})
 	return ok && sc.end()
 }
@@ -174,6 +197,39 @@ func (s *jsonScanner) logLine(l *LogLine) bool {
 		}
 		return ok
 	})
+}
+
+// compactLogLine reads a LogLine object written as the worker's client writes it (LineEncoder: the fields
+// seq, time, stream and text in that order, no white space): it matches the keys as literals instead of
+// decoding each. For anything else it reports false with the scanner where it was, for logLine to read.
+func (s *jsonScanner) compactLogLine(l *LogLine) bool {
+	start := s.i
+	ok := s.literal(`{"seq":`)
+	if ok {
+		l.Seq, ok = s.int()
+	}
+	ok = ok && s.literal(`,"time":`) && s.time(&l.Time) && s.literal(`,"stream":`)
+	if ok {
+		l.Stream, ok = s.string()
+		l.Stream = internStream(l.Stream)
+	}
+	ok = ok && s.literal(`,"text":`)
+	if ok {
+		l.Text, ok = s.string()
+	}
+	if ok = ok && s.literal("}"); !ok {
+		*l, s.i = LogLine{}, start
+	}
+	return ok
+}
+
+// literal consumes lit if the input continues with it, white space not skipped.
+func (s *jsonScanner) literal(lit string) bool {
+	if !strings.HasPrefix(s.str[s.i:], lit) {
+		return false
+	}
+	s.i += len(lit)
+	return true
 }
 
 // internStream returns the constant for a known stream name, so a line does not hold the input by it.

@@ -69,3 +69,21 @@ func BenchmarkLineEncoder(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(lines)), "ns/line")
 	})
 }
+
+// FuzzTimeText: a run of times through one TimeText is written as AppendFormat(RFC3339Nano) writes each,
+// years outside 0..9999 and other zones included.
+func FuzzTimeText(f *testing.F) {
+	f.Add(int64(1_796_000_000_123_456_789), int64(5), int64(999_999_999))
+	f.Add(int64(0), int64(1e9), int64(-1))
+	f.Add(int64(-62_167_219_200_000_000_000/1000), int64(-1), int64(100))
+	f.Fuzz(func(t *testing.T, base, d1, d2 int64) {
+		times := []time.Time{time.Unix(0, base).UTC(), time.Unix(0, base+d1).UTC(), time.Unix(0, base+d2).UTC(),
+			time.Unix(0, base).In(time.FixedZone("x", 3600)), time.Unix(base, d1).UTC(), time.Unix(-base, d2).UTC()}
+		var tt TimeText
+		for _, tm := range times {
+			if got, want := tt.Append(nil, tm), tm.AppendFormat(nil, time.RFC3339Nano); string(got) != string(want) {
+				t.Fatalf("Append(%v) = %q; AppendFormat = %q", tm, got, want)
+			}
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
+	"github.com/octo-worker/octo-worker/dispatch/decode"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 	"github.com/octo-worker/octo-worker/dispatch/validate"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
@@ -80,8 +82,19 @@ func (s *Server) podLogState(w http.ResponseWriter, r *http.Request, c caller) e
 // podLogs stores records the pod pushes: it opens them with the operation's key, masks them and appends them
 // through the worker's own append (idempotent on seq), and records the end-of-stream marker.
 func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, c caller) error {
+	buf := logBody()
+	defer keepLogBody(buf)
+	if n := r.ContentLength; n > 0 && n <= logsBodyLimit {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		return fmt.Errorf("reading the request body: %w", err) // a *http.MaxBytesError stays visible
+	}
 	var req api.PodLogsRequest
-	if err := body(r, &req, validate.PodLogs); err != nil {
+	if err := decodePodLogs(buf.Bytes(), &req); err != nil {
+		return err
+	}
+	if err := validate.PodLogs(&req); err != nil {
 		return err
 	}
 	pl := c.pod
@@ -91,8 +104,10 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, c caller) error
 	}
 	lines := make([]api.LogLine, 0, len(req.Records))
 	var end *api.PodEnd
+	var open []byte // scratch for opening the records
 	for i, rec := range req.Records {
-		l, err := sealer.Parse([]byte(rec))
+		var l logline.Line
+		l, open, err = sealer.ParseTo(open, []byte(rec))
 		if errors.Is(err, logline.ErrNotRecord) {
 			return errf(http.StatusUnprocessableEntity, fmt.Sprintf("records[%d]", i), "", "not a runner record (seq|time|stream|sealed payload): push the records as the runner printed them")
 		}
@@ -132,6 +147,17 @@ func (s *Server) podLogs(w http.ResponseWriter, r *http.Request, c caller) error
 	}
 	writeJSON(w, http.StatusOK, state)
 	return nil
+}
+
+// decodePodLogs decodes a pod's push: api.DecodePodLogs reads the pushes the runner sends without reflection;
+// any body it does not fully understand goes to decode.Bytes, the strict decoder every request uses. When the
+// fast path succeeds its result is what decode.Bytes would return (a differential fuzz test checks it).
+func decodePodLogs(data []byte, req *api.PodLogsRequest) error {
+	if api.DecodePodLogs(data, req, validate.MaxLogLines+1) {
+		return nil
+	}
+	*req = api.PodLogsRequest{}
+	return decode.Bytes(data, req)
 }
 
 // wireText is a payload as the worker's lines carry it: JSON strings hold valid UTF-8 only, and encoding/json

@@ -18,6 +18,7 @@ import (
 	"github.com/octo-worker/octo-worker/chartgen"
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
+	"github.com/octo-worker/octo-worker/e2e/cluster"
 	"github.com/octo-worker/octo-worker/jobrunner"
 	"github.com/octo-worker/octo-worker/jobrunner/logline"
 )
@@ -116,16 +117,31 @@ func bareJob(b *testing.B, cfg jobrunner.Config, id string) {
 //     again after the pod finished, so it delivers the finished log as a worker that restarts does; this
 //     reads the same finished log raw GetLogs reads.
 //
+// The pods run on a node of their own that does not rotate logs: a 200,000-line log (25 MB) outgrows the
+// kubelet's default 10 MiB, and raw GetLogs, which reads only the current file, would read part of the log
+// or none of it. The pods' own channel (they push what the server lacks once its log stands still for 5 s)
+// would deliver the whole catch-up log while the worker is stopped, so for these two phases the benchmark
+// points it at a closed port (benchValues): the pods still spool their records, as in production, but only
+// the worker delivers them.
+// A third phase measures that channel alone:
+//
+//   - push (push/raw): the worker is stopped once the operation's Job exists, with the pods' channel working;
+//     the pod pushes its finished log to the server itself (PROTOCOL.md, "The script pod's channel").
+//
 // server-append-lines/s is the server alone storing the same number of lines from a plain client. Each phase
 // also logs the CPU each process spent per line (kube-apiserver, the process node with this process's
 // readers, the pods, the agent, the dispatch server), and reports the totals (*-cpu-ns/line); with
 // OCTO_BENCH_PROFILE=DIR it writes pprof CPU profiles there (see benchProfile).
 func BenchmarkLogThroughput(b *testing.B) {
 	prof := benchProfile(b)
-	e := setup(b, agentOptions{})
+	node, err := kube.AddNode(context.Background(), cluster.NodeOptions{ContainerLogMaxSize: "-1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := setup(b, agentOptions{values: benchValues(node, false)})
 	const n = 200000
-	var live, catchup, raw, rawCatchup, runner float64
-	var liveCPU, catchupCPU, rawCPU float64
+	var live, catchup, push, raw, rawCatchup, rawPush, runner float64
+	var liveCPU, catchupCPU, pushCPU, rawCPU float64
 	// phase logs and returns the CPU per line the processes spent since s0.
 	phase := func(name string, lines int, s0 cpuSample, m *cpuMeter) float64 {
 		costs, total := perLine(s0, m.sample(b), lines)
@@ -174,6 +190,26 @@ func BenchmarkLogThroughput(b *testing.B) {
 		e.checkStored(id, n)
 		rate, _ = rawGetLogs(b, e.pod(id), m, "")
 		rawCatchup += rate
+
+		// Push: the pod delivers its log over its own channel while no worker runs.
+		e.agent.Stop(syscall.SIGTERM, 20*time.Second)
+		e.agentOpts.values = benchValues(node, true)
+		e.launchAgent()
+		e.agent.WaitHTTP(b, fmt.Sprintf("http://127.0.0.1:%d/readyz", e.healthPort), 2*time.Minute)
+		id = e.submit(api.OperationSpec{Script: fmt.Sprintf("sleep 3; seq 1 %d", n)})
+		waitUntil(b, time.Minute, "the push operation running", func() bool { return e.get(id).State == api.StateRunning })
+		e.agent.Stop(syscall.SIGTERM, 20*time.Second)
+		delete(m.pids, "agent") // stopped: its CPU cannot be sampled
+		r = <-e.storedRate(id, n, startPhase("push"))
+		stop()
+		push += r.rate
+		pushCPU += phase("push", int(r.lines), s0, m)
+		e.agentOpts.values = benchValues(node, false) // the worker comes back to end the operation
+		e.launchAgent()
+		m.pids["agent"] = e.agent.Pid()
+		e.checkStored(id, n)
+		rate, _ = rawGetLogs(b, e.pod(id), m, "")
+		rawPush += rate
 	}
 	N := float64(b.N)
 	server := serverCeiling(b, e, n)
@@ -186,10 +222,23 @@ func BenchmarkLogThroughput(b *testing.B) {
 	b.ReportMetric(live/raw, "worker/raw")
 	b.ReportMetric(live/runner, "worker/runner")
 	b.ReportMetric(catchup/rawCatchup, "catchup/raw")
+	b.ReportMetric(push/N, "push-lines/s")
+	b.ReportMetric(push/rawPush, "push/raw")
+	b.ReportMetric(pushCPU/N, "push-cpu-ns/line")
 	b.ReportMetric(live/N/server, "worker/server")
 	b.ReportMetric(rawCPU/N, "raw-cpu-ns/line")
 	b.ReportMetric(liveCPU/N, "live-cpu-ns/line")
 	b.ReportMetric(catchupCPU/N, "catchup-cpu-ns/line")
+}
+
+// benchValues put BenchmarkLogThroughput's pods on node and, unless push, point their channel at a closed
+// port of the loopback: the live and catch-up phases measure the worker's delivery, not the pod's pushes.
+func benchValues(node string, push bool) string {
+	v := "scriptPods:\n  nodeSelector:\n    kubernetes.io/hostname: " + node + "\n"
+	if !push {
+		v += "  dispatchURL: http://127.0.0.1:1\n"
+	}
+	return v
 }
 
 // rawGetLogs reads a finished pod's script container log with GetLogs (timestamps on, as the worker reads it)

@@ -2,6 +2,7 @@ package logline
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"strconv"
 	"strings"
@@ -231,4 +232,37 @@ func FuzzParseSeq(f *testing.F) {
 			t.Errorf("parseSeq(%q) = %d, %v; strconv = %d, %v", s, got, ok, want, werr)
 		}
 	})
+}
+
+// TestNoncesUnique: the records of one Sealer, and of two Sealers of the same key (a retried pod), carry
+// distinct nonces, and each opens.
+func TestNoncesUnique(t *testing.T) {
+	key, _ := NewKey()
+	seen := map[string]bool{}
+	for range 2 {
+		s, err := NewSealer(key, "op")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 1000 {
+			l := Line{Seq: int64(i + 1), Time: time.Now(), Stream: Stdout, Payload: []byte("same text")}
+			rec, err := s.Append(nil, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Parse(rec); err != nil {
+				t.Fatalf("record %d does not open: %v", i+1, err)
+			}
+			_, payload, _ := bytes.Cut(rec[bytes.LastIndexByte(rec, '|'):], []byte("|"))
+			sealed, err := base64.RawStdEncoding.DecodeString(string(payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if nonce := string(sealed[:12]); seen[nonce] {
+				t.Fatalf("record %d repeats a nonce", i+1)
+			} else {
+				seen[nonce] = true
+			}
+		}
+	}
 }

@@ -223,3 +223,68 @@ func TestRunnerNeverWaitsForAnAbsentServer(t *testing.T) {
 		}
 	})
 }
+
+// TestSpoolReadsOn: pushes read on from where the last one stopped, across segments, read windows (some
+// smaller than a record) and while records are added, and a push from an earlier seq (a server that lost
+// lines) reads from there again.
+func TestSpoolReadsOn(t *testing.T) {
+	t.Parallel()
+	for _, window := range []int64{readWindow, 100, 40} {
+		t.Run(fmt.Sprint(window), func(t *testing.T) { spoolReadsOn(t, window) })
+	}
+}
+
+func spoolReadsOn(t *testing.T, window int64) {
+	sp, err := newSpool(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	sp.segSize, sp.window = 2<<10, window
+	add := func(from, to int64) {
+		for seq := from; seq <= to; seq++ {
+			sp.add(seq, fmt.Appendf(nil, "%d|t|stdout|%s\n", seq, strings.Repeat("x", int(seq%50))))
+		}
+		sp.flush()
+	}
+	read := func(after int64, n int) []int64 {
+		recs, err := sp.records(after, n, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []int64
+		for _, r := range recs {
+			seqs = append(seqs, recordSeq(r))
+		}
+		return seqs
+	}
+	add(1, 300)
+	var got []int64
+	added := false
+	for after := int64(0); ; {
+		seqs := read(after, 7)
+		if len(seqs) == 0 {
+			break
+		}
+		got = append(got, seqs...)
+		after = seqs[len(seqs)-1]
+		if after >= 150 && !added {
+			add(301, 400)
+			added = true
+		}
+	}
+	if len(got) != 400 {
+		t.Fatalf("read %d records, want 400", len(got))
+	}
+	for i, seq := range got {
+		if seq != int64(i+1) {
+			t.Fatalf("record %d has seq %d", i+1, seq)
+		}
+	}
+	if seqs := read(99, 3); fmt.Sprint(seqs) != "[100 101 102]" {
+		t.Errorf("reading after 99 again gave %v", seqs)
+	}
+	if seqs := read(396, 10); fmt.Sprint(seqs) != "[397 398 399 400]" {
+		t.Errorf("reading after 396 gave %v", seqs)
+	}
+}

@@ -25,6 +25,7 @@ type spool struct {
 	dir     string
 	limit   int64
 	segSize int64 // spoolSegment; smaller in tests
+	window  int64 // readWindow; smaller in tests
 
 	mu      sync.Mutex
 	segs    []*segment // oldest first; the last one is being written
@@ -34,6 +35,16 @@ type spool struct {
 	newest  int64 // seq of the newest record kept
 	dropped int64 // records not kept: the spool was full
 	err     error // a write failed: the spool keeps nothing more
+	// read is where the last records call stopped: the next push reads on from there instead of reading and
+	// skipping its segment from the start (a push at a time, so each record is read about once).
+	read readCursor
+}
+
+// readCursor is the byte offset in the segment file path just after the record of seq.
+type readCursor struct {
+	path string
+	seq  int64
+	off  int64
 }
 
 type segment struct {
@@ -50,7 +61,7 @@ func newSpool(dir string, limit int64) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the spool directory: %w", err)
 	}
-	return &spool{dir: dir, limit: limit, segSize: spoolSegment}, nil
+	return &spool{dir: dir, limit: limit, segSize: spoolSegment, window: readWindow}, nil
 }
 
 // add keeps the record of line seq (rec ends with its newline).
@@ -172,39 +183,69 @@ func (s *spool) records(after int64, maxN, maxBytes int) ([]string, error) {
 			segs = append(segs, *seg)
 		}
 	}
+	cur := s.read
 	s.mu.Unlock()
 	var out []string
 	size := 0
-	for _, seg := range segs {
-		// Trimming is the pusher's, which also calls this: the file is there.
-		b, err := readPrefix(seg.path, seg.flushed)
-		if err != nil {
-			return out, fmt.Errorf("reading the spool: %w", err)
+	defer func() {
+		if len(out) > 0 {
+			s.mu.Lock()
+			s.read = cur
+			s.mu.Unlock()
 		}
-		for len(b) > 0 {
-			rec, rest, _ := bytes.Cut(b, []byte{'\n'})
-			b = rest
-			if recordSeq(string(rec)) <= after {
+	}()
+	for _, seg := range segs {
+		var off int64
+		if seg.path == cur.path && after >= cur.seq && cur.off <= seg.flushed {
+			off = cur.off // the records before it are at or before after
+		}
+		for window := s.window; off < seg.flushed; {
+			// Trimming is the pusher's, which also calls this: the file is there.
+			b, err := readRange(seg.path, off, min(seg.flushed, off+window))
+			if err != nil {
+				return out, fmt.Errorf("reading the spool: %w", err)
+			}
+			used := 0 // bytes of whole records
+			for {
+				i := bytes.IndexByte(b[used:], '\n')
+				if i < 0 {
+					break
+				}
+				rec := b[used : used+i]
+				used += i + 1
+				seq := recordSeqBytes(rec)
+				if seq <= after {
+					continue
+				}
+				if len(out) == maxN || (len(out) > 0 && size+len(rec) > maxBytes) {
+					return out, nil
+				}
+				out = append(out, string(rec))
+				size += len(rec)
+				cur = readCursor{path: seg.path, seq: seq, off: off + int64(used)}
+			}
+			if used == 0 {
+				window = seg.flushed - off // a record longer than the window (flushed ends with a record)
 				continue
 			}
-			if len(out) == maxN || (len(out) > 0 && size+len(rec) > maxBytes) {
-				return out, nil
-			}
-			out = append(out, string(rec))
-			size += len(rec)
+			off += int64(used)
 		}
 	}
 	return out, nil
 }
 
-func readPrefix(path string, n int64) ([]byte, error) {
+// readWindow is how much of a segment records reads at a time: a push takes what it needs, not the file.
+const readWindow = 256 << 10
+
+// readRange reads bytes from..to of the file at path.
+func readRange(path string, from, to int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b := make([]byte, n)
-	_, err = f.ReadAt(b, 0)
+	b := make([]byte, to-from)
+	_, err = f.ReadAt(b, from)
 	return b, err
 }
 
@@ -217,6 +258,16 @@ func (s *spool) close() {
 		_ = os.Remove(seg.path)
 	}
 	s.segs = nil
+}
+
+// recordSeqBytes is recordSeq of a record in bytes, without copying it.
+func recordSeqBytes(rec []byte) int64 {
+	i := bytes.IndexByte(rec, '|')
+	if i < 0 || i > 19 {
+		return 0
+	}
+	var digits [20]byte
+	return recordSeq(string(append(digits[:0], rec[:i+1]...)))
 }
 
 // recordSeq is the seq a record starts with (0 when it has none).
