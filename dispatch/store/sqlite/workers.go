@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -208,4 +209,45 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 		return reply, fmt.Errorf("recording heartbeat of worker %s: %w", h.WorkerID, err)
 	}
 	return reply, nil
+}
+
+// TouchWorkers records idle heartbeats in one statement (see store.Workers).
+func (s *Store) TouchWorkers(ctx context.Context, touches []store.Touch) (map[string]bool, error) {
+	drains := make(map[string]bool, len(touches))
+	if len(touches) == 0 {
+		return drains, nil
+	}
+	rows := make([][4]any, len(touches)) // [id, prev, at, last check or null]
+	for i, t := range touches {
+		rows[i] = [4]any{t.WorkerID, nanos(t.Prev), nanos(t.At), nil}
+		if !t.LastCheck.IsZero() {
+			rows[i][3] = nanos(t.LastCheck)
+		}
+	}
+	arg, err := json.Marshal(rows)
+	if err != nil {
+		return nil, fmt.Errorf("touching %d workers: %w", len(touches), err)
+	}
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		rows, err := s.txQuery(ctx, tx, `UPDATE workers SET last_heartbeat = t.at, last_check = t.chk
+			FROM (SELECT value ->> 0 AS id, value ->> 1 AS prev, value ->> 2 AS at, value ->> 3 AS chk FROM json_each(?)) t
+			WHERE workers.id = t.id AND workers.last_heartbeat = t.prev RETURNING workers.id, workers.drain_requested`, string(arg))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var drain int
+			if err := rows.Scan(&id, &drain); err != nil {
+				return err
+			}
+			drains[id] = drain == 1
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("touching %d workers: %w", len(touches), err)
+	}
+	return drains, nil
 }
