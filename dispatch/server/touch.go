@@ -16,9 +16,9 @@ import (
 // Idle heartbeats: with thousands of idle workers, a write per heartbeat was most of what the store did, and
 // a hand-off's writes queued behind them. A heartbeat that changes nothing of its worker but the times (it
 // runs nothing, and reports the same version, capacity, capabilities, health, draining and profiles as the
-// last heartbeat this server wrote for it) is answered from memory and its times are written with others in
-// one statement every touchEvery (store.TouchWorkers). Everything else is written at once, as before: a
-// change, and every heartbeat of a worker running something (it renews leases and learns what to cancel).
+// last heartbeat this server wrote for it) is answered from memory and its times are written with others'
+// every touchEvery (store.TouchWorkers). Everything else is written at once, as before: a change, and every
+// heartbeat of a worker running something (it renews leases and learns what to cancel).
 //
 // What an idle heartbeat answers without the store: Cancel is empty (a worker running nothing has nothing to
 // stop; one that holds a lease it has not reported yet hears of a cancel once it reports it), and Drain is the
@@ -152,7 +152,7 @@ func (s *Server) flushTouches(ctx context.Context) {
 
 // writeTouches writes idle heartbeats every touchEvery until ctx ends, and those queued then.
 func (s *Server) writeTouches(ctx context.Context) {
-	every := min(touchEvery, s.cfg.HeartbeatInterval/10)
+	every := max(time.Millisecond, min(touchEvery, s.cfg.HeartbeatInterval/10))
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
