@@ -123,6 +123,8 @@ type Server struct {
 
 	metrics *metrics // served at GET /metrics
 
+	touch *touches // idle heartbeats written in batches (touch.go); nil (each written at once) but while serving
+
 	// asleep, nil but in tests, hears +1 when a lease long-poll falls asleep in its wait (ready for a
 	// hand-off) and -1 when it wakes or leaves, so tests wait on that signal rather than poll. Set before
 	// serving.
@@ -199,6 +201,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 		ErrorLog:          log.New(errLog, "", 0),
 	}
 	var wg sync.WaitGroup
+	s.touch = newTouches()
+	touchCtx, stopTouches := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTouches()
+	wg.Go(func() { s.writeTouches(touchCtx) }) // stops after the handlers, so it writes their last heartbeats
 	errc := make(chan error, 1)
 	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -229,6 +235,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsConfig *tls.Conf
 		_ = hs.Close()
 	}
 	stopPublish()
+	stopTouches()
 	wg.Wait()
 	s.log.Info("dispatch server stopped")
 	return err

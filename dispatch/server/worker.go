@@ -301,13 +301,20 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, c caller) err
 		return err
 	}
 	now := time.Now().UTC()
-	reply, err := s.st.Heartbeat(r.Context(), store.Heartbeat{WorkerID: c.worker.ID, HeartbeatRequest: req, Now: now,
-		LeaseExpiresAt: now.Add(s.cfg.LeaseTTL)})
-	if errors.Is(err, store.ErrNotFound) { // removed since this request authenticated
-		return errf(http.StatusUnauthorized, "", "", "invalid worker token: worker %s was removed; register again with a registration token", c.worker.ID)
-	}
-	if err != nil {
-		return err
+	var reply store.HeartbeatReply
+	if s.idleBeat(c.worker.ID, req, now) { // written with others soon (touch.go)
+		reply.Drain = c.worker.DrainRequested
+	} else {
+		var err error
+		reply, err = s.st.Heartbeat(r.Context(), store.Heartbeat{WorkerID: c.worker.ID, HeartbeatRequest: req, Now: now,
+			LeaseExpiresAt: now.Add(s.cfg.LeaseTTL)})
+		if errors.Is(err, store.ErrNotFound) { // removed since this request authenticated
+			return errf(http.StatusUnauthorized, "", "", "invalid worker token: worker %s was removed; register again with a registration token", c.worker.ID)
+		}
+		if err != nil {
+			return err
+		}
+		s.wroteBeat(c.worker.ID, c.tokenHash, req, now, reply)
 	}
 	s.heartbeatCached(c.tokenHash, req, reply.Drain) // the offer may have changed
 	dv, err := s.heartbeatVersion(r.Context())

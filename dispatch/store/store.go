@@ -152,6 +152,17 @@ type HeartbeatReply struct {
 	Drain bool
 }
 
+// Touch is a heartbeat that changed nothing of its worker but the times (TouchWorkers): a server keeps such
+// heartbeats in memory and writes them in batches.
+type Touch struct {
+	WorkerID string
+	// Prev is the last heartbeat the writer of this touch wrote for the worker: the touch applies only while
+	// the stored one is still Prev, so it never overwrites a heartbeat written through another server.
+	Prev time.Time
+	// At is the heartbeat's time; LastCheck when the worker's health checks ran (zero: never).
+	At, LastCheck time.Time
+}
+
 // Workers keeps registered workers.
 type Workers interface {
 	CreateWorker(ctx context.Context, w Worker) error
@@ -166,6 +177,11 @@ type Workers interface {
 	// Heartbeat records a heartbeat (with the health it reports: OK, message, checks, when they ran), renews the leases of the listed operations the worker still holds and
 	// says what to cancel. ErrNotFound when the worker does not exist.
 	Heartbeat(ctx context.Context, h Heartbeat) (HeartbeatReply, error)
+	// TouchWorkers records idle heartbeats in one write: each sets its worker's last heartbeat to At and last
+	// check to LastCheck (NULL when zero), where the stored last heartbeat is still Prev. It returns, by worker
+	// id, the drain request of each worker it touched; a worker missing from it was removed, or heartbeated
+	// since through another path (the caller writes that worker's next heartbeat in full).
+	TouchWorkers(ctx context.Context, touches []Touch) (map[string]bool, error)
 	// SetDrain records an admin's drain request for a worker.
 	SetDrain(ctx context.Context, workerID string, drain bool) (Worker, error)
 	// RemoveWorker deletes a worker (its token stops authenticating) and, in the same transaction, makes the

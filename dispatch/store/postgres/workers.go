@@ -191,3 +191,39 @@ func (s *Store) Heartbeat(ctx context.Context, h store.Heartbeat) (store.Heartbe
 	}
 	return reply, nil
 }
+
+// TouchWorkers records idle heartbeats in one statement (see store.Workers).
+func (s *Store) TouchWorkers(ctx context.Context, touches []store.Touch) (map[string]bool, error) {
+	drains := make(map[string]bool, len(touches))
+	if len(touches) == 0 {
+		return drains, nil
+	}
+	ids := make([]string, len(touches))
+	prev, at, checks := make([]int64, len(touches)), make([]int64, len(touches)), make([]*int64, len(touches))
+	for i, t := range touches {
+		ids[i], prev[i], at[i] = t.WorkerID, nanos(t.Prev), nanos(t.At)
+		if !t.LastCheck.IsZero() {
+			checks[i] = new(int64)
+			*checks[i] = nanos(t.LastCheck)
+		}
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE workers w SET last_heartbeat = t.at, last_check = t.chk
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS t (id, prev, at, chk)
+		WHERE w.id = t.id AND w.last_heartbeat = t.prev RETURNING w.id, w.drain_requested`, ids, prev, at, checks)
+	if err != nil {
+		return nil, fmt.Errorf("touching %d workers: %w", len(touches), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var drain bool
+		if err := rows.Scan(&id, &drain); err != nil {
+			return nil, fmt.Errorf("touching %d workers: %w", len(touches), err)
+		}
+		drains[id] = drain
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("touching %d workers: %w", len(touches), err)
+	}
+	return drains, nil
+}

@@ -53,6 +53,8 @@ func (s *Store) truncateSoon() { s.erased = true }
 // logged, not retried (the next end of an operation tries again). It must not run inside a transaction (the
 // writer calls it between groups).
 func (s *Store) truncateWAL() bool {
+	s.cpMu.Lock() // a checkpoint in progress would make SQLite refuse the truncation as busy
+	defer s.cpMu.Unlock()
 	ctx := context.Background()
 	var busy, frames, copied int
 	_, err := s.w.ExecContext(ctx, `PRAGMA busy_timeout = `+truncateWait)

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -36,6 +37,12 @@ type Store struct {
 	stop    chan struct{} // closed by Close
 	stopped chan struct{} // closed when the writer has returned
 	log     *logrus.Entry
+
+	c            *sql.DB                  // the checkpointer's connection (checkpoint.go)
+	cpMu         sync.Mutex               // held by a checkpoint or a truncation of the WAL
+	committed    atomic.Bool              // set by the writer after a commit, cleared by the checkpointer
+	cpStopped    chan struct{}            // closed when the checkpointer has returned
+	checkpointed func(frames, copied int) // when set (tests), called after each checkpoint with its counts
 
 	// erased is set, by the writer goroutine only, when a write of the group being committed erased sensitive
 	// values or deleted history (see truncateSoon).
@@ -77,7 +84,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 	_ = f.Close()
 	s := &Store{wStmts: map[string]*sql.Stmt{}, rStmts: map[string]*sql.Stmt{},
-		writes: make(chan writeReq), stop: make(chan struct{}), stopped: make(chan struct{})}
+		writes: make(chan writeReq), stop: make(chan struct{}), stopped: make(chan struct{}), cpStopped: make(chan struct{})}
 	WithLogger(logrus.StandardLogger())(s)
 	for _, o := range opts {
 		o(s)
@@ -100,16 +107,21 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("opening the database %s: %w", path, err)
 	}
+	if err := s.openCheckpointer(ctx, path); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("opening the database %s: %w", path, err)
+	}
 	go s.writer(s.stop)
+	go s.checkpointer(s.stop)
 	if err := s.migrate(ctx); err != nil {
 		s.stopWriter()
-		_ = w.Close()
+		_ = errors.Join(s.c.Close(), w.Close())
 		return nil, fmt.Errorf("migrating the database %s: %w", path, err)
 	}
 	r, err := sql.Open("sqlite", sqlitedsn.DSN(path, false))
 	if err != nil {
 		s.stopWriter()
-		_ = w.Close()
+		_ = errors.Join(s.c.Close(), w.Close())
 		return nil, fmt.Errorf("opening the database %s for reading: %w", path, err)
 	}
 	n := max(4, 2*runtime.GOMAXPROCS(0))
@@ -131,7 +143,7 @@ func (s *Store) Close() error {
 		_ = st.Close()
 	}
 	s.stmtMu.Unlock()
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.r.Close(), s.c.Close(), s.w.Close())
 }
 
 func (s *Store) stopWriter() {
@@ -141,6 +153,7 @@ func (s *Store) stopWriter() {
 		close(s.stop)
 	}
 	<-s.stopped
+	<-s.cpStopped
 }
 
 // write runs fn in a transaction on the single writer connection and returns once it is committed (or
@@ -276,7 +289,9 @@ func (s *Store) commitGroup(group []writeReq) (erased bool) {
 		_ = tx.Rollback()
 		return
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	s.committed.Store(true)
+	if err != nil {
 		for i := range errs {
 			if errs[i] == nil {
 				errs[i] = fmt.Errorf("committing: %w", err)

@@ -25,6 +25,7 @@ func Run(t *testing.T, open Open) {
 		{"Pools", testPools},
 		{"Tokens", testTokens},
 		{"Workers", testWorkers},
+		{"TouchWorkers", testTouchWorkers},
 		{"RemoveWorker", testRemoveWorker},
 		{"RemoveWorkerStopsItsDeployment", testRemoveWorkerDeployment},
 		{"RemovedWorkerLeasesNothing", testRemovedWorkerLeasesNothing},
