@@ -189,14 +189,18 @@ const maxGroup = 128
 // tried again later, see truncateRetryMax), and once more before it returns if one is due.
 func (s *Store) writer(stop <-chan struct{}) {
 	defer close(s.stopped)
-	var due <-chan time.Time // set while a truncation is due
-	retry := truncateDelay   // the delay before the next attempt of a truncation that did not complete
+	var due <-chan time.Time  // set while a truncation is due
+	var ready <-chan struct{} // set while the checkpoint before a due truncation runs (checkpointAside)
+	retry := truncateDelay    // the delay before the next attempt of a truncation that did not complete
 	for {
 		var first writeReq
 		select {
 		case first = <-s.writes:
 		case <-due:
-			due = nil
+			due, ready = nil, s.checkpointAside()
+			continue
+		case <-ready:
+			ready = nil
 			if s.truncateWAL() {
 				retry = truncateDelay
 			} else {
@@ -205,7 +209,10 @@ func (s *Store) writer(stop <-chan struct{}) {
 			}
 			continue
 		case <-stop:
-			if due != nil {
+			if ready != nil {
+				<-ready
+			}
+			if due != nil || ready != nil {
 				s.truncateWAL()
 			}
 			return
@@ -220,7 +227,7 @@ func (s *Store) writer(stop <-chan struct{}) {
 				break more
 			}
 		}
-		if s.commitGroup(group) && due == nil {
+		if s.commitGroup(group) && due == nil && ready == nil { // else the truncation to come covers it
 			due = time.After(truncateDelay)
 		}
 	}
