@@ -27,7 +27,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 		case api.StateQueued:
 			o2, err := scanOp(tx.QueryRow(ctx, `UPDATE operations SET state = 'cancelled',
 				message = $1, finished_at = $2, secrets = NULL WHERE seq = $3 RETURNING `+opCols,
-				store.MessageCancelledBeforeStart, nanos(now), o.seq), false)
+				store.MessageCancelledBeforeStart, nanos(now), o.Seq), false)
 			if err != nil {
 				return fmt.Errorf("cancelling operation %s: %w", id, err)
 			}
@@ -39,7 +39,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 			return nil
 		case api.StateLeased, api.StateRunning:
 			o2, err := scanOp(tx.QueryRow(ctx, `UPDATE operations SET cancel_requested = TRUE WHERE seq = $1 RETURNING `+opCols,
-				o.seq), false)
+				o.Seq), false)
 			if err != nil {
 				return fmt.Errorf("requesting cancellation of operation %s: %w", id, err)
 			}

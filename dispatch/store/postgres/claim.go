@@ -90,10 +90,10 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 				WHERE worker_id = $1 AND lease_request_id = $2 AND state IN ('leased', 'running') AND lease_expires_at >= $3
 				FOR UPDATE`, p.WorkerID, p.RequestID, nanos(p.Now)), true)
 			if err == nil {
-				l := o.lease()
+				l := o.Lease()
 				// The reply with the token minted then was lost: the token of this reply replaces it.
 				if err := tx.QueryRow(ctx, `UPDATE operations SET pod_token_hash = $1 WHERE seq = $2 RETURNING sealing_key`,
-					nullString(p.PodTokenHash), o.seq).Scan(&l.SealingKey); err != nil {
+					nullString(p.PodTokenHash), o.Seq).Scan(&l.SealingKey); err != nil {
 					return fmt.Errorf("replacing the pod token of request %s: %w", p.RequestID, err)
 				}
 				lease = &l
@@ -176,7 +176,7 @@ func leaseRow(ctx context.Context, tx pgx.Tx, q string, p store.ClaimParams, arg
 			return nil, fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
 		}
 	}
-	l := o.lease()
+	l := o.Lease()
 	l.SealingKey = p.SealingKey
 	return &l, nil
 }

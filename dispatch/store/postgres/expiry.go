@@ -27,12 +27,12 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 		err := s.tx(ctx, func(tx pgx.Tx) error {
 			one = store.Changes{}
 			// The cancel request is read on the locked row: one may have come since the read above.
-			msg := store.MessageExpired(o.WorkerID, o.leaseExpiresAt, false)
+			msg := store.MessageExpired(o.WorkerID, o.LeaseExpiresAt, false)
 			o2, err := scanOp(tx.QueryRow(ctx, `UPDATE operations SET state = 'lost',
 				message = $1 || CASE WHEN cancel_requested THEN $5 ELSE '' END, finished_at = $2,
 				secrets = NULL, pod_token_hash = NULL, sealing_key = NULL
 				WHERE seq = $3 AND lease_id = $4 AND state IN ('leased', 'running') AND lease_expires_at < $2
-				RETURNING `+opCols, msg, nanos(now), o.seq, o.leaseID, store.MessageCancelRequested), false)
+				RETURNING `+opCols, msg, nanos(now), o.Seq, o.LeaseID, store.MessageCancelRequested), false)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
 			}

@@ -20,7 +20,7 @@ func (s *Store) SetRunning(ctx context.Context, ref store.LeaseRef, message stri
 		}
 		o2, err := scanOp(tx.QueryRow(ctx, `UPDATE operations SET state = 'running',
 			started_at = COALESCE(started_at, $1), message = CASE WHEN $2 = '' THEN message ELSE $2 END
-			WHERE seq = $3 RETURNING `+opCols, nanos(ref.Now), message, o.seq), false)
+			WHERE seq = $3 RETURNING `+opCols, nanos(ref.Now), message, o.Seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
 		}
@@ -52,8 +52,8 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		if err != nil {
 			return err
 		}
-		if r.LastSeq > o.lastSeq {
-			return &store.MissingLinesError{Have: o.lastSeq, Want: r.LastSeq}
+		if r.LastSeq > o.LastSeq {
+			return &store.MissingLinesError{Have: o.LastSeq, Want: r.LastSeq}
 		}
 		var exit *int64
 		if r.ExitCode != nil {
@@ -62,7 +62,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		}
 		o2, err := scanOp(tx.QueryRow(ctx, `UPDATE operations SET state = $1, exit_code = $2, message = $3,
 			finished_at = $4, secrets = NULL, pod_token_hash = NULL, sealing_key = NULL, usage = $5 WHERE seq = $6
-			RETURNING `+opCols, r.State, exit, r.Message, nanos(ref.Now), store.EncodeUsage(r.Usage), o.seq), false)
+			RETURNING `+opCols, r.State, exit, r.Message, nanos(ref.Now), store.EncodeUsage(r.Usage), o.Seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
 		}

@@ -22,7 +22,7 @@ func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]a
 	}
 	leases := make([]api.Lease, 0, len(held))
 	for _, o := range held {
-		leases = append(leases, o.lease())
+		leases = append(leases, o.Lease())
 	}
 	return leases, nil
 }
@@ -36,8 +36,8 @@ func held(ctx context.Context, tx pgx.Tx, ref store.LeaseRef) (opRow, error) {
 	if err != nil {
 		return o, readErr(err, "operation %s", ref.OperationID)
 	}
-	return o, store.CheckLease(store.Held{ID: o.ID, State: o.State, WorkerID: o.WorkerID, LeaseID: o.leaseID,
-		LeaseExpiresAt: o.leaseExpiresAt}, ref)
+	return o, store.CheckLease(store.Held{ID: o.ID, State: o.State, WorkerID: o.WorkerID, LeaseID: o.LeaseID,
+		LeaseExpiresAt: o.LeaseExpiresAt}, ref)
 }
 
 // renewLeases renews, for a heartbeat, the live leases of the operations it lists that its worker still holds,
@@ -73,5 +73,5 @@ func renewLeases(ctx context.Context, tx pgx.Tx, h store.Heartbeat) ([]string, e
 }
 
 func sortBySeq(ops []opRow) {
-	slices.SortFunc(ops, func(a, b opRow) int { return cmp.Compare(a.seq, b.seq) })
+	slices.SortFunc(ops, func(a, b opRow) int { return cmp.Compare(a.Seq, b.Seq) })
 }

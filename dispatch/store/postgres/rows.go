@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,51 +11,16 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
-// opRow is an operation row with the columns api.Operation does not show.
-type opRow struct {
-	api.Operation
-	seq            int64
-	leaseID        string
-	leaseExpiresAt time.Time
-	lastSeq        int64
-	json           store.OpJSON
-}
+// opRow is an operation row (store.OpRow, read by store.ScanOp).
+type opRow = store.OpRow
 
-const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, image, requests, timeout_seconds,
-	capabilities, state, exit_code, message, COALESCE(worker_id, ''), cancel_requested, COALESCE(lease_id, ''),
-	lease_expires_at, last_seq, created_at, started_at, finished_at, usage, COALESCE(profile, ''), overrides`
+const opCols = store.OpCols
 
 // opColsFull is opCols with the body and the sensitive values: what a lease needs.
 const opColsFull = opCols + `, body, secrets`
 
 // scanOp reads opCols, followed by body and secrets when full is set.
-func scanOp(row pgx.Row, full bool) (opRow, error) {
-	var o opRow
-	var exit, expires, started, finished *int64
-	var created int64
-	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &o.json.Requests,
-		&o.TimeoutSeconds, &o.json.Capabilities, &o.State, &exit, &o.Message, &o.WorkerID, &o.CancelRequested,
-		&o.leaseID, &expires, &o.lastSeq, &created, &started, &finished, &o.json.Usage, &o.Profile, &o.json.Overrides}
-	if full {
-		dest = append(dest, &o.json.Body, &o.json.Secrets)
-	}
-	if err := row.Scan(dest...); err != nil {
-		return o, err
-	}
-	if exit != nil {
-		code := int(*exit)
-		o.ExitCode = &code
-	}
-	if expires != nil {
-		o.leaseExpiresAt = fromNanos(*expires)
-	}
-	o.CreatedAt, o.StartedAt, o.FinishedAt = fromNanos(created), timePtr(started), timePtr(finished)
-	return o, o.json.Decode(&o.Operation)
-}
-
-func (o opRow) lease() api.Lease {
-	return api.Lease{LeaseID: o.leaseID, ExpiresAt: o.leaseExpiresAt, LastSeq: o.lastSeq, Operation: o.json.Unmasked(o.Operation)}
-}
+func scanOp(row pgx.Row, full bool) (opRow, error) { return store.ScanOp(row, full) }
 
 // queryAll runs q on q's querier and reads every row with scan into list (pass an empty list for a result
 // that is [] rather than nil when empty).

@@ -23,7 +23,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 		case api.StateQueued:
 			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'cancelled',
 				message = ?, finished_at = ?, secrets = NULL WHERE seq = ? RETURNING `+opCols,
-				store.MessageCancelledBeforeStart, nanos(now), o.seq), false)
+				store.MessageCancelledBeforeStart, nanos(now), o.Seq), false)
 			if err != nil {
 				return fmt.Errorf("cancelling operation %s: %w", id, err)
 			}
@@ -36,7 +36,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 			return nil
 		case api.StateLeased, api.StateRunning:
 			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET cancel_requested = 1 WHERE seq = ? RETURNING `+opCols,
-				o.seq), false)
+				o.Seq), false)
 			if err != nil {
 				return fmt.Errorf("requesting cancellation of operation %s: %w", id, err)
 			}

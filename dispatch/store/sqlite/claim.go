@@ -86,10 +86,10 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 				WHERE worker_id = ? AND lease_request_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?`,
 				p.WorkerID, p.RequestID, nanos(p.Now)), true)
 			if err == nil {
-				l := o.lease()
+				l := o.Lease()
 				// The reply with the token minted then was lost: the token of this reply replaces it.
 				if err := s.txRow(ctx, tx, `UPDATE operations SET pod_token_hash = ? WHERE seq = ? RETURNING sealing_key`,
-					nullString(p.PodTokenHash), o.seq).Scan(&l.SealingKey); err != nil {
+					nullString(p.PodTokenHash), o.Seq).Scan(&l.SealingKey); err != nil {
 					return fmt.Errorf("replacing the pod token of request %s: %w", p.RequestID, err)
 				}
 				lease = &l
@@ -143,7 +143,7 @@ func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.Clai
 			return nil, fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
 		}
 	}
-	l := o.lease()
+	l := o.Lease()
 	l.SealingKey = p.SealingKey
 	return &l, nil
 }

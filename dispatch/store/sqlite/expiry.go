@@ -25,10 +25,10 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 			return fmt.Errorf("finding expired leases: %w", err)
 		}
 		for _, o := range expired {
-			msg := store.MessageExpired(o.WorkerID, o.leaseExpiresAt, o.CancelRequested)
+			msg := store.MessageExpired(o.WorkerID, o.LeaseExpiresAt, o.CancelRequested)
 			o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'lost', message = ?, finished_at = ?,
 				secrets = NULL, pod_token_hash = NULL, sealing_key = NULL WHERE seq = ? AND lease_id = ? AND state IN ('leased', 'running') AND lease_expires_at < ?
-				RETURNING `+opCols, msg, nanos(now), o.seq, o.leaseID, nanos(now)), false)
+				RETURNING `+opCols, msg, nanos(now), o.Seq, o.LeaseID, nanos(now)), false)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			}

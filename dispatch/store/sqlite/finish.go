@@ -19,7 +19,7 @@ func (s *Store) SetRunning(ctx context.Context, ref store.LeaseRef, message stri
 		}
 		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = 'running',
 			started_at = COALESCE(started_at, ?), message = CASE WHEN ? = '' THEN message ELSE ? END
-			WHERE seq = ? RETURNING `+opCols, nanos(ref.Now), message, message, o.seq), false)
+			WHERE seq = ? RETURNING `+opCols, nanos(ref.Now), message, message, o.Seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
 		}
@@ -48,8 +48,8 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		if err != nil {
 			return err
 		}
-		if r.LastSeq > o.lastSeq {
-			return &store.MissingLinesError{Have: o.lastSeq, Want: r.LastSeq}
+		if r.LastSeq > o.LastSeq {
+			return &store.MissingLinesError{Have: o.LastSeq, Want: r.LastSeq}
 		}
 		var exit sql.NullInt64
 		if r.ExitCode != nil {
@@ -57,7 +57,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		}
 		o2, err := scanOp(s.txRow(ctx, tx, `UPDATE operations SET state = ?, exit_code = ?, message = ?,
 			finished_at = ?, secrets = NULL, pod_token_hash = NULL, sealing_key = NULL, usage = ? WHERE seq = ? RETURNING `+opCols,
-			r.State, exit, r.Message, nanos(ref.Now), store.EncodeUsage(r.Usage), o.seq), false)
+			r.State, exit, r.Message, nanos(ref.Now), store.EncodeUsage(r.Usage), o.Seq), false)
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
 		}

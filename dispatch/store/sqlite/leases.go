@@ -23,7 +23,7 @@ func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]a
 	}
 	leases := make([]api.Lease, 0, len(held))
 	for _, o := range held {
-		leases = append(leases, o.lease())
+		leases = append(leases, o.Lease())
 	}
 	return leases, nil
 }
@@ -35,8 +35,8 @@ func (s *Store) held(ctx context.Context, tx *sql.Tx, ref store.LeaseRef) (opRow
 	if err != nil {
 		return o, readErr(err, "operation %s", ref.OperationID)
 	}
-	return o, store.CheckLease(store.Held{ID: o.ID, State: o.State, WorkerID: o.WorkerID, LeaseID: o.leaseID,
-		LeaseExpiresAt: o.leaseExpiresAt}, ref)
+	return o, store.CheckLease(store.Held{ID: o.ID, State: o.State, WorkerID: o.WorkerID, LeaseID: o.LeaseID,
+		LeaseExpiresAt: o.LeaseExpiresAt}, ref)
 }
 
 // renewLeases renews, for a heartbeat, the live leases of the operations it lists that its worker still holds,

@@ -29,21 +29,21 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		if err != nil {
 			return err
 		}
-		last := o.lastSeq
+		last := o.LastSeq
 		var hi int64
 		for _, l := range lines {
 			hi = max(hi, l.Seq)
 		}
 		var stored []store.SeqRun
 		if hi > last {
-			if stored, err = s.runsBeyond(ctx, tx, o.seq, last, hi); err != nil {
+			if stored, err = s.runsBeyond(ctx, tx, o.Seq, last, hi); err != nil {
 				return err
 			}
 		}
-		if err := s.checkRepeats(ctx, tx, o.seq, lines, last, stored); err != nil {
+		if err := s.checkRepeats(ctx, tx, o.Seq, lines, last, stored); err != nil {
 			return err
 		}
-		cut, err := s.readLogCut(ctx, tx, o.seq)
+		cut, err := s.readLogCut(ctx, tx, o.Seq)
 		if err != nil {
 			return err
 		}
@@ -51,7 +51,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 		var kept int
 		var keptBytes int64
 		for _, c := range store.SplitChunks(store.CutChunks(lines, last, stored), store.PieceBytes(cut.Limit)) {
-			if err := s.insertChunk(ctx, tx, o.seq, c); err != nil {
+			if err := s.insertChunk(ctx, tx, o.Seq, c); err != nil {
 				return fmt.Errorf("storing %d lines: %w", len(c.Lines), err)
 			}
 			extends, added = extends || c.Run.First == last+1, added+c.Size
@@ -64,7 +64,7 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 			for {
 				var next int64
 				err := s.txRow(ctx, tx, `SELECT last_seq FROM log_chunks WHERE op_seq = ? AND first_seq = ? AND first_seq > 0`,
-					o.seq, last+1).Scan(&next)
+					o.Seq, last+1).Scan(&next)
 				if errors.Is(err, sql.ErrNoRows) {
 					break
 				}
@@ -73,16 +73,16 @@ func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.
 				}
 				last = next
 			}
-			if _, err := s.txExec(ctx, tx, `UPDATE operations SET last_seq = ? WHERE seq = ?`, last, o.seq); err != nil {
+			if _, err := s.txExec(ctx, tx, `UPDATE operations SET last_seq = ? WHERE seq = ?`, last, o.Seq); err != nil {
 				return fmt.Errorf("recording the contiguous end: %w", err)
 			}
 		}
-		if err := s.cutLog(ctx, tx, o.seq, cut, added, last, ref.Now); err != nil {
+		if err := s.cutLog(ctx, tx, o.Seq, cut, added, last, ref.Now); err != nil {
 			return err
 		}
 		var n int
 		if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM (SELECT 1 FROM log_chunks WHERE op_seq = ? AND first_seq > ? AND first_seq > 0 LIMIT 1)`,
-			o.seq, last).Scan(&n); err != nil {
+			o.Seq, last).Scan(&n); err != nil {
 			return fmt.Errorf("looking for a gap: %w", err)
 		}
 		resp = api.AppendLogsResponse{LastSeq: last, Gap: n > 0, Stored: kept, StoredBytes: keptBytes}

@@ -39,7 +39,7 @@ func (s *Store) SetPodEnd(ctx context.Context, ref store.LeaseRef, end api.PodEn
 			return err
 		}
 		_, err = s.txExec(ctx, tx, `UPDATE operations SET pod_eos_seq = ?, pod_exit_code = ? WHERE seq = ? AND pod_eos_seq IS NULL`,
-			end.Seq, end.ExitCode, o.seq)
+			end.Seq, end.ExitCode, o.Seq)
 		return err
 	})
 	if err != nil {

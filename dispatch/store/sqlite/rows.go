@@ -5,56 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/store"
 )
 
-// opRow is an operation row with the columns api.Operation does not show.
-type opRow struct {
-	api.Operation
-	seq            int64
-	leaseID        string
-	leaseExpiresAt time.Time
-	lastSeq        int64
-	json           store.OpJSON
-}
+// opRow is an operation row (store.OpRow, read by store.ScanOp).
+type opRow = store.OpRow
 
-const opCols = `seq, id, COALESCE(deployment_id, ''), step, name, pool, syntax, image, requests, timeout_seconds,
-	capabilities, state, exit_code, message, COALESCE(worker_id, ''), cancel_requested, COALESCE(lease_id, ''),
-	lease_expires_at, last_seq, created_at, started_at, finished_at, usage, COALESCE(profile, ''), overrides`
+const opCols = store.OpCols
 
 // scanOp reads opCols, followed by body and secrets when full is set.
-func scanOp(row scanner, full bool) (opRow, error) {
-	var o opRow
-	var exit, expires, started, finished sql.NullInt64
-	var cancel int
-	var created int64
-	dest := []any{&o.seq, &o.ID, &o.DeploymentID, &o.Step, &o.Name, &o.Pool, &o.Syntax, &o.Image, &o.json.Requests,
-		&o.TimeoutSeconds, &o.json.Capabilities, &o.State, &exit, &o.Message, &o.WorkerID, &cancel, &o.leaseID, &expires,
-		&o.lastSeq, &created, &started, &finished, &o.json.Usage, &o.Profile, &o.json.Overrides}
-	if full {
-		dest = append(dest, &o.json.Body, &o.json.Secrets)
-	}
-	if err := row.Scan(dest...); err != nil {
-		return o, err
-	}
-	if exit.Valid {
-		code := int(exit.Int64)
-		o.ExitCode = &code
-	}
-	o.CancelRequested = cancel == 1
-	if expires.Valid {
-		o.leaseExpiresAt = fromNanos(expires.Int64)
-	}
-	o.CreatedAt, o.StartedAt, o.FinishedAt = fromNanos(created), timePtr(started), timePtr(finished)
-	return o, o.json.Decode(&o.Operation)
-}
-
-func (o opRow) lease() api.Lease {
-	return api.Lease{LeaseID: o.leaseID, ExpiresAt: o.leaseExpiresAt, LastSeq: o.lastSeq, Operation: o.json.Unmasked(o.Operation)}
-}
+func scanOp(row scanner, full bool) (opRow, error) { return store.ScanOp(row, full) }
 
 func (s *Store) queryOps(ctx context.Context, q string, args ...any) ([]api.Operation, error) {
 	rows, err := s.rQuery(ctx, q, args...)

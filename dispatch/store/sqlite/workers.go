@@ -135,7 +135,7 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 			return fmt.Errorf("ending the worker's leases: %w", err)
 		}
 		// RETURNING gives no order; the caller reports them oldest first.
-		slices.SortFunc(lost, func(a, b opRow) int { return cmp.Compare(a.seq, b.seq) })
+		slices.SortFunc(lost, func(a, b opRow) int { return cmp.Compare(a.Seq, b.Seq) })
 		// No one else may claim the operations targeted at it (its health checks): they end with it.
 		rows, err = s.txQuery(ctx, tx, `UPDATE operations SET state = 'cancelled', message = ?, finished_at = ?,
 			secrets = NULL WHERE target_worker = ? AND state = 'queued' RETURNING id`,
