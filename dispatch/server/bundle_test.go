@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,15 +65,22 @@ func start(tb testing.TB, cfg Config, tlsConfig *tls.Config) *bundle {
 // serveStore is start over st, any driver's store, which it closes when the test ends.
 func serveStore(tb testing.TB, cfg Config, tlsConfig *tls.Config, st store.Store) *bundle {
 	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return serveOn(tb, cfg, tlsConfig, st, ln, nil)
+}
+
+// serveOn serves a server over st on ln until the test ends, then closes st. Serve's error fails the test
+// then, unless killed is set (the test broke the server on purpose).
+func serveOn(tb testing.TB, cfg Config, tlsConfig *tls.Config, st store.Store, ln net.Listener, killed *atomic.Bool) *bundle {
+	tb.Helper()
 	srv, err := New(st, cfg, logrusDiscard())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := srv.InitAdminToken(tb.Context(), adminToken); err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
 		tb.Fatal(err)
 	}
 	b := &bundle{t: tb, ctx: tb.Context(), srv: srv, slept: make(chan struct{})}
@@ -96,7 +104,7 @@ func serveStore(tb testing.TB, cfg Config, tlsConfig *tls.Config, st store.Store
 		return serveErr
 	}
 	tb.Cleanup(func() {
-		if err := b.stop(); err != nil {
+		if err := b.stop(); err != nil && (killed == nil || !killed.Load()) {
 			tb.Errorf("Serve: %v", err)
 		}
 	})

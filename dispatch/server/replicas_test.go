@@ -84,40 +84,13 @@ func replica(tb testing.TB, url string, cfg Config) (b *bundle, kill func()) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(st, cfg, logrusDiscard())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := srv.InitAdminToken(tb.Context(), adminToken); err != nil {
-		tb.Fatal(err)
-	}
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ln := &killable{Listener: inner, conns: map[net.Conn]struct{}{}}
-	b = &bundle{t: tb, ctx: tb.Context(), srv: srv, slept: make(chan struct{}), url: "http://" + inner.Addr().String()}
-	srv.asleep = b.noteAsleep
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	var once sync.Once
-	var serveErr error
-	b.stop = func() error {
-		once.Do(func() {
-			cancel()
-			serveErr = <-done
-			_ = st.Close()
-		})
-		return serveErr
-	}
 	var killed atomic.Bool
-	tb.Cleanup(func() {
-		if err := b.stop(); err != nil && !killed.Load() {
-			tb.Errorf("Serve: %v", err)
-		}
-	})
-	b.admin = b.client(adminToken)
+	b = serveOn(tb, cfg, nil, st, ln, &killed)
 	return b, func() {
 		killed.Store(true)
 		ln.kill()
