@@ -16,7 +16,7 @@ import (
 // How a lease is decided with several servers. SQLite decides who gets work in the one statement that
 // leases, and its single writer makes that statement see every lease before it. In PostgreSQL two servers'
 // claims run at once, so:
-//   - Every lease to a worker (Claim, CreateLeasedOperation) first locks the worker's row (lockWorker) and
+//   - Every lease to a worker (Claim, CreateLeasedOperation) first locks the worker's row (lockWorkerSQL) and
 //     only then, in a later statement of the same transaction (READ COMMITTED takes a new snapshot per
 //     statement), counts its live leases and leases. Two claims for one worker therefore take turns, and the
 //     second counts the first's lease: capacity holds. A drain (SetDrain), a heartbeat's health and a removal
@@ -117,14 +117,17 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	return lease, nil
 }
 
+// lockWorkerSQL locks the row of worker $1 and reads what decides whether it may take work.
+const lockWorkerSQL = `SELECT drain_requested, healthy, capacity, last_heartbeat FROM workers WHERE id = $1
+	FOR NO KEY UPDATE`
+
 // lockWorker locks the row of p's worker (see the top of this file) and says whether it may take work now,
 // room for it aside: may when it exists and is not asked to drain; fit when, besides, its last heartbeat
 // reported healthy and came at or after p.HeartbeatSince. It returns the worker's capacity.
 func lockWorker(ctx context.Context, tx pgx.Tx, p store.ClaimParams) (may, fit bool, capacity int64, err error) {
 	var drain, healthy bool
 	var heartbeat int64
-	err = tx.QueryRow(ctx, `SELECT drain_requested, healthy, capacity, last_heartbeat FROM workers WHERE id = $1
-		FOR NO KEY UPDATE`, p.WorkerID).Scan(&drain, &healthy, &capacity, &heartbeat)
+	err = tx.QueryRow(ctx, lockWorkerSQL, p.WorkerID).Scan(&drain, &healthy, &capacity, &heartbeat)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, false, 0, nil // removed: its long-poll still in flight gets nothing
 	}
@@ -132,17 +135,6 @@ func lockWorker(ctx context.Context, tx pgx.Tx, p store.ClaimParams) (may, fit b
 		return false, false, 0, fmt.Errorf("locking worker %s: %w", p.WorkerID, err)
 	}
 	return !drain, !drain && healthy && heartbeat >= sinceNanos(p.HeartbeatSince), capacity, nil
-}
-
-// hasRoom says whether p's worker, whose row lockWorker locked in an earlier statement, holds fewer live
-// leases than capacity.
-func hasRoom(ctx context.Context, tx pgx.Tx, p store.ClaimParams, capacity int64) (bool, error) {
-	var live int64
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM operations WHERE worker_id = $1 AND state IN ('leased', 'running')`,
-		p.WorkerID).Scan(&live); err != nil {
-		return false, fmt.Errorf("counting the leases of worker %s: %w", p.WorkerID, err)
-	}
-	return live < capacity, nil
 }
 
 // sinceNanos is ClaimParams.HeartbeatSince as the guard compares it: the zero time lets any heartbeat pass.

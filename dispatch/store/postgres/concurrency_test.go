@@ -136,6 +136,59 @@ func TestCapacityAcrossServers(t *testing.T) {
 	}
 }
 
+// TestHandOffCapacityAcrossServers: submits on 8 servers hand operations to one worker with room for 3, all
+// at once, mixed with claims: it holds 3 leases, not one per server. The hand-off locks the worker's row in
+// its batch's first statement and counts in the next; counting in the statement that locks would let every
+// server see the others' leases as not yet there.
+func TestHandOffCapacityAcrossServers(t *testing.T) {
+	t.Parallel()
+	const servers_, capacity = 8, 3
+	stores := servers(t, servers_, capacity, "w")
+	enqueue(t, stores[0], servers_)
+	for round := range 5 {
+		if _, err := stores[0].pool.Exec(t.Context(), `DELETE FROM operations WHERE id LIKE 'handed-%'`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stores[0].pool.Exec(t.Context(), `UPDATE operations SET state = 'queued', worker_id = NULL,
+			lease_id = NULL, lease_expires_at = NULL, leased_at = NULL`); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var leased []string
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, s := range stores {
+			wg.Go(func() {
+				<-start
+				p := store.ClaimParams{WorkerID: "w", Pools: []string{"p"}, LeaseID: fmt.Sprintf("lease-%d", i), Now: now,
+					ExpiresAt: now.Add(time.Minute)}
+				var l *api.Lease
+				var err error
+				if i%2 == 0 {
+					l, err = s.CreateLeasedOperation(context.Background(), store.NewOperation{ID: fmt.Sprintf("handed-%d-%d", round, i),
+						Spec: api.OperationSpec{Pool: "p", Script: "true"}, CreatedAt: now}, p)
+				} else {
+					l, err = s.Claim(context.Background(), p)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if l != nil {
+					mu.Lock()
+					leased = append(leased, l.Operation.ID)
+					mu.Unlock()
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(leased) != capacity {
+			t.Fatalf("round %d: %d operations leased to a worker with room for %d: %v", round, len(leased), capacity, leased)
+		}
+	}
+}
+
 // TestRenewalRacesExpiry: a heartbeat renewing a lease and an expiry sweep on another server, at once, on
 // many leases: each lease ends one way only. Either the renewal committed first (the lease lives, renewed,
 // and the heartbeat is not told to cancel it) or the expiry did (the operation is lost, and the heartbeat,

@@ -89,7 +89,25 @@ func testOperationPackages(t *testing.T, b *bundle) {
 		t.Errorf("the lease carries %+v, want both packages", l.Operation.ResolvedPackages)
 	}
 
+	// Handed to a waiting worker, the same.
+	handed, err := b.s.CreateLeasedOperation(b.ctx, store.NewOperation{ID: b.id("op"), Spec: spec, CreatedAt: b.now,
+		Packages: []api.Package{web, tool}}, b.params("w", time.Time{}))
+	if err != nil || handed == nil {
+		t.Fatalf("CreateLeasedOperation with packages = %+v, %v", handed, err)
+	}
+	if got := b.get(t, handed.Operation.ID); len(handed.Operation.ResolvedPackages) != 2 || len(got.ResolvedPackages) != 2 ||
+		got.ResolvedPackages[1] != tool {
+		t.Errorf("handed off with %+v, stored with %+v; want both packages", handed.Operation.ResolvedPackages, got.ResolvedPackages)
+	}
+
 	ghost := api.Package{Name: "ghost", Version: "1", SHA256: sha('c'), Size: 1, FileName: "ghost", CreatedAt: b.now}
+	ghostOp := store.NewOperation{ID: b.id("op"), Spec: api.OperationSpec{Pool: "p", Script: "ls", Packages: []string{"ghost@1"}},
+		CreatedAt: b.now, Packages: []api.Package{ghost}}
+	_, err = b.s.CreateLeasedOperation(b.ctx, ghostOp, b.params("w", time.Time{}))
+	wantErr(t, err, store.ErrInvalid)
+	if _, err := b.s.Operation(b.ctx, ghostOp.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a hand-off refused for its package was stored: %v", err)
+	}
 	_, err = b.s.CreateOperation(b.ctx, store.NewOperation{ID: b.id("op"), Spec: api.OperationSpec{Pool: "p", Script: "ls", Packages: []string{"ghost@1"}},
 		CreatedAt: b.now, Packages: []api.Package{ghost}})
 	if err == nil {
