@@ -18,7 +18,8 @@ import (
 // claims run at once, so:
 //   - Every lease to a worker (Claim, CreateLeasedOperation) first locks the worker's row (lockWorkerSQL) and
 //     only then, in a later statement of the same transaction (READ COMMITTED takes a new snapshot per
-//     statement), counts its live leases and leases. Two claims for one worker therefore take turns, and the
+//     statement), reads the row, counts its live leases and leases. Both send their statements as one batch:
+//     one round trip, one implicit transaction. Two claims for one worker therefore take turns, and the
 //     second counts the first's lease: capacity holds. A drain (SetDrain), a heartbeat's health and a removal
 //     (RemoveWorker) write that row too, so they are ordered with the claims: a claim either leased before
 //     them or sees them.
@@ -40,24 +41,44 @@ func queueMatch(caps, profiles int) string {
 	AND (o.profile IS NULL OR o.profile = ANY($%d))`, caps, profiles)
 }
 
-// claimSQL leases, to a worker whose row lockWorker locked, when it holds fewer live leases than its capacity
-// ($13), the oldest queued operation targeted at it, else, when it is fit for work ($12), the oldest
-// claimable operation of its pools ($9) that it can take (capabilities $10, profiles $11). CASE and COALESCE
-// run their subqueries only when reached, so a full worker locks nothing, and the pool queue is searched only
-// without a targeted operation. Per pool the search walks the queue index in order and stops at the first
-// operation the worker can take and no other claim holds, so a claim costs the same with 10 or 100,000
-// operations queued. The count runs in this statement, after the lock was taken, so it sees every lease a
-// claim that held the lock before committed.
+// claimSQL leases to worker $1, whose row lockWorkerSQL locked in an earlier statement, when it is not asked
+// to drain, has no live lease of request $3 to replay (replaySQL's) and holds fewer live leases than its
+// capacity: the oldest queued operation targeted at it, else, when it is fit for work (healthy, its last
+// heartbeat at or after $12), the oldest claimable operation of its pools ($9) that it can take
+// (capabilities $10, profiles $11). CASE and COALESCE run their subqueries only when reached, so a full
+// worker locks nothing, and the pool queue is searched only without a targeted operation. Per pool the search
+// walks the queue index in order and stops at the first operation the worker can take and no other claim
+// holds, so a claim costs the same with 10 or 100,000 operations queued. The worker's row and the count are
+// read in this statement, after the lock was taken, so they see every lease a claim that held the lock before
+// committed.
 var claimSQL = `UPDATE operations SET ` + leaseSet + ` WHERE seq = (SELECT CASE
-	WHEN (SELECT count(*) FROM operations l WHERE l.worker_id = $1 AND l.state IN ('leased', 'running')) < $13::bigint
+	WHEN w.drain_requested THEN NULL
+	WHEN EXISTS (SELECT 1 FROM operations r WHERE r.worker_id = $1 AND r.lease_request_id = $3
+		AND r.state IN ('leased', 'running') AND r.lease_expires_at >= $5) THEN NULL
+	WHEN (SELECT count(*) FROM operations l WHERE l.worker_id = $1 AND l.state IN ('leased', 'running')) < w.capacity
 	THEN COALESCE(
 		(SELECT t.seq FROM operations t WHERE t.target_worker = $1 AND t.state = 'queued'
 			ORDER BY t.seq LIMIT 1 FOR UPDATE SKIP LOCKED),
-		CASE WHEN $12::boolean THEN (SELECT p.seq FROM unnest($9::text[]) AS pool (name), LATERAL (
+		CASE WHEN w.healthy AND w.last_heartbeat >= $12 THEN (SELECT p.seq FROM unnest($9::text[]) AS pool (name), LATERAL (
 			SELECT o.seq FROM operations o WHERE o.pool = pool.name AND ` + queueMatch(10, 11) + `
 			ORDER BY o.seq LIMIT 1 FOR UPDATE SKIP LOCKED) p
 		ORDER BY p.seq LIMIT 1) END)
-	END) RETURNING ` + opColsFull
+	END FROM workers w WHERE w.id = $1) RETURNING ` + opColsFull
+
+// replaySQL finds the live lease that worker $1's request $2 was granted (its reply was lost; the worker asks
+// again with the same request id) and gives it the pod token hash $4 of this reply; replayKeySQL reads its
+// sealing key.
+const (
+	replaySQL = `UPDATE operations SET pod_token_hash = $4 WHERE seq = (SELECT seq FROM operations
+		WHERE worker_id = $1 AND lease_request_id = $2 AND state IN ('leased', 'running') AND lease_expires_at >= $3
+		LIMIT 1 FOR UPDATE) RETURNING ` + opColsFull
+	replayKeySQL = `SELECT sealing_key FROM operations WHERE worker_id = $1 AND lease_request_id = $2
+		AND state IN ('leased', 'running') AND lease_expires_at >= $3 LIMIT 1`
+)
+
+// startDeploymentSQL marks running the deployment whose step claimSQL leased (worker $1, lease $2).
+const startDeploymentSQL = `UPDATE deployments SET state = 'running' WHERE state = 'queued' AND id IN (SELECT deployment_id
+	FROM operations WHERE worker_id = $1 AND lease_id = $2 AND state = 'leased')`
 
 // claimableSQL answers, without a lock, whether a claim could find anything: an operation to pick or a
 // lease to replay (worker $1, request id $2, pools $3, capabilities $4, profiles $5). Most long-polls start
@@ -82,37 +103,63 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	if !claimable {
 		return nil, nil
 	}
-	var lease *api.Lease
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		lease = nil
-		if p.RequestID != "" {
-			o, err := scanOp(tx.QueryRow(ctx, `SELECT `+opColsFull+` FROM operations
-				WHERE worker_id = $1 AND lease_request_id = $2 AND state IN ('leased', 'running') AND lease_expires_at >= $3
-				FOR UPDATE`, p.WorkerID, p.RequestID, nanos(p.Now)), true)
-			if err == nil {
-				l := o.Lease()
-				// The reply with the token minted then was lost: the token of this reply replaces it.
-				if err := tx.QueryRow(ctx, `UPDATE operations SET pod_token_hash = $1 WHERE seq = $2 RETURNING sealing_key`,
-					nullString(p.PodTokenHash), o.Seq).Scan(&l.SealingKey); err != nil {
-					return fmt.Errorf("replacing the pod token of request %s: %w", p.RequestID, err)
-				}
-				lease = &l
-				return nil
-			}
-			if !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
-			}
-		}
-		may, fit, capacity, err := lockWorker(ctx, tx, p)
-		if err != nil || !may {
-			return err
-		}
-		// A targeted operation needs only a free slot; the pool queue a worker fit for work.
-		lease, err = leaseRow(ctx, tx, claimSQL, p, append(match, fit, capacity)...)
-		return err
-	})
+	// One round trip, one implicit transaction (see CreateLeasedOperation): lock the worker's row, replay a
+	// lease whose reply was lost, else lease anew.
+	var b pgx.Batch
+	b.Queue(lockWorkerSQL, p.WorkerID)
+	if p.RequestID != "" {
+		b.Queue(replaySQL, p.WorkerID, p.RequestID, nanos(p.Now), nullString(p.PodTokenHash))
+		b.Queue(replayKeySQL, p.WorkerID, p.RequestID, nanos(p.Now))
+	}
+	b.Queue(claimSQL, append(append(leaseArgs(p), match...), sinceNanos(p.HeartbeatSince))...)
+	b.Queue(startDeploymentSQL, p.WorkerID, p.LeaseID)
+	lease, err := s.claim(ctx, &b, p)
 	if err != nil {
 		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
+	}
+	return lease, nil
+}
+
+// claim sends Claim's batch and reads its results: the replayed lease, else the new one, else nil.
+func (s *Store) claim(ctx context.Context, b *pgx.Batch, p store.ClaimParams) (lease *api.Lease, err error) {
+	br := s.pool.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			lease, err = nil, cerr
+		}
+	}()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("locking the worker: %w", err)
+	}
+	if p.RequestID != "" {
+		o, err := scanOp(br.QueryRow(), true)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("looking up the lease of request %s: %w", p.RequestID, err)
+		}
+		replayed := err == nil
+		var key []byte
+		if err := br.QueryRow().Scan(&key); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("reading the sealing key of request %s: %w", p.RequestID, err)
+		}
+		if replayed {
+			// The reply with the token minted then was lost: the token of this reply replaces it.
+			l := o.Lease()
+			l.SealingKey = key
+			lease = &l
+		}
+	}
+	o, err := scanOp(br.QueryRow(), true)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, err
+	default:
+		l := o.Lease()
+		l.SealingKey = p.SealingKey
+		lease = &l
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("starting the deployment: %w", err)
 	}
 	return lease, nil
 }
@@ -120,22 +167,6 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 // lockWorkerSQL locks the row of worker $1 and reads what decides whether it may take work.
 const lockWorkerSQL = `SELECT drain_requested, healthy, capacity, last_heartbeat FROM workers WHERE id = $1
 	FOR NO KEY UPDATE`
-
-// lockWorker locks the row of p's worker (see the top of this file) and says whether it may take work now,
-// room for it aside: may when it exists and is not asked to drain; fit when, besides, its last heartbeat
-// reported healthy and came at or after p.HeartbeatSince. It returns the worker's capacity.
-func lockWorker(ctx context.Context, tx pgx.Tx, p store.ClaimParams) (may, fit bool, capacity int64, err error) {
-	var drain, healthy bool
-	var heartbeat int64
-	err = tx.QueryRow(ctx, lockWorkerSQL, p.WorkerID).Scan(&drain, &healthy, &capacity, &heartbeat)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, false, 0, nil // removed: its long-poll still in flight gets nothing
-	}
-	if err != nil {
-		return false, false, 0, fmt.Errorf("locking worker %s: %w", p.WorkerID, err)
-	}
-	return !drain, !drain && healthy && heartbeat >= sinceNanos(p.HeartbeatSince), capacity, nil
-}
 
 // sinceNanos is ClaimParams.HeartbeatSince as the guard compares it: the zero time lets any heartbeat pass.
 func sinceNanos(t time.Time) int64 {
@@ -149,26 +180,4 @@ func sinceNanos(t time.Time) int64 {
 func leaseArgs(p store.ClaimParams) []any {
 	return []any{p.WorkerID, p.LeaseID, nullString(p.RequestID), nanos(p.ExpiresAt), nanos(p.Now),
 		nullString(p.PodTokenHash), p.SealingKey, max(p.LogLimit, 0)}
-}
-
-// leaseRow runs q (a claim or the hand-off's insert), which leases at most one operation to p's worker with
-// p's lease fields, and returns the lease; nil when q leased nothing. A deployment whose step it leased
-// starts running.
-func leaseRow(ctx context.Context, tx pgx.Tx, q string, p store.ClaimParams, args ...any) (*api.Lease, error) {
-	o, err := scanOp(tx.QueryRow(ctx, q, append(leaseArgs(p), args...)...), true)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if o.DeploymentID != "" {
-		if _, err := tx.Exec(ctx, `UPDATE deployments SET state = 'running' WHERE id = $1 AND state = 'queued'`,
-			o.DeploymentID); err != nil {
-			return nil, fmt.Errorf("starting deployment %s: %w", o.DeploymentID, err)
-		}
-	}
-	l := o.Lease()
-	l.SealingKey = p.SealingKey
-	return &l, nil
 }

@@ -44,7 +44,7 @@ func TestClaimUsesQueueIndex(t *testing.T) {
 			sql  string
 			args []any
 		}{
-			"claim":     {claimSQL, append(leaseArgs(p), append(match, true, int64(10))...)},
+			"claim":     {claimSQL, append(leaseArgs(p), append(match, sinceNanos(time.Time{}))...)},
 			"claimable": {claimableSQL, append([]any{"w", "r"}, match...)},
 		} {
 			rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) `+q.sql, q.args...)
