@@ -100,6 +100,9 @@ func runServer(c *cli.Context) error {
 	if cfg.Packages, err = pkgfiles.Open(dir); err != nil {
 		return fmt.Errorf("--packages-dir: %w", err)
 	}
+	if err := cfg.Packages.Bind(ctx, st); err != nil {
+		return fmt.Errorf("--packages-dir: %w", err)
+	}
 	srv, err := server.New(st, cfg, log)
 	if err != nil {
 		return err

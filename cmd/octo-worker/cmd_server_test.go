@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -120,5 +121,19 @@ func TestServerRefusesNegativeRetention(t *testing.T) {
 		if !errors.As(err, &ec) || ec.ExitCode() != 2 || !strings.Contains(err.Error(), "--retention") || !strings.Contains(err.Error(), "0 to keep everything") {
 			t.Errorf("server with a negative retention (env %v): %v; want exit code 2 and an error naming --retention", env, err)
 		}
+	}
+}
+
+// TestServerRefusesAnotherPackagesDir: a server of a database whose packages live elsewhere is refused at
+// start, with an error naming --packages-dir, instead of serving without the others' packages.
+func TestServerRefusesAnotherPackagesDir(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "d.db")
+	_, _, stop := startServerOn(t, db) // packages in the default d.db.packages
+	stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a server that starts serves until then
+	defer cancel()
+	_, _, err := cliRun(ctx, "server", "--listen", "127.0.0.1:0", "--db", db, "--packages-dir", t.TempDir())
+	if err == nil || !strings.HasPrefix(err.Error(), "--packages-dir: ") || !strings.Contains(err.Error(), "must share one packages directory") {
+		t.Errorf("server with another --packages-dir: %v; want a refusal naming the flag", err)
 	}
 }

@@ -4,7 +4,8 @@
 // from the offset it holds (its file's length), so a client whose connection broke continues where the server
 // stopped; once it holds the declared size, its content is hashed and, when it matches, moved under sha256/.
 // Content being deleted is moved under deleting/ first (RemoveUnused). Nothing is held in memory but a copy
-// buffer. The metadata (names, versions) is the store's.
+// buffer. The metadata (names, versions) is the store's; a file of the directory names the database it belongs
+// to (Bind).
 package pkgfiles
 
 import (
