@@ -164,9 +164,8 @@ func (s *Store) claim(ctx context.Context, b *pgx.Batch, p store.ClaimParams) (l
 	return lease, nil
 }
 
-// lockWorkerSQL locks the row of worker $1 and reads what decides whether it may take work.
-const lockWorkerSQL = `SELECT drain_requested, healthy, capacity, last_heartbeat FROM workers WHERE id = $1
-	FOR NO KEY UPDATE`
+// lockWorkerSQL locks the row of worker $1; the statement after it reads the row.
+const lockWorkerSQL = `SELECT 1 FROM workers WHERE id = $1 FOR NO KEY UPDATE`
 
 // sinceNanos is ClaimParams.HeartbeatSince as the guard compares it: the zero time lets any heartbeat pass.
 func sinceNanos(t time.Time) int64 {
