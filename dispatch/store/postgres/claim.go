@@ -103,8 +103,21 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	if !claimable {
 		return nil, nil
 	}
-	// One round trip, one implicit transaction (see CreateLeasedOperation): lock the worker's row, replay a
-	// lease whose reply was lost, else lease anew.
+	var lease *api.Lease
+	err := s.retry(ctx, func() (err error) {
+		lease, err = s.claim(ctx, p, match)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
+	}
+	return lease, nil
+}
+
+// claim sends Claim's statements as one batch (one round trip, one implicit transaction: see
+// CreateLeasedOperation): lock the worker's row, replay a lease whose reply was lost, else lease anew. It
+// returns the replayed lease, else the new one, else nil.
+func (s *Store) claim(ctx context.Context, p store.ClaimParams, match []any) (lease *api.Lease, err error) {
 	var b pgx.Batch
 	b.Queue(lockWorkerSQL, p.WorkerID)
 	if p.RequestID != "" {
@@ -113,16 +126,7 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	}
 	b.Queue(claimSQL, append(append(leaseArgs(p), match...), sinceNanos(p.HeartbeatSince))...)
 	b.Queue(startDeploymentSQL, p.WorkerID, p.LeaseID)
-	lease, err := s.claim(ctx, &b, p)
-	if err != nil {
-		return nil, fmt.Errorf("leasing for worker %s: %w", p.WorkerID, err)
-	}
-	return lease, nil
-}
-
-// claim sends Claim's batch and reads its results: the replayed lease, else the new one, else nil.
-func (s *Store) claim(ctx context.Context, b *pgx.Batch, p store.ClaimParams) (lease *api.Lease, err error) {
-	br := s.pool.SendBatch(ctx, b)
+	br := s.pool.SendBatch(ctx, &b)
 	defer func() {
 		if cerr := br.Close(); err == nil && cerr != nil {
 			lease, err = nil, cerr

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/store"
@@ -318,5 +321,44 @@ func TestDeploymentEndsRaceAcrossServers(t *testing.T) {
 			t.Errorf("deployment %d: %s with steps %v; want cancelled with [succeeded cancelled cancelled], or "+
 				"step 2 leased (claimed before the cancel) and step 3 cancelled", i, got.State, states)
 		}
+	}
+}
+
+// TestTxRetriesDeadlockVictim: two transactions lock two workers' rows in opposite orders, each waiting until
+// the other holds its first lock: a real deadlock, which PostgreSQL breaks by aborting one of them. tx runs
+// the victim again, and both succeed.
+func TestTxRetriesDeadlockVictim(t *testing.T) {
+	t.Parallel()
+	s := servers(t, 1, 1, "a", "b")[0]
+	var firstLocks sync.WaitGroup
+	firstLocks.Add(2)
+	var attempts [2]atomic.Int32
+	lock := func(tx pgx.Tx, id string) error {
+		_, err := tx.Exec(t.Context(), `SELECT 1 FROM workers WHERE id = $1 FOR UPDATE`, id)
+		return err
+	}
+	run := func(i int, first, second string) error {
+		return s.tx(t.Context(), func(tx pgx.Tx) error {
+			n := attempts[i].Add(1)
+			if err := lock(tx, first); err != nil {
+				return err
+			}
+			if n == 1 {
+				firstLocks.Done()
+				firstLocks.Wait()
+			}
+			return lock(tx, second)
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- run(0, "a", "b") }()
+	go func() { errs <- run(1, "b", "a") }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("a transaction failed: %v", err)
+		}
+	}
+	if n := attempts[0].Load() + attempts[1].Load(); n != 3 {
+		t.Errorf("%d attempts in all; want 3 (the deadlock's victim ran again)", n)
 	}
 }

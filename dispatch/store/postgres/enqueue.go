@@ -134,13 +134,17 @@ func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)
 	}
-	var b pgx.Batch
-	b.Queue(lockWorkerSQL, p.WorkerID)
-	b.Queue(handOffSQL, append(append(leaseArgs(p), args...), sinceNanos(p.HeartbeatSince))...)
-	if len(op.Packages) > 0 {
-		b.Queue(packageRefsSQL+` AND o.lease_id = $4`, append(packageRefsArgs(op), p.LeaseID)...)
-	}
-	lease, err := s.handOff(ctx, &b, op, p)
+	var lease *api.Lease
+	err = s.retry(ctx, func() (err error) {
+		var b pgx.Batch
+		b.Queue(lockWorkerSQL, p.WorkerID)
+		b.Queue(handOffSQL, append(append(leaseArgs(p), args...), sinceNanos(p.HeartbeatSince))...)
+		if len(op.Packages) > 0 {
+			b.Queue(packageRefsSQL+` AND o.lease_id = $4`, append(packageRefsArgs(op), p.LeaseID)...)
+		}
+		lease, err = s.handOff(ctx, &b, op, p)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("enqueueing operation leased to worker %s: %w", p.WorkerID, err)
 	}

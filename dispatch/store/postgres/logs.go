@@ -102,6 +102,7 @@ func lockLog(ctx context.Context, tx pgx.Tx, ref store.LeaseRef) (logRow, error)
 func (s *Store) AppendLogs(ctx context.Context, ref store.LeaseRef, lines []api.LogLine) (api.AppendLogsResponse, error) {
 	var resp api.AppendLogsResponse
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		resp = api.AppendLogsResponse{}
 		o, err := lockLog(ctx, tx, ref)
 		if err != nil {
 			return err

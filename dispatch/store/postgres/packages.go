@@ -25,9 +25,10 @@ func scanPackage(r pgx.Row) (api.Package, error) {
 // content. The insert skips a name and version stored already (by another server too), then the stored one
 // decides.
 func (s *Store) CreatePackage(ctx context.Context, p api.Package) (api.Package, error) {
-	out := p
-	out.CreatedAt = p.CreatedAt.UTC()
+	var out api.Package
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		out = p
+		out.CreatedAt = p.CreatedAt.UTC()
 		tag, err := tx.Exec(ctx, `INSERT INTO packages (`+packageCols+`) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (name, version) DO NOTHING`, p.Name, p.Version, p.SHA256, p.Size, p.FileName, nanos(p.CreatedAt))
 		if err != nil || tag.RowsAffected() == 1 {
@@ -88,6 +89,7 @@ func (s *Store) ListPackages(ctx context.Context) ([]api.Package, error) {
 func (s *Store) DeletePackages(ctx context.Context, before time.Time) ([]string, error) {
 	var unused []string
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		unused = nil
 		var names, versions []string
 		rows, err := tx.Query(ctx, `SELECT name, version FROM packages WHERE created_at < $1 AND NOT EXISTS (
 			SELECT 1 FROM operation_packages r WHERE r.name = packages.name AND r.version = packages.version)

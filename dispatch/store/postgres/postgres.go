@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -99,9 +100,35 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// tx runs fn in a transaction and commits it; fn's error rolls it back.
+// tx runs fn in a transaction and commits it; fn's error rolls it back. A transaction PostgreSQL aborted to
+// break a deadlock runs again (retry): fn must set what it returns afresh each time it runs.
 func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	return s.retry(ctx, func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
+}
+
+// txAttempts is how many times retry runs a transaction that keeps being chosen as a deadlock's victim.
+const txAttempts = 3
+
+// retry runs a transaction, run, again when PostgreSQL aborted it to break a deadlock (40P01) or as a
+// serialization failure (40001, which READ COMMITTED raises only in corner cases): nothing of it was
+// committed, and the next attempt takes its locks afresh. The statements lock rows in one order (a worker's
+// row before its operations, several operations in seq order, a deployment's steps in step order), so this is
+// the net under that rule, not the rule.
+func (s *Store) retry(ctx context.Context, run func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := run()
+		var pe *pgconn.PgError
+		if err == nil || attempt == txAttempts || !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") ||
+			ctx.Err() != nil {
+			return err
+		}
+		s.log.WithError(err).WithField("attempt", attempt).Warn("running a transaction again that PostgreSQL aborted")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(rand.N(10*attempt)+1) * time.Millisecond):
+		}
+	}
 }
 
 // isUniqueViolation reports whether err is a unique (or primary key) constraint failure.
