@@ -136,13 +136,7 @@ func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation
 	}
 	var lease *api.Lease
 	err = s.retry(ctx, func() (err error) {
-		var b pgx.Batch
-		b.Queue(lockWorkerSQL, p.WorkerID)
-		b.Queue(handOffSQL, append(append(leaseArgs(p), args...), sinceNanos(p.HeartbeatSince))...)
-		if len(op.Packages) > 0 {
-			b.Queue(packageRefsSQL+` AND o.lease_id = $4`, append(packageRefsArgs(op), p.LeaseID)...)
-		}
-		lease, err = s.handOff(ctx, &b, op, p)
+		lease, err = s.handOff(ctx, op, p, args)
 		return err
 	})
 	if err != nil {
@@ -151,10 +145,16 @@ func (s *Store) CreateLeasedOperation(ctx context.Context, op store.NewOperation
 	return lease, nil
 }
 
-// handOff sends CreateLeasedOperation's batch and reads its results. Nothing of it is stored unless every
-// statement succeeds: the transaction commits when the batch ends.
-func (s *Store) handOff(ctx context.Context, b *pgx.Batch, op store.NewOperation, p store.ClaimParams) (lease *api.Lease, err error) {
-	br := s.pool.SendBatch(ctx, b)
+// handOff sends CreateLeasedOperation's statements (args: op's newArgs) as one batch and reads their results.
+// Nothing of it is stored unless every statement succeeds: the transaction commits when the batch ends.
+func (s *Store) handOff(ctx context.Context, op store.NewOperation, p store.ClaimParams, args []any) (lease *api.Lease, err error) {
+	var b pgx.Batch
+	b.Queue(lockWorkerSQL, p.WorkerID)
+	b.Queue(handOffSQL, append(append(leaseArgs(p), args...), sinceNanos(p.HeartbeatSince))...)
+	if len(op.Packages) > 0 {
+		b.Queue(packageRefsSQL+` AND o.lease_id = $4`, append(packageRefsArgs(op), p.LeaseID)...)
+	}
+	br := s.pool.SendBatch(ctx, &b)
 	defer func() {
 		if cerr := br.Close(); err == nil && cerr != nil {
 			lease, err = nil, cerr
