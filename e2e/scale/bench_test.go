@@ -8,8 +8,10 @@ package scale
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
@@ -28,6 +30,9 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/client"
 	"github.com/octo-worker/octo-worker/dispatch/store/postgres/pgtest"
 	"github.com/octo-worker/octo-worker/e2e/proc"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the raw probe goes through database/sql on both engines
+	_ "modernc.org/sqlite"
 )
 
 const adminToken = "scale-bench-admin-token-0123456789"
@@ -72,6 +77,11 @@ func settings(b *testing.B) (workers int, wait time.Duration, samples int) {
 //     submit-p50-us/submit-p99-us: submit → its answer, which the server sends once it handed the lease to a
 //     waiting poll: what the lease takes longer is the poll's answer on its way (written by the server, read
 //     by this process, whose 20,000 goroutines may be late themselves); late-handoffs: not leased in a minute.
+//   - raw-db-, healthz- and refused-p50-us/p99-us, with their baseline-…-p99-us: the floor under a hand-off
+//     on the same machine at the same moments (rawProbe, timed beside each hand-off): a one-INSERT
+//     transaction on the same engine, a request through the server that reads its store once, and one the
+//     server refuses before any work. A hand-off is more than each of them; when they pass 10 ms, what the
+//     machine leaves the processes misses the goal, whatever the hand-off's own work.
 //
 // The agents of a real fleet each hold two connections on plain HTTP (the long-poll and the heartbeat's);
 // here the heartbeats share a pool of at most 256 connections, because the machine's file descriptor hard
@@ -128,7 +138,7 @@ type fleet struct {
 
 func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples int) {
 	dir := b.TempDir()
-	dbArg, dbPids := database(b, db, dir)
+	dbArg, probe, dbPids := database(b, db, dir)
 	addr := fmt.Sprintf("127.0.0.1:%d", proc.FreePort(b))
 	args := []string{"server", "--listen", addr, "--db", dbArg, "--admin-token", adminToken, "--retention", "0",
 		"--packages-dir", filepath.Join(dir, "packages")}
@@ -161,7 +171,7 @@ func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples 
 		b.Fatal(err)
 	}
 	f.waitSent(1)
-	base, _ := f.handOffs(ctx, admin, samples)
+	base := f.handOffs(ctx, admin, probe, samples)
 
 	// The fleet.
 	regs := make(chan int)
@@ -203,7 +213,7 @@ func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples 
 	st := status(b, srv.Pid())
 	rss = max(rss, st["VmRSS"])
 
-	lat, answered := f.handOffs(ctx, admin, samples)
+	lat := f.handOffs(ctx, admin, probe, samples)
 	// A server that falls behind is a figure, not a failure: failed-req counts the worker requests that
 	// failed (the first are logged), mostly heartbeats that waited longer than the client's 60 s timeout.
 	b.ReportMetric(float64(f.errs.Load()), "failed-req")
@@ -220,15 +230,23 @@ func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples 
 	if dbPids != nil {
 		b.ReportMetric(float64(dbCPU(b, dbPids)-dbCPU0)/clockTicks/elapsed, "db-cpu-cores")
 	}
-	b.ReportMetric(us(percentile(base, 0.5)), "baseline-p50-us")
-	b.ReportMetric(us(percentile(base, 0.99)), "baseline-p99-us")
-	b.ReportMetric(float64(len(lat)), "handoffs")
+	b.ReportMetric(us(percentile(base.leased, 0.5)), "baseline-p50-us")
+	b.ReportMetric(us(percentile(base.leased, 0.99)), "baseline-p99-us")
+	b.ReportMetric(float64(len(lat.leased)), "handoffs")
 	b.ReportMetric(float64(f.late.Load()), "late-handoffs")
-	b.ReportMetric(us(percentile(lat, 0.5)), "p50-us")
-	b.ReportMetric(us(percentile(lat, 0.99)), "p99-us")
-	b.ReportMetric(float64(percentile(lat, 0.99))/float64(percentile(base, 0.99)), "p99-ratio")
-	b.ReportMetric(us(percentile(answered, 0.5)), "submit-p50-us")
-	b.ReportMetric(us(percentile(answered, 0.99)), "submit-p99-us")
+	b.ReportMetric(us(percentile(lat.leased, 0.5)), "p50-us")
+	b.ReportMetric(us(percentile(lat.leased, 0.99)), "p99-us")
+	b.ReportMetric(float64(percentile(lat.leased, 0.99))/float64(percentile(base.leased, 0.99)), "p99-ratio")
+	b.ReportMetric(us(percentile(lat.answered, 0.5)), "submit-p50-us")
+	b.ReportMetric(us(percentile(lat.answered, 0.99)), "submit-p99-us")
+	for _, p := range []struct {
+		name      string
+		base, lat []time.Duration
+	}{{"raw-db", base.db, lat.db}, {"healthz", base.healthz, lat.healthz}, {"refused", base.refused, lat.refused}} {
+		b.ReportMetric(us(percentile(p.base, 0.99)), "baseline-"+p.name+"-p99-us")
+		b.ReportMetric(us(percentile(p.lat, 0.5)), p.name+"-p50-us")
+		b.ReportMetric(us(percentile(p.lat, 0.99)), p.name+"-p99-us")
+	}
 	cancel()
 	wg.Wait()
 	if err := srv.Stop(syscall.SIGTERM, time.Minute); err != nil {
@@ -237,10 +255,12 @@ func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples 
 }
 
 // database returns the --db argument for driver db (a SQLite file in dir, or a database on a private
-// PostgreSQL server started in dir and stopped when b ends) and, for PostgreSQL, what finds its processes.
-func database(b *testing.B, db, dir string) (string, func() []int) {
+// PostgreSQL server started in dir and stopped when b ends), the raw probe of the same engine (rawProbe), and,
+// for PostgreSQL, what finds its processes.
+func database(b *testing.B, db, dir string) (string, *rawProbe, func() []int) {
 	if db == "sqlite" {
-		return filepath.Join(dir, "dispatch.db"), nil
+		return filepath.Join(dir, "dispatch.db"), openProbe(b, "sqlite", "file:"+filepath.Join(dir, "probe.db")+
+			"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)", "INTEGER PRIMARY KEY", "?"), nil
 	}
 	if _, err := pgtest.BinDir(); err != nil {
 		pgtest.URL(b) // skips, or fails under $CI, saying how to install PostgreSQL
@@ -262,10 +282,73 @@ func database(b *testing.B, db, dir string) (string, func() []int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	probeURL, err := pg.CreateDatabase(b.Context(), "probe")
+	if err != nil {
+		b.Fatal(err)
+	}
 	if q := os.Getenv("OCTO_SCALE_PG_PARAMS"); q != "" { // e.g. pool_max_conns=32 (pgxpool's default: max(4, cores))
 		url += "&" + q
 	}
-	return url, func() []int { return postgresPids(pgDir) }
+	return url, openProbe(b, "pgx", probeURL, "BIGSERIAL PRIMARY KEY", "$1"), func() []int { return postgresPids(pgDir) }
+}
+
+// rawProbe times what every hand-off costs at least, beside each hand-off, on the same machine at the same
+// moment: the floor the hand-off's latency stands on.
+//   - db: a transaction of one INSERT on the same engine (a table of its own: SQLite, a file of its own
+//     opened in this process, as the server opens its; PostgreSQL, a database of its own on the same server),
+//     over one connection. A hand-off is one such transaction, and more.
+//   - healthz: GET /healthz of the server, which answers after one read of its store: a request through the
+//     server to its database and back. A hand-off is that, and the answer to a waiting poll.
+//   - refused: GET /api/v1/version with no token, which the server refuses before it reads anything: a
+//     request through this process, loopback and the server, and nothing else.
+type rawProbe struct {
+	db     *sql.DB
+	insert *sql.Stmt
+	hc     *http.Client
+}
+
+func openProbe(b *testing.B, driver, dsn, key, param string) *rawProbe {
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(time.Hour)
+	if _, err := db.Exec(`CREATE TABLE probe (id ` + key + `, v TEXT NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+	ins, err := db.Prepare(`INSERT INTO probe (v) VALUES (` + param + `)`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ins.Close() })
+	return &rawProbe{db: db, insert: ins, hc: &http.Client{Timeout: time.Minute}}
+}
+
+// sample times one insert, one GET /healthz of the server at url and one request the server refuses at once.
+func (p *rawProbe) sample(b *testing.B, url string) (db, healthz, http time.Duration) {
+	start := time.Now()
+	if _, err := p.insert.Exec("a row of the probe"); err != nil {
+		b.Fatal(err)
+	}
+	db = time.Since(start)
+	return db, p.get(b, url+"/healthz", 200), p.get(b, url+"/api/v1/version", 401)
+}
+
+// get times a GET of url, which must answer status.
+func (p *rawProbe) get(b *testing.B, url string, status int) time.Duration {
+	start := time.Now()
+	resp, err := p.hc.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != status {
+		b.Fatalf("GET %s: %s, want %d", url, resp.Status, status)
+	}
+	return time.Since(start)
 }
 
 func (f *fleet) client(token string, hc *http.Client) *client.Client {
@@ -373,29 +456,41 @@ func (f *fleet) waitSent(n int64) {
 	time.Sleep(5 * time.Second)
 }
 
+// timings are a hand-off phase's samples.
+type timings struct {
+	leased   []time.Duration // from the submit call until a waiting worker had its lease
+	answered []time.Duration // until the submit was answered
+	db       []time.Duration // the raw probe's (rawProbe), one of each beside each hand-off
+	healthz  []time.Duration
+	refused  []time.Duration
+}
+
 // handOffs submits n operations one after the other, for at most handOffTime, and returns, for each, the
 // time from the submit call until a waiting worker had its lease, and until the submit was answered (the
 // server answers after it handed the lease to a waiting poll: what the submit's time lacks of the first is
-// the poll's answer on its way, on the server and in this process).
-func (f *fleet) handOffs(ctx context.Context, admin *client.Client, n int) (leased, answered []time.Duration) {
-	leased, answered = make([]time.Duration, 0, n), make([]time.Duration, 0, n)
-	for end := time.Now().Add(handOffTime); len(leased) < n && time.Now().Before(end); {
+// the poll's answer on its way, on the server and in this process), with the raw probe's samples taken
+// after each.
+func (f *fleet) handOffs(ctx context.Context, admin *client.Client, probe *rawProbe, n int) (t timings) {
+	for end := time.Now().Add(handOffTime); len(t.leased) < n && time.Now().Before(end); {
 		start := time.Now()
 		op, err := admin.Submit(ctx, api.OperationSpec{Pool: "p", Script: "echo deploy"})
 		if err != nil {
 			f.b.Fatal(err)
 		}
-		answered = append(answered, time.Since(start))
+		t.answered = append(t.answered, time.Since(start))
 		select {
 		case at := <-f.gotChan(op.ID):
-			leased = append(leased, at.Sub(start))
+			t.leased = append(t.leased, at.Sub(start))
 		case <-time.After(time.Minute): // a figure, not a failure: late-handoffs
 			f.late.Add(1)
 		}
 		f.got.Delete(op.ID)
-		time.Sleep(time.Duration(rand.N(20)) * time.Millisecond) // apart, at random, as submits come
+		time.Sleep(time.Duration(rand.N(10)) * time.Millisecond) // apart, at random, as submits come
+		db, healthz, refused := probe.sample(f.b, f.url)
+		t.db, t.healthz, t.refused = append(t.db, db), append(t.healthz, healthz), append(t.refused, refused)
+		time.Sleep(time.Duration(rand.N(10)) * time.Millisecond)
 	}
-	return leased, answered
+	return t
 }
 
 // handOffTime bounds the time the hand-offs are timed for: a server that fell behind takes up to the
