@@ -294,15 +294,14 @@ func database(b *testing.B, db, dir string) (string, *rawProbe, func() []int) {
 
 // rawProbe times what every hand-off costs at least, beside each hand-off, on the same machine at the same
 // moment: the floor the hand-off's latency stands on.
-//   - db: a transaction of one INSERT on the same engine (a table of its own: SQLite, a file of its own
-//     opened in this process, as the server opens its; PostgreSQL, a database of its own on the same server),
-//     over one connection. A hand-off is one such transaction, and more.
+//   - db: a transaction of one INSERT on the same engine, over one connection: SQLite, a file of its own
+//     opened in this process in WAL mode with synchronous=NORMAL, as the server's; PostgreSQL, a database of
+//     its own on the same server. A hand-off is one such transaction, and more.
 //   - healthz: GET /healthz of the server, which answers after one read of its store: a request through the
 //     server to its database and back. A hand-off is that, and the answer to a waiting poll.
 //   - refused: GET /api/v1/version with no token, which the server refuses before it reads anything: a
 //     request through this process, loopback and the server, and nothing else.
 type rawProbe struct {
-	db     *sql.DB
 	insert *sql.Stmt
 	hc     *http.Client
 }
@@ -323,11 +322,11 @@ func openProbe(b *testing.B, driver, dsn, key, param string) *rawProbe {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ins.Close() })
-	return &rawProbe{db: db, insert: ins, hc: &http.Client{Timeout: time.Minute}}
+	return &rawProbe{insert: ins, hc: &http.Client{Timeout: time.Minute}}
 }
 
 // sample times one insert, one GET /healthz of the server at url and one request the server refuses at once.
-func (p *rawProbe) sample(b *testing.B, url string) (db, healthz, http time.Duration) {
+func (p *rawProbe) sample(b *testing.B, url string) (db, healthz, refused time.Duration) {
 	start := time.Now()
 	if _, err := p.insert.Exec("a row of the probe"); err != nil {
 		b.Fatal(err)
