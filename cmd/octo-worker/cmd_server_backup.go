@@ -19,8 +19,9 @@ func serverBackupCommand() *cli.Command {
 		Name:  "backup",
 		Usage: "copy the SQLite database into a new file, while the server runs",
 		Description: "Writes a consistent snapshot of --db (SQLite's VACUUM INTO) to the new file --to, while servers keep\n" +
-			"serving from --db. The copy holds the sensitive values of queued operations: it is created 0600; keep\n" +
-			"it as private as the database. It never overwrites a file. Package content is not in the database:\n" +
+			"serving from --db. The copy holds the sensitive values of queued operations in clear (opened with the\n" +
+			"keys of DB-keys, so the copy needs no key file): it is created 0600; keep it as private as the\n" +
+			"database. It never overwrites a file. Package content is not in the database:\n" +
 			"copy the packages directory (DB.packages, or the server's --packages-dir) after the backup.\n\n" +
 			"To restore: stop the server, delete DB-wal and DB-shm if they exist, copy the backup to DB, start the\n" +
 			"server. A PostgreSQL database is backed up with pg_dump instead.",

@@ -93,6 +93,9 @@ func TestAdminTokenGeneratedOnce(t *testing.T) {
 	if err != nil || !strings.HasPrefix(first, "owa_") || len(first) < 40 {
 		t.Fatalf("first start generated %q, %v", first, err)
 	}
+	if err := s1.st.Close(); err != nil { // the restart: one store uses a SQLite file at a time
+		t.Fatal(err)
+	}
 	s2 := open()
 	second, err := s2.InitAdminToken(t.Context(), "")
 	if err != nil || second != "" {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
@@ -27,7 +28,11 @@ type Row interface{ Scan(dest ...any) error }
 // ScanOp reads OpCols, followed by body and secrets when full is set. Times are nanoseconds since the epoch
 // in both drivers; cancel_requested is an integer 0 or 1 in SQLite and a boolean in PostgreSQL, which both
 // scan into a bool.
-func ScanOp(row Row, full bool) (OpRow, error) {
+func ScanOp(row Row, full bool) (OpRow, error) { return ScanOpOpening(row, full, nil) }
+
+// ScanOpOpening is ScanOp for a driver that stores the secrets column sealed: open, when not nil, opens it
+// before it is decoded.
+func ScanOpOpening(row Row, full bool, open func(sealed string) (string, error)) (OpRow, error) {
 	var o OpRow
 	var exit, expires, started, finished *int64
 	var created int64
@@ -49,6 +54,13 @@ func ScanOp(row Row, full bool) (OpRow, error) {
 	}
 	o.CreatedAt, o.FinishedAt = fromNanos(created), nanosPtr(finished)
 	o.StartedAt = nanosPtr(started)
+	if open != nil && o.JSON.Secrets != nil {
+		plain, err := open(*o.JSON.Secrets)
+		if err != nil {
+			return o, fmt.Errorf("operation %s: %w", o.ID, err)
+		}
+		o.JSON.Secrets = &plain
+	}
 	return o, o.JSON.Decode(&o.Operation)
 }
 

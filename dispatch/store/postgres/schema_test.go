@@ -12,6 +12,10 @@ import (
 	"github.com/octo-worker/octo-worker/dispatch/store/sqlite"
 )
 
+// sqliteOnly are the tables and columns of SQLite's sealed values (sqlite/keyring.go): PostgreSQL erases ended
+// values from its own files (erase.go) and keeps them in clear.
+var sqliteOnly = map[string]bool{"ended_keys": true, "operations.secrets_kid": true, "operations.sealing_kid": true}
+
 // TestSchemaMatchesSQLite: both drivers' migrations reach the same tables with the same columns (types
 // differ by dialect), so a schema change made to one driver and not the other fails here.
 func TestSchemaMatchesSQLite(t *testing.T) {
@@ -41,7 +45,9 @@ func TestSchemaMatchesSQLite(t *testing.T) {
 		if err := rows.Scan(&table, &col); err != nil {
 			t.Fatal(err)
 		}
-		want[table] = append(want[table], col)
+		if !sqliteOnly[table] && !sqliteOnly[table+"."+col] {
+			want[table] = append(want[table], col)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +18,9 @@ import (
 // the database as one read transaction sees it (VACUUM INTO): a consistent snapshot, taken beside a live
 // server, whose writer it does not block (WAL mode).
 //
-// The copy holds the sensitive values of queued operations, so it is created readable by its owner only
-// (0600). It is never written over an existing file: an existing to is an error wrapping fs.ErrExist. A
+// The copy holds the sensitive values of queued operations, in clear (the database seals them under keys kept
+// beside it, which the copy does not need: Open seals them again under keys of its own), so it is created
+// readable by its owner only (0600). It is never written over an existing file: an existing to is an error wrapping fs.ErrExist. A
 // missing or empty from is an error wrapping fs.ErrNotExist (and from is not created). The copy is written to
 // a hidden temporary file beside to, synced, and only then linked to its name, so a file named to is always
 // a whole copy. It is an ordinary database that Open opens directly: compact (no free pages, so nothing an
@@ -64,7 +66,7 @@ func Backup(ctx context.Context, from, to string) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("creating the copy %s: %w", partial, err)
 	}
-	if err := vacuumInto(ctx, from, partial); err != nil {
+	if err := copyOpened(ctx, from, partial); err != nil {
 		return err
 	}
 	if err := syncPath(partial); err != nil {
@@ -80,6 +82,91 @@ func Backup(ctx context.Context, from, to string) error {
 		return fmt.Errorf("syncing the directory of %s: %w", to, err)
 	}
 	return nil
+}
+
+// copyOpened writes the database at from into the empty file to (vacuumInto) and opens its sealed values
+// there with the keys of from (openCopy). A key can be added to and dropped from the key file while the copy
+// is made: the keys are read before and after it, and a copy that needs a key neither read holds (the key
+// came and went in between, which takes a rotation between the first read and the copy's snapshot) is made
+// again, up to three times.
+func copyOpened(ctx context.Context, from, to string) error {
+	var err error
+	for range 3 {
+		var before, after map[uint32]*sealKey
+		if before, err = readKeys(KeysPath(from)); err != nil {
+			return err
+		}
+		if err = os.Truncate(to, 0); err != nil {
+			return fmt.Errorf("emptying the copy %s: %w", to, err)
+		}
+		if err = vacuumInto(ctx, from, to); err != nil {
+			return err
+		}
+		if after, err = readKeys(KeysPath(from)); err != nil {
+			return err
+		}
+		maps.Copy(before, after)
+		if err = openCopy(ctx, to, before); !errors.Is(err, errKeyGone) {
+			return err
+		}
+	}
+	return fmt.Errorf("copying the database %s: %w", from, err)
+}
+
+var errKeyGone = errors.New("a sealing key left the key file during the copy")
+
+// openCopy replaces the sealed values of the database at path (a copy of a database in rollback-journal mode)
+// with their clear values, opened with keys.
+func openCopy(ctx context.Context, path string, keys map[uint32]*sealKey) error {
+	db, err := sql.Open("sqlite", sqlitedsn.Backup(path)+"&_pragma=secure_delete(1)")
+	if err != nil {
+		return fmt.Errorf("opening the copy %s: %w", path, err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('operations') WHERE name = 'secrets_kid'`).Scan(&n); err != nil || n == 0 {
+		return err // a database from before sealed values holds them in clear
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("opening the values of the copy %s: %w", path, err)
+	}
+	defer func() { _ = tx.Rollback() }() // after Commit it does nothing
+	lookup := func(id uint32) *sealKey { return keys[id] }
+	for _, c := range sealedCols {
+		rows, err := tx.QueryContext(ctx, `SELECT seq, `+c.col+` FROM operations WHERE `+c.col+` IS NOT NULL AND `+c.kid+` IS NOT NULL`)
+		if err != nil {
+			return fmt.Errorf("reading the sealed values of the copy: %w", err)
+		}
+		type value struct {
+			seq int64
+			v   []byte
+		}
+		vals, err := scanAll(rows, nil, func(r scanner) (value, error) {
+			var v value
+			return v, r.Scan(&v.seq, &v.v)
+		})
+		if err != nil {
+			return fmt.Errorf("reading the sealed values of the copy: %w", err)
+		}
+		for _, v := range vals {
+			plain, err := openSealed(v.v, c.ad, lookup)
+			if err != nil {
+				return fmt.Errorf("%w: %w", errKeyGone, err)
+			}
+			var stored any = plain
+			if c.col == "secrets" {
+				stored = string(plain) // TEXT, as a database from before sealed values holds it
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE operations SET `+c.col+` = ?, `+c.kid+` = NULL WHERE seq = ?`, stored, v.seq); err != nil {
+				return fmt.Errorf("writing the values of the copy: %w", err)
+			}
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ended_keys`); err != nil {
+		return fmt.Errorf("writing the copy: %w", err)
+	}
+	return tx.Commit()
 }
 
 // vacuumInto writes the database at from into the empty file to.

@@ -27,7 +27,7 @@ func (s *Store) Cancel(ctx context.Context, id string, now time.Time) (api.Opera
 			if err != nil {
 				return fmt.Errorf("cancelling operation %s: %w", id, err)
 			}
-			s.truncateSoon()
+			s.retireSoon()
 			out = o2.Operation
 			ch.Ended = append(ch.Ended, id)
 			if o.DeploymentID != "" {

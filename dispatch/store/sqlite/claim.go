@@ -41,8 +41,8 @@ const (
 // them, through leaseRow, so the decision is taken in the statement that leases: a drain, a failed check or
 // a full worker stops a long-poll that was already waiting.
 const (
-	leaseCols = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at, pod_token_hash, sealing_key, log_limit`
-	leaseVals = `'leased', @worker, @lease, @request, @expires, @now, @podtoken, @sealkey, @loglimit`
+	leaseCols = `state, worker_id, lease_id, lease_request_id, lease_expires_at, leased_at, pod_token_hash, sealing_key, sealing_kid, log_limit`
+	leaseVals = `'leased', @worker, @lease, @request, @expires, @now, @podtoken, @sealkey, @sealkid, @loglimit`
 	leaseRoom = `EXISTS (SELECT 1 FROM workers w WHERE w.id = @worker AND w.drain_requested = 0
 		AND w.capacity > (SELECT COUNT(*) FROM operations l INDEXED BY operations_worker
 			WHERE l.worker_id = @worker AND l.state IN ('leased', 'running')))`
@@ -82,15 +82,19 @@ func (s *Store) Claim(ctx context.Context, p store.ClaimParams) (*api.Lease, err
 	var lease *api.Lease
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if p.RequestID != "" {
-			o, err := scanOp(s.txRow(ctx, tx, `SELECT `+opCols+`, body, secrets FROM operations
+			o, err := s.scanFull(s.txRow(ctx, tx, `SELECT `+opCols+`, body, secrets FROM operations
 				WHERE worker_id = ? AND lease_request_id = ? AND state IN ('leased', 'running') AND lease_expires_at >= ?`,
-				p.WorkerID, p.RequestID, nanos(p.Now)), true)
+				p.WorkerID, p.RequestID, nanos(p.Now)))
 			if err == nil {
 				l := o.Lease()
 				// The reply with the token minted then was lost: the token of this reply replaces it.
+				var sealed []byte
 				if err := s.txRow(ctx, tx, `UPDATE operations SET pod_token_hash = ? WHERE seq = ? RETURNING sealing_key`,
-					nullString(p.PodTokenHash), o.Seq).Scan(&l.SealingKey); err != nil {
+					nullString(p.PodTokenHash), o.Seq).Scan(&sealed); err != nil {
 					return fmt.Errorf("replacing the pod token of request %s: %w", p.RequestID, err)
+				}
+				if l.SealingKey, err = s.openSealingKey(sealed); err != nil {
+					return fmt.Errorf("lease of request %s: %w", p.RequestID, err)
 				}
 				lease = &l
 				return nil
@@ -127,10 +131,11 @@ func (s *Store) leaseRow(ctx context.Context, tx *sql.Tx, q string, p store.Clai
 	if p.RequestID != "" {
 		reqID = sql.NullString{String: p.RequestID, Valid: true}
 	}
+	sealKey, sealKid := s.sealSealingKey(p.SealingKey)
 	args = append(args, sql.Named("worker", p.WorkerID), sql.Named("lease", p.LeaseID), sql.Named("request", reqID),
 		sql.Named("expires", nanos(p.ExpiresAt)), sql.Named("now", nanos(p.Now)), sql.Named("since", sinceNanos(p.HeartbeatSince)),
-		sql.Named("podtoken", nullString(p.PodTokenHash)), sql.Named("sealkey", p.SealingKey), sql.Named("loglimit", max(p.LogLimit, 0)))
-	o, err := scanOp(s.txRow(ctx, tx, q, args...), true)
+		sql.Named("podtoken", nullString(p.PodTokenHash)), sql.Named("sealkey", sealKey), sql.Named("sealkid", sealKid), sql.Named("loglimit", max(p.LogLimit, 0)))
+	o, err := s.scanFull(s.txRow(ctx, tx, q, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

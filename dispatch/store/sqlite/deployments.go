@@ -84,7 +84,7 @@ func (s *Store) cancelQueued(ctx context.Context, tx *sql.Tx, depID string, step
 		return fmt.Errorf("cancelling the rest of deployment %s: %w", depID, err)
 	}
 	if len(ids) > 0 {
-		s.truncateSoon()
+		s.retireSoon()
 	}
 	ch.Ended = append(ch.Ended, ids...)
 	return nil

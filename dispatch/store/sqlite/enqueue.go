@@ -12,8 +12,8 @@ import (
 // newCols are the columns of a new operation and newVals their values (the named args newOpArgs returns).
 const (
 	newCols = `id, deployment_id, step, name, pool, syntax, image, requests, timeout_seconds, capabilities, body,
-	secrets, ready, message, created_at, target_worker, profile, overrides`
-	newVals = `@id, @dep, @step, @name, @pool, @syntax, @image, @requests, @timeout, @caps, @body, @secrets, @ready,
+	secrets, secrets_kid, ready, message, created_at, target_worker, profile, overrides`
+	newVals = `@id, @dep, @step, @name, @pool, @syntax, @image, @requests, @timeout, @caps, @body, @secrets, @secretskid, @ready,
 	@message, @created, @target, @profile, @overrides`
 )
 
@@ -65,6 +65,7 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 	if err != nil {
 		return nil, nil, err
 	}
+	secrets, secretsKid := s.sealSecrets(j.Secrets)
 	var dep sql.NullString
 	if depID != "" {
 		dep = sql.NullString{String: depID, Valid: true}
@@ -72,7 +73,8 @@ func (s *Store) newOpArgs(ctx context.Context, tx *sql.Tx, op store.NewOperation
 	return []any{sql.Named("id", op.ID), sql.Named("dep", dep), sql.Named("step", step), sql.Named("name", spec.Name),
 		sql.Named("pool", spec.Pool), sql.Named("syntax", spec.Syntax), sql.Named("image", spec.Image),
 		sql.Named("requests", j.Requests), sql.Named("timeout", spec.TimeoutSeconds), sql.Named("caps", j.Capabilities),
-		sql.Named("body", j.Body), sql.Named("secrets", j.Secrets), sql.Named("ready", boolInt(ready)),
+		sql.Named("body", j.Body), sql.Named("secrets", secrets), sql.Named("secretskid", secretsKid),
+		sql.Named("ready", boolInt(ready)),
 		sql.Named("message", message), sql.Named("created", nanos(op.CreatedAt)),
 		sql.Named("target", sql.NullString{String: op.TargetWorker, Valid: op.TargetWorker != ""}),
 		sql.Named("profile", sql.NullString{String: spec.Profile, Valid: spec.Profile != ""}),

@@ -35,7 +35,7 @@ func (s *Store) ExpireLeases(ctx context.Context, now time.Time) (store.Changes,
 			if err != nil {
 				return fmt.Errorf("marking operation %s lost: %w", o.ID, err)
 			}
-			s.truncateSoon()
+			s.retireSoon()
 			ch.Ended = append(ch.Ended, o.ID)
 			if o.DeploymentID != "" {
 				if err := s.advance(ctx, tx, o2, now, &ch); err != nil {

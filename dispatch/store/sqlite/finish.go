@@ -61,7 +61,7 @@ func (s *Store) Finish(ctx context.Context, ref store.LeaseRef, r store.Result) 
 		if err != nil {
 			return fmt.Errorf("updating operation %s: %w", o.ID, err)
 		}
-		s.truncateSoon()
+		s.retireSoon()
 		out = o2.Operation
 		ch.Ended = append(ch.Ended, o.ID)
 		if o.DeploymentID != "" {

@@ -17,7 +17,7 @@ func (s *Store) Leases(ctx context.Context, workerID string, now time.Time) ([]a
 	if err != nil {
 		return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
 	}
-	held, err := scanOps(rows, true)
+	held, err := s.scanFulls(rows)
 	if err != nil {
 		return nil, fmt.Errorf("listing leases of worker %s: %w", workerID, err)
 	}

@@ -13,11 +13,15 @@ import (
 func (s *Store) PodLease(ctx context.Context, tokenHash string) (store.PodLease, error) {
 	var pl store.PodLease
 	var expires, eosSeq, exit sql.NullInt64
+	var sealed []byte
 	err := s.rRow(ctx, `SELECT id, lease_id, worker_id, lease_expires_at, sealing_key, last_seq, pod_eos_seq, pod_exit_code
 		FROM operations WHERE pod_token_hash = ? AND state IN ('leased', 'running')`, tokenHash).
-		Scan(&pl.OperationID, &pl.LeaseID, &pl.WorkerID, &expires, &pl.SealingKey, &pl.LastSeq, &eosSeq, &exit)
+		Scan(&pl.OperationID, &pl.LeaseID, &pl.WorkerID, &expires, &sealed, &pl.LastSeq, &eosSeq, &exit)
 	if err != nil {
 		return pl, readErr(err, "pod token")
+	}
+	if pl.SealingKey, err = s.openSealingKey(sealed); err != nil {
+		return pl, fmt.Errorf("operation %s: %w", pl.OperationID, err)
 	}
 	pl.ExpiresAt = fromNanos(expires.Int64)
 	pl.End = podEnd(eosSeq, exit)

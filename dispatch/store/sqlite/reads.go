@@ -71,7 +71,11 @@ func (s *Store) SensitiveValues(ctx context.Context, id string) ([]string, error
 	if !secrets.Valid {
 		return nil, nil
 	}
-	values, err := store.SensitiveValues(secrets.String)
+	plain, err := s.openSecrets(secrets.String)
+	if err != nil {
+		return nil, fmt.Errorf("operation %s: %w", id, err)
+	}
+	values, err := store.SensitiveValues(plain)
 	if err != nil {
 		return nil, fmt.Errorf("operation %s: %w", id, err)
 	}

@@ -3,9 +3,9 @@
 // pool of readers, and migrations embedded in the binary. It uses modernc.org/sqlite, a pure-Go SQLite, so
 // the binary stays static.
 //
-// On disk (disk.go): the files are private to their owner, the writer zeroes what it deletes (secure_delete),
-// the WAL is truncated soon after a sensitive value is erased, and freed pages go back to the file system
-// (incremental auto-vacuum).
+// On disk (disk.go): the files are private to their owner, sensitive values are sealed under keys kept in a
+// file beside the database and retired soon after their operation ends (keyring.go), the writer zeroes what
+// it deletes (secure_delete), and freed pages go back to the file system (incremental auto-vacuum).
 package sqlite
 
 import (
@@ -44,9 +44,12 @@ type Store struct {
 	cpStopped    chan struct{}            // closed when the checkpointer has returned
 	checkpointed func(frames, copied int) // when set (tests), called after each checkpoint with its counts
 
-	// erased is set, by the writer goroutine only, when a write of the group being committed erased sensitive
-	// values or deleted history (see truncateSoon).
-	erased bool
+	keys *keyring // the keys sealed values are sealed under (keyring.go)
+	lock *os.File // held while the store is open (lockDatabase)
+
+	// ended and shrink are set, by the writer goroutine only, when a write of the group being committed erased
+	// sensitive values (retireSoon) or deleted history (truncateSoon).
+	ended, shrink bool
 	// truncated, when set (tests), is called after each WAL truncation with whether it completed.
 	truncated func(done bool)
 
@@ -93,6 +96,15 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err := makePrivate(path, s.log); err != nil {
 		return nil, err
 	}
+	if s.lock, err = lockDatabase(path); err != nil {
+		return nil, err
+	}
+	opened := false
+	defer func() {
+		if !opened {
+			_ = s.lock.Close()
+		}
+	}()
 
 	w, err := sql.Open("sqlite", sqlitedsn.DSN(path, true))
 	if err != nil {
@@ -118,23 +130,34 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		_ = errors.Join(s.c.Close(), w.Close())
 		return nil, fmt.Errorf("migrating the database %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", sqlitedsn.DSN(path, false))
+	sealed, err := s.openKeys(ctx, path)
 	if err != nil {
 		s.stopWriter()
 		_ = errors.Join(s.c.Close(), w.Close())
+		return nil, fmt.Errorf("opening the database %s: %w", path, err)
+	}
+	if sealed {
+		s.truncateWAL() // the values sealed just now are still in clear in the WAL
+	}
+	r, err := sql.Open("sqlite", sqlitedsn.DSN(path, false))
+	if err != nil {
+		s.stopWriter()
+		_ = errors.Join(s.keys.close(), s.c.Close(), w.Close())
 		return nil, fmt.Errorf("opening the database %s for reading: %w", path, err)
 	}
 	n := max(4, 2*runtime.GOMAXPROCS(0))
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	s.r = r
+	opened = true
 	return s, nil
 }
 
-// Close stops the writer (after the writes in flight, and the WAL truncation if one is due) and closes both
-// connection pools.
+// Close stops the writer (after the writes in flight, and the retirement of keys or the WAL truncation if one
+// is due), rewrites the key file and closes both connection pools.
 func (s *Store) Close() error {
 	s.stopWriter()
+	kerr := s.keys.close()
 	s.stmtMu.Lock()
 	for _, st := range s.wStmts {
 		_ = st.Close()
@@ -143,7 +166,7 @@ func (s *Store) Close() error {
 		_ = st.Close()
 	}
 	s.stmtMu.Unlock()
-	return errors.Join(s.r.Close(), s.c.Close(), s.w.Close())
+	return errors.Join(kerr, s.r.Close(), s.c.Close(), s.w.Close(), s.lock.Close())
 }
 
 func (s *Store) stopWriter() {
@@ -184,18 +207,24 @@ type writeReq struct {
 // maxGroup bounds the writes committed together (so one commit's latency stays bounded).
 const maxGroup = 128
 
-// writer runs the writes until stop is closed, and truncates the WAL truncateDelay after a commit that erased
-// sensitive values (once for every such commit in that time; a truncation that readers kept from completing is
-// tried again later, see truncateRetryMax), and once more before it returns if one is due.
+// writer runs the writes until stop is closed. retireDelay after a commit that erased sensitive values it
+// retires their keys (rekey; once for every such commit in that time), and truncateDelay after one that deleted
+// history it truncates the WAL (a truncation that readers kept from completing is tried again later, see
+// truncateRetryMax); before it returns it does either once more if due.
 func (s *Store) writer(stop <-chan struct{}) {
 	defer close(s.stopped)
-	var due <-chan time.Time  // set while a truncation is due
-	var ready <-chan struct{} // set while the checkpoint before a due truncation runs (checkpointAside)
-	retry := truncateDelay    // the delay before the next attempt of a truncation that did not complete
+	var retire <-chan time.Time // set while a retirement of keys is due
+	var due <-chan time.Time    // set while a truncation is due
+	var ready <-chan struct{}   // set while the checkpoint before a due truncation runs (checkpointAside)
+	retry := truncateDelay      // the delay before the next attempt of a truncation that did not complete
 	for {
 		var first writeReq
 		select {
 		case first = <-s.writes:
+		case <-retire:
+			retire = nil
+			s.rekey()
+			continue
 		case <-due:
 			due, ready = nil, s.checkpointAside()
 			continue
@@ -209,6 +238,9 @@ func (s *Store) writer(stop <-chan struct{}) {
 			}
 			continue
 		case <-stop:
+			if retire != nil {
+				s.rekey()
+			}
 			if ready != nil {
 				<-ready
 			}
@@ -227,17 +259,21 @@ func (s *Store) writer(stop <-chan struct{}) {
 				break more
 			}
 		}
-		if s.commitGroup(group) && due == nil && ready == nil { // else the truncation to come covers it
+		ended, shrink := s.commitGroup(group)
+		if ended && retire == nil { // else the retirement to come covers it
+			retire = time.After(retireDelay)
+		}
+		if shrink && due == nil && ready == nil { // else the truncation to come covers it
 			due = time.After(truncateDelay)
 		}
 	}
 }
 
 // commitGroup runs and commits a group of writes; it reports whether it committed a write that erased
-// sensitive values or deleted history.
-func (s *Store) commitGroup(group []writeReq) (erased bool) {
+// sensitive values (ended) or deleted history (shrink).
+func (s *Store) commitGroup(group []writeReq) (ended, shrink bool) {
 	ctx := context.Background()
-	s.erased = false
+	s.ended, s.shrink = false, false
 	errs := make([]error, len(group))
 	defer func() {
 		for i, r := range group {
@@ -304,9 +340,9 @@ func (s *Store) commitGroup(group []writeReq) (erased bool) {
 				errs[i] = fmt.Errorf("committing: %w", err)
 			}
 		}
-		return false
+		return false, false
 	}
-	return s.erased
+	return s.ended, s.shrink
 }
 
 // isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY constraint failure.

@@ -106,7 +106,7 @@ func TestClaimUsesQueueIndex(t *testing.T) {
 	s := openTemp(t)
 	joined := queryPlan(t, s, claimSQL, sql.Named("worker", "w"), sql.Named("lease", "l"), sql.Named("request", nil),
 		sql.Named("expires", 0), sql.Named("now", 0), sql.Named("since", 0), sql.Named("pools", `["p", "q"]`), sql.Named("caps", `[]`),
-		sql.Named("podtoken", nil), sql.Named("sealkey", nil), sql.Named("loglimit", 0), sql.Named("profiles", `["gpu"]`))
+		sql.Named("podtoken", nil), sql.Named("sealkey", nil), sql.Named("sealkid", nil), sql.Named("loglimit", 0), sql.Named("profiles", `["gpu"]`))
 	if !strings.Contains(joined, "SEARCH o USING INDEX operations_queue") || !strings.Contains(joined, "USING COVERING INDEX operations_targeted") ||
 		!strings.Contains(joined, "SEARCH l USING INDEX operations_worker") || strings.Contains(joined, "TEMP B-TREE") {
 		t.Errorf("claim plan does not use the queue index:\n%s", joined)

@@ -164,7 +164,7 @@ func (s *Store) RemoveWorker(ctx context.Context, id string, now time.Time) (sto
 			}
 		}
 		if len(out.Changes.Ended) > 0 {
-			s.truncateSoon()
+			s.retireSoon()
 		}
 		return nil
 	})
