@@ -27,8 +27,8 @@ import (
 //     DeleteFinished runs incremental_vacuum in the write that deletes; truncateDelay after it the writer
 //     copies the WAL into the database and truncates both (truncateWAL). Close truncates too when one is due.
 //     Until the sealed values, the erasure of a value was such a truncation after each end: it held the
-//     single writer while readers left the WAL and it copied and synced, and made the hand-off's p99 with
-//     10,000 workers waiting 4 to 27 ms instead of 4 to 8 (ARCHITECTURE.md, Capacity).
+//     single writer while readers left the WAL and it copied and synced, the tail of the hand-off's latency
+//     with 10,000 workers waiting (ARCHITECTURE.md, Capacity).
 
 // truncateDelay is how long after a commit that deleted history the WAL is truncated.
 const truncateDelay = 200 * time.Millisecond
