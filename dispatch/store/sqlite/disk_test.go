@@ -389,6 +389,9 @@ func TestSecondStoreOnOneFileIsRefused(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Close(); err != nil {
+		t.Errorf("a second Close = %v; want nil", err)
+	}
 	s2, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatalf("Open after the first store closed: %v", err)

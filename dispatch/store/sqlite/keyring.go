@@ -153,6 +153,8 @@ func openKeyring(path string, live []uint32, log *logrus.Entry) (*keyring, error
 		return nil, err
 	}
 	k.keys = map[uint32]*sealKey{}
+	// New ids follow those on file. One retired before a restart may be given again to a new key: what the
+	// WAL still holds under the old one then fails to open (GCM checks the key), and nothing live used it.
 	for id := range onFile {
 		k.last = max(k.last, id)
 	}

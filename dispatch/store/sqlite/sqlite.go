@@ -166,7 +166,12 @@ func (s *Store) Close() error {
 		_ = st.Close()
 	}
 	s.stmtMu.Unlock()
-	return errors.Join(kerr, s.r.Close(), s.c.Close(), s.w.Close(), s.lock.Close())
+	err := errors.Join(kerr, s.r.Close(), s.c.Close(), s.w.Close())
+	if s.lock != nil { // released last, once the connections are closed; a second Close finds it released
+		err = errors.Join(err, s.lock.Close())
+		s.lock = nil
+	}
+	return err
 }
 
 func (s *Store) stopWriter() {
