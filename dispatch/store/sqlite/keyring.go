@@ -208,7 +208,7 @@ func (k *keyring) seal(plain []byte, ad string) ([]byte, uint32) {
 	return key.aead.Seal(out, out[5:sealHeader], plain, []byte(ad)), id
 }
 
-// open opens a value seal sealed with the same ad.
+// open opens a value that seal sealed with the same ad.
 func (k *keyring) open(sealed []byte, ad string) ([]byte, error) {
 	return openSealed(sealed, ad, func(id uint32) *sealKey {
 		k.mu.Lock()
