@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -56,6 +55,13 @@ func (s *Store) scanFull(row scanner) (opRow, error) {
 // scanFulls reads every row of rows as scanFull does.
 func (s *Store) scanFulls(rows *sql.Rows) ([]opRow, error) { return scanAll(rows, nil, s.scanFull) }
 
+// scanKid reads a key id.
+func scanKid(r scanner) (uint32, error) {
+	var id int64
+	err := r.Scan(&id)
+	return uint32(id), err
+}
+
 // sealedCols are the sealed columns with the column of their key's id, and their associated data.
 var sealedCols = []struct{ col, kid, ad string }{{"secrets", "secrets_kid", adSecrets}, {"sealing_key", "sealing_kid", adSealingKey}}
 
@@ -91,11 +97,7 @@ func (s *Store) resealEnded(ctx context.Context) ([]uint32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading ended_keys: %w", err)
 	}
-	ended, err := scanAll(rows, nil, func(r scanner) (uint32, error) {
-		var id int64
-		err := r.Scan(&id)
-		return uint32(id), err
-	})
+	ended, err := scanAll(rows, nil, scanKid)
 	if err != nil || len(ended) == 0 {
 		return nil, err
 	}
@@ -117,23 +119,28 @@ func (s *Store) resealEnded(ctx context.Context) ([]uint32, error) {
 	return retire, nil
 }
 
-// reseal seals again, under the current key, every live sealed value whose key id column matches cond (with
-// {kid} standing for that column, e.g. "{kid} = ?"), in tx.
+// sealedSQL selects the seq, the value and whether it is in clear of every live value of column col whose key
+// id column kid matches cond (e.g. "= ?").
+func sealedSQL(col, kid, cond string) string {
+	return `SELECT seq, ` + col + `, ` + kid + ` IS NULL FROM operations WHERE ` + col + ` IS NOT NULL AND ` + kid + ` ` + cond
+}
+
+// reseal seals, under the current key and in tx, every live value whose key id column matches cond: "= ?"
+// with a key's id seals again the values under that key, "IS NULL" seals the values held in clear.
 func (s *Store) reseal(ctx context.Context, tx *sql.Tx, cond string, args ...any) error {
 	for _, c := range sealedCols {
-		where := c.col + ` IS NOT NULL AND ` + c.kid + ` ` + cond
-		rows, err := s.txQuery(ctx, tx, `SELECT seq, `+c.col+`, `+c.kid+` IS NULL FROM operations WHERE `+where, args...)
+		rows, err := s.txQuery(ctx, tx, sealedSQL(c.col, c.kid, cond), args...)
 		if err != nil {
 			return fmt.Errorf("reading sealed %s: %w", c.ad, err)
 		}
 		type value struct {
-			seq    int64
-			v      []byte
-			legacy bool
+			seq   int64
+			v     []byte
+			clear bool
 		}
 		vals, err := scanAll(rows, nil, func(r scanner) (value, error) {
 			var v value
-			err := r.Scan(&v.seq, &v.v, &v.legacy)
+			err := r.Scan(&v.seq, &v.v, &v.clear)
 			return v, err
 		})
 		if err != nil {
@@ -141,7 +148,7 @@ func (s *Store) reseal(ctx context.Context, tx *sql.Tx, cond string, args ...any
 		}
 		for _, v := range vals {
 			plain := v.v
-			if !v.legacy {
+			if !v.clear {
 				if plain, err = s.keys.open(v.v, c.ad); err != nil {
 					return err
 				}
@@ -156,25 +163,24 @@ func (s *Store) reseal(ctx context.Context, tx *sql.Tx, cond string, args ...any
 	return nil
 }
 
+// liveKidsSQL lists the keys of live sealed values; inClearSQL counts the operations with values in clear.
+const (
+	liveKidsSQL = `SELECT secrets_kid FROM operations WHERE secrets IS NOT NULL AND secrets_kid IS NOT NULL
+		UNION SELECT sealing_kid FROM operations WHERE sealing_key IS NOT NULL AND sealing_kid IS NOT NULL`
+	inClearSQL = `SELECT COUNT(*) FROM operations WHERE (secrets IS NOT NULL AND secrets_kid IS NULL)
+		OR (sealing_key IS NOT NULL AND sealing_kid IS NULL)`
+)
+
 // openKeys opens the keyring of the database at path (see openKeyring) and seals the values a database from
 // before sealed values (or a backup) holds in clear. It reports whether it sealed any: their clear copies in
 // the WAL must then be truncated away.
 func (s *Store) openKeys(ctx context.Context, path string) (bool, error) {
-	var live []uint32
-	rows, err := s.w.QueryContext(ctx, `SELECT secrets_kid FROM operations WHERE secrets IS NOT NULL AND secrets_kid IS NOT NULL
-		UNION SELECT sealing_kid FROM operations WHERE sealing_key IS NOT NULL AND sealing_kid IS NOT NULL`)
+	rows, err := s.w.QueryContext(ctx, liveKidsSQL)
 	if err != nil {
 		return false, fmt.Errorf("listing the keys of sealed values: %w", err)
 	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return false, fmt.Errorf("listing the keys of sealed values: %w", err)
-		}
-		live = append(live, uint32(id))
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+	live, err := scanAll(rows, nil, scanKid)
+	if err != nil {
 		return false, fmt.Errorf("listing the keys of sealed values: %w", err)
 	}
 	if s.keys, err = openKeyring(path, live, s.log); err != nil {
@@ -187,8 +193,7 @@ func (s *Store) openKeys(ctx context.Context, path string) (bool, error) {
 			return err
 		}
 		var n int
-		if err := s.txRow(ctx, tx, `SELECT COUNT(*) FROM operations WHERE (secrets IS NOT NULL AND secrets_kid IS NULL)
-			OR (sealing_key IS NOT NULL AND sealing_kid IS NULL)`).Scan(&n); err != nil || n == 0 {
+		if err := s.txRow(ctx, tx, inClearSQL).Scan(&n); err != nil || n == 0 {
 			return err
 		}
 		sealed = true

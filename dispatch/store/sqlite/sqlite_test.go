@@ -239,3 +239,21 @@ func openFile(t *testing.T) (*Store, string) {
 	}
 	return s, path
 }
+
+// TestSealedValuesUseKeyIndexes guards the cost of a retirement and of Open: finding the live values under a
+// key, the keys of live values and the values held in clear search the partial key indexes, not the
+// operations table, which grows with history.
+func TestSealedValuesUseKeyIndexes(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	for _, c := range sealedCols {
+		if plan := queryPlan(t, s, sealedSQL(c.col, c.kid, "= ?"), 1); !strings.Contains(plan, "USING INDEX operations_"+c.kid) {
+			t.Errorf("re-sealing %s does not search its key index:\n%s", c.ad, plan)
+		}
+	}
+	for _, q := range []string{liveKidsSQL, inClearSQL} {
+		if plan := queryPlan(t, s, q); strings.Contains(plan, "SCAN operations") {
+			t.Errorf("%s scans the operations table:\n%s", q, plan)
+		}
+	}
+}
