@@ -134,18 +134,11 @@ func openCopy(ctx context.Context, path string, keys map[uint32]*sealKey) error 
 	defer func() { _ = tx.Rollback() }() // after Commit it does nothing
 	lookup := func(id uint32) *sealKey { return keys[id] }
 	for _, c := range sealedCols {
-		rows, err := tx.QueryContext(ctx, `SELECT seq, `+c.col+` FROM operations WHERE `+c.col+` IS NOT NULL AND `+c.kid+` IS NOT NULL`)
+		rows, err := tx.QueryContext(ctx, sealedSQL(c.col, c.kid, `IS NOT NULL`))
 		if err != nil {
 			return fmt.Errorf("reading the sealed values of the copy: %w", err)
 		}
-		type value struct {
-			seq int64
-			v   []byte
-		}
-		vals, err := scanAll(rows, nil, func(r scanner) (value, error) {
-			var v value
-			return v, r.Scan(&v.seq, &v.v)
-		})
+		vals, err := scanAll(rows, nil, scanSealed)
 		if err != nil {
 			return fmt.Errorf("reading the sealed values of the copy: %w", err)
 		}

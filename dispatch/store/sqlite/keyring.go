@@ -233,11 +233,11 @@ func openSealed(sealed []byte, ad string, key func(uint32) *sealKey) ([]byte, er
 	return plain, nil
 }
 
-// rotate makes next current, when next is on the file, and makes a new next for the filer to write. It
-// reports whether cur changed. The caller holds mu.
-func (k *keyring) rotate() bool {
+// rotate makes next current, when next is on the file, and makes a new next for the filer to write. The
+// caller holds mu.
+func (k *keyring) rotate() {
 	if k.next == 0 || !k.onFile[k.next] {
-		return false
+		return
 	}
 	k.cur, k.next, k.sealed = k.next, 0, 0
 	if id, err := k.add(); err == nil {
@@ -246,7 +246,6 @@ func (k *keyring) rotate() bool {
 		k.log.WithError(err).Error("making the next sealing key (the current one stays until one is made)")
 	}
 	k.signal()
-	return true
 }
 
 // retire drops ids from the next rewrite of the file: no live value is sealed under them any more (the

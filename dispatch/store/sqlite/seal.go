@@ -72,19 +72,16 @@ func (s *Store) retireSoon() { s.ended = true }
 // rekey retires the keys the triggers recorded in ended_keys: it seals every live value still under one of
 // them again under the current key, in one transaction on the writer (between groups), and then has the
 // filer drop them from the key file. The current key, when among them, is rotated first; if it cannot be yet
-// (the next key is not on file), it stays recorded for the next rekey. It reports whether keys were retired.
-func (s *Store) rekey() bool {
-	ctx := context.Background()
-	retired, err := s.resealEnded(ctx)
+// (the next key is not on file), it stays recorded for the next rekey.
+func (s *Store) rekey() {
+	retired, err := s.resealEnded(context.Background())
 	if err != nil {
 		s.log.WithError(err).Error("retiring the sealing keys of ended operations (retried at the next end)")
-		return false
+		return
 	}
-	if len(retired) == 0 {
-		return false
+	if len(retired) > 0 {
+		s.keys.retire(retired)
 	}
-	s.keys.retire(retired)
-	return true
 }
 
 func (s *Store) resealEnded(ctx context.Context) ([]uint32, error) {
@@ -125,6 +122,18 @@ func sealedSQL(col, kid, cond string) string {
 	return `SELECT seq, ` + col + `, ` + kid + ` IS NULL FROM operations WHERE ` + col + ` IS NOT NULL AND ` + kid + ` ` + cond
 }
 
+// sealedValue is a row of sealedSQL.
+type sealedValue struct {
+	seq   int64
+	v     []byte
+	clear bool // held in clear (no key id)
+}
+
+func scanSealed(r scanner) (sealedValue, error) {
+	var v sealedValue
+	return v, r.Scan(&v.seq, &v.v, &v.clear)
+}
+
 // reseal seals, under the current key and in tx, every live value whose key id column matches cond: "= ?"
 // with a key's id seals again the values under that key, "IS NULL" seals the values held in clear.
 func (s *Store) reseal(ctx context.Context, tx *sql.Tx, cond string, args ...any) error {
@@ -133,16 +142,7 @@ func (s *Store) reseal(ctx context.Context, tx *sql.Tx, cond string, args ...any
 		if err != nil {
 			return fmt.Errorf("reading sealed %s: %w", c.ad, err)
 		}
-		type value struct {
-			seq   int64
-			v     []byte
-			clear bool
-		}
-		vals, err := scanAll(rows, nil, func(r scanner) (value, error) {
-			var v value
-			err := r.Scan(&v.seq, &v.v, &v.clear)
-			return v, err
-		})
+		vals, err := scanAll(rows, nil, scanSealed)
 		if err != nil {
 			return fmt.Errorf("reading sealed %s: %w", c.ad, err)
 		}
