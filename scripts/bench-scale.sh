@@ -6,7 +6,8 @@
 # the server refuses (e2e/scale). Goal: under 1 GiB RSS and p99 under 10 ms. It needs about 10,000 open files
 # per process.
 # Settings (environment): OCTO_SCALE_WORKERS (10000), OCTO_SCALE_WAIT (60s), OCTO_SCALE_SAMPLES (500),
-# OCTO_SCALE_HEARTBEAT (the server's --heartbeat-interval; default its own, 5s); OCTO_CPU_PROFILE=DIR makes
+# OCTO_SCALE_HEARTBEAT (the server's --heartbeat-interval; default its own, 5s), OCTO_SCALE_FLEET_PRIORITY
+# (normal, nice or idle: the benchmark process's CPU priority once the server runs); OCTO_CPU_PROFILE=DIR makes
 # the server write a CPU profile there.
 # Usage: scripts/bench-scale.sh [go test -bench regexp]
 set -euo pipefail

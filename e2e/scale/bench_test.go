@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/octo-worker/octo-worker/dispatch/api"
 	"github.com/octo-worker/octo-worker/dispatch/client"
@@ -40,7 +41,9 @@ const adminToken = "scale-bench-admin-token-0123456789"
 // settings, from the environment: OCTO_SCALE_WORKERS (10000), OCTO_SCALE_WAIT (how long the workers wait
 // while the server's memory and CPU are sampled, 60s), OCTO_SCALE_SAMPLES (hand-offs timed, 500);
 // OCTO_SCALE_HEARTBEAT sets the server's --heartbeat-interval (default: the server's own, 5s);
-// OCTO_SCALE_PG_PARAMS adds URL parameters to PostgreSQL's --db (e.g. pool_max_conns=32).
+// OCTO_SCALE_PG_PARAMS adds URL parameters to PostgreSQL's --db (e.g. pool_max_conns=32);
+// OCTO_SCALE_FLEET_PRIORITY is the CPU priority of the benchmark process once the server and its database
+// run (fleetPriority).
 func settings(b *testing.B) (workers int, wait time.Duration, samples int) {
 	workers, samples, wait = 10000, 500, time.Minute
 	var err error
@@ -104,6 +107,53 @@ func BenchmarkTenThousandWorkers(b *testing.B) {
 	}
 }
 
+// fleetPriority is OCTO_SCALE_FLEET_PRIORITY: "normal" (the default), "nice" (nice 19) or "idle"
+// (SCHED_IDLE). The simulated workers stand for agents on other machines, but here they share two cores with
+// the server and its database. At a lower priority (the benchmark process's, set once the server and the
+// database run: their processes keep the usual one) they take the CPU those leave rather than an equal share
+// of it. The submitter and the worker that receives a lease are goroutines of the same process, so what the
+// lower priority costs them counts in the hand-off's latency.
+func fleetPriority(b *testing.B) string {
+	switch v := os.Getenv("OCTO_SCALE_FLEET_PRIORITY"); v {
+	case "", "normal":
+		return "normal"
+	case "nice", "idle":
+		return v
+	default:
+		b.Fatalf("OCTO_SCALE_FLEET_PRIORITY=%q: want normal, nice or idle", v)
+		return ""
+	}
+}
+
+// setPriority sets the scheduling of every thread of process pid to priority (fleetPriority; needs root to
+// return to normal): Linux keeps it per thread, and a thread started later takes its creator's.
+func setPriority(b *testing.B, pid int, priority string) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("listing the threads of %d: %v", pid, err)
+	}
+	policy, nice := 0, 0 // SCHED_OTHER
+	switch priority {
+	case "nice":
+		nice = 19
+	case "idle":
+		policy = 5 // SCHED_IDLE
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(filepath.Base(t))
+		if err != nil {
+			continue
+		}
+		var param struct{ priority int32 }
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(tid), uintptr(policy), uintptr(unsafe.Pointer(&param))); e != 0 && e != syscall.ESRCH {
+			b.Fatalf("setting the scheduling policy of thread %d to %d: %v", tid, policy, e)
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+			b.Fatalf("setting the nice value of thread %d to %d: %v (lowering it needs root)", tid, nice, err)
+		}
+	}
+}
+
 // raiseFileLimit sets the soft limit of open files to the hard one (the server inherits it) and checks that
 // it holds a connection per worker and the heartbeats' pool.
 func raiseFileLimit(b *testing.B, workers int) {
@@ -148,6 +198,11 @@ func run(b *testing.B, exe, db string, workers int, wait time.Duration, samples 
 	srv := proc.Start(b, exe, "server-"+db, []string{"OCTO_LOG_LEVEL=warn"}, args...)
 	url := "http://" + addr
 	srv.WaitHTTP(b, url+"/healthz", time.Minute)
+	if prio := fleetPriority(b); prio != "normal" {
+		setPriority(b, os.Getpid(), prio)
+		defer setPriority(b, os.Getpid(), "normal") // the next run's server and database start at the usual one
+		b.Logf("db=%s: the benchmark process (the fleet, the submitter, the probes) runs at %s priority", db, prio)
+	}
 	ctx, cancel := context.WithCancel(b.Context())
 	var wg sync.WaitGroup
 	defer func() { // after a b.Fatal too: the workers stop only when ctx ends
