@@ -68,12 +68,13 @@ func settings(b *testing.B) (workers int, wait time.Duration, samples int) {
 // BenchmarkTenThousandWorkers, once per driver (-benchtime 1x: each iteration is the whole run):
 //   - idle-rss-MiB: the server's RSS after start; baseline-p50-us/baseline-p99-us: submit → lease with one
 //     worker waiting (the same server, before the others register): the baselines of the same run.
-//   - Then every worker registers, heartbeats at the interval the server gives (as the agent does: it takes
-//     the server's when shorter than its own) and long-polls; once every poll is sent, the server's VmRSS is
-//     sampled every second for OCTO_SCALE_WAIT: rss-MiB (the largest sample), hwm-MiB (VmHWM at the end),
-//     KiB/worker (over the idle RSS), cpu-cores (utime+stime over the wait), cpu-us/req (per request served:
-//     heartbeats and long-polls ended by their deadline), req/s served against due-req/s (what the fleet
-//     sends when every request is answered at once: fewer served means the server, or the machine, falls
+//   - Then every worker registers, heartbeats at the interval the server gives (as the agent does: it takes the
+//     server's when shorter than its own) and long-polls (its first poll waits a random 1-30 s, so that the
+//     polls end spread over the wait as a real fleet's do, not in waves); once every poll is sent, the server's
+//     VmRSS is sampled every second for OCTO_SCALE_WAIT: rss-MiB (the largest sample), hwm-MiB (VmHWM at the
+//     end), KiB/worker (over the idle RSS), cpu-cores (utime+stime over the wait), cpu-us/req (per request
+//     served: heartbeats and long-polls ended by their deadline), req/s served against due-req/s (what the
+//     fleet sends when every request is answered at once: fewer served means the server, or the machine, falls
 //     behind), the database server's CPU for PostgreSQL, the benchmark process's own CPU, and runq-wait-s/s:
 //     how long the server's threads waited for a CPU per second (on a shared machine, what the others took).
 //   - p50-us/p99-us: submit → lease with them all waiting, and p99-ratio against the baseline;
@@ -451,6 +452,11 @@ func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, regToken string, 
 		}
 	})
 	wg.Go(func() {
+		// The first poll waits a random part of the longest wait: the fleet registers within seconds, and
+		// polls begun together end together, every wait, each end followed by another poll's claim. A real
+		// fleet's agents started at other times: their polls end spread over the wait, and so do these
+		// after the first.
+		wait := time.Duration(1+rand.N(int(api.MaxLeaseWait/time.Second))) * time.Second
 		for ctx.Err() == nil {
 			var wrote atomic.Bool
 			trace := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
@@ -458,7 +464,8 @@ func (f *fleet) start(ctx context.Context, wg *sync.WaitGroup, regToken string, 
 					f.waiting.Add(1)
 				}
 			}})
-			l, err := poller.Lease(trace, api.MaxLeaseWait)
+			l, err := poller.Lease(trace, wait)
+			wait = api.MaxLeaseWait
 			if wrote.Load() {
 				f.waiting.Add(-1)
 			}
